@@ -1,0 +1,304 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures a Source. Zero values are documented per field.
+type Config struct {
+	// CAURL is the CA's HTTPS URL. Required.
+	CAURL string
+	// Roots are the trust anchors known at start (from --root or a
+	// fingerprint bootstrap). Required.
+	Roots []*x509.Certificate
+	// Initial credentials to start from (loaded from disk); nil means
+	// enroll first.
+	Initial *Credentials
+	// Provisioner and Attest enroll: Attest returns the attestation token
+	// each time the Source must enroll (at start without Initial, or after
+	// the certificate expired). Nil Attest means the Source cannot
+	// re-enroll and stops with ErrExpired when its certificate expires.
+	Provisioner string
+	Attest      func(ctx context.Context) (string, error)
+	// KeyType of new keys; empty means ec-p256.
+	KeyType string
+	// TTL asked for; zero means the CA's default.
+	TTL time.Duration
+	// ReuseKey renews with the current key instead of a fresh one.
+	ReuseKey bool
+	// Dir, when set, receives cert.pem, key.pem and bundle.pem after each
+	// enrollment and renewal (key first, then certificate, then bundle).
+	Dir string
+	// OnRenew is called after each new certificate is in place.
+	OnRenew func(*Credentials)
+	// RenewAt is the fraction of the remaining lifetime after which to
+	// renew; zero means 2/3. Jitter is ± that fraction of the wait; zero
+	// means 0.1.
+	RenewAt, Jitter float64
+	// MinBackoff and MaxBackoff bound the retry delay after a failure;
+	// zero means 1s and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger nil discards.
+	Logger *slog.Logger
+}
+
+// ErrExpired is returned by Err when the certificate expired and the Source
+// could not enroll again.
+var ErrExpired = errors.New("agent: certificate expired and no attestation to enroll again")
+
+// Source keeps a fresh certificate and the current trust bundle. Its
+// methods are safe for concurrent use.
+type Source struct {
+	cfg    Config
+	client *Client
+	log    *slog.Logger
+
+	creds atomic.Pointer[Credentials]
+	trust atomic.Pointer[trustState]
+	now   chan struct{}
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	errMu  sync.Mutex
+	err    error
+}
+
+type trustState struct {
+	roots []*x509.Certificate
+	pool  *x509.CertPool
+}
+
+func newTrustState(roots []*x509.Certificate) *trustState {
+	p := x509.NewCertPool()
+	for _, r := range roots {
+		p.AddCert(r)
+	}
+	return &trustState{roots: roots, pool: p}
+}
+
+// NewSource enrolls (unless cfg.Initial is set and still valid), then
+// renews in the background until Close. It returns once the Source holds a
+// certificate.
+func NewSource(ctx context.Context, cfg Config) (*Source, error) {
+	if len(cfg.Roots) == 0 {
+		return nil, errors.New("agent: Config.Roots is required")
+	}
+	if cfg.RenewAt <= 0 || cfg.RenewAt >= 1 {
+		cfg.RenewAt = 2.0 / 3
+	}
+	if cfg.Jitter <= 0 || cfg.Jitter >= 1 {
+		cfg.Jitter = 0.1
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.KeyType == "" {
+		cfg.KeyType = "ec-p256"
+	}
+	s := &Source{cfg: cfg, log: cfg.Logger, now: make(chan struct{}, 1), done: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.trust.Store(newTrustState(cfg.Roots))
+	client, err := NewClient(cfg.CAURL, s.trust.Load().pool)
+	if err != nil {
+		return nil, err
+	}
+	s.client = client
+	if cfg.Initial != nil && time.Now().Before(cfg.Initial.NotAfter) {
+		s.creds.Store(cfg.Initial)
+	} else {
+		if err := s.enroll(ctx); err != nil {
+			return nil, err
+		}
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go s.loop(loopCtx)
+	return s, nil
+}
+
+// Current returns the credentials in use now.
+func (s *Source) Current() *Credentials { return s.creds.Load() }
+
+// Roots returns the current trust anchors.
+func (s *Source) Roots() []*x509.Certificate { return s.trust.Load().roots }
+
+// Pool returns the current trust anchors as a pool.
+func (s *Source) Pool() *x509.CertPool { return s.trust.Load().pool }
+
+// RenewNow asks the background loop to renew at once.
+func (s *Source) RenewNow() {
+	select {
+	case s.now <- struct{}{}:
+	default:
+	}
+}
+
+// Done is closed when the Source has stopped: after Close, or when its
+// certificate expired and it could not enroll again (see Err).
+func (s *Source) Done() <-chan struct{} { return s.done }
+
+// Err returns why the Source stopped, nil after Close.
+func (s *Source) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// Close stops the background loop and waits for it.
+func (s *Source) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+// GetCertificate is a tls.Config hook for servers.
+func (s *Source) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return s.creds.Load().TLSCertificate(), nil
+}
+
+// GetClientCertificate is a tls.Config hook for clients.
+func (s *Source) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return s.creds.Load().TLSCertificate(), nil
+}
+
+func (s *Source) enroll(ctx context.Context) error {
+	if s.cfg.Attest == nil {
+		return ErrExpired
+	}
+	token, err := s.cfg.Attest(ctx)
+	if err != nil {
+		return fmt.Errorf("agent: reading the attestation: %w", err)
+	}
+	key, err := NewKey(s.cfg.KeyType)
+	if err != nil {
+		return err
+	}
+	cr, err := s.client.Sign(ctx, s.cfg.Provisioner, token, key, s.cfg.TTL)
+	if err != nil {
+		return err
+	}
+	s.log.Info("enrolled", "serial", cr.Serial, "spiffe_id", cr.SPIFFEID, "not_after", cr.NotAfter.Format(time.RFC3339))
+	return s.install(ctx, cr)
+}
+
+func (s *Source) renew(ctx context.Context) error {
+	cur := s.creds.Load()
+	var newKey crypto.Signer // nil keeps the current key
+	if !s.cfg.ReuseKey {
+		k, err := NewKey(s.cfg.KeyType)
+		if err != nil {
+			return err
+		}
+		newKey = k
+	}
+	cr, err := s.client.Renew(ctx, cur.TLSCertificate(), newKey, s.cfg.TTL)
+	if err != nil {
+		return err
+	}
+	s.log.Info("renewed", "serial", cr.Serial, "spiffe_id", cr.SPIFFEID, "not_after", cr.NotAfter.Format(time.RFC3339), "renewed_from", cur.Serial)
+	return s.install(ctx, cr)
+}
+
+// install refreshes the bundle, writes the files and swaps in cr.
+func (s *Source) install(ctx context.Context, cr *Credentials) error {
+	if roots, err := s.client.Roots(ctx); err != nil {
+		s.log.Warn("could not refresh the trust bundle; keeping the current one", "err", err)
+	} else {
+		s.trust.Store(newTrustState(roots))
+		s.client.setRoots(s.trust.Load().pool)
+	}
+	if s.cfg.Dir != "" {
+		if err := WriteFiles(s.cfg.Dir, cr, s.Roots()); err != nil {
+			return err
+		}
+	}
+	s.creds.Store(cr)
+	if s.cfg.OnRenew != nil {
+		s.cfg.OnRenew(cr)
+	}
+	return nil
+}
+
+// nextRenewal is when to renew credentials received at got: RenewAt of the
+// remaining lifetime, ± Jitter of it.
+func (s *Source) nextRenewal(cr *Credentials, got time.Time) time.Time {
+	remaining := cr.NotAfter.Sub(got)
+	wait := time.Duration(float64(remaining) * s.cfg.RenewAt)
+	jitter := time.Duration((rand.Float64()*2 - 1) * s.cfg.Jitter * float64(wait))
+	return got.Add(wait + jitter)
+}
+
+func (s *Source) loop(ctx context.Context) {
+	defer close(s.done)
+	got := time.Now()
+	if cr := s.creds.Load(); cr.NotBefore.After(got) {
+		got = cr.NotBefore
+	}
+	backoff := s.cfg.MinBackoff
+	next := s.nextRenewal(s.creds.Load(), got)
+	for {
+		timer := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-s.now:
+			timer.Stop()
+		case <-timer.C:
+		}
+		cur := s.creds.Load()
+		var err error
+		if time.Now().Before(cur.NotAfter) {
+			err = s.renew(ctx)
+		} else {
+			s.log.Warn("certificate expired; enrolling again", "serial", cur.Serial, "not_after", cur.NotAfter.Format(time.RFC3339))
+			err = s.enroll(ctx)
+			var ae *APIError
+			if errors.Is(err, ErrExpired) || (errors.As(err, &ae) && !ae.Temporary()) {
+				s.stop(fmt.Errorf("%w: %v", ErrExpired, err))
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			backoff = s.cfg.MinBackoff
+			next = s.nextRenewal(s.creds.Load(), time.Now())
+			continue
+		}
+		var ae *APIError
+		if errors.As(err, &ae) && (ae.Code == "certificate_revoked") {
+			s.stop(fmt.Errorf("agent: renewal refused: %w", err))
+			return
+		}
+		s.log.Warn("renewal failed; retrying", "err", err, "in", backoff.String())
+		next = time.Now().Add(backoff)
+		if exp := cur.NotAfter; next.After(exp) && time.Now().Before(exp) {
+			next = exp // try the re-enrollment path right at expiry
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+func (s *Source) stop(err error) {
+	s.errMu.Lock()
+	s.err = err
+	s.errMu.Unlock()
+	s.log.Error("stopping", "err", err)
+}

@@ -1,0 +1,154 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/provisioners/jointoken"
+	"github.com/agentca/agentca/store"
+)
+
+// MaxTokensPerRequest bounds one token-creation request.
+const MaxTokensPerRequest = 100_000
+
+// tokenCreator is a provisioner that mints join tokens.
+type tokenCreator interface {
+	Create(ctx context.Context, spiffeID string, ttl time.Duration, count int) ([]jointoken.Created, error)
+}
+
+// AdminHandler serves the admin API. It has no authentication of its own:
+// serve it only on the 0600 unix socket (or behind an admin mTLS check).
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
+	mux.HandleFunc("/admin/v1/tokens", allow(http.MethodPost, s.createTokens))
+	mux.HandleFunc("/admin/v1/certs", allow(http.MethodGet, s.listCerts))
+	mux.HandleFunc("/", notFound)
+	return recoverer(s.log, mux)
+}
+
+// TokenRequest is the body of POST /admin/v1/tokens.
+type TokenRequest struct {
+	SPIFFEID string `json:"spiffe_id"`
+	// TTL is a Go duration; empty means the provisioner's token_ttl.
+	TTL string `json:"ttl,omitempty"`
+	// Count of tokens to create, all bound to SPIFFEID; zero means 1.
+	Count int `json:"count,omitempty"`
+	// Provisioner is the join-token provisioner's name; empty means the
+	// only one configured.
+	Provisioner string `json:"provisioner,omitempty"`
+}
+
+// TokenResponse lists the created tokens; this is their only plaintext.
+type TokenResponse struct {
+	Tokens []CreatedToken `json:"tokens"`
+}
+
+// CreatedToken is one new join token.
+type CreatedToken struct {
+	Token       string    `json:"token"`
+	SPIFFEID    string    `json:"spiffe_id"`
+	Provisioner string    `json:"provisioner"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
+	var req TokenRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		writeError(w, e)
+		return
+	}
+	if err := config.ValidateSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()); err != nil {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "spiffe_id: %v", err))
+		return
+	}
+	if req.Count < 0 || req.Count > MaxTokensPerRequest {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "count must be between 1 and %d", MaxTokensPerRequest))
+		return
+	}
+	ttl, e := ParseTTL(req.TTL)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	if ttl > config.Ceiling {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a join token may live at most %s", config.Ceiling))
+		return
+	}
+	var creator tokenCreator
+	name := req.Provisioner
+	for n, p := range *s.provs.Load() {
+		tc, ok := p.Provisioner.(tokenCreator)
+		if !ok || (name != "" && n != name) {
+			continue
+		}
+		if creator != nil {
+			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "several join-token provisioners are configured; name one"))
+			return
+		}
+		creator, name = tc, n
+	}
+	if creator == nil {
+		writeError(w, errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no join-token provisioner named %q", req.Provisioner))
+		return
+	}
+	created, err := creator.Create(r.Context(), req.SPIFFEID, ttl, req.Count)
+	if err != nil {
+		writeError(w, s.refusal(err))
+		return
+	}
+	resp := TokenResponse{Tokens: make([]CreatedToken, len(created))}
+	for i, c := range created {
+		resp.Tokens[i] = CreatedToken{Token: c.Token, SPIFFEID: c.SPIFFEID, Provisioner: name, ExpiresAt: c.ExpiresAt}
+	}
+	s.log.Info("audit", "op", "token_create", "provisioner", name, "spiffe_id", req.SPIFFEID, "count", len(created),
+		"expires_at", created[0].ExpiresAt.Format(time.RFC3339))
+	writeJSON(w, http.StatusCreated, resp)
+}
+
+// CertInfo is one certificate in GET /admin/v1/certs.
+type CertInfo struct {
+	Serial      string    `json:"serial"`
+	SPIFFEID    string    `json:"spiffe_id"`
+	Provisioner string    `json:"provisioner"`
+	IssuerSKI   string    `json:"issuer_ski"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	Revoked     bool      `json:"revoked"`
+	RenewedFrom string    `json:"renewed_from,omitempty"`
+}
+
+func (s *Server) listCerts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts := store.ListOptions{After: q.Get("after"), SPIFFEID: q.Get("spiffe_id")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "limit must be between 1 and 10000"))
+			return
+		}
+		opts.Limit = n
+	}
+	if opts.After != "" {
+		if _, err := store.NormalizeSerial(opts.After); err != nil {
+			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "after: %s", trimPrefix(err)))
+			return
+		}
+	}
+	recs, err := s.store.ListCertificates(r.Context(), opts)
+	if err != nil {
+		writeError(w, s.refusal(err))
+		return
+	}
+	out := struct {
+		Certificates []CertInfo `json:"certificates"`
+	}{Certificates: make([]CertInfo, len(recs))}
+	for i, c := range recs {
+		out.Certificates[i] = CertInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, Provisioner: c.Provisioner, IssuerSKI: c.IssuerSKI,
+			NotBefore: c.NotBefore, NotAfter: c.NotAfter, Revoked: c.Revoked(), RenewedFrom: c.RenewedFrom}
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+)
+
+// MaxBody is the largest request body accepted; larger ones get 413.
+const MaxBody = 64 << 10
+
+// Error codes in the "error" field of JSON error bodies. docs/api.md lists
+// each with its status.
+const (
+	CodeBadRequest          = "bad_request"
+	CodeBadCSR              = "bad_csr"
+	CodeBadKey              = "bad_key"
+	CodeBadTTL              = "bad_ttl"
+	CodeUnknownProvisioner  = "unknown_provisioner"
+	CodeUnauthorized        = "unauthorized"
+	CodeForbidden           = "forbidden"
+	CodeNotFound            = "not_found"
+	CodeMethodNotAllowed    = "method_not_allowed"
+	CodeTooLarge            = "request_too_large"
+	CodeUnsupportedMedia    = "unsupported_media_type"
+	CodeInternal            = "internal"
+	CodeUnavailable         = "unavailable"
+	CodeCertificateExpired  = "certificate_expired"
+	CodeCertificateRevoked  = "certificate_revoked"
+	CodeClientCertRequired  = "client_certificate_required"
+	CodeUnknownCertificate  = "unknown_certificate"
+	CodeIdentityNotAllowed  = "identity_not_allowed"
+	CodeAttestationRejected = CodeUnauthorized
+)
+
+// Error is the JSON body of every error response.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"error"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func writeError(w http.ResponseWriter, e *Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, errorf(http.StatusInternalServerError, CodeInternal, "cannot encode the response"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// decodeJSON reads a JSON object of at most MaxBody bytes into v, refusing
+// unknown fields and trailing data. An empty body is accepted, leaving v
+// as it was, only when allowEmpty is set.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) *Error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "the body must be application/json, not %q", ct)
+	}
+	if r.ContentLength > MaxBody {
+		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "the body is larger than %d bytes", MaxBody)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if allowEmpty && errors.Is(err, io.EOF) {
+			return nil
+		}
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "the body is larger than %d bytes", MaxBody)
+		}
+		return errorf(http.StatusBadRequest, CodeBadRequest, "the body is not the expected JSON object: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, CodeBadRequest, "the body has data after the JSON object")
+	}
+	return nil
+}
+
+// jsonProblem shortens encoding/json's errors to something a caller can act
+// on without echoing large inputs.
+func jsonProblem(err error) string {
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// allow wraps h so that other methods get a JSON 405.
+func allow(method string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			writeError(w, errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "%s is not allowed here; use %s", r.Method, method))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, errorf(http.StatusNotFound, CodeNotFound, "no such endpoint: %s", r.URL.Path))
+}
+
+// recoverer turns a panic into a JSON 500 and a log line instead of a
+// dropped connection.
+func recoverer(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Error("panic in handler", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				writeError(w, errorf(http.StatusInternalServerError, CodeInternal, "internal error"))
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,115 @@
+package api
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/store"
+	"go.step.sm/crypto/keyutil"
+)
+
+// RenewRequest is the body of POST /v1/renew; both fields are optional and
+// an empty body is allowed.
+type RenewRequest struct {
+	// CSR with a fresh key. Without it the certificate is renewed with
+	// the key it already has.
+	CSR string `json:"csr,omitempty"`
+	TTL string `json:"ttl,omitempty"`
+}
+
+// clientCertificate authenticates the TLS client of r: its leaf must chain
+// to a published anchor (ignoring expiry, which is judged separately so
+// that an expired leaf gets 403, not 401), be recorded in the store byte
+// for byte, unexpired and unrevoked.
+func (s *Server) clientCertificate(r *http.Request) (*x509.Certificate, *store.Certificate, *Error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, nil, errorf(http.StatusUnauthorized, CodeClientCertRequired, "present your current certificate as a TLS client certificate")
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	// Chain check at a moment the leaf was valid: expiry is reported
+	// below with its own status.
+	at := s.now()
+	if at.After(leaf.NotAfter) {
+		at = leaf.NotAfter
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: s.trust.Load().Pool, Intermediates: inter, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return nil, nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "the client certificate does not chain to this CA's trust anchors")
+	}
+	rec, err := s.store.Certificate(r.Context(), leaf.SerialNumber.Text(16))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !bytes.Equal(rec.DER, leaf.Raw)) {
+		return nil, nil, errorf(http.StatusUnauthorized, CodeUnknownCertificate, "the client certificate was not issued by this CA")
+	}
+	if err != nil {
+		return nil, nil, s.refusal(err)
+	}
+	if rec.Revoked() {
+		return leaf, rec, errorf(http.StatusForbidden, CodeCertificateRevoked, "the client certificate is revoked")
+	}
+	if !s.now().Before(rec.NotAfter) {
+		return leaf, rec, errorf(http.StatusForbidden, CodeCertificateExpired, "the client certificate expired at %s; enroll again", rec.NotAfter.Format(time.RFC3339))
+	}
+	return leaf, rec, nil
+}
+
+func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	provName := "unknown"
+	issued, rec, e := s.doRenew(w, r, &provName)
+	a := auditEntry{op: "renew", prov: provName, issued: issued, e: e}
+	if rec != nil {
+		a.spiffeID, a.renewedFrom = rec.SPIFFEID, rec.Serial
+	}
+	s.audit(r, a)
+	s.finish(w, "renew", provName, start, issued, e)
+}
+
+func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *string) (*ca.Issued, *store.Certificate, *Error) {
+	leaf, rec, e := s.clientCertificate(r)
+	if rec != nil {
+		*provName = rec.Provisioner
+	}
+	if e != nil {
+		return nil, rec, e
+	}
+	var req RenewRequest
+	if e := decodeJSON(w, r, &req, true); e != nil {
+		return nil, rec, e
+	}
+	ttl, e := ParseTTL(req.TTL)
+	if e != nil {
+		return nil, rec, e
+	}
+	pub := leaf.PublicKey
+	if req.CSR != "" {
+		csr, err := ca.ParseCSR([]byte(req.CSR))
+		if err != nil {
+			return nil, rec, csrError(err)
+		}
+		if keyutil.Equal(csr.PublicKey, leaf.PublicKey) {
+			return nil, rec, errorf(http.StatusBadRequest, CodeBadKey, "the CSR reuses the current key; send a fresh key, or no CSR to keep the key")
+		}
+		pub = csr.PublicKey
+	}
+	prov := (*s.provs.Load())[rec.Provisioner]
+	if prov == nil {
+		return nil, rec, errorf(http.StatusForbidden, CodeForbidden, "provisioner %q that vouched for this certificate is no longer configured; enroll again", rec.Provisioner)
+	}
+	issued, err := s.ca.Issue(r.Context(), &ca.Request{
+		PublicKey: pub, SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, Provisioner: rec.Provisioner,
+		TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL, RenewedFrom: rec.Serial,
+	})
+	if err != nil {
+		return nil, rec, s.refusal(err)
+	}
+	return issued, rec, nil
+}

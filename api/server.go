@@ -1,0 +1,336 @@
+// Package api serves agentca's HTTP API: the HTTPS listener for agents
+// (sign, renew, roots, bundle), the plain HTTP listener for relying
+// services (health, metrics), and the admin API on the unix socket.
+//
+// Handlers translate between HTTP and the domain: they decode and bound
+// the request, ask a provisioner for an identity, hand the decision to the
+// ca.Authority, and map domain errors to status codes. Every issuance and
+// every refusal is one audit log line and one metric sample.
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Provisioner is a configured provisioner: the verifier with the limits
+// the CA applies to what it vouches for.
+type Provisioner struct {
+	Name       string
+	Type       string
+	DefaultTTL time.Duration
+	MaxTTL     time.Duration
+	provisioners.Provisioner
+}
+
+// CertStore is what the API reads from the store.
+type CertStore interface {
+	Certificate(ctx context.Context, serial string) (*store.Certificate, error)
+	ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error)
+}
+
+// Options configure a Server.
+type Options struct {
+	Authority *ca.Authority
+	Store     CertStore
+	// Trust is the published trust material. Required.
+	Trust *Trust
+	// Provisioners by name. Required, at least one.
+	Provisioners map[string]*Provisioner
+	// Logger receives the audit lines. Nil discards.
+	Logger *slog.Logger
+	// Registry collects metrics and serves /metrics. Nil means a new
+	// registry.
+	Registry *prometheus.Registry
+	// Now nil means time.Now.
+	Now func() time.Time
+}
+
+// Server holds the handlers' state.
+type Server struct {
+	ca      *ca.Authority
+	store   CertStore
+	trust   atomic.Pointer[Trust]
+	provs   atomic.Pointer[map[string]*Provisioner]
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *Metrics
+	now     func() time.Time
+}
+
+// New checks opts and returns a Server.
+func New(opts Options) (*Server, error) {
+	if opts.Authority == nil || opts.Store == nil || opts.Trust == nil || len(opts.Provisioners) == 0 {
+		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
+	}
+	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.metrics = NewMetrics(s.reg)
+	s.trust.Store(opts.Trust)
+	s.SetProvisioners(opts.Provisioners)
+	return s, nil
+}
+
+// SetProvisioners swaps the provisioner set; requests in flight finish
+// with the one they started with.
+func (s *Server) SetProvisioners(p map[string]*Provisioner) { s.provs.Store(&p) }
+
+// SetTrust swaps the published trust material.
+func (s *Server) SetTrust(t *Trust) { s.trust.Store(t) }
+
+// Trust returns the published trust material.
+func (s *Server) Trust() *Trust { return s.trust.Load() }
+
+// HTTPSHandler serves the agent API on the TLS listener.
+func (s *Server) HTTPSHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
+	mux.HandleFunc("/v1/roots", allow(http.MethodGet, s.roots))
+	mux.HandleFunc("/v1/bundle", allow(http.MethodGet, s.bundle))
+	mux.HandleFunc("/v1/sign", allow(http.MethodPost, s.sign))
+	mux.HandleFunc("/v1/renew", allow(http.MethodPost, s.renew))
+	mux.HandleFunc("/", notFound)
+	return recoverer(s.log, mux)
+}
+
+// HTTPHandler serves the plain HTTP listener.
+func (s *Server) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", notFound)
+	return recoverer(s.log, mux)
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) roots(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/pem-certificate-chain")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(s.trust.Load().RootsPEM)
+}
+
+func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(s.trust.Load().Bundle)
+}
+
+// SignRequest is the body of POST /v1/sign.
+type SignRequest struct {
+	Provisioner string `json:"provisioner"`
+	Token       string `json:"token"`
+	CSR         string `json:"csr"`
+	// TTL is a Go duration ("10m"); empty means the provisioner default.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// SignResponse is the body of a successful /v1/sign or /v1/renew.
+type SignResponse struct {
+	Certificate string    `json:"certificate"`
+	Chain       []string  `json:"chain"`
+	Serial      string    `json:"serial"`
+	SPIFFEID    string    `json:"spiffe_id"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+}
+
+// ParseTTL reads the optional ttl field.
+func ParseTTL(s string) (time.Duration, *Error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, errorf(http.StatusBadRequest, CodeBadTTL, "ttl %q is not a positive Go duration such as \"5m\"", truncate(s, 32))
+	}
+	return d, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// DecodeSignRequest reads and checks a /v1/sign body without touching any
+// state: the JSON shape, the CSR (parsed, key type, signature) and the TTL.
+func DecodeSignRequest(w http.ResponseWriter, r *http.Request) (*SignRequest, *x509.CertificateRequest, time.Duration, *Error) {
+	var req SignRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		return nil, nil, 0, e
+	}
+	if req.Provisioner == "" || req.Token == "" || req.CSR == "" {
+		return &req, nil, 0, errorf(http.StatusBadRequest, CodeBadRequest, "provisioner, token and csr are required")
+	}
+	csr, err := ca.ParseCSR([]byte(req.CSR))
+	if err != nil {
+		return &req, nil, 0, csrError(err)
+	}
+	ttl, e := ParseTTL(req.TTL)
+	if e != nil {
+		return &req, nil, 0, e
+	}
+	return &req, csr, ttl, nil
+}
+
+func csrError(err error) *Error {
+	if errors.Is(err, ca.ErrKeyType) {
+		return errorf(http.StatusBadRequest, CodeBadKey, "%s", trimPrefix(err))
+	}
+	return errorf(http.StatusBadRequest, CodeBadCSR, "%s", trimPrefix(err))
+}
+
+// trimPrefix drops the "ca: " package prefix from messages shown to
+// callers.
+func trimPrefix(err error) string {
+	s := err.Error()
+	for _, p := range []string{"ca: ", "store: "} {
+		if len(s) > len(p) && s[:len(p)] == p {
+			s = s[len(p):]
+		}
+	}
+	return s
+}
+
+func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	req, csr, ttl, e := DecodeSignRequest(w, r)
+	provName := "unknown"
+	var prov *Provisioner
+	if req != nil {
+		prov = (*s.provs.Load())[req.Provisioner]
+		if prov != nil {
+			provName = prov.Name
+		}
+	}
+	if e == nil && prov == nil {
+		e = errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %q", truncate(req.Provisioner, 64))
+	}
+	var issued *ca.Issued
+	if e == nil {
+		id, err := prov.Attest(r.Context(), req.Token)
+		if err != nil {
+			e = s.refusal(err)
+			s.audit(r, auditEntry{op: "sign", prov: provName, e: e, detail: err})
+		} else {
+			issued, err = s.ca.Issue(r.Context(), &ca.Request{
+				PublicKey: csr.PublicKey, SPIFFEID: id.SPIFFEID, DNSNames: id.DNSNames,
+				Provisioner: prov.Name, TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL,
+				JoinToken: id.JoinToken, Once: id.Once,
+			})
+			if err != nil {
+				e = s.refusal(err)
+			}
+			s.audit(r, auditEntry{op: "sign", prov: provName, spiffeID: id.SPIFFEID, issued: issued, e: e, detail: err})
+		}
+	} else {
+		s.audit(r, auditEntry{op: "sign", prov: provName, e: e})
+	}
+	s.finish(w, "sign", provName, start, issued, e)
+}
+
+// finish writes the response and records the metric.
+func (s *Server) finish(w http.ResponseWriter, op, prov string, start time.Time, issued *ca.Issued, e *Error) {
+	outcome := "issued"
+	if e != nil {
+		outcome = e.Code
+		writeError(w, e)
+	} else {
+		writeJSON(w, http.StatusCreated, signResponse(issued))
+	}
+	s.metrics.observe(prov, op, outcome, time.Since(start).Seconds())
+}
+
+func signResponse(c *ca.Issued) *SignResponse {
+	return &SignResponse{
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER})),
+		Chain:       []string{c.Issuer.ChainPEM()},
+		Serial:      c.Serial,
+		SPIFFEID:    c.SPIFFEID,
+		NotBefore:   c.NotBefore,
+		NotAfter:    c.NotAfter,
+	}
+}
+
+// refusal maps a domain error to the HTTP error shown to the caller.
+// Attestation failures all get one generic message: the reason goes to the
+// audit log, not to the caller.
+func (s *Server) refusal(err error) *Error {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, provisioners.ErrUnauthorized), errors.Is(err, store.ErrTokenInvalid), errors.Is(err, store.ErrReplay):
+		return errorf(http.StatusUnauthorized, CodeUnauthorized, "the attestation was not accepted")
+	case errors.Is(err, ca.ErrTTL):
+		return errorf(http.StatusBadRequest, CodeBadTTL, "%s", trimPrefix(err))
+	case errors.Is(err, ca.ErrKeyType):
+		return errorf(http.StatusBadRequest, CodeBadKey, "%s", trimPrefix(err))
+	case errors.Is(err, ca.ErrIdentity):
+		return errorf(http.StatusForbidden, CodeIdentityNotAllowed, "%s", trimPrefix(err))
+	case errors.Is(err, store.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA is shutting down or overloaded; retry")
+	}
+	s.log.Error("internal error", "err", err)
+	return errorf(http.StatusInternalServerError, CodeInternal, "internal error; the CA's log has details")
+}
+
+// auditEntry is one issuance or refusal.
+type auditEntry struct {
+	op, prov    string
+	spiffeID    string // the identity asked for, when known
+	renewedFrom string
+	issued      *ca.Issued
+	e           *Error
+	// detail is the internal reason of a refusal; it never contains a
+	// token or a key.
+	detail error
+}
+
+// audit writes the one log line per issuance or refusal.
+func (s *Server) audit(r *http.Request, a auditEntry) {
+	attrs := []any{"op", a.op, "provisioner", a.prov, "remote", r.RemoteAddr}
+	if a.renewedFrom != "" {
+		attrs = append(attrs, "renewed_from", a.renewedFrom)
+	}
+	if a.e == nil {
+		attrs = append(attrs, "outcome", "issued", "serial", a.issued.Serial, "spiffe_id", a.issued.SPIFFEID,
+			"not_after", a.issued.NotAfter.Format(time.RFC3339), "issuer", a.issued.Issuer.SKI)
+		s.log.Info("audit", attrs...)
+		return
+	}
+	if a.spiffeID != "" {
+		attrs = append(attrs, "spiffe_id", a.spiffeID)
+	}
+	attrs = append(attrs, "outcome", "refused", "error", a.e.Code)
+	if a.detail != nil {
+		attrs = append(attrs, "reason", a.detail.Error())
+	} else {
+		attrs = append(attrs, "reason", a.e.Message)
+	}
+	s.log.Warn("audit", attrs...)
+}

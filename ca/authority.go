@@ -1,0 +1,266 @@
+// Package ca is agentca's signing core: it creates CA hierarchies and issues
+// X.509-SVID leaf certificates.
+//
+// The Authority decides everything that goes into a certificate: the SPIFFE
+// ID a provisioner vouched for, the lifetime within the configured limits,
+// and the profile (see Profile). It does not authenticate callers; that is
+// the provisioners' job, and it does not speak HTTP. Each issuance is
+// recorded through a Recorder in one transaction together with whatever the
+// attestation consumes (a join token), so a certificate is never returned
+// without being durably recorded.
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/store"
+	"go.step.sm/crypto/keyutil"
+)
+
+// Recorder durably records an issuance. store.Store implements it.
+type Recorder interface {
+	Issue(ctx context.Context, iss *store.Issuance) error
+}
+
+// Issuer is a CA certificate with its signing key and the chain above it.
+type Issuer struct {
+	Cert   *x509.Certificate
+	Signer crypto.Signer
+	// Root is the trust anchor Cert chains to.
+	Root *x509.Certificate
+	// SKI is the hex subject key identifier of Cert; it names the issuer
+	// in store records.
+	SKI string
+
+	chainPEM string
+}
+
+// ChainPEM returns Cert as PEM, the chain sent with each leaf.
+func (i *Issuer) ChainPEM() string { return i.chainPEM }
+
+// NewIssuer checks that signer matches cert, that cert is a CA that chains
+// to root, and returns the Issuer.
+func NewIssuer(cert *x509.Certificate, signer crypto.Signer, root *x509.Certificate) (*Issuer, error) {
+	if !cert.IsCA {
+		return nil, errors.New("ca: issuing certificate is not a CA")
+	}
+	if err := keyutil.VerifyPair(cert.PublicKey, signer); err != nil {
+		return nil, fmt.Errorf("ca: issuing key does not match its certificate: %w", err)
+	}
+	if err := cert.CheckSignatureFrom(root); err != nil {
+		return nil, fmt.Errorf("ca: issuing CA is not signed by the root: %w", err)
+	}
+	if len(cert.SubjectKeyId) == 0 {
+		return nil, errors.New("ca: issuing certificate has no subject key identifier")
+	}
+	return &Issuer{Cert: cert, Signer: signer, Root: root, SKI: hex.EncodeToString(cert.SubjectKeyId),
+		chainPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))}, nil
+}
+
+// Options configure an Authority. Zero values are documented per field.
+type Options struct {
+	// TrustDomain is the SPIFFE trust domain; every SPIFFE ID issued must
+	// be in it. Required.
+	TrustDomain string
+	// Issuer signs leaves. Required.
+	Issuer *Issuer
+	// Recorder records each issuance. Required.
+	Recorder Recorder
+	// MinTTL is the shortest lifetime a request may ask for. Zero means
+	// one minute.
+	MinTTL time.Duration
+	// Backdate is subtracted from NotBefore for clock skew, at most one
+	// minute. Zero means one minute; negative means no backdating.
+	Backdate time.Duration
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+	// Rand is the source for serial numbers and signatures. Nil means
+	// crypto/rand.
+	Rand io.Reader
+	// Logger receives one audit line per issuance and per refusal. Nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// Authority issues leaf certificates.
+type Authority struct {
+	td       string
+	issuer   atomic.Pointer[Issuer]
+	rec      Recorder
+	minTTL   time.Duration
+	backdate time.Duration
+	now      func() time.Time
+	rand     io.Reader
+	log      *slog.Logger
+}
+
+// New validates opts and returns an Authority.
+func New(opts Options) (*Authority, error) {
+	if err := config.ValidateTrustDomain(opts.TrustDomain); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	if opts.Issuer == nil || opts.Recorder == nil {
+		return nil, errors.New("ca: Issuer and Recorder are required")
+	}
+	a := &Authority{td: opts.TrustDomain, rec: opts.Recorder, minTTL: opts.MinTTL, backdate: opts.Backdate,
+		now: opts.Now, rand: opts.Rand, log: opts.Logger}
+	if a.minTTL <= 0 {
+		a.minTTL = time.Minute
+	}
+	switch {
+	case a.backdate == 0:
+		a.backdate = time.Minute
+	case a.backdate < 0:
+		a.backdate = 0
+	case a.backdate > time.Minute:
+		return nil, errors.New("ca: Backdate is above one minute")
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.rand == nil {
+		a.rand = rand.Reader
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.issuer.Store(opts.Issuer)
+	return a, nil
+}
+
+// Issuer returns the CA currently signing leaves.
+func (a *Authority) Issuer() *Issuer { return a.issuer.Load() }
+
+// TrustDomain returns the SPIFFE trust domain.
+func (a *Authority) TrustDomain() string { return a.td }
+
+// Request is everything the Authority needs to issue one leaf.
+type Request struct {
+	// PublicKey is the leaf's key, usually from a CSR whose signature the
+	// caller has verified with ParseCSR.
+	PublicKey crypto.PublicKey
+	// SPIFFEID is the identity a provisioner vouched for.
+	SPIFFEID string
+	// DNSNames are extra SANs the provisioner's policy allowed.
+	DNSNames []string
+	// IPAddresses are IP SANs, used only for the CA's own server
+	// certificate.
+	IPAddresses []string
+	// Provisioner names who vouched; it is recorded.
+	Provisioner string
+	// TTL is the requested lifetime; zero means DefaultTTL.
+	TTL time.Duration
+	// DefaultTTL and MaxTTL are the provisioner's limits, already merged
+	// with the CA-wide ones. MaxTTL is capped at 24h.
+	DefaultTTL, MaxTTL time.Duration
+	// JoinToken is the SHA-256 of a join token to consume in the same
+	// transaction that records the certificate.
+	JoinToken []byte
+	// Once are replay keys that must not have been used before.
+	Once []string
+	// RenewedFrom is the serial of the certificate this one renews.
+	RenewedFrom string
+}
+
+// Issued is a recorded leaf certificate.
+type Issued struct {
+	DER       []byte
+	Serial    string
+	SPIFFEID  string
+	NotBefore time.Time
+	NotAfter  time.Time
+	Issuer    *Issuer
+}
+
+// Errors returned by Issue; the API maps them to HTTP status codes.
+var (
+	ErrTTL      = errors.New("ca: requested lifetime is out of range")
+	ErrIdentity = errors.New("ca: identity not allowed")
+)
+
+// Issue checks req against policy, signs a leaf and records it. It returns
+// an error wrapping ErrKeyType, ErrTTL, ErrIdentity or a store error, and
+// no certificate, when anything is in doubt.
+func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
+	if err := CheckPublicKey(req.PublicKey); err != nil {
+		return nil, err
+	}
+	if err := config.ValidateSPIFFEID(req.SPIFFEID, a.td); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
+	}
+	uri, err := url.Parse(req.SPIFFEID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
+	}
+	ttl, err := a.lifetime(req)
+	if err != nil {
+		return nil, err
+	}
+	iss := a.issuer.Load()
+	now := a.now().Truncate(time.Second)
+	notAfter := now.Add(ttl)
+	if notAfter.After(iss.Cert.NotAfter) {
+		notAfter = iss.Cert.NotAfter
+	}
+	serial, err := NewSerial(a.rand)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := leafTemplate(req, uri, now.Add(-a.backdate), notAfter)
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = serial
+	der, err := x509.CreateCertificate(a.rand, tmpl, iss.Cert, req.PublicKey, iss.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign: %w", err)
+	}
+	out := &Issued{DER: der, Serial: hex.EncodeToString(serial.Bytes()), SPIFFEID: req.SPIFFEID,
+		NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter, Issuer: iss}
+	rec := &store.Issuance{
+		Certificate: store.Certificate{
+			Serial: out.Serial, SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, Provisioner: req.Provisioner,
+			IssuerSKI: iss.SKI, NotBefore: out.NotBefore, NotAfter: out.NotAfter, DER: der,
+			RenewedFrom: req.RenewedFrom,
+		},
+		JoinToken: req.JoinToken,
+		Once:      req.Once,
+		Now:       now,
+	}
+	if err := a.rec.Issue(ctx, rec); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (a *Authority) lifetime(req *Request) (time.Duration, error) {
+	maxTTL := min(req.MaxTTL, config.Ceiling)
+	if maxTTL <= 0 {
+		maxTTL = config.DefaultMaxTTL
+	}
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = req.DefaultTTL
+		if ttl == 0 {
+			ttl = config.DefaultLeafTTL
+		}
+		ttl = min(ttl, maxTTL)
+	}
+	if ttl < a.minTTL || ttl > maxTTL {
+		return 0, fmt.Errorf("%w: %s is outside [%s, %s]", ErrTTL, ttl, a.minTTL, maxTTL)
+	}
+	return ttl, nil
+}

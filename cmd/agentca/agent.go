@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/agentca/agentca/agent"
+	"github.com/agentca/agentca/internal/config"
+	"github.com/urfave/cli/v2"
+)
+
+func caFlag() cli.Flag {
+	return &cli.StringFlag{Name: "ca", Usage: "the CA's HTTPS URL, e.g. https://127.0.0.1:8443", EnvVars: []string{"AGENTCA_CA"}}
+}
+
+func outFlag() cli.Flag {
+	return &cli.StringFlag{Name: "out", Usage: "directory for cert.pem, key.pem and bundle.pem", EnvVars: []string{"AGENTCA_OUT"}}
+}
+
+func enrollCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "enroll",
+		Usage: "get a certificate: make a key locally, prove identity, write cert.pem, key.pem, bundle.pem",
+		Flags: []cli.Flag{
+			caFlag(),
+			&cli.StringFlag{Name: "root", Usage: "PEM file with the CA's root(s) to trust", EnvVars: []string{"AGENTCA_ROOT"}},
+			&cli.StringFlag{Name: "fingerprint", Usage: "SHA-256 fingerprint (hex) of the CA's root, to fetch and pin the roots", EnvVars: []string{"AGENTCA_FINGERPRINT"}},
+			&cli.StringFlag{Name: "provisioner", Usage: "provisioner name", Value: "join", EnvVars: []string{"AGENTCA_PROVISIONER"}},
+			&cli.StringFlag{Name: "token", Usage: "the attestation token (a join token)", EnvVars: []string{"AGENTCA_TOKEN"}},
+			&cli.StringFlag{Name: "token-file", Usage: "file holding the token; re-read when the agent must enroll again", EnvVars: []string{"AGENTCA_TOKEN_FILE"}},
+			outFlag(),
+			&cli.StringFlag{Name: "key-type", Usage: "leaf key type: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
+			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
+			&cli.BoolFlag{Name: "daemon", Usage: "stay up and renew at 2/3 of the lifetime (SIGHUP renews now, SIGTERM exits 0)", EnvVars: []string{"AGENTCA_DAEMON"}},
+			&cli.StringFlag{Name: "on-renew", Usage: "with --daemon, shell command run after each renewal", EnvVars: []string{"AGENTCA_ON_RENEW"}},
+		},
+		Action: enroll,
+	}
+}
+
+func enroll(c *cli.Context) error {
+	caURL, out := c.String("ca"), c.String("out")
+	if caURL == "" || out == "" {
+		return usagef("--ca and --out are required")
+	}
+	if (c.String("root") == "") == (c.String("fingerprint") == "") {
+		return usagef("give exactly one of --root FILE or --fingerprint SHA256")
+	}
+	if (c.String("token") == "") == (c.String("token-file") == "") {
+		return usagef("give exactly one of --token or --token-file")
+	}
+	if _, err := agent.NewKey(c.String("key-type")); err != nil {
+		return usagef("--key-type: %v", err)
+	}
+	if c.String("on-renew") != "" && !c.Bool("daemon") {
+		return usagef("--on-renew needs --daemon")
+	}
+	log, err := newLogger(c, config.LogConfig{})
+	if err != nil {
+		return err
+	}
+	roots, err := trustAnchors(c.Context, caURL, c.String("root"), c.String("fingerprint"))
+	if err != nil {
+		return err
+	}
+	attest := func(context.Context) (string, error) {
+		if t := c.String("token"); t != "" {
+			return t, nil
+		}
+		b, err := os.ReadFile(c.String("token-file"))
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	cfg := agent.Config{
+		CAURL: caURL, Roots: roots, Provisioner: c.String("provisioner"), Attest: attest,
+		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: out,
+	}
+	if !c.Bool("daemon") {
+		src, err := agent.NewSource(c.Context, cfg)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		cr := src.Current()
+		fmt.Fprintf(c.App.Writer, "Enrolled %s (serial %s), valid until %s; files in %s\n", cr.SPIFFEID, cr.Serial, cr.NotAfter.Format(time.RFC3339), out)
+		return nil
+	}
+	// A daemon restarted with valid files resumes from them instead of
+	// spending a new attestation.
+	if cr, _, err := agent.LoadFiles(out); err == nil && time.Now().Before(cr.NotAfter) && verifies(cr, roots) {
+		cfg.Initial = cr
+		log.Info("resuming from existing credentials", "dir", out, "serial", cr.Serial, "not_after", cr.NotAfter.Format(time.RFC3339))
+	} else {
+		// One attestation (a join token) is used once: do not let a
+		// daemon restart with a consumed token loop. Re-enrolling
+		// after expiry re-reads --token-file.
+		if c.String("token") != "" {
+			token := c.String("token")
+			used := false
+			cfg.Attest = func(context.Context) (string, error) {
+				if used {
+					return "", errors.New("the --token was already used; give --token-file to enroll again after expiry")
+				}
+				used = true
+				return token, nil
+			}
+		}
+	}
+	cfg.Logger = log
+	if cmd := c.String("on-renew"); cmd != "" {
+		cfg.OnRenew = func(cr *agent.Credentials) { runHook(log, cmd, cr) }
+	}
+	return runDaemon(c.Context, cfg, log)
+}
+
+// runDaemon keeps the credentials fresh until SIGTERM (exit 0) or until the
+// certificate expires with no way to enroll again (exit 1).
+func runDaemon(ctx context.Context, cfg agent.Config, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	src, err := agent.NewSource(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if cfg.Initial == nil && cfg.OnRenew != nil {
+		cfg.OnRenew(src.Current())
+	}
+	cr := src.Current()
+	log.Info("agent running", "spiffe_id", cr.SPIFFEID, "serial", cr.Serial, "not_after", cr.NotAfter.Format(time.RFC3339), "dir", cfg.Dir)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping on signal")
+			return nil
+		case <-hup:
+			log.Info("SIGHUP: renewing now")
+			src.RenewNow()
+		case <-src.Done():
+			return src.Err()
+		}
+	}
+}
+
+// runHook runs the --on-renew command through sh; failures are logged.
+func runHook(log *slog.Logger, command string, cr *agent.Credentials) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), "AGENTCA_SERIAL="+cr.Serial, "AGENTCA_SPIFFE_ID="+cr.SPIFFEID,
+		"AGENTCA_NOT_AFTER="+cr.NotAfter.Format(time.RFC3339))
+	outp, err := cmd.CombinedOutput()
+	if err != nil {
+		log.Warn("--on-renew command failed", "err", err, "output", strings.TrimSpace(string(outp)))
+		return
+	}
+	log.Info("--on-renew command ran", "serial", cr.Serial)
+}
+
+func verifies(cr *agent.Credentials, roots []*x509.Certificate) bool {
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cr.Chain {
+		inter.AddCert(c)
+	}
+	_, err := cr.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
+}
+
+// trustAnchors reads --root or bootstraps with --fingerprint.
+func trustAnchors(ctx context.Context, caURL, rootFile, fingerprint string) ([]*x509.Certificate, error) {
+	if rootFile != "" {
+		b, err := os.ReadFile(rootFile)
+		if err != nil {
+			return nil, err
+		}
+		roots, err := agent.ParseCertificates(b)
+		if err != nil {
+			return nil, fmt.Errorf("--root %s: %w", rootFile, err)
+		}
+		return roots, nil
+	}
+	return agent.Bootstrap(ctx, caURL, fingerprint)
+}
+
+func renewCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "renew",
+		Usage: "renew the certificate in --out over mTLS (one renewal, fresh key)",
+		Flags: []cli.Flag{
+			caFlag(), outFlag(),
+			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
+			&cli.BoolFlag{Name: "reuse-key", Usage: "keep the current key instead of making a new one"},
+		},
+		Action: func(c *cli.Context) error {
+			caURL, out := c.String("ca"), c.String("out")
+			if caURL == "" || out == "" {
+				return usagef("--ca and --out are required")
+			}
+			cur, roots, err := agent.LoadFiles(out)
+			if err != nil {
+				return err
+			}
+			pool := x509.NewCertPool()
+			for _, r := range roots {
+				pool.AddCert(r)
+			}
+			client, err := agent.NewClient(caURL, pool)
+			if err != nil {
+				return err
+			}
+			var newKey crypto.Signer // nil keeps the current key
+			if !c.Bool("reuse-key") {
+				if newKey, err = agent.NewKey(agent.KeyTypeOf(cur.Key)); err != nil {
+					return err
+				}
+			}
+			cr, err := client.Renew(c.Context, cur.TLSCertificate(), newKey, c.Duration("ttl"))
+			if err != nil {
+				return err
+			}
+			if fresh, err := client.Roots(c.Context); err == nil {
+				roots = fresh
+			}
+			if err := agent.WriteFiles(out, cr, roots); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "Renewed %s (serial %s), valid until %s\n", cr.SPIFFEID, cr.Serial, cr.NotAfter.Format(time.RFC3339))
+			return nil
+		},
+	}
+}

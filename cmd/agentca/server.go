@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/internal/daemon"
+	"github.com/urfave/cli/v2"
+)
+
+func dirFlag() cli.Flag {
+	return &cli.StringFlag{Name: "dir", Usage: "the CA's state directory", Value: "agentca-data", EnvVars: []string{"AGENTCA_DIR"}}
+}
+
+func passwordFlag() cli.Flag {
+	return &cli.StringFlag{Name: "password-file", Usage: "file holding the password that encrypts the CA keys", EnvVars: []string{"AGENTCA_PASSWORD_FILE"}}
+}
+
+func initCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "init",
+		Usage: "create a new CA (root, issuing CA, config, store) in --dir",
+		Flags: []cli.Flag{
+			dirFlag(),
+			&cli.StringFlag{Name: "trust-domain", Usage: "SPIFFE trust domain, e.g. example.org", EnvVars: []string{"AGENTCA_TRUST_DOMAIN"}},
+			&cli.StringFlag{Name: "name", Usage: "name in the CA certificates' subjects", Value: "agentca", EnvVars: []string{"AGENTCA_NAME"}},
+			&cli.StringFlag{Name: "key-type", Usage: "CA key type: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
+			&cli.StringFlag{Name: "https", Usage: "HTTPS listen address", Value: "127.0.0.1:8443", EnvVars: []string{"AGENTCA_HTTPS"}},
+			&cli.StringFlag{Name: "http", Usage: "plain HTTP listen address", Value: "127.0.0.1:8080", EnvVars: []string{"AGENTCA_HTTP"}},
+			passwordFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("init takes no arguments")
+			}
+			if c.String("trust-domain") == "" {
+				return usagef("--trust-domain is required")
+			}
+			kt, err := ca.ParseKeyType(c.String("key-type"))
+			if err != nil {
+				return usagef("--key-type: %v", err)
+			}
+			pw, err := daemon.ReadPassword(c.String("password-file"))
+			if err != nil {
+				return err
+			}
+			res, err := daemon.Init(c.Context, daemon.InitOptions{
+				Dir: c.String("dir"), TrustDomain: c.String("trust-domain"), Name: c.String("name"),
+				KeyType: kt, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw,
+			})
+			if err != nil {
+				return err
+			}
+			w := c.App.Writer
+			fmt.Fprintf(w, "Created a CA for trust domain %s in %s\n", res.TrustDomain, filepath.Dir(res.ConfigPath))
+			fmt.Fprintf(w, "Root fingerprint (SHA-256): %s\n", res.Root)
+			fmt.Fprintf(w, "Trust anchors: %s\n", res.RootPath)
+			fmt.Fprintf(w, "Configuration: %s\n", res.ConfigPath)
+			return nil
+		},
+	}
+}
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the CA daemon (SIGTERM drains and exits 0, SIGHUP reloads provisioners)",
+		Flags: []cli.Flag{
+			dirFlag(),
+			&cli.StringFlag{Name: "https", Usage: "HTTPS listen address (overrides agentca.json)", EnvVars: []string{"AGENTCA_HTTPS"}},
+			&cli.StringFlag{Name: "http", Usage: "plain HTTP listen address (overrides agentca.json)", EnvVars: []string{"AGENTCA_HTTP"}},
+			passwordFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("serve takes no arguments")
+			}
+			dir := c.String("dir")
+			cfg, err := config.Load(filepath.Join(dir, config.FileName))
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(c, cfg.Logging)
+			if err != nil {
+				return err
+			}
+			pw, err := daemon.ReadPassword(c.String("password-file"))
+			if err != nil {
+				return err
+			}
+			return daemon.Serve(c.Context, daemon.ServeOptions{Dir: dir, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, Logger: log})
+		},
+	}
+}
+
+// newLogger builds the daemon's logger: flags win over agentca.json.
+func newLogger(c *cli.Context, lc config.LogConfig) (*slog.Logger, error) {
+	format, level := lc.Format, lc.Level
+	if f := c.String("log-format"); f != "" {
+		format = f
+	}
+	if l := c.String("log-level"); l != "" {
+		level = l
+	}
+	var lv slog.Level
+	switch level {
+	case "", "info":
+		lv = slog.LevelInfo
+	case "debug":
+		lv = slog.LevelDebug
+	case "warn":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	default:
+		return nil, usagef("--log-level: want debug, info, warn or error, got %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, usagef("--log-format: want text or json, got %q", format)
+}

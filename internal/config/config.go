@@ -1,0 +1,358 @@
+// Package config reads and validates agentca.json, the daemon's
+// configuration file in the state directory.
+//
+// Parsing is strict: unknown fields are an error, durations are Go duration
+// strings, and every value is checked by Validate so that a daemon never
+// starts on a configuration it would misread.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// FileName is the configuration file's name inside the state directory.
+const FileName = "agentca.json"
+
+// Ceiling is the longest lifetime any leaf may have, whatever the
+// configuration says.
+const Ceiling = 24 * time.Hour
+
+// Duration is a time.Duration that reads and writes Go duration strings
+// ("5m", "1h30m") in JSON.
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(formatDuration(time.Duration(d)))
+}
+
+// formatDuration is time.Duration.String without zero units: "5m", not
+// "5m0s".
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"5m\": %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Config is agentca.json.
+type Config struct {
+	TrustDomain    string        `json:"trust_domain"`
+	Listen         Listen        `json:"listen"`
+	PublicURLs     PublicURLs    `json:"public_urls"`
+	ServerDNSNames []string      `json:"server_dns_names,omitempty"`
+	KeyType        string        `json:"key_type,omitempty"`
+	Storage        Storage       `json:"storage"`
+	Leaf           Leaf          `json:"leaf"`
+	Admins         []string      `json:"admins,omitempty"`
+	Provisioners   []Provisioner `json:"provisioners"`
+	Logging        LogConfig     `json:"logging,omitzero"`
+}
+
+// Listen holds the listener addresses.
+type Listen struct {
+	HTTPS string `json:"https"`
+	HTTP  string `json:"http"`
+}
+
+// PublicURLs are the URLs clients use to reach the listeners; they go into
+// certificates (AIA, CRL distribution points) and printed instructions.
+type PublicURLs struct {
+	HTTPS string `json:"https,omitempty"`
+	HTTP  string `json:"http,omitempty"`
+}
+
+// Storage selects the store backend.
+type Storage struct {
+	Type string `json:"type"`
+	Path string `json:"path,omitempty"`
+}
+
+// Leaf holds the CA-wide leaf lifetime policy.
+type Leaf struct {
+	DefaultTTL Duration `json:"default_ttl"`
+	MaxTTL     Duration `json:"max_ttl"`
+	// MinTTL is the shortest lifetime a caller may ask for. Tests lower it
+	// to seconds; the default is one minute.
+	MinTTL Duration `json:"min_ttl,omitempty"`
+}
+
+// LogConfig selects the log format and level.
+type LogConfig struct {
+	Format string `json:"format,omitempty"` // "text" (default) or "json"
+	Level  string `json:"level,omitempty"`  // "debug", "info" (default), "warn", "error"
+}
+
+// Provisioner is the configuration common to every provisioner type.
+type Provisioner struct {
+	Type       string   `json:"type"`
+	Name       string   `json:"name"`
+	DefaultTTL Duration `json:"default_ttl,omitempty"`
+	MaxTTL     Duration `json:"max_ttl,omitempty"`
+	// TokenTTL is how long a join token stays usable (join-token only).
+	TokenTTL Duration `json:"token_ttl,omitempty"`
+}
+
+// Defaults for values the file may leave out.
+const (
+	DefaultLeafTTL  = 5 * time.Minute
+	DefaultMaxTTL   = time.Hour
+	DefaultMinTTL   = time.Minute
+	DefaultTokenTTL = 15 * time.Minute
+)
+
+// Provisioner types.
+const (
+	TypeJoinToken = "join-token"
+)
+
+// Default returns the configuration agentca init writes for a trust domain.
+func Default(trustDomain, httpsAddr, httpAddr string) *Config {
+	c := &Config{
+		TrustDomain:    trustDomain,
+		Listen:         Listen{HTTPS: httpsAddr, HTTP: httpAddr},
+		ServerDNSNames: []string{"localhost"},
+		KeyType:        "ec-p256",
+		Storage:        Storage{Type: "bbolt", Path: "agentca.db"},
+		Leaf:           Leaf{DefaultTTL: Duration(DefaultLeafTTL), MaxTTL: Duration(DefaultMaxTTL), MinTTL: Duration(DefaultMinTTL)},
+		Provisioners:   []Provisioner{{Type: TypeJoinToken, Name: "join"}},
+	}
+	c.PublicURLs = PublicURLs{HTTPS: "https://" + httpsAddr, HTTP: "http://" + httpAddr}
+	return c
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes and validates a configuration, rejecting unknown fields.
+func Parse(b []byte) (*Config, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", FileName, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("config: %s: trailing data after the JSON object", FileName)
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Marshal encodes c as indented JSON.
+func (c *Config) Marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Leaf.DefaultTTL == 0 {
+		c.Leaf.DefaultTTL = Duration(DefaultLeafTTL)
+	}
+	if c.Leaf.MaxTTL == 0 {
+		c.Leaf.MaxTTL = Duration(DefaultMaxTTL)
+	}
+	if c.Leaf.MinTTL == 0 {
+		c.Leaf.MinTTL = Duration(DefaultMinTTL)
+	}
+	if c.Storage.Type == "" {
+		c.Storage.Type = "bbolt"
+	}
+	if c.Storage.Type == "bbolt" && c.Storage.Path == "" {
+		c.Storage.Path = "agentca.db"
+	}
+	if c.KeyType == "" {
+		c.KeyType = "ec-p256"
+	}
+	if c.PublicURLs.HTTPS == "" && c.Listen.HTTPS != "" {
+		c.PublicURLs.HTTPS = "https://" + c.Listen.HTTPS
+	}
+	if c.PublicURLs.HTTP == "" && c.Listen.HTTP != "" {
+		c.PublicURLs.HTTP = "http://" + c.Listen.HTTP
+	}
+	for i := range c.Provisioners {
+		p := &c.Provisioners[i]
+		if p.Type == TypeJoinToken && p.TokenTTL == 0 {
+			p.TokenTTL = Duration(DefaultTokenTTL)
+		}
+	}
+}
+
+// Validate checks every field and names the first one that is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if err := ValidateTrustDomain(c.TrustDomain); err != nil {
+		bad("trust_domain", "%v", err)
+	}
+	for name, addr := range map[string]string{"listen.https": c.Listen.HTTPS, "listen.http": c.Listen.HTTP} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(name, "want host:port, got %q", addr)
+		}
+	}
+	for name, u := range map[string]string{"public_urls.https": c.PublicURLs.HTTPS, "public_urls.http": c.PublicURLs.HTTP} {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
+			bad(name, "want an absolute http(s) URL, got %q", u)
+		}
+	}
+	switch c.Storage.Type {
+	case "bbolt":
+	default:
+		bad("storage.type", "unsupported storage %q (want bbolt)", c.Storage.Type)
+	}
+	l := c.Leaf
+	if l.MinTTL.Std() < time.Second {
+		bad("leaf.min_ttl", "must be at least 1s")
+	}
+	if l.MaxTTL.Std() > Ceiling {
+		bad("leaf.max_ttl", "%s is above the 24h ceiling", l.MaxTTL.Std())
+	}
+	if l.MaxTTL < l.MinTTL {
+		bad("leaf.max_ttl", "%s is below leaf.min_ttl %s", l.MaxTTL.Std(), l.MinTTL.Std())
+	}
+	if l.DefaultTTL < l.MinTTL || l.DefaultTTL > l.MaxTTL {
+		bad("leaf.default_ttl", "%s is outside [min_ttl %s, max_ttl %s]", l.DefaultTTL.Std(), l.MinTTL.Std(), l.MaxTTL.Std())
+	}
+	for i, a := range c.Admins {
+		if err := ValidateSPIFFEID(a, c.TrustDomain); err != nil {
+			bad(fmt.Sprintf("admins[%d]", i), "%v", err)
+		}
+	}
+	if len(c.Provisioners) == 0 {
+		bad("provisioners", "at least one provisioner is required")
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Provisioners {
+		field := fmt.Sprintf("provisioners[%d]", i)
+		if p.Name == "" {
+			bad(field+".name", "required")
+		} else if seen[p.Name] {
+			bad(field+".name", "duplicate provisioner name %q", p.Name)
+		}
+		seen[p.Name] = true
+		switch p.Type {
+		case TypeJoinToken:
+			if p.TokenTTL < 0 {
+				bad(field+".token_ttl", "must not be negative")
+			}
+		default:
+			bad(field+".type", "unknown provisioner type %q", p.Type)
+		}
+		if p.MaxTTL != 0 && (p.MaxTTL < l.MinTTL || p.MaxTTL > l.MaxTTL) {
+			bad(field+".max_ttl", "%s is outside [leaf.min_ttl %s, leaf.max_ttl %s]", p.MaxTTL.Std(), l.MinTTL.Std(), l.MaxTTL.Std())
+		}
+		if p.DefaultTTL != 0 {
+			hi := l.MaxTTL
+			if p.MaxTTL != 0 {
+				hi = p.MaxTTL
+			}
+			if p.DefaultTTL < l.MinTTL || p.DefaultTTL > hi {
+				bad(field+".default_ttl", "%s is outside [%s, %s]", p.DefaultTTL.Std(), l.MinTTL.Std(), hi.Std())
+			}
+		}
+	}
+	switch c.Logging.Format {
+	case "", "text", "json":
+	default:
+		bad("logging.format", "want text or json, got %q", c.Logging.Format)
+	}
+	switch c.Logging.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		bad("logging.level", "want debug, info, warn or error, got %q", c.Logging.Level)
+	}
+	return errors.Join(errs...)
+}
+
+// TTLs returns the default and maximum lifetime for provisioner p, falling
+// back to the CA-wide leaf policy.
+func (c *Config) TTLs(p Provisioner) (def, max time.Duration) {
+	def, max = c.Leaf.DefaultTTL.Std(), c.Leaf.MaxTTL.Std()
+	if p.MaxTTL != 0 {
+		max = p.MaxTTL.Std()
+	}
+	if p.DefaultTTL != 0 {
+		def = p.DefaultTTL.Std()
+	}
+	if def > max {
+		def = max
+	}
+	return def, max
+}
+
+// ValidateTrustDomain checks a SPIFFE trust domain name (lowercase
+// letters, digits, dots, dashes and underscores), with go-spiffe's rules.
+func ValidateTrustDomain(td string) error {
+	if td == "" {
+		return errors.New("trust domain is empty")
+	}
+	if strings.Contains(td, "/") {
+		return fmt.Errorf("trust domain %q must be a bare name such as example.org", td)
+	}
+	if _, err := spiffeid.TrustDomainFromString(td); err != nil {
+		return fmt.Errorf("trust domain %q: %w", td, err)
+	}
+	return nil
+}
+
+// ValidateSPIFFEID checks that id is a SPIFFE ID with a non-empty path in
+// trust domain td, with go-spiffe's rules.
+func ValidateSPIFFEID(id, td string) error {
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return fmt.Errorf("%q is not a SPIFFE ID: %w", id, err)
+	}
+	if sid.TrustDomain().Name() != td {
+		return fmt.Errorf("SPIFFE ID %q is outside trust domain %q", id, td)
+	}
+	if sid.Path() == "" {
+		return fmt.Errorf("SPIFFE ID %q has no path", id)
+	}
+	return nil
+}

@@ -1,0 +1,109 @@
+// Package daemon wires agentca together: it initialises a state directory
+// and runs the daemon (listeners, admin socket, signals) from it.
+package daemon
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/internal/config"
+)
+
+// Names of the files in the state directory.
+const (
+	RootsFile      = "roots.pem"
+	AdminSocket    = "admin.sock"
+	KeysDir        = "keys"
+	CertsDir       = "certs"
+	RootKeyFile    = "keys/root.key"
+	IssuingKeyFile = "keys/issuing.key"
+	RootCertFile   = "certs/root.pem"
+	IssuingCert    = "certs/issuing.pem"
+)
+
+// Fingerprint is the SHA-256 of a certificate's DER, in lowercase hex: the
+// value `agentca enroll --fingerprint` pins.
+func Fingerprint(c *x509.Certificate) string {
+	h := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(h[:])
+}
+
+// ReadPassword reads a password file, dropping one trailing newline. An
+// empty path means no password.
+func ReadPassword(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("password file: %w", err)
+	}
+	b = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("password file %s is empty", path)
+	}
+	return b, nil
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no CERTIFICATE PEM block", path)
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+func certPEM(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// loadIssuer reads the root and issuing CA with its key from dir.
+func loadIssuer(dir string, password []byte) (*ca.Issuer, error) {
+	root, err := readCert(filepath.Join(dir, RootCertFile))
+	if err != nil {
+		return nil, err
+	}
+	iss, err := readCert(filepath.Join(dir, IssuingCert))
+	if err != nil {
+		return nil, err
+	}
+	key, err := ca.ReadKey(filepath.Join(dir, IssuingKeyFile), password)
+	if err != nil {
+		return nil, err
+	}
+	return ca.NewIssuer(iss, key, root)
+}
+
+// hasCA reports whether dir already holds a CA (any of its files).
+func hasCA(dir string) (bool, error) {
+	for _, name := range []string{config.FileName, "agentca.db", KeysDir, CertsDir, RootsFile} {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// ErrExists is returned by Init when the directory already holds a CA.
+var ErrExists = errors.New("a CA already exists there; refusing to overwrite it")
+
+func isLoopbackHost(host string) bool {
+	return host == "localhost" || strings.HasPrefix(host, "127.") || host == "::1"
+}

@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/internal/fsutil"
+	"github.com/agentca/agentca/store/bolt"
+)
+
+// InitOptions are the choices `agentca init` takes.
+type InitOptions struct {
+	Dir         string
+	TrustDomain string
+	// Name goes into the CA certificates' subjects; empty means "agentca".
+	Name     string
+	KeyType  ca.KeyType
+	HTTPS    string
+	HTTP     string
+	Password []byte
+}
+
+// InitResult describes a new CA.
+type InitResult struct {
+	Root        string // SHA-256 fingerprint of the root
+	RootPath    string
+	ConfigPath  string
+	HTTPSURL    string
+	HTTPURL     string
+	TrustDomain string
+}
+
+// Init creates a CA in opts.Dir: keys (0600, encrypted when a password is
+// given), the root and issuing certificates, roots.pem, agentca.json and
+// an empty store. Everything is built in a staging directory beside Dir
+// and moved in at the end, so a failure leaves no half-made CA. It refuses
+// a directory that already holds a CA.
+func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
+	if err := config.ValidateTrustDomain(opts.TrustDomain); err != nil {
+		return nil, err
+	}
+	if opts.Name == "" {
+		opts.Name = "agentca"
+	}
+	if opts.KeyType == "" {
+		opts.KeyType = ca.ECP256
+	}
+	if opts.HTTPS == "" {
+		opts.HTTPS = "127.0.0.1:8443"
+	}
+	if opts.HTTP == "" {
+		opts.HTTP = "127.0.0.1:8080"
+	}
+	for _, a := range []string{opts.HTTPS, opts.HTTP} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("listen address %q: want host:port", a)
+		}
+	}
+	cfg := config.Default(opts.TrustDomain, opts.HTTPS, opts.HTTP)
+	cfg.KeyType = string(opts.KeyType)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	exists, err := hasCA(dir)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
+		return nil, fmt.Errorf("%s: %w", dir, ErrExists)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, err
+	}
+	stage, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".init-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	if err := build(stage, cfg, opts); err != nil {
+		return nil, err
+	}
+	if err := moveInto(stage, dir); err != nil {
+		return nil, err
+	}
+	root, err := readCert(filepath.Join(dir, RootCertFile))
+	if err != nil {
+		return nil, err
+	}
+	return &InitResult{Root: Fingerprint(root), RootPath: filepath.Join(dir, RootsFile), ConfigPath: filepath.Join(dir, config.FileName),
+		HTTPSURL: cfg.PublicURLs.HTTPS, HTTPURL: cfg.PublicURLs.HTTP, TrustDomain: cfg.TrustDomain}, nil
+}
+
+func build(stage string, cfg *config.Config, opts InitOptions) error {
+	for _, d := range []string{KeysDir, CertsDir} {
+		if err := os.Mkdir(filepath.Join(stage, d), 0o700); err != nil {
+			return err
+		}
+	}
+	h, err := ca.NewHierarchy(opts.Name, opts.KeyType, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := ca.WriteKey(filepath.Join(stage, RootKeyFile), h.RootKey, opts.Password); err != nil {
+		return err
+	}
+	if err := ca.WriteKey(filepath.Join(stage, IssuingKeyFile), h.IssuingKey, opts.Password); err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		RootCertFile: certPEM(h.Root),
+		IssuingCert:  certPEM(h.Issuing),
+		RootsFile:    certPEM(h.Root),
+	}
+	for name, data := range files {
+		if err := fsutil.WriteNew(filepath.Join(stage, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	b, err := cfg.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteNew(filepath.Join(stage, config.FileName), b, 0o600); err != nil {
+		return err
+	}
+	st, err := bolt.Open(filepath.Join(stage, cfg.Storage.Path), bolt.Options{})
+	if err != nil {
+		return err
+	}
+	return st.Close()
+}
+
+// moveInto moves stage's entries into dir, which may not exist yet or may
+// exist without a CA in it. The directory ends up 0700.
+func moveInto(stage, dir string) error {
+	if err := os.Chmod(stage, 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(stage, dir); err == nil {
+		return nil
+	} else if !errors.Is(err, syscall.EEXIST) && !errors.Is(err, syscall.ENOTEMPTY) {
+		return err
+	}
+	entries, err := os.ReadDir(stage)
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.Rename(filepath.Join(stage, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,347 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/agentca/agentca/api"
+	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/provisioners/jointoken"
+	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/store/bolt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// ServeOptions are the choices `agentca serve` takes.
+type ServeOptions struct {
+	Dir string
+	// HTTPS and HTTP override the configured listen addresses when set.
+	HTTPS, HTTP string
+	Password    []byte
+	Logger      *slog.Logger
+	// Ready, when set, is called once every listener is accepting.
+	Ready func(httpsAddr, httpAddr string)
+}
+
+// Server timeouts; every listener has them.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 15 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	drainTimeout      = 20 * time.Second
+	serverCertTTL     = config.Ceiling
+	serverSPIFFEPath  = "/agentca/server"
+	serverProvisioner = "agentca-server"
+)
+
+// Serve runs the daemon until ctx is done or SIGTERM/SIGINT arrives, then
+// drains the listeners and returns nil. SIGHUP reloads the provisioners
+// from agentca.json.
+func Serve(ctx context.Context, opts ServeOptions) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(dir, config.FileName)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	if opts.HTTPS != "" {
+		cfg.Listen.HTTPS = opts.HTTPS
+	}
+	if opts.HTTP != "" {
+		cfg.Listen.HTTP = opts.HTTP
+	}
+	issuer, err := loadIssuer(dir, opts.Password)
+	if err != nil {
+		return err
+	}
+	trust, err := api.NewTrust(cfg.TrustDomain, []*x509.Certificate{issuer.Root}, 1, cfg.Leaf.DefaultTTL.Std()/2)
+	if err != nil {
+		return err
+	}
+	dbPath := cfg.Storage.Path
+	if !filepath.IsAbs(dbPath) {
+		dbPath = filepath.Join(dir, dbPath)
+	}
+	st, err := bolt.Open(dbPath, bolt.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	}()
+	authority, err := ca.New(ca.Options{TrustDomain: cfg.TrustDomain, Issuer: issuer, Recorder: st,
+		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log})
+	if err != nil {
+		return err
+	}
+	provs, err := buildProvisioners(cfg, st)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust, Provisioners: provs, Logger: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
+	if err := certs.renew(ctx); err != nil {
+		return fmt.Errorf("server certificate: %w", err)
+	}
+	httpsLn, err := net.Listen("tcp", cfg.Listen.HTTPS)
+	if err != nil {
+		return fmt.Errorf("https listener: %w", err)
+	}
+	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		httpsLn.Close()
+		return fmt.Errorf("http listener: %w", err)
+	}
+	adminLn, err := listenAdmin(filepath.Join(dir, AdminSocket))
+	if err != nil {
+		httpsLn.Close()
+		httpLn.Close()
+		return err
+	}
+	tlsConf := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		ClientAuth:     tls.RequestClientCert,
+		GetCertificate: certs.get,
+	}
+	servers := []*http.Server{
+		newHTTPServer(srv.HTTPSHandler(), log, tlsConf),
+		newHTTPServer(srv.HTTPHandler(), log, nil),
+		newHTTPServer(srv.AdminHandler(), log, nil),
+	}
+	lns := []net.Listener{tls.NewListener(httpsLn, tlsConf), httpLn, adminLn}
+	errc := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() {
+			if err := s.Serve(lns[i]); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); certs.loop(ctx) }()
+	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, st, srv, log) }()
+
+	log.Info("serving", "https", httpsLn.Addr().String(), "http", httpLn.Addr().String(),
+		"admin", adminLn.Addr().String(), "trust_domain", cfg.TrustDomain, "issuer", issuer.SKI,
+		"root_sha256", Fingerprint(issuer.Root))
+	if opts.Ready != nil {
+		opts.Ready(httpsLn.Addr().String(), httpLn.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		log.Error("listener failed", "err", serveErr)
+	}
+	log.Info("draining")
+	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(dctx); err != nil {
+			log.Warn("drain incomplete", "err", err)
+		}
+	}
+	stop()
+	wg.Wait()
+	log.Info("stopped")
+	return serveErr
+}
+
+func newHTTPServer(h http.Handler, log *slog.Logger, tlsConf *tls.Config) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// listenAdmin opens the admin socket with mode 0600. The state directory
+// is 0700 and the store's file lock is held, so a leftover socket is stale
+// and can be removed.
+func listenAdmin(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	return ln, nil
+}
+
+// buildProvisioners makes the configured provisioners. Built-in kinds are
+// listed here explicitly.
+func buildProvisioners(cfg *config.Config, st store.Store) (map[string]*api.Provisioner, error) {
+	out := make(map[string]*api.Provisioner, len(cfg.Provisioners))
+	for _, pc := range cfg.Provisioners {
+		def, max := cfg.TTLs(pc)
+		entry := &api.Provisioner{Name: pc.Name, Type: pc.Type, DefaultTTL: def, MaxTTL: max}
+		switch pc.Type {
+		case config.TypeJoinToken:
+			p, err := jointoken.New(pc.Name, st, pc.TokenTTL.Std(), nil)
+			if err != nil {
+				return nil, fmt.Errorf("provisioner %q: %w", pc.Name, err)
+			}
+			entry.Provisioner = p
+		default:
+			return nil, fmt.Errorf("provisioner %q: unknown type %q", pc.Name, pc.Type)
+		}
+		out[pc.Name] = entry
+	}
+	return out, nil
+}
+
+// reloadOnHUP re-reads agentca.json on SIGHUP and swaps in the new
+// provisioners; a bad file keeps the running set and logs why.
+func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.Server, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := config.Load(cfgPath)
+		if err == nil {
+			var provs map[string]*api.Provisioner
+			if provs, err = buildProvisioners(cfg, st); err == nil {
+				srv.SetProvisioners(provs)
+				log.Info("reloaded provisioners", "count", len(provs))
+				continue
+			}
+		}
+		log.Error("reload failed; keeping the running configuration", "err", err)
+	}
+}
+
+// serverCerts keeps the HTTPS listener's certificate, issued by the CA
+// itself and renewed at two thirds of its lifetime.
+type serverCerts struct {
+	authority *ca.Authority
+	cfg       *config.Config
+	log       *slog.Logger
+	cur       atomic.Pointer[tls.Certificate]
+}
+
+func (s *serverCerts) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cur.Load(), nil }
+
+func (s *serverCerts) renew(ctx context.Context) error {
+	key, err := ca.GenerateKey(ca.ECP256)
+	if err != nil {
+		return err
+	}
+	var ips []string
+	for _, a := range []string{s.cfg.Listen.HTTPS, hostOf(s.cfg.PublicURLs.HTTPS)} {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !contains(ips, ip.String()) {
+			ips = append(ips, ip.String())
+		}
+	}
+	issued, err := s.authority.Issue(ctx, &ca.Request{
+		PublicKey: key.Public(), SPIFFEID: "spiffe://" + s.cfg.TrustDomain + serverSPIFFEPath,
+		DNSNames: s.cfg.ServerDNSNames, IPAddresses: ips, Provisioner: serverProvisioner,
+		TTL: serverCertTTL, MaxTTL: serverCertTTL,
+	})
+	if err != nil {
+		return err
+	}
+	leaf, err := x509.ParseCertificate(issued.DER)
+	if err != nil {
+		return err
+	}
+	s.cur.Store(&tls.Certificate{Certificate: [][]byte{issued.DER, issued.Issuer.Cert.Raw}, PrivateKey: key, Leaf: leaf})
+	s.log.Info("server certificate issued", "serial", issued.Serial, "not_after", issued.NotAfter.Format(time.RFC3339))
+	return nil
+}
+
+func (s *serverCerts) loop(ctx context.Context) {
+	for {
+		leaf := s.cur.Load().Leaf
+		life := leaf.NotAfter.Sub(leaf.NotBefore)
+		wait := time.Until(leaf.NotBefore.Add(life * 2 / 3))
+		if wait < time.Second {
+			wait = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := s.renew(ctx); err != nil {
+			s.log.Error("server certificate renewal failed; retrying in a minute", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Minute):
+			}
+		}
+	}
+}
+
+func hostOf(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Hostname()
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

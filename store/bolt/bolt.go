@@ -1,0 +1,414 @@
+// Package bolt is the default store backend: one bbolt file.
+//
+// Writes go through a single committer goroutine that gathers every write
+// waiting at the moment and applies them in one transaction with one fsync
+// (group commit). Each write first checks everything it depends on and only
+// then writes, so a write that is refused leaves nothing behind and the
+// others in its batch still commit. Should a batch fail as a whole (a write
+// error, not a refusal), each of its writes is retried alone.
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/agentca/agentca/store"
+	bbolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketCerts  = []byte("certs")
+	bucketTokens = []byte("join_tokens")
+	bucketOnce   = []byte("once")
+	bucketMeta   = []byte("meta")
+	keySchema    = []byte("schema")
+	schema       = []byte("1")
+)
+
+// Options tune the store. The zero value is usable.
+type Options struct {
+	// MaxBatch bounds the writes applied in one transaction; zero means
+	// 1024.
+	MaxBatch int
+	// LockTimeout is how long Open waits for another process's lock on the
+	// file; zero means one second.
+	LockTimeout time.Duration
+}
+
+// Store is a store.Store on a bbolt file.
+type Store struct {
+	db       *bbolt.DB
+	ops      chan *op
+	quit     chan struct{}
+	done     chan struct{}
+	maxBatch int
+	closeMu  sync.RWMutex
+	closed   bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// op is one write for the committer. fn must check before it writes: when
+// it returns a *refusal, it must not have written anything.
+type op struct {
+	ctx  context.Context
+	fn   func(tx *bbolt.Tx) error
+	done chan error
+}
+
+// refusal marks an error that a write returned after its checks, with
+// nothing written; other errors abort the whole batch.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+func refuse(err error) error { return &refusal{err} }
+
+// Open opens or creates the bbolt file at path (mode 0600) and starts the
+// committer.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout:        opts.LockTimeout,
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("store: %s is locked by another process (is the daemon running?)", path)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schema) {
+			return fmt.Errorf("unsupported schema version %q", v)
+		}
+		return meta.Put(keySchema, schema)
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", path, err)
+	}
+	s := &Store{db: db, ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), maxBatch: opts.MaxBatch}
+	go s.commitLoop()
+	return s, nil
+}
+
+// Close finishes the pending writes and closes the file.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.quit)
+	s.closeMu.Unlock()
+	<-s.done
+	return s.db.Close()
+}
+
+// write hands fn to the committer and waits until its transaction has
+// committed (or fn was refused). Once handed over, it waits regardless of
+// ctx, so the caller always learns whether the write happened.
+func (s *Store) write(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return store.ErrClosed
+	}
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	s.closeMu.RUnlock()
+	return <-o.done
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	batch := make([]*op, 0, s.maxBatch)
+	for {
+		select {
+		case o := <-s.ops:
+			batch = append(batch[:0], o)
+		case <-s.quit:
+			// Writers that got past the closed check are already
+			// in the channel; finish them.
+			for {
+				select {
+				case o := <-s.ops:
+					s.commit([]*op{o})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit applies ops in one transaction. Refused ops get their refusal;
+// the others get the commit's result. If the batch fails as a whole, each
+// op is retried alone so one bad write cannot fail the others.
+func (s *Store) commit(ops []*op) {
+	errs := make([]error, len(ops))
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		for i, o := range ops {
+			if err := o.ctx.Err(); err != nil {
+				errs[i] = err
+				continue
+			}
+			err := o.fn(tx)
+			var r *refusal
+			if errors.As(err, &r) {
+				errs[i] = r.err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && len(ops) > 1 {
+		for _, o := range ops {
+			s.commit([]*op{o})
+		}
+		return
+	}
+	for i, o := range ops {
+		if errs[i] == nil && err != nil {
+			errs[i] = fmt.Errorf("store: %w", err)
+		}
+		o.done <- errs[i]
+	}
+}
+
+// Issue implements store.Store.
+func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
+	serial, err := serialKey(iss.Certificate.Serial)
+	if err != nil {
+		return err
+	}
+	certJSON, err := json.Marshal(&iss.Certificate)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return s.write(ctx, func(tx *bbolt.Tx) error {
+		certs, tokens, once := tx.Bucket(bucketCerts), tx.Bucket(bucketTokens), tx.Bucket(bucketOnce)
+		// Checks first; nothing is written until all pass.
+		if certs.Get(serial) != nil {
+			return refuse(store.ErrDuplicateSerial)
+		}
+		var tok store.JoinToken
+		if iss.JoinToken != nil {
+			v := tokens.Get(iss.JoinToken)
+			if v == nil {
+				return refuse(store.ErrTokenInvalid)
+			}
+			if err := json.Unmarshal(v, &tok); err != nil {
+				return fmt.Errorf("decode join token: %w", err)
+			}
+			if !tok.Usable(iss.Certificate.SPIFFEID, iss.Certificate.Provisioner, iss.Now) {
+				return refuse(store.ErrTokenInvalid)
+			}
+		}
+		for i, k := range iss.Once {
+			if once.Get([]byte(k)) != nil {
+				return refuse(store.ErrReplay)
+			}
+			for _, earlier := range iss.Once[:i] {
+				if earlier == k {
+					return refuse(store.ErrReplay)
+				}
+			}
+		}
+		// Writes.
+		if err := certs.Put(serial, certJSON); err != nil {
+			return err
+		}
+		if iss.JoinToken != nil {
+			tok.UsedBy, tok.UsedAt = iss.Certificate.Serial, iss.Now.UTC()
+			v, err := json.Marshal(&tok)
+			if err != nil {
+				return err
+			}
+			if err := tokens.Put(iss.JoinToken, v); err != nil {
+				return err
+			}
+		}
+		for _, k := range iss.Once {
+			if err := once.Put([]byte(k), serial); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Certificate implements store.Store.
+func (s *Store) Certificate(ctx context.Context, serial string) (*store.Certificate, error) {
+	key, err := serialKey(serial)
+	if err != nil {
+		return nil, err
+	}
+	var c store.Certificate
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketCerts).Get(key)
+		if v == nil {
+			return store.ErrNotFound
+		}
+		return json.Unmarshal(v, &c)
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return &c, nil
+}
+
+// ListCertificates implements store.Store.
+func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error) {
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	var after []byte
+	if opts.After != "" {
+		var err error
+		if after, err = serialKey(opts.After); err != nil {
+			return nil, err
+		}
+	}
+	var out []store.Certificate
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketCerts).Cursor()
+		k, v := c.First()
+		if after != nil {
+			k, v = c.Seek(after)
+			if k != nil && bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var rec store.Certificate
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decode certificate %x: %w", k, err)
+			}
+			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID {
+				continue
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	return out, wrap(err)
+}
+
+// CreateJoinTokens implements store.Store.
+func (s *Store) CreateJoinTokens(ctx context.Context, toks []store.JoinToken) error {
+	vals := make([][]byte, len(toks))
+	for i := range toks {
+		if len(toks[i].Hash) == 0 {
+			return errors.New("store: join token without hash")
+		}
+		v, err := json.Marshal(&toks[i])
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		vals[i] = v
+	}
+	return s.write(ctx, func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		seen := make(map[string]bool, len(toks))
+		for _, t := range toks {
+			if b.Get(t.Hash) != nil || seen[string(t.Hash)] {
+				return refuse(store.ErrDuplicateToken)
+			}
+			seen[string(t.Hash)] = true
+		}
+		for i, t := range toks {
+			if err := b.Put(t.Hash, vals[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// JoinToken implements store.Store.
+func (s *Store) JoinToken(ctx context.Context, hash []byte) (*store.JoinToken, error) {
+	var t store.JoinToken
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketTokens).Get(hash)
+		if v == nil {
+			return store.ErrNotFound
+		}
+		return json.Unmarshal(v, &t)
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return &t, nil
+}
+
+// serialKey turns a hex serial (any case, any leading zeros) into the
+// canonical big-endian bytes used as the key.
+func serialKey(serial string) ([]byte, error) {
+	s, err := store.NormalizeSerial(serial)
+	if err != nil {
+		return nil, err
+	}
+	return hex.DecodeString(s)
+}
+
+func wrap(err error) error {
+	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if errors.Is(err, bbolt.ErrDatabaseNotOpen) {
+		return store.ErrClosed
+	}
+	return fmt.Errorf("store: %w", err)
+}

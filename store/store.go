@@ -1,0 +1,134 @@
+// Package store defines what agentca persists and the interface every
+// storage backend implements: certificate records, join tokens and replay
+// keys. Backends live in subpackages (store/bolt); store/storetest is the
+// conformance suite each of them must pass.
+//
+// The central operation is Issue: it records a certificate and consumes
+// whatever the attestation used up (a join token, replay keys) in one
+// transaction, so either all of it happens or none of it does. Backends
+// group concurrent Issue calls into one transaction and one fsync.
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrNotFound: no record under that key.
+	ErrNotFound = errors.New("store: not found")
+	// ErrDuplicateSerial: a certificate with that serial is already
+	// recorded.
+	ErrDuplicateSerial = errors.New("store: duplicate serial")
+	// ErrTokenInvalid: the join token is unknown, expired, already used,
+	// or bound to another identity. Deliberately one error, so callers
+	// cannot tell the cases apart.
+	ErrTokenInvalid = errors.New("store: join token invalid")
+	// ErrReplay: a replay key was already used.
+	ErrReplay = errors.New("store: replay key already used")
+	// ErrDuplicateToken: a join token with that hash already exists.
+	ErrDuplicateToken = errors.New("store: duplicate join token")
+	// ErrClosed: the store is closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Certificate is the record of one issued certificate.
+type Certificate struct {
+	// Serial is the lowercase hex of the serial number's big-endian bytes.
+	Serial      string    `json:"serial"`
+	SPIFFEID    string    `json:"spiffe_id"`
+	DNSNames    []string  `json:"dns_names,omitempty"`
+	Provisioner string    `json:"provisioner"`
+	IssuerSKI   string    `json:"issuer_ski"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	DER         []byte    `json:"der"`
+	// RenewedFrom is the serial of the certificate this one renewed.
+	RenewedFrom string `json:"renewed_from,omitempty"`
+	// RevokedAt is when the certificate was revoked; zero while it is
+	// not. A revoked certificate cannot renew.
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// RevocationReason is the RFC 5280 CRLReason code.
+	RevocationReason int `json:"revocation_reason,omitempty"`
+}
+
+// Revoked reports whether the certificate has been revoked.
+func (c *Certificate) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// JoinToken is the stored form of a join token: only its SHA-256.
+type JoinToken struct {
+	Hash        []byte    `json:"hash"`
+	SPIFFEID    string    `json:"spiffe_id"`
+	Provisioner string    `json:"provisioner"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	// UsedBy is the serial of the certificate the token was exchanged
+	// for; empty while unused.
+	UsedBy string    `json:"used_by,omitempty"`
+	UsedAt time.Time `json:"used_at,omitzero"`
+}
+
+// Usable reports whether t can still be exchanged for a certificate naming
+// spiffeID through provisioner at time now.
+func (t *JoinToken) Usable(spiffeID, provisioner string, now time.Time) bool {
+	return t.UsedBy == "" && now.Before(t.ExpiresAt) && t.SPIFFEID == spiffeID && t.Provisioner == provisioner
+}
+
+// Issuance is one certificate to record and what its attestation consumes.
+type Issuance struct {
+	Certificate Certificate
+	// JoinToken, when set, is the SHA-256 of a join token that must be
+	// usable for Certificate's SPIFFE ID and provisioner at Now; it is
+	// marked used in the same transaction.
+	JoinToken []byte
+	// Once are replay keys (a JWT's jti, an instance ID) that must not
+	// exist; they are created in the same transaction.
+	Once []string
+	// Now is the time of the decision, for token expiry.
+	Now time.Time
+}
+
+// ListOptions select certificates for ListCertificates.
+type ListOptions struct {
+	// After is an exclusive lower bound on the serial, for paging.
+	After string
+	// SPIFFEID, when set, keeps only certificates naming it.
+	SPIFFEID string
+	// Limit bounds the number of records returned; zero means 1000.
+	Limit int
+}
+
+// Store is what every backend implements.
+type Store interface {
+	// Issue records iss atomically: the certificate, the join token's
+	// consumption and the replay keys, or nothing. It returns
+	// ErrDuplicateSerial, ErrTokenInvalid or ErrReplay when a check fails.
+	Issue(ctx context.Context, iss *Issuance) error
+	// Certificate returns the record for serial, or ErrNotFound.
+	Certificate(ctx context.Context, serial string) (*Certificate, error)
+	// ListCertificates returns records in serial order.
+	ListCertificates(ctx context.Context, opts ListOptions) ([]Certificate, error)
+	// CreateJoinTokens stores new tokens atomically, or none of them.
+	CreateJoinTokens(ctx context.Context, tokens []JoinToken) error
+	// JoinToken returns the token stored under hash, or ErrNotFound.
+	JoinToken(ctx context.Context, hash []byte) (*JoinToken, error)
+	// Close releases the store; pending writes finish first.
+	Close() error
+}
+
+// NormalizeSerial parses a hex serial in any case, with or without leading
+// zeros or colons (as openssl prints them), and returns its canonical
+// form: lowercase hex of the big-endian bytes, no leading zero byte.
+func NormalizeSerial(serial string) (string, error) {
+	n, ok := new(big.Int).SetString(strings.ReplaceAll(serial, ":", ""), 16)
+	if !ok || n.Sign() <= 0 || n.BitLen() > 160 {
+		return "", fmt.Errorf("store: bad serial %q (want up to 40 hex digits)", serial)
+	}
+	return hex.EncodeToString(n.Bytes()), nil
+}
