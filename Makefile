@@ -54,10 +54,10 @@ vet:
 	$(GO) vet ./...
 
 $(STATICCHECK):
-	$(GO) install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 $(GOVULNCHECK):
-	$(GO) install golang.org/x/vuln/cmd/govulncheck@v1.1.4
+	$(GO) install golang.org/x/vuln/cmd/govulncheck@v1.9.0
 
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) ./...

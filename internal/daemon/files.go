@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/internal/config"
@@ -103,7 +102,3 @@ func hasCA(dir string) (bool, error) {
 
 // ErrExists is returned by Init when the directory already holds a CA.
 var ErrExists = errors.New("a CA already exists there; refusing to overwrite it")
-
-func isLoopbackHost(host string) bool {
-	return host == "localhost" || strings.HasPrefix(host, "127.") || host == "::1"
-}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -284,7 +285,7 @@ func (s *serverCerts) renew(ctx context.Context) error {
 		if err != nil {
 			host = a
 		}
-		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !contains(ips, ip.String()) {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !slices.Contains(ips, ip.String()) {
 			ips = append(ips, ip.String())
 		}
 	}
@@ -335,13 +336,4 @@ func hostOf(u string) string {
 		return ""
 	}
 	return p.Hostname()
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

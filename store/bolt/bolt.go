@@ -22,6 +22,7 @@ import (
 
 	"github.com/agentca/agentca/store"
 	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -91,7 +92,7 @@ func Open(path string, opts Options) (*Store, error) {
 		FreelistType:   bbolt.FreelistMapType,
 	})
 	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("store: %s is locked by another process (is the daemon running?)", path)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -407,7 +408,7 @@ func wrap(err error) error {
 	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	if errors.Is(err, bbolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return store.ErrClosed
 	}
 	return fmt.Errorf("store: %w", err)
