@@ -269,8 +269,12 @@ func (s *Source) loop(ctx context.Context) {
 			s.log.Warn("certificate expired; enrolling again", "serial", cur.Serial, "not_after", cur.NotAfter.Format(time.RFC3339))
 			err = s.enroll(ctx)
 			var ae *APIError
-			if errors.Is(err, ErrExpired) || (errors.As(err, &ae) && !ae.Temporary()) {
-				s.stop(fmt.Errorf("%w: %v", ErrExpired, err))
+			if errors.Is(err, ErrExpired) {
+				s.stop(err)
+				return
+			}
+			if errors.As(err, &ae) && !ae.Temporary() {
+				s.stop(fmt.Errorf("%w: enrolling again failed: %v", ErrExpired, err))
 				return
 			}
 		}
