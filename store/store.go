@@ -94,6 +94,16 @@ type Issuance struct {
 	Now time.Time
 }
 
+// Revocation is one entry of an issuer's revocation list.
+type Revocation struct {
+	Serial    string    `json:"serial"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Reason    int       `json:"reason"`
+	// NotAfter of the revoked certificate: the entry leaves the CRL once
+	// the certificate has expired.
+	NotAfter time.Time `json:"not_after"`
+}
+
 // ListOptions select certificates for ListCertificates.
 type ListOptions struct {
 	// After is an exclusive lower bound on the serial, for paging.
@@ -114,6 +124,14 @@ type Store interface {
 	Certificate(ctx context.Context, serial string) (*Certificate, error)
 	// ListCertificates returns records in serial order.
 	ListCertificates(ctx context.Context, opts ListOptions) ([]Certificate, error)
+	// Revoke marks the certificate revoked at time at for reason (an RFC
+	// 5280 CRLReason code) and returns its record. Revoking a revoked
+	// certificate changes nothing and returns the first revocation. It
+	// returns ErrNotFound for an unknown serial.
+	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*Certificate, error)
+	// Revocations returns the revocations of certificates issued by
+	// issuerSKI that are unexpired at now, in serial order.
+	Revocations(ctx context.Context, issuerSKI string, now time.Time) ([]Revocation, error)
 	// CreateJoinTokens stores new tokens atomically, or none of them.
 	CreateJoinTokens(ctx context.Context, tokens []JoinToken) error
 	// JoinToken returns the token stored under hash, or ErrNotFound.

@@ -30,6 +30,9 @@ var (
 	bucketTokens = []byte("join_tokens")
 	bucketOnce   = []byte("once")
 	bucketMeta   = []byte("meta")
+	// bucketRevoked indexes revocations by issuer SKI then serial, so a
+	// CRL is built without scanning every certificate.
+	bucketRevoked = []byte("revoked")
 	keySchema    = []byte("schema")
 	schema       = []byte("1")
 )
@@ -98,7 +101,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta} {
+		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -341,6 +344,91 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 				continue
 			}
 			out = append(out, rec)
+		}
+		return nil
+	})
+	return out, wrap(err)
+}
+
+// Revoke implements store.Store.
+func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error) {
+	key, err := serialKey(serial)
+	if err != nil {
+		return nil, err
+	}
+	var out store.Certificate
+	err = s.write(ctx, func(tx *bbolt.Tx) error {
+		certs := tx.Bucket(bucketCerts)
+		v := certs.Get(key)
+		if v == nil {
+			return refuse(store.ErrNotFound)
+		}
+		var c store.Certificate
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decode certificate %x: %w", key, err)
+		}
+		if c.Revoked() {
+			out = c
+			return nil
+		}
+		c.RevokedAt, c.RevocationReason = at.UTC(), reason
+		nv, err := json.Marshal(&c)
+		if err != nil {
+			return err
+		}
+		rv, err := json.Marshal(&store.Revocation{Serial: c.Serial, RevokedAt: c.RevokedAt, Reason: reason, NotAfter: c.NotAfter})
+		if err != nil {
+			return err
+		}
+		ik, err := revokedKey(c.IssuerSKI, key)
+		if err != nil {
+			return err
+		}
+		if err := certs.Put(key, nv); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketRevoked).Put(ik, rv); err != nil {
+			return err
+		}
+		out = c
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// revokedKey is a length byte, the issuer SKI's bytes, then the serial, so
+// that one issuer's entries are contiguous and in serial order.
+func revokedKey(issuerSKI string, serial []byte) ([]byte, error) {
+	ski, err := hex.DecodeString(issuerSKI)
+	if err != nil || len(ski) == 0 || len(ski) > 255 {
+		return nil, fmt.Errorf("bad issuer SKI %q", issuerSKI)
+	}
+	k := make([]byte, 0, 1+len(ski)+len(serial))
+	k = append(k, byte(len(ski)))
+	k = append(k, ski...)
+	return append(k, serial...), nil
+}
+
+// Revocations implements store.Store.
+func (s *Store) Revocations(ctx context.Context, issuerSKI string, now time.Time) ([]store.Revocation, error) {
+	prefix, err := revokedKey(issuerSKI, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	var out []store.Revocation
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketRevoked).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var r store.Revocation
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("decode revocation %x: %w", k, err)
+			}
+			if r.NotAfter.After(now) {
+				out = append(out, r)
+			}
 		}
 		return nil
 	})

@@ -36,6 +36,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"List", testList},
 		{"ConcurrentIssue", testConcurrentIssue},
 		{"CanceledContext", testCanceledContext},
+		{"Revoke", testRevoke},
+		{"Revocations", testRevocations},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
@@ -378,6 +380,70 @@ func testCanceledContext(t *testing.T, s store.Store) {
 	}
 	if _, err := s.Certificate(context.Background(), c.Serial); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("canceled issuance was recorded: %v", err)
+	}
+}
+
+func testRevoke(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.Revoke(ctx, randSerial(t), 1, now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoke unknown: err = %v, want ErrNotFound", err)
+	}
+	c := cert(t, "spiffe://example.org/a")
+	if err := s.Issue(ctx, &store.Issuance{Certificate: c, Now: now}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Revoke(ctx, c.Serial, 1, now)
+	if err != nil || !got.Revoked() || got.RevocationReason != 1 || !got.RevokedAt.Equal(now) {
+		t.Fatalf("Revoke = %+v, %v", got, err)
+	}
+	again, err := s.Revoke(ctx, c.Serial, 4, now.Add(time.Minute))
+	if err != nil || again.RevocationReason != 1 || !again.RevokedAt.Equal(now) {
+		t.Fatalf("second Revoke changed the revocation: %+v, %v", again, err)
+	}
+	rec, err := s.Certificate(ctx, c.Serial)
+	if err != nil || !rec.Revoked() || rec.RevocationReason != 1 {
+		t.Fatalf("record after revoke: %+v, %v", rec, err)
+	}
+}
+
+func testRevocations(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	want := map[string]bool{}
+	for i := range 12 {
+		c := cert(t, "spiffe://example.org/a")
+		switch {
+		case i%4 == 0:
+			c.IssuerSKI = "beef" // another issuer
+		case i%4 == 1:
+			c.NotAfter = now.Add(-time.Second) // expired: not listed
+		}
+		if err := s.Issue(ctx, &store.Issuance{Certificate: c, Now: now}); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 2 {
+			continue // not revoked
+		}
+		if _, err := s.Revoke(ctx, c.Serial, 1, now); err != nil {
+			t.Fatal(err)
+		}
+		if c.IssuerSKI == "abcd" && c.NotAfter.After(now) {
+			want[c.Serial] = true
+		}
+	}
+	got, err := s.Revocations(ctx, "abcd", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Revocations = %d entries, want %d", len(got), len(want))
+	}
+	for i, r := range got {
+		if !want[r.Serial] || r.Reason != 1 || !r.RevokedAt.Equal(now) {
+			t.Fatalf("unexpected entry %+v", r)
+		}
+		if i > 0 && got[i-1].Serial >= r.Serial {
+			t.Fatalf("entries not in serial order")
+		}
 	}
 }
 
