@@ -424,3 +424,23 @@ func KeyTypeOf(key crypto.Signer) string {
 	}
 	return string(ca.ECP256)
 }
+
+// Revoke revokes a certificate over mTLS with the current credentials:
+// its own (serial empty) or, for an admin, any serial. reason is an RFC
+// 5280 name ("keyCompromise"); empty means unspecified. out receives the
+// JSON answer.
+func (c *Client) Revoke(ctx context.Context, cur *tls.Certificate, serial, reason string, out any) error {
+	roots, _ := c.state()
+	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
+	defer hc.CloseIdleConnections()
+	b, err := json.Marshal(map[string]string{"serial": serial, "reason": reason})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+"/v1/revoke", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return c.do(hc, req, out)
+}

@@ -26,6 +26,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
 	mux.HandleFunc("/admin/v1/tokens", allow(http.MethodPost, s.createTokens))
 	mux.HandleFunc("/admin/v1/certs", allow(http.MethodGet, s.listCerts))
+	mux.HandleFunc("/admin/v1/revoke", allow(http.MethodPost, s.adminRevoke))
 	mux.HandleFunc("/", notFound)
 	return recoverer(s.log, mux)
 }

@@ -15,10 +15,12 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,10 +37,11 @@ type Provisioner struct {
 	provisioners.Provisioner
 }
 
-// CertStore is what the API reads from the store.
+// CertStore is what the API needs from the store.
 type CertStore interface {
 	Certificate(ctx context.Context, serial string) (*store.Certificate, error)
 	ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error)
+	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error)
 }
 
 // Options configure a Server.
@@ -56,6 +59,15 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Now nil means time.Now.
 	Now func() time.Time
+	// OCSP answers /ocsp; nil serves no OCSP.
+	OCSP *ocsp.Responder
+	// CRLs serves /crl; nil serves no CRL.
+	CRLs CRLs
+	// OnRevoke is called after each revocation is recorded, so caches
+	// (OCSP, CRL) follow at once.
+	OnRevoke func(ctx context.Context, rec *store.Certificate)
+	// Admins are SPIFFE IDs allowed to revoke any certificate over mTLS.
+	Admins []string
 }
 
 // Server holds the handlers' state.
@@ -68,6 +80,11 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *Metrics
 	now     func() time.Time
+
+	ocsp     *ocsp.Responder
+	crls     CRLs
+	onRevoke func(ctx context.Context, rec *store.Certificate)
+	admins   []string
 }
 
 // New checks opts and returns a Server.
@@ -75,7 +92,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Authority == nil || opts.Store == nil || opts.Trust == nil || len(opts.Provisioners) == 0 {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
-	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now}
+	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
+		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -109,6 +127,7 @@ func (s *Server) HTTPSHandler() http.Handler {
 	mux.HandleFunc("/v1/bundle", allow(http.MethodGet, s.bundle))
 	mux.HandleFunc("/v1/sign", allow(http.MethodPost, s.sign))
 	mux.HandleFunc("/v1/renew", allow(http.MethodPost, s.renew))
+	mux.HandleFunc("/v1/revoke", allow(http.MethodPost, s.selfRevoke))
 	mux.HandleFunc("/", notFound)
 	return recoverer(s.log, mux)
 }
@@ -118,8 +137,24 @@ func (s *Server) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	if s.crls != nil {
+		mux.HandleFunc("/crl", allow(http.MethodGet, s.crlHandler))
+		mux.HandleFunc("/crl/", allow(http.MethodGet, s.crlHandler))
+	}
+	mux.HandleFunc("/ca/", allow(http.MethodGet, s.issuerCert))
 	mux.HandleFunc("/", notFound)
-	return recoverer(s.log, mux)
+	h := recoverer(s.log, mux)
+	if s.ocsp == nil {
+		return h
+	}
+	ocspH := recoverer(s.log, http.HandlerFunc(s.ocspHandler))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "/ocsp" || strings.HasPrefix(p, "/ocsp/") {
+			ocspH.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +94,10 @@ type Options struct {
 	// Logger receives one audit line per issuance and per refusal. Nil
 	// discards.
 	Logger *slog.Logger
+	// PublicHTTP is the base URL of the plain HTTP listener
+	// (public_urls.http). When set, every leaf carries the OCSP URL and
+	// caIssuers URL (AIA) and a CRL distribution point under it.
+	PublicHTTP string
 }
 
 // Authority issues leaf certificates.
@@ -105,6 +110,7 @@ type Authority struct {
 	now      func() time.Time
 	rand     io.Reader
 	log      *slog.Logger
+	httpBase string
 }
 
 // New validates opts and returns an Authority.
@@ -116,7 +122,8 @@ func New(opts Options) (*Authority, error) {
 		return nil, errors.New("ca: Issuer and Recorder are required")
 	}
 	a := &Authority{td: opts.TrustDomain, rec: opts.Recorder, minTTL: opts.MinTTL, backdate: opts.Backdate,
-		now: opts.Now, rand: opts.Rand, log: opts.Logger}
+		now: opts.Now, rand: opts.Rand, log: opts.Logger,
+		httpBase: strings.TrimSuffix(opts.PublicHTTP, "/")}
 	if a.minTTL <= 0 {
 		a.minTTL = time.Minute
 	}
@@ -224,11 +231,28 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 		return nil, err
 	}
 	tmpl.SerialNumber = serial
+	a.addURLs(tmpl, iss)
+	return a.signAndRecord(ctx, tmpl, iss, req, now)
+}
+
+// addURLs puts the revocation and issuer URLs of iss into tmpl.
+func (a *Authority) addURLs(tmpl *x509.Certificate, iss *Issuer) {
+	if a.httpBase == "" {
+		return
+	}
+	tmpl.OCSPServer = []string{a.httpBase + "/ocsp"}
+	tmpl.IssuingCertificateURL = []string{a.httpBase + "/ca/" + iss.SKI + ".crt"}
+	tmpl.CRLDistributionPoints = []string{a.httpBase + "/crl/" + iss.SKI}
+}
+
+// signAndRecord signs tmpl with iss and records the certificate with what
+// req consumes, in one store transaction.
+func (a *Authority) signAndRecord(ctx context.Context, tmpl *x509.Certificate, iss *Issuer, req *Request, now time.Time) (*Issued, error) {
 	der, err := x509.CreateCertificate(a.rand, tmpl, iss.Cert, req.PublicKey, iss.Signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
 	}
-	out := &Issued{DER: der, Serial: hex.EncodeToString(serial.Bytes()), SPIFFEID: req.SPIFFEID,
+	out := &Issued{DER: der, Serial: hex.EncodeToString(tmpl.SerialNumber.Bytes()), SPIFFEID: req.SPIFFEID,
 		NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter, Issuer: iss}
 	rec := &store.Issuance{
 		Certificate: store.Certificate{
@@ -244,6 +268,31 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// ResponderProvisioner names OCSP responder certificates in the store.
+const ResponderProvisioner = "agentca-ocsp"
+
+// IssueResponder issues a delegated OCSP responder certificate for pub
+// from the current issuer (extended key usage OCSPSigning, the
+// id-pkix-ocsp-nocheck extension, no SAN) living ttl, and records it.
+func (a *Authority) IssueResponder(ctx context.Context, pub crypto.PublicKey, ttl time.Duration) (*Issued, error) {
+	iss := a.issuer.Load()
+	now := a.now().Truncate(time.Second)
+	notAfter := now.Add(ttl)
+	if notAfter.After(iss.Cert.NotAfter) {
+		notAfter = iss.Cert.NotAfter
+	}
+	serial, err := NewSerial(a.rand)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := responderTemplate(iss, pub, now.Add(-a.backdate), notAfter)
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = serial
+	return a.signAndRecord(ctx, tmpl, iss, &Request{PublicKey: pub, Provisioner: ResponderProvisioner}, now)
 }
 
 func (a *Authority) lifetime(req *Request) (time.Duration, error) {

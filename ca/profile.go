@@ -1,8 +1,10 @@
 package ca
 
 import (
+	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"net"
 	"net/url"
@@ -65,4 +67,33 @@ func checkDNSName(d string) error {
 		}
 	}
 	return nil
+}
+
+// oidOCSPNoCheck is id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1).
+var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
+
+// responderTemplate is the delegated OCSP responder profile: subject named
+// after the issuer, keyUsage digitalSignature, extKeyUsage OCSPSigning, and
+// id-pkix-ocsp-nocheck (its value is NULL) so clients do not check the
+// responder's own status.
+func responderTemplate(iss *Issuer, pub crypto.PublicKey, notBefore, notAfter time.Time) (*x509.Certificate, error) {
+	ski, err := x509util.GenerateSubjectKeyID(pub)
+	if err != nil {
+		return nil, fmt.Errorf("ca: subject key id: %w", err)
+	}
+	null, err := asn1.Marshal(asn1.NullRawValue)
+	if err != nil {
+		return nil, err
+	}
+	subject := pkix.Name{Organization: iss.Cert.Subject.Organization, CommonName: iss.Cert.Subject.CommonName + " OCSP Responder"}
+	return &x509.Certificate{
+		Subject:               subject,
+		NotBefore:             notBefore.UTC(),
+		NotAfter:              notAfter.UTC(),
+		SubjectKeyId:          ski,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
+		BasicConstraintsValid: true,
+		ExtraExtensions:       []pkix.Extension{{Id: oidOCSPNoCheck, Value: null}},
+	}, nil
 }

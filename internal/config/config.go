@@ -75,6 +75,8 @@ type Config struct {
 	KeyType        string        `json:"key_type,omitempty"`
 	Storage        Storage       `json:"storage"`
 	Leaf           Leaf          `json:"leaf"`
+	OCSP           OCSP          `json:"ocsp,omitzero"`
+	CRL            CRL           `json:"crl,omitzero"`
 	Admins         []string      `json:"admins,omitempty"`
 	Provisioners   []Provisioner `json:"provisioners"`
 	Logging        LogConfig     `json:"logging,omitzero"`
@@ -106,6 +108,21 @@ type Leaf struct {
 	// MinTTL is the shortest lifetime a caller may ask for. Tests lower it
 	// to seconds; the default is one minute.
 	MinTTL Duration `json:"min_ttl,omitempty"`
+}
+
+// OCSP configures the responder.
+type OCSP struct {
+	// Validity is a response's nextUpdate - thisUpdate; default 5m.
+	Validity Duration `json:"validity,omitempty"`
+	// ResponderTTL is the lifetime of the delegated responder
+	// certificate, renewed at two thirds; default 24h.
+	ResponderTTL Duration `json:"responder_ttl,omitempty"`
+}
+
+// CRL configures the revocation lists.
+type CRL struct {
+	// Validity is a CRL's nextUpdate - thisUpdate; default 10m.
+	Validity Duration `json:"validity,omitempty"`
 }
 
 // LogConfig selects the log format and level.
@@ -146,6 +163,8 @@ func Default(trustDomain, httpsAddr, httpAddr string) *Config {
 		KeyType:        "ec-p256",
 		Storage:        Storage{Type: "bbolt", Path: "agentca.db"},
 		Leaf:           Leaf{DefaultTTL: Duration(DefaultLeafTTL), MaxTTL: Duration(DefaultMaxTTL), MinTTL: Duration(DefaultMinTTL)},
+		OCSP:           OCSP{Validity: Duration(5 * time.Minute), ResponderTTL: Duration(24 * time.Hour)},
+		CRL:            CRL{Validity: Duration(10 * time.Minute)},
 		Provisioners:   []Provisioner{{Type: TypeJoinToken, Name: "join"}},
 	}
 	c.PublicURLs = PublicURLs{HTTPS: "https://" + httpsAddr, HTTP: "http://" + httpAddr}
@@ -197,6 +216,15 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Leaf.MinTTL == 0 {
 		c.Leaf.MinTTL = Duration(DefaultMinTTL)
+	}
+	if c.OCSP.Validity == 0 {
+		c.OCSP.Validity = Duration(5 * time.Minute)
+	}
+	if c.OCSP.ResponderTTL == 0 {
+		c.OCSP.ResponderTTL = Duration(24 * time.Hour)
+	}
+	if c.CRL.Validity == 0 {
+		c.CRL.Validity = Duration(10 * time.Minute)
 	}
 	if c.Storage.Type == "" {
 		c.Storage.Type = "bbolt"
@@ -258,6 +286,16 @@ func (c *Config) Validate() error {
 	}
 	if l.DefaultTTL < l.MinTTL || l.DefaultTTL > l.MaxTTL {
 		bad("leaf.default_ttl", "%s is outside [min_ttl %s, max_ttl %s]", l.DefaultTTL.Std(), l.MinTTL.Std(), l.MaxTTL.Std())
+	}
+	// Zero means the default.
+	if v := c.OCSP.Validity.Std(); v != 0 && (v < time.Second || v > 7*24*time.Hour) {
+		bad("ocsp.validity", "%s is outside [1s, 168h]", v)
+	}
+	if v := c.OCSP.ResponderTTL.Std(); v != 0 && (v < time.Minute || v > 30*24*time.Hour) {
+		bad("ocsp.responder_ttl", "%s is outside [1m, 720h]", v)
+	}
+	if v := c.CRL.Validity.Std(); v != 0 && (v < time.Second || v > 7*24*time.Hour) {
+		bad("crl.validity", "%s is outside [1s, 168h]", v)
 	}
 	for i, a := range c.Admins {
 		if err := ValidateSPIFFEID(a, c.TrustDomain); err != nil {

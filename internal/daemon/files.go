@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -25,6 +26,7 @@ const (
 	CertsDir       = "certs"
 	RootKeyFile    = "keys/root.key"
 	IssuingKeyFile = "keys/issuing.key"
+	OCSPKeyFile    = "keys/ocsp.key"
 	RootCertFile   = "certs/root.pem"
 	IssuingCert    = "certs/issuing.pem"
 )
@@ -102,3 +104,21 @@ func hasCA(dir string) (bool, error) {
 
 // ErrExists is returned by Init when the directory already holds a CA.
 var ErrExists = errors.New("a CA already exists there; refusing to overwrite it")
+
+// loadOrCreateKey reads the key at path, or creates a P-256 key there
+// (0600, encrypted with password) when the file does not exist, as for a
+// CA initialised before that key existed.
+func loadOrCreateKey(path string, password []byte) (crypto.Signer, error) {
+	k, err := ca.ReadKey(path, password)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return k, err
+	}
+	k, err = ca.GenerateKey(ca.ECP256)
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.WriteKey(path, k, password); err != nil {
+		return nil, err
+	}
+	return k, nil
+}

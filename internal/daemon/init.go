@@ -118,6 +118,9 @@ func build(stage string, cfg *config.Config, opts InitOptions) error {
 	if err := ca.WriteKey(filepath.Join(stage, IssuingKeyFile), h.IssuingKey, opts.Password); err != nil {
 		return err
 	}
+	if _, err := loadOrCreateKey(filepath.Join(stage, OCSPKeyFile), opts.Password); err != nil {
+		return err
+	}
 	files := map[string][]byte{
 		RootCertFile: certPEM(h.Root),
 		IssuingCert:  certPEM(h.Issuing),

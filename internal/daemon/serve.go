@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -21,7 +22,9 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/crl"
 	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/bolt"
@@ -97,7 +100,19 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}
 	}()
 	authority, err := ca.New(ca.Options{TrustDomain: cfg.TrustDomain, Issuer: issuer, Recorder: st,
-		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log})
+		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP})
+	if err != nil {
+		return err
+	}
+	ocspKey, err := loadOrCreateKey(filepath.Join(dir, OCSPKeyFile), opts.Password)
+	if err != nil {
+		return err
+	}
+	responder, err := ocsp.New(ocsp.Options{Store: st, Validity: cfg.OCSP.Validity.Std(), Logger: log})
+	if err != nil {
+		return err
+	}
+	publisher, err := crl.New(crl.Options{Issuer: issuer, Source: st, Validity: cfg.CRL.Validity.Std(), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -107,7 +122,12 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust, Provisioners: provs, Logger: log, Registry: reg})
+	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust, Provisioners: provs, Logger: log, Registry: reg,
+		OCSP: responder, CRLs: crlSet{publisher}, Admins: cfg.Admins,
+		OnRevoke: func(ctx context.Context, rec *store.Certificate) {
+			responder.Revoked(ctx, rec)
+			publisher.Changed()
+		}})
 	if err != nil {
 		return err
 	}
@@ -118,6 +138,14 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
 	if err := certs.renew(ctx); err != nil {
 		return fmt.Errorf("server certificate: %w", err)
+	}
+	ocspCerts := &responderCerts{authority: authority, responder: responder, key: ocspKey, ttl: cfg.OCSP.ResponderTTL.Std(),
+		validity: cfg.OCSP.Validity.Std(), log: log}
+	if err := ocspCerts.renew(ctx); err != nil {
+		return fmt.Errorf("OCSP responder certificate: %w", err)
+	}
+	if _, err := publisher.Build(ctx); err != nil {
+		return err
 	}
 	httpsLn, err := net.Listen("tcp", cfg.Listen.HTTPS)
 	if err != nil {
@@ -154,8 +182,13 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); certs.loop(ctx) }()
+	wg.Add(4)
+	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
+	go func() {
+		defer wg.Done()
+		renewLoop(ctx, "OCSP responder certificate", ocspCerts.notAfter, ocspCerts.renew, log)
+	}()
+	go func() { defer wg.Done(); publisher.Run(ctx) }()
 	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, st, srv, log) }()
 
 	log.Info("serving", "https", httpsLn.Addr().String(), "http", httpLn.Addr().String(),
@@ -306,25 +339,81 @@ func (s *serverCerts) renew(ctx context.Context) error {
 	return nil
 }
 
-func (s *serverCerts) loop(ctx context.Context) {
+func (s *serverCerts) notAfter() (time.Time, time.Time) {
+	leaf := s.cur.Load().Leaf
+	return leaf.NotBefore, leaf.NotAfter
+}
+
+// responderCerts keeps the delegated OCSP responder certificate, issued
+// by the CA for the persistent OCSP key and renewed at two thirds of its
+// lifetime.
+type responderCerts struct {
+	authority *ca.Authority
+	responder *ocsp.Responder
+	key       crypto.Signer
+	ttl       time.Duration
+	validity  time.Duration
+	log       *slog.Logger
+	cur       atomic.Pointer[x509.Certificate]
+}
+
+func (r *responderCerts) renew(ctx context.Context) error {
+	issued, err := r.authority.IssueResponder(ctx, r.key.Public(), r.ttl)
+	if err != nil {
+		return err
+	}
+	cert, err := x509.ParseCertificate(issued.DER)
+	if err != nil {
+		return err
+	}
+	if err := r.responder.SetSigner(&ocsp.Signer{Issuer: issued.Issuer.Cert, Cert: cert, Key: r.key}); err != nil {
+		return err
+	}
+	r.cur.Store(cert)
+	// Responses nobody asked for during a whole validity period go.
+	r.responder.Forget(time.Now().Add(-r.validity))
+	r.log.Info("OCSP responder certificate issued", "serial", issued.Serial, "not_after", issued.NotAfter.Format(time.RFC3339))
+	return nil
+}
+
+func (r *responderCerts) notAfter() (time.Time, time.Time) {
+	c := r.cur.Load()
+	return c.NotBefore, c.NotAfter
+}
+
+// crlSet serves the CRL of the active issuer.
+type crlSet struct{ active *crl.Publisher }
+
+func (c crlSet) CRL(ski string) *crl.CRL {
+	if ski == "" || ski == c.active.Issuer().SKI {
+		return c.active.Current()
+	}
+	return nil
+}
+
+// renewLoop calls renew at two thirds of the current certificate's
+// lifetime (validity returns notBefore, notAfter), retrying every minute
+// (sooner near expiry) after a failure, until ctx is done.
+func renewLoop(ctx context.Context, what string, validity func() (time.Time, time.Time), renew func(context.Context) error, log *slog.Logger) {
 	for {
-		leaf := s.cur.Load().Leaf
-		life := leaf.NotAfter.Sub(leaf.NotBefore)
-		wait := time.Until(leaf.NotBefore.Add(life * 2 / 3))
-		if wait < time.Second {
-			wait = time.Second
-		}
+		nb, na := validity()
+		wait := max(time.Until(nb.Add(na.Sub(nb)*2/3)), time.Second)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		if err := s.renew(ctx); err != nil {
-			s.log.Error("server certificate renewal failed; retrying in a minute", "err", err)
+		for {
+			err := renew(ctx)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			retry := min(time.Minute, max(time.Until(na)/4, time.Second))
+			log.Error(what+" renewal failed; retrying", "err", err, "in", retry.String())
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(time.Minute):
+			case <-time.After(retry):
 			}
 		}
 	}

@@ -1,0 +1,310 @@
+// Package ocsp is agentca's OCSP responder (RFC 6960, with the RFC 5019
+// profile). Responses are signed by a delegated responder certificate per
+// issuing CA (extended key usage OCSPSigning, id-pkix-ocsp-nocheck), built
+// with golang.org/x/crypto/ocsp, cached per serial as encoded bytes, and
+// re-signed once two thirds of their validity has passed or at once when
+// the certificate is revoked.
+//
+// Answers: good or revoked (time, reason) for a certificate this CA
+// issued; unknown for a serial it never issued; the OCSP "unauthorized"
+// status for an issuer it does not serve; "malformedRequest" for anything
+// that does not parse. It never answers with an HTTP 500.
+//
+// Not supported: nonces. golang.org/x/crypto/ocsp can only place
+// extensions in singleExtensions, while RFC 8954 puts the nonce in
+// responseExtensions; a request's nonce is ignored, as RFC 5019 allows, and
+// the cached response is served.
+package ocsp
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha1" //nolint:gosec // RFC 6960 CertID hashes
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentca/agentca/store"
+	xocsp "golang.org/x/crypto/ocsp"
+)
+
+// Store is what the responder reads.
+type Store interface {
+	Certificate(ctx context.Context, serial string) (*store.Certificate, error)
+}
+
+// Signer is one issuing CA's delegated responder.
+type Signer struct {
+	// Issuer is the issuing CA certificate.
+	Issuer *x509.Certificate
+	// Cert is the responder certificate, issued by Issuer.
+	Cert *x509.Certificate
+	// Key signs responses; it matches Cert.
+	Key crypto.Signer
+}
+
+// issuerState is an issuer with its CertID hashes and current responder.
+type issuerState struct {
+	ski      string
+	keyHash  map[crypto.Hash][]byte
+	nameHash map[crypto.Hash][]byte
+	signer   atomic.Pointer[Signer]
+}
+
+// Options configure a Responder.
+type Options struct {
+	Store Store
+	// Validity is nextUpdate - thisUpdate; zero means 5 minutes.
+	Validity time.Duration
+	// Now nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Responder answers OCSP requests.
+type Responder struct {
+	opts Options
+
+	mu      sync.RWMutex
+	issuers []*issuerState
+
+	cache sync.Map // serial (canonical hex) → *entry
+	group sync.Map // serial → *flight (one signing at a time per serial)
+}
+
+// Response is a signed response with the values HTTP caching needs.
+type Response struct {
+	DER        []byte
+	ThisUpdate time.Time
+	NextUpdate time.Time
+	ETag       string
+}
+
+type entry struct {
+	resp  *Response
+	renew time.Time // re-sign after this
+}
+
+type flight struct {
+	done chan struct{}
+	resp *Response
+	err  error
+}
+
+// New returns a Responder with no issuer; add them with SetSigner.
+func New(opts Options) (*Responder, error) {
+	if opts.Store == nil {
+		return nil, errors.New("ocsp: Store is required")
+	}
+	if opts.Validity <= 0 {
+		opts.Validity = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Responder{opts: opts}, nil
+}
+
+// SetSigner installs or replaces the responder for s.Issuer. Cached
+// responses signed by an earlier responder stay valid until they are due.
+func (r *Responder) SetSigner(s *Signer) error {
+	if err := s.Cert.CheckSignatureFrom(s.Issuer); err != nil {
+		return fmt.Errorf("ocsp: responder certificate not issued by the CA: %w", err)
+	}
+	ski := hex.EncodeToString(s.Issuer.SubjectKeyId)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, is := range r.issuers {
+		if is.ski == ski {
+			is.signer.Store(s)
+			return nil
+		}
+	}
+	is, err := newIssuerState(s.Issuer)
+	if err != nil {
+		return err
+	}
+	is.signer.Store(s)
+	r.issuers = append(r.issuers, is)
+	return nil
+}
+
+func newIssuerState(iss *x509.Certificate) (*issuerState, error) {
+	var spki struct {
+		Algorithm asn1.RawValue
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(iss.RawSubjectPublicKeyInfo, &spki); err != nil {
+		return nil, fmt.Errorf("ocsp: issuer key: %w", err)
+	}
+	is := &issuerState{ski: hex.EncodeToString(iss.SubjectKeyId), keyHash: map[crypto.Hash][]byte{}, nameHash: map[crypto.Hash][]byte{}}
+	k1, n1 := sha1.Sum(spki.PublicKey.RightAlign()), sha1.Sum(iss.RawSubject) //nolint:gosec
+	k2, n2 := sha256.Sum256(spki.PublicKey.RightAlign()), sha256.Sum256(iss.RawSubject)
+	is.keyHash[crypto.SHA1], is.nameHash[crypto.SHA1] = k1[:], n1[:]
+	is.keyHash[crypto.SHA256], is.nameHash[crypto.SHA256] = k2[:], n2[:]
+	return is, nil
+}
+
+func (r *Responder) issuerFor(req *xocsp.Request) *issuerState {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, is := range r.issuers {
+		if string(is.keyHash[req.HashAlgorithm]) == string(req.IssuerKeyHash) &&
+			string(is.nameHash[req.HashAlgorithm]) == string(req.IssuerNameHash) {
+			return is
+		}
+	}
+	return nil
+}
+
+// Pre-encoded error responses (RFC 6960 §2.3): unsigned, so they are
+// constants.
+var (
+	MalformedResponse    = xocsp.MalformedRequestErrorResponse
+	UnauthorizedResponse = xocsp.UnauthorizedErrorResponse
+	InternalResponse     = xocsp.InternalErrorErrorResponse
+)
+
+// Respond answers one DER-encoded request. It returns a signed response, or
+// one of the unsigned error responses; the error is for logging only.
+func (r *Responder) Respond(ctx context.Context, der []byte) (*Response, []byte, error) {
+	req, err := xocsp.ParseRequest(der)
+	if err != nil {
+		return nil, MalformedResponse, fmt.Errorf("ocsp: malformed request: %w", err)
+	}
+	if req.HashAlgorithm != crypto.SHA1 && req.HashAlgorithm != crypto.SHA256 {
+		return nil, MalformedResponse, fmt.Errorf("ocsp: unsupported CertID hash %v", req.HashAlgorithm)
+	}
+	if req.SerialNumber == nil || req.SerialNumber.Sign() <= 0 || req.SerialNumber.BitLen() > 160 {
+		return nil, MalformedResponse, errors.New("ocsp: serial number out of range")
+	}
+	is := r.issuerFor(req)
+	if is == nil {
+		return nil, UnauthorizedResponse, errors.New("ocsp: request for an issuer this responder does not serve")
+	}
+	resp, err := r.response(ctx, is, req.SerialNumber)
+	if err != nil {
+		return nil, InternalResponse, err
+	}
+	return resp, resp.DER, nil
+}
+
+// Lookup returns the current response for a serial of the issuer whose
+// SKI is issuerSKI (hex), for stapling; it signs one if needed.
+func (r *Responder) Lookup(ctx context.Context, issuerSKI string, serial *big.Int) (*Response, error) {
+	r.mu.RLock()
+	var is *issuerState
+	for _, s := range r.issuers {
+		if s.ski == issuerSKI {
+			is = s
+		}
+	}
+	r.mu.RUnlock()
+	if is == nil {
+		return nil, errors.New("ocsp: unknown issuer")
+	}
+	return r.response(ctx, is, serial)
+}
+
+func (r *Responder) response(ctx context.Context, is *issuerState, serial *big.Int) (*Response, error) {
+	key := hex.EncodeToString(serial.Bytes())
+	if v, ok := r.cache.Load(key); ok {
+		e := v.(*entry)
+		if r.opts.Now().Before(e.renew) {
+			return e.resp, nil
+		}
+	}
+	return r.sign(ctx, is, serial, key)
+}
+
+// sign makes a fresh response for serial; concurrent callers for the same
+// serial share one signature.
+func (r *Responder) sign(ctx context.Context, is *issuerState, serial *big.Int, key string) (*Response, error) {
+	f := &flight{done: make(chan struct{})}
+	if v, loaded := r.group.LoadOrStore(key, f); loaded {
+		other := v.(*flight)
+		select {
+		case <-other.done:
+			return other.resp, other.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	defer func() {
+		r.group.Delete(key)
+		close(f.done)
+	}()
+	f.resp, f.err = r.signNow(ctx, is, serial, key)
+	return f.resp, f.err
+}
+
+func (r *Responder) signNow(ctx context.Context, is *issuerState, serial *big.Int, key string) (*Response, error) {
+	rec, err := r.opts.Store.Certificate(ctx, key)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("ocsp: %w", err)
+	}
+	now := r.opts.Now().UTC().Truncate(time.Second)
+	tmpl := xocsp.Response{SerialNumber: serial, ThisUpdate: now, NextUpdate: now.Add(r.opts.Validity)}
+	known := err == nil && rec.IssuerSKI == is.ski
+	switch {
+	case !known:
+		tmpl.Status = xocsp.Unknown
+	case rec.Revoked():
+		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = xocsp.Revoked, rec.RevokedAt.UTC(), rec.RevocationReason
+	default:
+		tmpl.Status = xocsp.Good
+	}
+	s := is.signer.Load()
+	tmpl.Certificate = s.Cert
+	der, err := xocsp.CreateResponse(s.Issuer, s.Cert, tmpl, s.Key)
+	if err != nil {
+		return nil, fmt.Errorf("ocsp: sign: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	resp := &Response{DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`}
+	// Unknown serials are not cached: anyone can ask for any number of
+	// them, and the cache must stay bounded by what the CA issued.
+	if known {
+		r.cache.Store(key, &entry{resp: resp, renew: tmpl.ThisUpdate.Add(r.opts.Validity * 2 / 3)})
+	}
+	return resp, nil
+}
+
+// Revoked re-signs the cached response of a just revoked certificate, so
+// the revocation is served at once.
+func (r *Responder) Revoked(ctx context.Context, rec *store.Certificate) {
+	r.cache.Delete(rec.Serial)
+	serial, ok := new(big.Int).SetString(rec.Serial, 16)
+	if !ok {
+		return
+	}
+	if _, err := r.Lookup(ctx, rec.IssuerSKI, serial); err != nil {
+		r.opts.Logger.Warn("OCSP re-sign after revocation failed; the next request signs it", "serial", rec.Serial, "err", err)
+	}
+}
+
+// Forget drops cached responses whose nextUpdate is before cutoff: no one
+// asked for them for a whole validity period. It keeps the cache bounded
+// by the certificates relying services still check.
+func (r *Responder) Forget(cutoff time.Time) int {
+	n := 0
+	r.cache.Range(func(k, v any) bool {
+		if v.(*entry).resp.NextUpdate.Before(cutoff) {
+			r.cache.Delete(k)
+			n++
+		}
+		return true
+	})
+	return n
+}
