@@ -63,9 +63,11 @@ type Source struct {
 	client *Client
 	log    *slog.Logger
 
-	creds atomic.Pointer[Credentials]
-	trust atomic.Pointer[trustState]
-	now   chan struct{}
+	creds      atomic.Pointer[Credentials]
+	trust      atomic.Pointer[trustState]
+	staple     atomic.Pointer[staple]
+	now        chan struct{}
+	stapleKick chan struct{}
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -108,7 +110,7 @@ func NewSource(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.KeyType == "" {
 		cfg.KeyType = "ec-p256"
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger, now: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &Source{cfg: cfg, log: cfg.Logger, now: make(chan struct{}, 1), stapleKick: make(chan struct{}, 1), done: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -127,7 +129,17 @@ func NewSource(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	go s.loop(loopCtx)
+	stapled := make(chan struct{})
+	go func() {
+		defer close(stapled)
+		s.stapleLoop(loopCtx)
+	}()
+	go func() {
+		s.loop(loopCtx)
+		cancel() // the staple loop ends with the renewal loop
+		<-stapled
+		close(s.done)
+	}()
 	return s, nil
 }
 
@@ -164,11 +176,6 @@ func (s *Source) Close() error {
 	s.cancel()
 	<-s.done
 	return nil
-}
-
-// GetCertificate is a tls.Config hook for servers.
-func (s *Source) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return s.creds.Load().TLSCertificate(), nil
 }
 
 // GetClientCertificate is a tls.Config hook for clients.
@@ -228,6 +235,10 @@ func (s *Source) install(ctx context.Context, cr *Credentials) error {
 		}
 	}
 	s.creds.Store(cr)
+	select {
+	case s.stapleKick <- struct{}{}:
+	default:
+	}
 	if s.cfg.OnRenew != nil {
 		s.cfg.OnRenew(cr)
 	}
@@ -244,7 +255,6 @@ func (s *Source) nextRenewal(cr *Credentials, got time.Time) time.Time {
 }
 
 func (s *Source) loop(ctx context.Context) {
-	defer close(s.done)
 	got := time.Now()
 	if cr := s.creds.Load(); cr.NotBefore.After(got) {
 		got = cr.NotBefore

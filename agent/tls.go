@@ -47,7 +47,9 @@ func (s *Source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bund
 // current bundle and whose SPIFFE ID authorize accepts (for example
 // tlsconfig.AuthorizeMemberOf(td) or tlsconfig.AuthorizeID(id)).
 func (s *Source) ServerTLSConfig(authorize tlsconfig.Authorizer) *tls.Config {
-	return tlsconfig.MTLSServerConfig(s, s, authorize)
+	c := tlsconfig.MTLSServerConfig(s, s, authorize)
+	c.GetCertificate = s.GetCertificate // with the OCSP staple
+	return c
 }
 
 // ClientTLSConfig returns a tls.Config for an mTLS client: it presents the
