@@ -99,6 +99,20 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			log.Error("closing the store", "err", err)
 		}
 	}()
+	httpsLn, err := net.Listen("tcp", cfg.Listen.HTTPS)
+	if err != nil {
+		return fmt.Errorf("https listener: %w", err)
+	}
+	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		httpsLn.Close()
+		return fmt.Errorf("http listener: %w", err)
+	}
+	defer httpsLn.Close()
+	defer httpLn.Close()
+	// A listen port of 0 picks a free port; the public URLs follow it.
+	cfg.PublicURLs.HTTPS = withActualPort(cfg.PublicURLs.HTTPS, httpsLn.Addr())
+	cfg.PublicURLs.HTTP = withActualPort(cfg.PublicURLs.HTTP, httpLn.Addr())
 	authority, err := ca.New(ca.Options{TrustDomain: cfg.TrustDomain, Issuer: issuer, Recorder: st,
 		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP})
 	if err != nil {
@@ -147,19 +161,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if _, err := publisher.Build(ctx); err != nil {
 		return err
 	}
-	httpsLn, err := net.Listen("tcp", cfg.Listen.HTTPS)
-	if err != nil {
-		return fmt.Errorf("https listener: %w", err)
-	}
-	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
-	if err != nil {
-		httpsLn.Close()
-		return fmt.Errorf("http listener: %w", err)
-	}
 	adminLn, err := listenAdmin(filepath.Join(dir, AdminSocket))
 	if err != nil {
-		httpsLn.Close()
-		httpLn.Close()
 		return err
 	}
 	tlsConf := &tls.Config{
@@ -417,6 +420,20 @@ func renewLoop(ctx context.Context, what string, validity func() (time.Time, tim
 			}
 		}
 	}
+}
+
+// withActualPort replaces a ":0" port in URL u with addr's port.
+func withActualPort(u string, addr net.Addr) string {
+	p, err := url.Parse(u)
+	if err != nil || p.Port() != "0" {
+		return u
+	}
+	_, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return u
+	}
+	p.Host = net.JoinHostPort(p.Hostname(), port)
+	return p.String()
 }
 
 func hostOf(u string) string {
