@@ -20,7 +20,7 @@ func TestExample(t *testing.T) {
 		CAURL: ca.URL, RootFile: filepath.Join(ca.Dir, "roots.pem"),
 		ServerToken: ca.Token(t, "spiffe://example.org/svc/server"),
 		ClientToken: ca.Token(t, "spiffe://example.org/svc/client"),
-		TTL:         3 * time.Second, Interval: 50 * time.Millisecond, Duration: 7 * time.Second, Out: io.Discard,
+		TTL:         5 * time.Second, Interval: 50 * time.Millisecond, Duration: 10 * time.Second, Out: io.Discard,
 	})
 	if err != nil {
 		t.Fatal(err)
