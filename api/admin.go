@@ -80,10 +80,10 @@ func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var creator tokenCreator
-	name := req.Provisioner
+	var name string
 	for n, p := range *s.provs.Load() {
 		tc, ok := p.Provisioner.(tokenCreator)
-		if !ok || (name != "" && n != name) {
+		if !ok || (req.Provisioner != "" && n != req.Provisioner) {
 			continue
 		}
 		if creator != nil {

@@ -1,13 +1,14 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
-	"strings"
 )
 
 // MaxBody is the largest request body accepted; larger ones get 413.
@@ -72,13 +73,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // unknown fields and trailing data. An empty body is accepted, leaving v
 // as it was, only when allowEmpty is set.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) *Error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "the body must be application/json, not %q", ct)
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "the body must be application/json, not %q", truncate(ct, 64))
+		}
 	}
+	tooLarge := errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "the body is larger than %d bytes", MaxBody)
 	if r.ContentLength > MaxBody {
-		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "the body is larger than %d bytes", MaxBody)
+		return tooLarge
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	body := http.MaxBytesReader(w, r.Body, MaxBody)
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if allowEmpty && errors.Is(err, io.EOF) {
@@ -86,11 +92,21 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 		}
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "the body is larger than %d bytes", MaxBody)
+			return tooLarge
 		}
 		return errorf(http.StatusBadRequest, CodeBadRequest, "the body is not the expected JSON object: %s", jsonProblem(err))
 	}
-	if dec.More() {
+	// Whatever follows the object must be white space, and the whole body
+	// (chunked ones included) must fit the limit.
+	rest, err := io.ReadAll(io.MultiReader(dec.Buffered(), body))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return tooLarge
+	}
+	if err != nil {
+		return errorf(http.StatusBadRequest, CodeBadRequest, "reading the body: %s", jsonProblem(err))
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
 		return errorf(http.StatusBadRequest, CodeBadRequest, "the body has data after the JSON object")
 	}
 	return nil

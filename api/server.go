@@ -327,6 +327,9 @@ func (s *Server) refusal(err error) *Error {
 		return errorf(http.StatusBadRequest, CodeBadKey, "%s", trimPrefix(err))
 	case errors.Is(err, ca.ErrIdentity):
 		return errorf(http.StatusForbidden, CodeIdentityNotAllowed, "%s", trimPrefix(err))
+	case errors.Is(err, ca.ErrIssuerExpired):
+		s.log.Error("cannot issue", "err", err)
+		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA cannot issue: its issuing CA has expired")
 	case errors.Is(err, store.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA is shutting down or overloaded; retry")
 	}

@@ -49,6 +49,22 @@ type Issuer struct {
 	chainPEM string
 }
 
+// ErrIssuerExpired is returned when the issuing CA cannot cover a
+// certificate any more.
+var ErrIssuerExpired = errors.New("ca: the issuing CA has expired")
+
+// clampNotAfter keeps a certificate within the issuer's validity, and
+// refuses when there is none left.
+func (i *Issuer) clampNotAfter(now, notAfter time.Time) (time.Time, error) {
+	if !now.Before(i.Cert.NotAfter) {
+		return time.Time{}, fmt.Errorf("%w at %s", ErrIssuerExpired, i.Cert.NotAfter.Format(time.RFC3339))
+	}
+	if notAfter.After(i.Cert.NotAfter) {
+		return i.Cert.NotAfter, nil
+	}
+	return notAfter, nil
+}
+
 // ChainPEM returns Cert as PEM, the chain sent with each leaf.
 func (i *Issuer) ChainPEM() string { return i.chainPEM }
 
@@ -218,9 +234,9 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 	}
 	iss := a.issuer.Load()
 	now := a.now().Truncate(time.Second)
-	notAfter := now.Add(ttl)
-	if notAfter.After(iss.Cert.NotAfter) {
-		notAfter = iss.Cert.NotAfter
+	notAfter, err := iss.clampNotAfter(now, now.Add(ttl))
+	if err != nil {
+		return nil, err
 	}
 	serial, err := NewSerial(a.rand)
 	if err != nil {
@@ -279,9 +295,9 @@ const ResponderProvisioner = "agentca-ocsp"
 func (a *Authority) IssueResponder(ctx context.Context, pub crypto.PublicKey, ttl time.Duration) (*Issued, error) {
 	iss := a.issuer.Load()
 	now := a.now().Truncate(time.Second)
-	notAfter := now.Add(ttl)
-	if notAfter.After(iss.Cert.NotAfter) {
-		notAfter = iss.Cert.NotAfter
+	notAfter, err := iss.clampNotAfter(now, now.Add(ttl))
+	if err != nil {
+		return nil, err
 	}
 	serial, err := NewSerial(a.rand)
 	if err != nil {

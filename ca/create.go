@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"io"
 	"math/big"
 	"time"
 
@@ -83,10 +84,10 @@ const SerialBytes = 16
 
 // NewSerial returns a random positive serial number with at least 64 bits of
 // entropy, as RFC 5280 and the CA/B Forum require.
-func NewSerial(r interface{ Read([]byte) (int, error) }) (*big.Int, error) {
+func NewSerial(r io.Reader) (*big.Int, error) {
 	b := make([]byte, SerialBytes)
 	for {
-		if _, err := r.Read(b); err != nil {
+		if _, err := io.ReadFull(r, b); err != nil {
 			return nil, fmt.Errorf("ca: serial: %w", err)
 		}
 		b[0] &= 0x7f
