@@ -78,6 +78,7 @@ bench: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeSignRequest -fuzztime 30s ./api/
+	$(GO) test -run '^$$' -fuzz FuzzConfigParse -fuzztime 30s ./internal/config/
 
 clean:
 	rm -rf bin
