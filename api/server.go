@@ -68,6 +68,10 @@ type Options struct {
 	OnRevoke func(ctx context.Context, rec *store.Certificate)
 	// Admins are SPIFFE IDs allowed to revoke any certificate over mTLS.
 	Admins []string
+	// Log is the issuance log: with it, every SignResponse carries the
+	// certificate's inclusion proof, and the HTTP listener serves the CT
+	// v1 API (ct.go). Nil serves neither.
+	Log *Log
 }
 
 // Server holds the handlers' state.
@@ -85,6 +89,7 @@ type Server struct {
 	crls     CRLs
 	onRevoke func(ctx context.Context, rec *store.Certificate)
 	admins   []string
+	tlog     *Log
 }
 
 // New checks opts and returns a Server.
@@ -93,7 +98,7 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
-		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins}
+		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins, tlog: opts.Log}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -128,6 +133,9 @@ func (s *Server) HTTPSHandler() http.Handler {
 	mux.HandleFunc("/v1/sign", allow(http.MethodPost, s.sign))
 	mux.HandleFunc("/v1/renew", allow(http.MethodPost, s.renew))
 	mux.HandleFunc("/v1/revoke", allow(http.MethodPost, s.selfRevoke))
+	if s.tlog != nil {
+		mux.HandleFunc("/v1/log-key", allow(http.MethodGet, s.logKey))
+	}
 	mux.HandleFunc("/", notFound)
 	return recoverer(s.log, mux)
 }
@@ -142,6 +150,9 @@ func (s *Server) HTTPHandler() http.Handler {
 		mux.HandleFunc("/crl/", allow(http.MethodGet, s.crlHandler))
 	}
 	mux.HandleFunc("/ca/", allow(http.MethodGet, s.issuerCert))
+	if s.tlog != nil {
+		s.routeLog(mux)
+	}
 	mux.HandleFunc("/", notFound)
 	h := recoverer(s.log, mux)
 	if s.ocsp == nil {
@@ -190,6 +201,9 @@ type SignResponse struct {
 	SPIFFEID    string    `json:"spiffe_id"`
 	NotBefore   time.Time `json:"not_before"`
 	NotAfter    time.Time `json:"not_after"`
+	// Log is the certificate's issuance-log entry with its inclusion
+	// proof; absent when the server keeps no log.
+	Log *LogReceipt `json:"log,omitempty"`
 }
 
 // ParseTTL reads the optional ttl field.
@@ -285,17 +299,22 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.audit(r, auditEntry{op: "sign", prov: provName, e: e})
 	}
-	s.finish(w, "sign", provName, start, issued, e)
+	s.finish(w, r, "sign", provName, start, issued, e)
 }
 
 // finish writes the response and records the metric.
-func (s *Server) finish(w http.ResponseWriter, op, prov string, start time.Time, issued *ca.Issued, e *Error) {
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, op, prov string, start time.Time, issued *ca.Issued, e *Error) {
+	var resp *SignResponse
+	if e == nil {
+		resp = signResponse(issued)
+		resp.Log, e = s.logReceipt(r.Context(), issued)
+	}
 	outcome := "issued"
 	if e != nil {
 		outcome = e.Code
 		writeError(w, e)
 	} else {
-		writeJSON(w, http.StatusCreated, signResponse(issued))
+		writeJSON(w, http.StatusCreated, resp)
 	}
 	s.metrics.observe(prov, op, outcome, time.Since(start).Seconds())
 }

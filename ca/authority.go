@@ -28,6 +28,7 @@ import (
 
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/translog"
 	"go.step.sm/crypto/keyutil"
 )
 
@@ -206,6 +207,11 @@ type Issued struct {
 	NotBefore time.Time
 	NotAfter  time.Time
 	Issuer    *Issuer
+	// LogLeaf is the certificate's issuance-log entry (its timestamp is
+	// the issuance time, NotBefore plus the backdate) and LogIndex its
+	// index in the log, assigned when the certificate was recorded.
+	LogLeaf  *translog.Leaf
+	LogIndex uint64
 }
 
 // Errors returned by Issue; the API maps them to HTTP status codes.
@@ -270,6 +276,13 @@ func (a *Authority) signAndRecord(ctx context.Context, tmpl *x509.Certificate, i
 	}
 	out := &Issued{DER: der, Serial: hex.EncodeToString(tmpl.SerialNumber.Bytes()), SPIFFEID: req.SPIFFEID,
 		NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter, Issuer: iss}
+	// The log leaf's timestamp is the issuance time (whole seconds, in
+	// milliseconds as RFC 6962 counts them): NotBefore plus the
+	// backdate, so a certificate alone is enough to find its entry.
+	leaf, err := translog.NewLeaf(der, uint64(now.UnixMilli()))
+	if err != nil {
+		return nil, fmt.Errorf("ca: log leaf: %w", err)
+	}
 	rec := &store.Issuance{
 		Certificate: store.Certificate{
 			Serial: out.Serial, SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, Provisioner: req.Provisioner,
@@ -279,10 +292,12 @@ func (a *Authority) signAndRecord(ctx context.Context, tmpl *x509.Certificate, i
 		JoinToken: req.JoinToken,
 		Once:      req.Once,
 		Now:       now,
+		LogLeaf:   leaf,
 	}
 	if err := a.rec.Issue(ctx, rec); err != nil {
 		return nil, err
 	}
+	out.LogLeaf, out.LogIndex = leaf, rec.Certificate.LogIndex
 	return out, nil
 }
 

@@ -1,12 +1,17 @@
 // Package store defines what agentca persists and the interface every
-// storage backend implements: certificate records, join tokens and replay
-// keys. Backends live in subpackages (store/bolt); store/storetest is the
-// conformance suite each of them must pass.
+// storage backend implements: certificate records, join tokens, replay
+// keys and the issuance log. Backends live in subpackages (store/bolt);
+// store/storetest is the conformance suite each of them must pass.
 //
-// The central operation is Issue: it records a certificate and consumes
-// whatever the attestation used up (a join token, replay keys) in one
-// transaction, so either all of it happens or none of it does. Backends
-// group concurrent Issue calls into one transaction and one fsync.
+// The central operation is Issue: it records a certificate, appends it to
+// the issuance log and consumes whatever the attestation used up (a join
+// token, replay keys) in one transaction, so either all of it happens or
+// none of it does. Backends group concurrent Issue calls into one
+// transaction and one fsync.
+//
+// The store keeps the log's data (see package translog): each leaf's input
+// by index, each index by leaf hash, every node the appends fixed, and the
+// compact tree state. It does not sign anything.
 package store
 
 import (
@@ -17,6 +22,9 @@ import (
 	"math/big"
 	"strings"
 	"time"
+
+	"github.com/agentca/agentca/translog"
+	ct "github.com/google/certificate-transparency-go"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -36,6 +44,11 @@ var (
 	ErrDuplicateToken = errors.New("store: duplicate join token")
 	// ErrClosed: the store is closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrTreeHead: a signed tree head does not fit the stored log (see
+	// Log.SaveTreeHead).
+	ErrTreeHead = errors.New("store: tree head does not fit the log")
+	// ErrReadOnly: the store was opened read-only.
+	ErrReadOnly = errors.New("store: read-only")
 )
 
 // Certificate is the record of one issued certificate.
@@ -56,7 +69,16 @@ type Certificate struct {
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	// RevocationReason is the RFC 5280 CRLReason code.
 	RevocationReason int `json:"revocation_reason,omitempty"`
+	// LogIndex is the certificate's index in the issuance log and
+	// LogTimestamp its leaf's timestamp (milliseconds since the Unix
+	// epoch). The store sets both when Issue appends the certificate's
+	// leaf; LogTimestamp is zero for a record issued without a leaf.
+	LogIndex     uint64 `json:"log_index,omitempty"`
+	LogTimestamp uint64 `json:"log_timestamp,omitempty"`
 }
+
+// Logged reports whether the certificate was appended to the issuance log.
+func (c *Certificate) Logged() bool { return c.LogTimestamp != 0 }
 
 // Revoked reports whether the certificate has been revoked.
 func (c *Certificate) Revoked() bool { return !c.RevokedAt.IsZero() }
@@ -92,6 +114,13 @@ type Issuance struct {
 	Once []string
 	// Now is the time of the decision, for token expiry.
 	Now time.Time
+	// LogLeaf, when set, is the certificate's issuance-log leaf
+	// (translog.NewLeaf of Certificate.DER, with a non-zero timestamp).
+	// Issue appends it to the log in the same transaction, after every
+	// check passed, and sets Certificate.LogIndex and LogTimestamp (in
+	// the record and in this Issuance). The CA always sets it; a record
+	// without a leaf is one the log audit reports.
+	LogLeaf *translog.Leaf
 }
 
 // Revocation is one entry of an issuer's revocation list.
@@ -114,11 +143,38 @@ type ListOptions struct {
 	Limit int
 }
 
+// Log is the issuance log's storage: what the CT API, the tree head signer
+// and the audit read. Appends happen only through Store.Issue.
+type Log interface {
+	// Nodes reads stored tree nodes (translog.NodeReader), for proofs
+	// and past roots.
+	translog.NodeReader
+	// LogState returns the log's compact tree state after the last
+	// committed append (the empty tree when nothing was logged).
+	LogState(ctx context.Context) (translog.State, error)
+	// LogEntries returns the leaf inputs (translog.Leaf.Input) of the
+	// entries with index in [start, end), cut at the log's size; none
+	// when start is at or past it.
+	LogEntries(ctx context.Context, start, end uint64) ([][]byte, error)
+	// LogIndex returns the index of the entry whose RFC 6962 leaf hash
+	// is leafHash, or ErrNotFound.
+	LogIndex(ctx context.Context, leafHash []byte) (uint64, error)
+	// TreeHead returns the last signed tree head saved, or ErrNotFound.
+	TreeHead(ctx context.Context) (*ct.SignedTreeHead, error)
+	// SaveTreeHead keeps sth as the last signed tree head. It refuses
+	// (ErrTreeHead) a tree head for a size the log has not reached,
+	// one smaller than the saved one, or one of the saved size with
+	// another root.
+	SaveTreeHead(ctx context.Context, sth *ct.SignedTreeHead) error
+}
+
 // Store is what every backend implements.
 type Store interface {
-	// Issue records iss atomically: the certificate, the join token's
-	// consumption and the replay keys, or nothing. It returns
-	// ErrDuplicateSerial, ErrTokenInvalid or ErrReplay when a check fails.
+	Log
+	// Issue records iss atomically: the certificate, its log entry
+	// (iss.LogLeaf), the join token's consumption and the replay keys,
+	// or nothing. It returns ErrDuplicateSerial, ErrTokenInvalid or
+	// ErrReplay when a check fails.
 	Issue(ctx context.Context, iss *Issuance) error
 	// Certificate returns the record for serial, or ErrNotFound.
 	Certificate(ctx context.Context, serial string) (*Certificate, error)

@@ -16,6 +16,8 @@ import (
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/internal/fsutil"
+	"github.com/agentca/agentca/translog"
 )
 
 // Names of the files in the state directory.
@@ -27,6 +29,8 @@ const (
 	RootKeyFile    = "keys/root.key"
 	IssuingKeyFile = "keys/issuing.key"
 	OCSPKeyFile    = "keys/ocsp.key"
+	LogKeyFile     = "keys/log.key"
+	LogPubFile     = "log.pub.pem"
 	RootCertFile   = "certs/root.pem"
 	IssuingCert    = "certs/issuing.pem"
 )
@@ -104,6 +108,47 @@ func hasCA(dir string) (bool, error) {
 
 // ErrExists is returned by Init when the directory already holds a CA.
 var ErrExists = errors.New("a CA already exists there; refusing to overwrite it")
+
+// loadLogSigner reads the issuance log's key (creating a P-256 one, as for
+// a state directory older than the log, when there is none) and writes
+// its public key to D/log.pub.pem when that file is missing. An existing
+// log.pub.pem must hold that key: auditors pin it.
+func loadLogSigner(dir string, password []byte) (*translog.Signer, error) {
+	key, err := loadOrCreateKey(filepath.Join(dir, LogKeyFile), password)
+	if err != nil {
+		return nil, fmt.Errorf("log key: %w", err)
+	}
+	signer, err := translog.NewSigner(key)
+	if err != nil {
+		return nil, fmt.Errorf("log key %s: %w", LogKeyFile, err)
+	}
+	pubPEM, err := logPublicPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, LogPubFile)
+	old, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := fsutil.WriteNew(path, pubPEM, 0o644); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	case !bytes.Equal(bytes.TrimSpace(old), bytes.TrimSpace(pubPEM)):
+		return nil, fmt.Errorf("%s does not hold the public key of %s", path, LogKeyFile)
+	}
+	return signer, nil
+}
+
+// logPublicPEM is the content of log.pub.pem for key.
+func logPublicPEM(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, fmt.Errorf("log key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
 
 // loadOrCreateKey reads the key at path, or creates a P-256 key there
 // (0600, encrypted with password) when the file does not exist, as for a

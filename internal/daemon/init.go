@@ -39,8 +39,8 @@ type InitResult struct {
 }
 
 // Init creates a CA in opts.Dir: keys (0600, encrypted when a password is
-// given), the root and issuing certificates, roots.pem, agentca.json and
-// an empty store. Everything is built in a staging directory beside Dir
+// given), the root and issuing certificates, roots.pem, log.pub.pem (the
+// issuance log's key), agentca.json and an empty store. Everything is built in a staging directory beside Dir
 // and moved in at the end, so a failure leaves no half-made CA. It refuses
 // a directory that already holds a CA.
 func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
@@ -119,6 +119,12 @@ func build(stage string, cfg *config.Config, opts InitOptions) error {
 		return err
 	}
 	if _, err := loadOrCreateKey(filepath.Join(stage, OCSPKeyFile), opts.Password); err != nil {
+		return err
+	}
+	// The issuance log's key: P-256 whatever the CA's key type, as CT
+	// v1 tree heads allow only ECDSA P-256 or RSA. loadLogSigner also
+	// writes log.pub.pem.
+	if _, err := loadLogSigner(stage, opts.Password); err != nil {
 		return err
 	}
 	files := map[string][]byte{

@@ -82,6 +82,10 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	logSigner, err := loadLogSigner(dir, opts.Password)
+	if err != nil {
+		return err
+	}
 	trust, err := api.NewTrust(cfg.TrustDomain, []*x509.Certificate{issuer.Root}, 1, cfg.Leaf.DefaultTTL.Std()/2)
 	if err != nil {
 		return err
@@ -90,7 +94,15 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if !filepath.IsAbs(dbPath) {
 		dbPath = filepath.Join(dir, dbPath)
 	}
-	st, err := bolt.Open(dbPath, bolt.Options{})
+	// The store cues the log's tree head signer after each commit that
+	// appended to the log.
+	logAppended := make(chan struct{}, 1)
+	st, err := bolt.Open(dbPath, bolt.Options{OnLogAppend: func() {
+		select {
+		case logAppended <- struct{}{}:
+		default:
+		}
+	}})
 	if err != nil {
 		return err
 	}
@@ -134,10 +146,14 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	tlog, err := api.NewLog(ctx, api.LogOptions{Store: st, Signer: logSigner, Appended: logAppended, Logger: log})
+	if err != nil {
+		return fmt.Errorf("issuance log: %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust, Provisioners: provs, Logger: log, Registry: reg,
-		OCSP: responder, CRLs: crlSet{publisher}, Admins: cfg.Admins,
+		OCSP: responder, CRLs: crlSet{publisher}, Admins: cfg.Admins, Log: tlog,
 		OnRevoke: func(ctx context.Context, rec *store.Certificate) {
 			responder.Revoked(ctx, rec)
 			publisher.Changed()
@@ -185,7 +201,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); tlog.Run(ctx) }()
 	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
 	go func() {
 		defer wg.Done()

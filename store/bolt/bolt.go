@@ -1,5 +1,10 @@
 // Package bolt is the default store backend: one bbolt file.
 //
+// Each issuance appends its certificate's leaf to the issuance log in the
+// transaction that records it (see log.go for the layout), so the file
+// never holds a certificate without its log entry or an entry without its
+// certificate.
+//
 // Writes go through a single committer goroutine that gathers every write
 // waiting at the moment and applies them in one transaction with one fsync
 // (group commit). Each write first checks everything it depends on and only
@@ -21,6 +26,7 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/translog"
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -33,8 +39,8 @@ var (
 	// bucketRevoked indexes revocations by issuer SKI then serial, so a
 	// CRL is built without scanning every certificate.
 	bucketRevoked = []byte("revoked")
-	keySchema    = []byte("schema")
-	schema       = []byte("1")
+	keySchema     = []byte("schema")
+	schema        = []byte("1")
 )
 
 // Options tune the store. The zero value is usable.
@@ -45,6 +51,15 @@ type Options struct {
 	// LockTimeout is how long Open waits for another process's lock on the
 	// file; zero means one second.
 	LockTimeout time.Duration
+	// OnLogAppend, when set, is called by the committer after each
+	// commit that appended to the issuance log, before any of the
+	// batch's callers is answered (the tree head signer's cue). It must
+	// not block.
+	OnLogAppend func()
+	// ReadOnly opens the file for reading (a shared lock: the daemon
+	// must not be running); every write returns store.ErrReadOnly. For
+	// offline audits.
+	ReadOnly bool
 }
 
 // Store is a store.Store on a bbolt file.
@@ -56,6 +71,12 @@ type Store struct {
 	maxBatch int
 	closeMu  sync.RWMutex
 	closed   bool
+	readOnly bool
+
+	onLogAppend func()
+	// logGrew is set by writes that appended to the log during the
+	// transaction being committed; only the committer touches it.
+	logGrew bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -93,6 +114,7 @@ func Open(path string, opts Options) (*Store, error) {
 		Timeout:        opts.LockTimeout,
 		NoFreelistSync: true,
 		FreelistType:   bbolt.FreelistMapType,
+		ReadOnly:       opts.ReadOnly,
 	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -100,8 +122,25 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	if opts.ReadOnly {
+		err := db.View(func(tx *bbolt.Tx) error {
+			if meta := tx.Bucket(bucketMeta); meta != nil {
+				if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schema) {
+					return fmt.Errorf("unsupported schema version %q", v)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: %s: %w", path, err)
+		}
+		done := make(chan struct{})
+		close(done)
+		return &Store{db: db, quit: make(chan struct{}), done: done, readOnly: true}, nil
+	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked} {
+		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked, bucketLogEntries, bucketLogIndex, bucketLogNodes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -110,13 +149,20 @@ func Open(path string, opts Options) (*Store, error) {
 		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schema) {
 			return fmt.Errorf("unsupported schema version %q", v)
 		}
+		if meta.Get(keyLogState) == nil {
+			// A new file, or one from before the issuance log.
+			if err := backfillLog(tx, time.Now()); err != nil {
+				return fmt.Errorf("issuance log: %w", err)
+			}
+		}
 		return meta.Put(keySchema, schema)
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
-	s := &Store{db: db, ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), maxBatch: opts.MaxBatch}
+	s := &Store{db: db, ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), maxBatch: opts.MaxBatch,
+		onLogAppend: opts.OnLogAppend}
 	go s.commitLoop()
 	return s, nil
 }
@@ -139,6 +185,9 @@ func (s *Store) Close() error {
 // committed (or fn was refused). Once handed over, it waits regardless of
 // ctx, so the caller always learns whether the write happened.
 func (s *Store) write(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
+	if s.readOnly {
+		return store.ErrReadOnly
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -195,6 +244,7 @@ func (s *Store) commitLoop() {
 // op is retried alone so one bad write cannot fail the others.
 func (s *Store) commit(ops []*op) {
 	errs := make([]error, len(ops))
+	s.logGrew = false
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		for i, o := range ops {
 			if err := o.ctx.Err(); err != nil {
@@ -219,6 +269,9 @@ func (s *Store) commit(ops []*op) {
 		}
 		return
 	}
+	if err == nil && s.logGrew && s.onLogAppend != nil {
+		s.onLogAppend()
+	}
 	for i, o := range ops {
 		if errs[i] == nil && err != nil {
 			errs[i] = fmt.Errorf("store: %w", err)
@@ -233,11 +286,18 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 	if err != nil {
 		return err
 	}
-	certJSON, err := json.Marshal(&iss.Certificate)
+	rec := iss.Certificate
+	rec.LogIndex, rec.LogTimestamp = 0, 0 // the store assigns them
+	leaf := iss.LogLeaf
+	if leaf != nil && (leaf.Timestamp() == 0 || !bytes.Equal(leaf.Certificate(), rec.DER)) {
+		return errors.New("store: the log leaf is not the certificate's (or has no timestamp)")
+	}
+	certJSON, err := json.Marshal(&rec)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	return s.write(ctx, func(tx *bbolt.Tx) error {
+	var logIndex uint64 // set by the write that commits
+	err = s.write(ctx, func(tx *bbolt.Tx) error {
 		certs, tokens, once := tx.Bucket(bucketCerts), tx.Bucket(bucketTokens), tx.Bucket(bucketOnce)
 		// Checks first; nothing is written until all pass.
 		if certs.Get(serial) != nil {
@@ -266,8 +326,24 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 				}
 			}
 		}
+		var st translog.State
+		if leaf != nil {
+			if tx.Bucket(bucketLogIndex).Get(leaf.Hash) != nil {
+				return refuse(fmt.Errorf("%w: the log already holds this certificate", store.ErrDuplicateSerial))
+			}
+			// The state this batch's previous writes left: read
+			// here, never cached, as a retry starts afresh.
+			var err error
+			if st, err = readState(tx); err != nil {
+				return err
+			}
+		}
 		// Writes.
-		if err := certs.Put(serial, certJSON); err != nil {
+		v := certJSON
+		if leaf != nil {
+			v = withLogFields(certJSON, st.Size(), leaf.Timestamp())
+		}
+		if err := certs.Put(serial, v); err != nil {
 			return err
 		}
 		if iss.JoinToken != nil {
@@ -285,8 +361,19 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 				return err
 			}
 		}
+		if leaf != nil {
+			if _, err := appendLeaves(tx, st, []*translog.Leaf{leaf}); err != nil {
+				return fmt.Errorf("issuance log: %w", err)
+			}
+			logIndex = st.Size()
+			s.logGrew = true
+		}
 		return nil
 	})
+	if err == nil && leaf != nil {
+		iss.Certificate.LogIndex, iss.Certificate.LogTimestamp = logIndex, leaf.Timestamp()
+	}
+	return err
 }
 
 // Certificate implements store.Store.

@@ -1,0 +1,535 @@
+package api
+
+// The issuance log at the HTTP edge: the tree head signer (Log), the CT v1
+// endpoints (RFC 6962 §4) on the plain HTTP listener, GET /v1/log-key, and
+// the "log" object of a SignResponse.
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/translog"
+	ct "github.com/google/certificate-transparency-go"
+)
+
+// MaxLogEntries bounds the entries one get-entries answer holds; a client
+// asking for more gets the first MaxLogEntries and asks again, as RFC 6962
+// §4.6 allows.
+const MaxLogEntries = 256
+
+// LogStore is what the issuance log's endpoints and signer read from the
+// store (store.Log).
+type LogStore interface {
+	translog.NodeReader
+	LogState(ctx context.Context) (translog.State, error)
+	LogEntries(ctx context.Context, start, end uint64) ([][]byte, error)
+	LogIndex(ctx context.Context, leafHash []byte) (uint64, error)
+	TreeHead(ctx context.Context) (*ct.SignedTreeHead, error)
+	SaveTreeHead(ctx context.Context, sth *ct.SignedTreeHead) error
+}
+
+// LogOptions configure a Log.
+type LogOptions struct {
+	// Store holds the log. Required.
+	Store LogStore
+	// Signer signs tree heads with the log key. Required.
+	Signer *translog.Signer
+	// Appended receives a value after each store commit that appended
+	// to the log (bolt.Options.OnLogAppend), so that every batch gets a
+	// tree head, whoever issued it. Nil means tree heads are signed only
+	// when a SignResponse needs one (Receipt, Covering).
+	Appended <-chan struct{}
+	// Now nil means time.Now.
+	Now func() time.Time
+	// Logger nil discards.
+	Logger *slog.Logger
+	// SaveEvery is how often, at most, the latest tree head is written
+	// to the store (it is written again when Run returns); zero means
+	// one second. A tree head is published before it is saved: the tree
+	// it signs is already durable, so a daemon killed before saving it
+	// signs a tree at least as large when it starts again.
+	SaveEvery time.Duration
+}
+
+// Log signs and publishes the issuance log's tree heads: one signature
+// for each committed batch that grew the log (fewer under load: a
+// signature covers every batch committed while the previous one was being
+// made), each checked before it is published. Run does the signing;
+// Covering waits for a tree head that includes a given entry.
+type Log struct {
+	store     LogStore
+	signer    *translog.Signer
+	appended  <-chan struct{}
+	now       func() time.Time
+	log       *slog.Logger
+	saveEvery time.Duration
+	keyPEM    []byte
+	kick      chan struct{}
+
+	mu  sync.Mutex
+	cur *logRound
+
+	saved *ct.SignedTreeHead // only Run (and NewLog) touch it
+}
+
+// logRound is one published outcome of the signer; done is closed when
+// the next one replaces it.
+type logRound struct {
+	sth  *ct.SignedTreeHead
+	body []byte // get-sth JSON
+	err  error
+	done chan struct{}
+}
+
+// NewLog checks the stored log against its last saved tree head (a
+// mismatch means the store was altered: the daemon must not publish a
+// fork), signs a tree head of the current tree and saves it.
+func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
+	if opts.Store == nil || opts.Signer == nil {
+		return nil, errors.New("api: the log's Store and Signer are required")
+	}
+	l := &Log{store: opts.Store, signer: opts.Signer, appended: opts.Appended, now: opts.Now, log: opts.Logger,
+		saveEvery: opts.SaveEvery, kick: make(chan struct{}, 1)}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	if l.saveEvery <= 0 {
+		l.saveEvery = time.Second
+	}
+	der, err := x509.MarshalPKIXPublicKey(l.signer.Public())
+	if err != nil {
+		return nil, fmt.Errorf("api: log key: %w", err)
+	}
+	l.keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	st, err := l.store.LogState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ts uint64
+	prev, err := l.store.TreeHead(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		if err := translog.VerifySTH(l.signer.Public(), prev); err != nil {
+			return nil, fmt.Errorf("api: the saved tree head does not verify with the log key: %w", err)
+		}
+		if prev.TreeSize > st.Size() {
+			return nil, fmt.Errorf("api: the saved tree head is of size %d but the log holds %d entries: the store lost entries (run agentca log audit)", prev.TreeSize, st.Size())
+		}
+		root, err := translog.RootAt(ctx, l.store, prev.TreeSize)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(root, prev.SHA256RootHash[:]) {
+			return nil, fmt.Errorf("api: the stored log's root at size %d is %x, not the signed %x: the store was altered (run agentca log audit)", prev.TreeSize, root, prev.SHA256RootHash[:])
+		}
+		ts = prev.Timestamp
+		l.saved = prev
+	}
+	sth, err := l.signer.Sign(st, max(uint64(l.now().UnixMilli()), ts))
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRound(sth, nil)
+	if err != nil {
+		return nil, err
+	}
+	l.cur = r
+	l.save(ctx)
+	return l, nil
+}
+
+func newRound(sth *ct.SignedTreeHead, err error) (*logRound, error) {
+	r := &logRound{sth: sth, err: err, done: make(chan struct{})}
+	resp, err := translog.STHResponse(sth)
+	if err != nil {
+		return nil, err
+	}
+	if r.body, err = json.Marshal(resp); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Run signs tree heads as the log grows until ctx is done, then saves the
+// latest one.
+func (l *Log) Run(ctx context.Context) {
+	var saveC <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			l.save(sctx)
+			cancel()
+			return
+		case <-saveC:
+			saveC = nil
+			l.save(ctx)
+			continue
+		case <-l.appended:
+		case <-l.kick:
+		}
+		l.refresh(ctx)
+		if saveC == nil && l.current().sth != l.saved {
+			saveC = time.After(l.saveEvery)
+		}
+	}
+}
+
+// refresh signs the current tree when it has grown past the published
+// tree head, and publishes the outcome.
+func (l *Log) refresh(ctx context.Context) {
+	cur := l.current()
+	st, err := l.store.LogState(ctx)
+	if err == nil {
+		if st.Size() < cur.sth.TreeSize {
+			err = fmt.Errorf("api: the log shrank from %d to %d entries", cur.sth.TreeSize, st.Size())
+		} else if st.Size() == cur.sth.TreeSize {
+			return
+		}
+	}
+	var sth *ct.SignedTreeHead
+	if err == nil {
+		sth, err = l.signer.Sign(st, max(uint64(l.now().UnixMilli()), cur.sth.Timestamp))
+	}
+	var r *logRound
+	if err == nil {
+		r, err = newRound(sth, nil)
+	}
+	if err != nil {
+		l.log.Error("signing the issuance log's tree head", "err", err)
+		r = &logRound{sth: cur.sth, body: cur.body, err: err, done: make(chan struct{})}
+	}
+	l.mu.Lock()
+	old := l.cur
+	l.cur = r
+	l.mu.Unlock()
+	close(old.done)
+}
+
+// save writes the latest tree head to the store unless it already is.
+func (l *Log) save(ctx context.Context) {
+	cur := l.current().sth
+	if cur == l.saved {
+		return
+	}
+	if err := l.store.SaveTreeHead(ctx, cur); err != nil {
+		l.log.Error("saving the issuance log's tree head", "tree_size", cur.TreeSize, "err", err)
+		return
+	}
+	l.saved = cur
+}
+
+func (l *Log) current() *logRound {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur
+}
+
+// Latest returns the latest signed tree head.
+func (l *Log) Latest() *ct.SignedTreeHead { return l.current().sth }
+
+// PublicKeyPEM returns the log's public key, PEM ("PUBLIC KEY").
+func (l *Log) PublicKeyPEM() []byte { return l.keyPEM }
+
+// Covering returns a signed tree head of at least size entries, waiting
+// for the signer when the latest one is smaller. The caller's entries must
+// be committed. It returns the signer's error if signing fails, or ctx's.
+func (l *Log) Covering(ctx context.Context, size uint64) (*ct.SignedTreeHead, error) {
+	r := l.current()
+	for r.sth.TreeSize < size {
+		select {
+		case l.kick <- struct{}{}:
+		default: // a refresh is already due, and will see our entries
+		}
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		r = l.current()
+		if r.sth.TreeSize < size && r.err != nil {
+			return nil, r.err
+		}
+	}
+	return r.sth, nil
+}
+
+// LogReceipt is the "log" object of a SignResponse: the certificate's entry
+// in the issuance log and the proof that a signed tree head includes it.
+type LogReceipt struct {
+	Index uint64 `json:"index"`
+	// Timestamp is the RFC 6962 leaf timestamp (milliseconds since the
+	// Unix epoch): ctclient get-inclusion-proof --timestamp.
+	Timestamp uint64 `json:"timestamp"`
+	// LeafHash, RootHash and InclusionProof are base64 in JSON.
+	LeafHash       []byte             `json:"leaf_hash"`
+	TreeSize       uint64             `json:"tree_size"`
+	RootHash       []byte             `json:"root_hash"`
+	InclusionProof [][]byte           `json:"inclusion_proof"`
+	STH            *ct.GetSTHResponse `json:"sth"`
+}
+
+// Receipt returns the receipt of the entry at index with leaf: a tree head
+// that includes it (waiting for the signer if need be) and the inclusion
+// proof, checked before it is returned.
+func (l *Log) Receipt(ctx context.Context, index uint64, leaf *translog.Leaf) (*LogReceipt, error) {
+	sth, err := l.Covering(ctx, index+1)
+	if err != nil {
+		return nil, err
+	}
+	path, err := translog.InclusionProof(ctx, l.store, index, sth.TreeSize)
+	if err != nil {
+		return nil, err
+	}
+	if err := translog.VerifyInclusion(leaf.Hash, index, sth.TreeSize, path, sth.SHA256RootHash[:]); err != nil {
+		return nil, fmt.Errorf("api: the stored log does not prove entry %d: %w", index, err)
+	}
+	resp, err := translog.STHResponse(sth)
+	if err != nil {
+		return nil, err
+	}
+	return &LogReceipt{Index: index, Timestamp: leaf.Timestamp(), LeafHash: leaf.Hash, TreeSize: sth.TreeSize,
+		RootHash: resp.SHA256RootHash, InclusionProof: nonNil(path), STH: resp}, nil
+}
+
+func nonNil(p [][]byte) [][]byte {
+	if p == nil {
+		return [][]byte{}
+	}
+	return p
+}
+
+// logReceipt is the SignResponse's log object for issued; nil when the
+// server keeps no log.
+func (s *Server) logReceipt(ctx context.Context, issued *ca.Issued) (*LogReceipt, *Error) {
+	if s.tlog == nil || issued.LogLeaf == nil {
+		return nil, nil
+	}
+	rc, err := s.tlog.Receipt(ctx, issued.LogIndex, issued.LogLeaf)
+	if err != nil {
+		s.log.Error("issuance log receipt", "serial", issued.Serial, "log_index", issued.LogIndex, "err", err)
+		return nil, s.refusal(err)
+	}
+	return rc, nil
+}
+
+// ---------------------------------------------------------------------
+// Handlers.
+
+// routeLog adds the CT v1 endpoints and /v1/log-key to mux.
+func (s *Server) routeLog(mux *http.ServeMux) {
+	mux.HandleFunc(ct.GetSTHPath, allow(http.MethodGet, s.getSTH))
+	mux.HandleFunc(ct.GetSTHConsistencyPath, allow(http.MethodGet, s.getSTHConsistency))
+	mux.HandleFunc(ct.GetProofByHashPath, allow(http.MethodGet, s.getProofByHash))
+	mux.HandleFunc(ct.GetEntriesPath, allow(http.MethodGet, s.getEntries))
+	mux.HandleFunc(ct.GetRootsPath, allow(http.MethodGet, s.getRoots))
+	mux.HandleFunc(ct.AddChainPath, noSubmissions)
+	mux.HandleFunc(ct.AddPreChainPath, noSubmissions)
+	mux.HandleFunc("/v1/log-key", allow(http.MethodGet, s.logKey))
+}
+
+// noSubmissions answers add-chain and add-pre-chain: the log records only
+// what this CA issues.
+func noSubmissions(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", "")
+	writeError(w, errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "this log records only the certificates this CA issues; it takes no submissions"))
+}
+
+func (s *Server) logKey(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(s.tlog.PublicKeyPEM())
+}
+
+func (s *Server) getSTH(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(append(s.tlog.current().body, '\n'))
+}
+
+// uintParam reads the decimal query parameter name.
+func uintParam(r *http.Request, name string) (uint64, *Error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, errorf(http.StatusBadRequest, CodeBadRequest, "the %s parameter is required", name)
+	}
+	n, err := strconv.ParseUint(v, 10, 63)
+	if err != nil {
+		return 0, errorf(http.StatusBadRequest, CodeBadRequest, "%s=%q is not a non-negative decimal integer", name, truncate(v, 32))
+	}
+	return n, nil
+}
+
+func (s *Server) getSTHConsistency(w http.ResponseWriter, r *http.Request) {
+	first, e := uintParam(r, "first")
+	if e == nil {
+		var second uint64
+		if second, e = uintParam(r, "second"); e == nil {
+			size := s.tlog.Latest().TreeSize
+			switch {
+			case first > second:
+				e = errorf(http.StatusBadRequest, CodeBadRequest, "first (%d) is larger than second (%d)", first, second)
+			case second > size:
+				e = errorf(http.StatusBadRequest, CodeBadRequest, "second (%d) is larger than the latest tree head's size %d", second, size)
+			default:
+				p, err := translog.ConsistencyProof(r.Context(), s.tlog.store, first, second)
+				if err != nil {
+					e = s.logError(err)
+					break
+				}
+				writeJSON(w, http.StatusOK, ct.GetSTHConsistencyResponse{Consistency: nonNil(p)})
+				return
+			}
+		}
+	}
+	writeError(w, e)
+}
+
+func (s *Server) getProofByHash(w http.ResponseWriter, r *http.Request) {
+	e := func() *Error {
+		// A '+' sent unescaped in a query string reads as a space.
+		hv := strings.ReplaceAll(r.URL.Query().Get("hash"), " ", "+")
+		if hv == "" {
+			return errorf(http.StatusBadRequest, CodeBadRequest, "the hash parameter is required")
+		}
+		hash, err := base64.StdEncoding.DecodeString(hv)
+		if err != nil || len(hash) != 32 {
+			return errorf(http.StatusBadRequest, CodeBadRequest, "hash=%q is not a base64 SHA-256 leaf hash", truncate(hv, 64))
+		}
+		size, e := uintParam(r, "tree_size")
+		if e != nil {
+			return e
+		}
+		if latest := s.tlog.Latest().TreeSize; size == 0 || size > latest {
+			return errorf(http.StatusBadRequest, CodeBadRequest, "tree_size %d is not between 1 and the latest tree head's size %d", size, latest)
+		}
+		index, err := s.tlog.store.LogIndex(r.Context(), hash)
+		if errors.Is(err, store.ErrNotFound) {
+			return errorf(http.StatusNotFound, CodeNotFound, "no entry has leaf hash %s", hv)
+		}
+		if err != nil {
+			return s.logError(err)
+		}
+		if index >= size {
+			return errorf(http.StatusBadRequest, CodeBadRequest, "the entry with that hash (index %d) is not in the tree of size %d", index, size)
+		}
+		p, err := translog.InclusionProof(r.Context(), s.tlog.store, index, size)
+		if err != nil {
+			return s.logError(err)
+		}
+		writeJSON(w, http.StatusOK, ct.GetProofByHashResponse{LeafIndex: int64(index), AuditPath: nonNil(p)})
+		return nil
+	}()
+	if e != nil {
+		writeError(w, e)
+	}
+}
+
+func (s *Server) getEntries(w http.ResponseWriter, r *http.Request) {
+	e := func() *Error {
+		start, e := uintParam(r, "start")
+		if e != nil {
+			return e
+		}
+		end, e := uintParam(r, "end")
+		if e != nil {
+			return e
+		}
+		size := s.tlog.Latest().TreeSize
+		switch {
+		case start > end:
+			return errorf(http.StatusBadRequest, CodeBadRequest, "start (%d) is larger than end (%d)", start, end)
+		case start >= size:
+			return errorf(http.StatusBadRequest, CodeBadRequest, "start (%d) is not below the latest tree head's size %d", start, size)
+		}
+		end = min(end, start+MaxLogEntries-1, size-1)
+		inputs, err := s.tlog.store.LogEntries(r.Context(), start, end+1)
+		if err != nil {
+			return s.logError(err)
+		}
+		if uint64(len(inputs)) != end+1-start {
+			return s.logError(fmt.Errorf("api: the store returned %d entries for [%d, %d]", len(inputs), start, end))
+		}
+		resp := ct.GetEntriesResponse{Entries: make([]ct.LeafEntry, len(inputs))}
+		chains := map[string][]byte{}
+		for i, in := range inputs {
+			extra, err := s.extraData(in, chains)
+			if err != nil {
+				return s.logError(fmt.Errorf("entry %d: %w", start+uint64(i), err))
+			}
+			resp.Entries[i] = ct.LeafEntry{LeafInput: in, ExtraData: extra}
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return nil
+	}()
+	if e != nil {
+		writeError(w, e)
+	}
+}
+
+// extraData is the get-entries extra_data of a leaf: the chain from the
+// certificate's issuer up to its root (issuer first), as far as this CA
+// still knows it. cache holds the encodings by issuer key ID.
+func (s *Server) extraData(input []byte, cache map[string][]byte) ([]byte, error) {
+	leaf, err := translog.ParseLeaf(input)
+	if err != nil {
+		return nil, err
+	}
+	var aki []byte
+	if c, err := x509.ParseCertificate(leaf.Certificate()); err == nil {
+		aki = c.AuthorityKeyId
+	}
+	if b, ok := cache[string(aki)]; ok {
+		return b, nil
+	}
+	var chain [][]byte
+	if iss := s.ca.Issuer(); len(aki) > 0 && bytes.Equal(aki, iss.Cert.SubjectKeyId) {
+		chain = append(chain, iss.Cert.Raw)
+		if iss.Root != nil && !bytes.Equal(iss.Root.Raw, iss.Cert.Raw) {
+			chain = append(chain, iss.Root.Raw)
+		}
+	}
+	b, err := translog.ExtraData(chain)
+	if err != nil {
+		return nil, err
+	}
+	cache[string(aki)] = b
+	return b, nil
+}
+
+func (s *Server) getRoots(w http.ResponseWriter, r *http.Request) {
+	roots := s.trust.Load().Roots
+	resp := ct.GetRootsResponse{Certificates: make([]string, len(roots))}
+	for i, c := range roots {
+		resp.Certificates[i] = base64.StdEncoding.EncodeToString(c.Raw)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// logError maps a log read failure: an out-of-range request is the
+// caller's (400), anything else is ours.
+func (s *Server) logError(err error) *Error {
+	if errors.Is(err, translog.ErrRange) {
+		return errorf(http.StatusBadRequest, CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "translog: "))
+	}
+	return s.refusal(err)
+}
