@@ -155,7 +155,7 @@ func (p *Publisher) Run(ctx context.Context) {
 	for {
 		wait := time.Second
 		if c := p.cur.Load(); c != nil {
-			wait = max(time.Until(c.ThisUpdate.Add(p.opts.Validity*2/3)), 0)
+			wait = max(c.ThisUpdate.Add(p.opts.Validity*2/3).Sub(p.opts.Now()), 0)
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -168,6 +168,11 @@ func (p *Publisher) Run(ctx context.Context) {
 			case <-time.After(p.opts.Debounce):
 			case <-ctx.Done():
 				return
+			}
+			// Revocations during the wait are in this build.
+			select {
+			case <-p.kick:
+			default:
 			}
 		case <-timer.C:
 		}

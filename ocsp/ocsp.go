@@ -19,6 +19,8 @@ package ocsp
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/sha1" //nolint:gosec // RFC 6960 CertID hashes
 	"crypto/sha256"
 	"crypto/x509"
@@ -28,11 +30,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/agentca/agentca/store"
+	"go.step.sm/crypto/keyutil"
 	xocsp "golang.org/x/crypto/ocsp"
 )
 
@@ -76,8 +81,9 @@ type Responder struct {
 	mu      sync.RWMutex
 	issuers []*issuerState
 
-	cache sync.Map // serial (canonical hex) → *entry
-	group sync.Map // serial → *flight (one signing at a time per serial)
+	cache   sync.Map // cacheKey → *entry
+	group   sync.Map // cacheKey → *flight (one signing at a time per key)
+	revoked sync.Map // issuerSKI/serial → struct{}: revocations seen
 }
 
 // Response is a signed response with the values HTTP caching needs.
@@ -121,6 +127,17 @@ func New(opts Options) (*Responder, error) {
 func (r *Responder) SetSigner(s *Signer) error {
 	if err := s.Cert.CheckSignatureFrom(s.Issuer); err != nil {
 		return fmt.Errorf("ocsp: responder certificate not issued by the CA: %w", err)
+	}
+	if err := keyutil.VerifyPair(s.Cert.PublicKey, s.Key); err != nil {
+		return fmt.Errorf("ocsp: responder key does not match its certificate: %w", err)
+	}
+	switch s.Key.Public().(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey:
+	default:
+		return fmt.Errorf("ocsp: responder key %T: x/crypto/ocsp signs with ECDSA or RSA only", s.Key.Public())
+	}
+	if !slices.Contains(s.Cert.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
+		return errors.New("ocsp: responder certificate lacks the OCSPSigning extended key usage")
 	}
 	ski := hex.EncodeToString(s.Issuer.SubjectKeyId)
 	r.mu.Lock()
@@ -193,44 +210,61 @@ func (r *Responder) Respond(ctx context.Context, der []byte) (*Response, []byte,
 	if is == nil {
 		return nil, UnauthorizedResponse, errors.New("ocsp: request for an issuer this responder does not serve")
 	}
-	resp, err := r.response(ctx, is, req.SerialNumber)
+	resp, err := r.response(ctx, is, req.HashAlgorithm, req.SerialNumber)
 	if err != nil {
 		return nil, InternalResponse, err
 	}
 	return resp, resp.DER, nil
 }
 
-// Lookup returns the current response for a serial of the issuer whose
-// SKI is issuerSKI (hex), for stapling; it signs one if needed.
+// Lookup returns the current response (SHA-1 CertID, the common default)
+// for a serial of the issuer whose SKI is issuerSKI (hex), for stapling;
+// it signs one if needed.
 func (r *Responder) Lookup(ctx context.Context, issuerSKI string, serial *big.Int) (*Response, error) {
-	r.mu.RLock()
-	var is *issuerState
-	for _, s := range r.issuers {
-		if s.ski == issuerSKI {
-			is = s
-		}
-	}
-	r.mu.RUnlock()
+	is := r.issuerBySKI(issuerSKI)
 	if is == nil {
 		return nil, errors.New("ocsp: unknown issuer")
 	}
-	return r.response(ctx, is, serial)
+	return r.response(ctx, is, crypto.SHA1, serial)
 }
 
-func (r *Responder) response(ctx context.Context, is *issuerState, serial *big.Int) (*Response, error) {
-	key := hex.EncodeToString(serial.Bytes())
-	if v, ok := r.cache.Load(key); ok {
-		e := v.(*entry)
-		if r.opts.Now().Before(e.renew) {
-			return e.resp, nil
+func (r *Responder) issuerBySKI(ski string) *issuerState {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, s := range r.issuers {
+		if s.ski == ski {
+			return s
 		}
 	}
-	return r.sign(ctx, is, serial, key)
+	return nil
 }
 
-// sign makes a fresh response for serial; concurrent callers for the same
-// serial share one signature.
-func (r *Responder) sign(ctx context.Context, is *issuerState, serial *big.Int, key string) (*Response, error) {
+// cacheKey names a response: the issuer, the CertID hash (the response
+// echoes the request's CertID) and the serial.
+func cacheKey(ski string, h crypto.Hash, serial string) string {
+	return ski + "/" + strconv.Itoa(int(h)) + "/" + serial
+}
+
+func (r *Responder) response(ctx context.Context, is *issuerState, h crypto.Hash, serial *big.Int) (*Response, error) {
+	key := cacheKey(is.ski, h, hex.EncodeToString(serial.Bytes()))
+	if resp := r.cached(key); resp != nil {
+		return resp, nil
+	}
+	return r.sign(ctx, is, h, serial, key)
+}
+
+func (r *Responder) cached(key string) *Response {
+	if v, ok := r.cache.Load(key); ok {
+		if e := v.(*entry); r.opts.Now().Before(e.renew) {
+			return e.resp
+		}
+	}
+	return nil
+}
+
+// sign makes a fresh response; concurrent callers for the same key share
+// one signature.
+func (r *Responder) sign(ctx context.Context, is *issuerState, h crypto.Hash, serial *big.Int, key string) (*Response, error) {
 	f := &flight{done: make(chan struct{})}
 	if v, loaded := r.group.LoadOrStore(key, f); loaded {
 		other := v.(*flight)
@@ -245,17 +279,23 @@ func (r *Responder) sign(ctx context.Context, is *issuerState, serial *big.Int, 
 		r.group.Delete(key)
 		close(f.done)
 	}()
-	f.resp, f.err = r.signNow(ctx, is, serial, key)
+	// Another flight may have filled the cache since our first look.
+	if resp := r.cached(key); resp != nil {
+		f.resp = resp
+		return resp, nil
+	}
+	f.resp, f.err = r.signNow(ctx, is, h, serial, key)
 	return f.resp, f.err
 }
 
-func (r *Responder) signNow(ctx context.Context, is *issuerState, serial *big.Int, key string) (*Response, error) {
-	rec, err := r.opts.Store.Certificate(ctx, key)
+func (r *Responder) signNow(ctx context.Context, is *issuerState, h crypto.Hash, serial *big.Int, key string) (*Response, error) {
+	sn := hex.EncodeToString(serial.Bytes())
+	rec, err := r.opts.Store.Certificate(ctx, sn)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("ocsp: %w", err)
 	}
 	now := r.opts.Now().UTC().Truncate(time.Second)
-	tmpl := xocsp.Response{SerialNumber: serial, ThisUpdate: now, NextUpdate: now.Add(r.opts.Validity)}
+	tmpl := xocsp.Response{SerialNumber: serial, ThisUpdate: now, NextUpdate: now.Add(r.opts.Validity), IssuerHash: h}
 	known := err == nil && rec.IssuerSKI == is.ski
 	switch {
 	case !known:
@@ -274,22 +314,32 @@ func (r *Responder) signNow(ctx context.Context, is *issuerState, serial *big.In
 	sum := sha256.Sum256(der)
 	resp := &Response{DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`}
 	// Unknown serials are not cached: anyone can ask for any number of
-	// them, and the cache must stay bounded by what the CA issued.
-	if known {
+	// them, and the cache must stay bounded by what the CA issued. A
+	// "good" read from the store before a revocation landed must not
+	// replace what Revoked put there: revocation is final.
+	_, revoked := r.revoked.Load(is.ski + "/" + sn)
+	if known && (tmpl.Status == xocsp.Revoked || !revoked) {
 		r.cache.Store(key, &entry{resp: resp, renew: tmpl.ThisUpdate.Add(r.opts.Validity * 2 / 3)})
 	}
 	return resp, nil
 }
 
-// Revoked re-signs the cached response of a just revoked certificate, so
-// the revocation is served at once.
+// Revoked makes the revocation of rec visible at once: it marks the
+// serial revoked (so no good response signed before the revocation can be
+// cached any more), drops its cached responses, and signs the revoked one.
 func (r *Responder) Revoked(ctx context.Context, rec *store.Certificate) {
-	r.cache.Delete(rec.Serial)
+	r.revoked.Store(rec.IssuerSKI+"/"+rec.Serial, struct{}{})
+	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
+		r.cache.Delete(cacheKey(rec.IssuerSKI, h, rec.Serial))
+	}
 	serial, ok := new(big.Int).SetString(rec.Serial, 16)
-	if !ok {
+	is := r.issuerBySKI(rec.IssuerSKI)
+	if !ok || is == nil {
 		return
 	}
-	if _, err := r.Lookup(ctx, rec.IssuerSKI, serial); err != nil {
+	// Sign outside the shared flight: a flight already running may have
+	// read the record before the revocation.
+	if _, err := r.signNow(ctx, is, crypto.SHA1, serial, cacheKey(is.ski, crypto.SHA1, rec.Serial)); err != nil {
 		r.opts.Logger.Warn("OCSP re-sign after revocation failed; the next request signs it", "serial", rec.Serial, "err", err)
 	}
 }
