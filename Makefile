@@ -75,10 +75,16 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./ca/ ./store/... ./api/
 	$(GO) run ./cmd/agentca-bench --binary $(BIN)
 
+# fuzz runs every fuzz target for FUZZTIME (seeds in each package's
+# testdata/fuzz; the seeds also run as ordinary tests in make test).
+FUZZTIME ?= 30s
+FUZZ_TARGETS := FuzzParseCSR:./ca/ FuzzDecodeSignRequest:./api/ FuzzOCSPHandler:./api/ \
+	FuzzConfigParse:./internal/config/ FuzzRespond:./ocsp/ FuzzParseLeaf:./translog/ FuzzState:./translog/
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
-	$(GO) test -run '^$$' -fuzz FuzzDecodeSignRequest -fuzztime 30s ./api/
-	$(GO) test -run '^$$' -fuzz FuzzConfigParse -fuzztime 30s ./internal/config/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t%%:*} ($${t#*:})"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) "$${t#*:}"; \
+	done
 
 clean:
 	rm -rf bin
