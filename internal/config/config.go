@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -131,14 +132,91 @@ type LogConfig struct {
 	Level  string `json:"level,omitempty"`  // "debug", "info" (default), "warn", "error"
 }
 
-// Provisioner is the configuration common to every provisioner type.
+// Provisioner is one entry of "provisioners": the fields every type has,
+// and Options, the type's own fields, which the provisioner's package
+// parses strictly (unknown fields are an error there too).
 type Provisioner struct {
 	Type       string   `json:"type"`
 	Name       string   `json:"name"`
 	DefaultTTL Duration `json:"default_ttl,omitempty"`
 	MaxTTL     Duration `json:"max_ttl,omitempty"`
+	// SPIFFEIDTemplate renders the SPIFFE ID from the attested claims
+	// (Go text/template, e.g. "spiffe://{{.trust_domain}}/ns/{{.namespace}}");
+	// empty means the type's default.
+	SPIFFEIDTemplate string `json:"spiffe_id_template,omitempty"`
+	// DNSSANs are templates of DNS names to add beside the SPIFFE ID;
+	// empty means none.
+	DNSSANs []string `json:"dns_sans,omitempty"`
+	// SingleUse makes each JWT's jti usable once (JWT types).
+	SingleUse bool `json:"single_use,omitempty"`
 	// TokenTTL is how long a join token stays usable (join-token only).
 	TokenTTL Duration `json:"token_ttl,omitempty"`
+	// Options are the type-specific fields, as a JSON object.
+	Options json.RawMessage `json:"-"`
+}
+
+// commonProvisionerFields are the keys Provisioner decodes itself.
+var commonProvisionerFields = map[string]bool{"type": true, "name": true, "default_ttl": true, "max_ttl": true,
+	"spiffe_id_template": true, "dns_sans": true, "single_use": true, "token_ttl": true}
+
+// UnmarshalJSON decodes the common fields strictly and keeps the others
+// in Options.
+func (p *Provisioner) UnmarshalJSON(b []byte) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return err
+	}
+	common, rest := map[string]json.RawMessage{}, map[string]json.RawMessage{}
+	for k, v := range fields {
+		if commonProvisionerFields[k] {
+			common[k] = v
+		} else {
+			rest[k] = v
+		}
+	}
+	cb, err := json.Marshal(common)
+	if err != nil {
+		return err
+	}
+	type plain Provisioner // no UnmarshalJSON: no recursion
+	var out plain
+	dec := json.NewDecoder(bytes.NewReader(cb))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&out); err != nil {
+		return err
+	}
+	*p = Provisioner(out)
+	p.Options = nil
+	if len(rest) > 0 {
+		if p.Options, err = json.Marshal(rest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MarshalJSON writes the common fields and Options as one object.
+func (p Provisioner) MarshalJSON() ([]byte, error) {
+	type plain Provisioner
+	b, err := json.Marshal(plain(p))
+	if err != nil || len(p.Options) == 0 {
+		return b, err
+	}
+	var merged map[string]json.RawMessage
+	if err := json.Unmarshal(b, &merged); err != nil {
+		return nil, err
+	}
+	var opts map[string]json.RawMessage
+	if err := json.Unmarshal(p.Options, &opts); err != nil {
+		return nil, fmt.Errorf("provisioner %q options: %w", p.Name, err)
+	}
+	for k, v := range opts {
+		if commonProvisionerFields[k] {
+			return nil, fmt.Errorf("provisioner %q options repeat the common field %q", p.Name, k)
+		}
+		merged[k] = v
+	}
+	return json.Marshal(merged)
 }
 
 // Defaults for values the file may leave out.
@@ -152,7 +230,15 @@ const (
 // Provisioner types.
 const (
 	TypeJoinToken = "join-token"
+	TypeK8sSA     = "k8s-sa"
+	TypeAWSIID    = "aws-iid"
+	TypeGCPIIT    = "gcp-iit"
+	TypeAzureMSI  = "azure-msi"
+	TypeAzureIMDS = "azure-imds"
 )
+
+// Types lists every provisioner type, in documentation order.
+var Types = []string{TypeJoinToken, TypeK8sSA, TypeAWSIID, TypeGCPIIT, TypeAzureMSI, TypeAzureIMDS}
 
 // Default returns the configuration agentca init writes for a trust domain.
 func Default(trustDomain, httpsAddr, httpAddr string) *Config {
@@ -319,8 +405,18 @@ func (c *Config) Validate() error {
 			if p.TokenTTL < 0 {
 				bad(field+".token_ttl", "must not be negative")
 			}
+			if len(p.Options) > 0 {
+				bad(field, "unknown field(s) for a join-token provisioner: %s", optionNames(p.Options))
+			}
+			if p.SPIFFEIDTemplate != "" || p.SingleUse {
+				bad(field, "a join token is bound to its SPIFFE ID: spiffe_id_template and single_use do not apply")
+			}
+		case TypeK8sSA, TypeAWSIID, TypeGCPIIT, TypeAzureMSI, TypeAzureIMDS:
+			if p.TokenTTL != 0 {
+				bad(field+".token_ttl", "applies to join-token provisioners only")
+			}
 		default:
-			bad(field+".type", "unknown provisioner type %q", p.Type)
+			bad(field+".type", "unknown provisioner type %q (want one of %s)", p.Type, strings.Join(Types, ", "))
 		}
 		if p.MaxTTL != 0 && (p.MaxTTL < l.MinTTL || p.MaxTTL > l.MaxTTL) {
 			bad(field+".max_ttl", "%s is outside [leaf.min_ttl %s, leaf.max_ttl %s]", p.MaxTTL.Std(), l.MinTTL.Std(), l.MaxTTL.Std())
@@ -346,6 +442,17 @@ func (c *Config) Validate() error {
 		bad("logging.level", "want debug, info, warn or error, got %q", c.Logging.Level)
 	}
 	return errors.Join(errs...)
+}
+
+func optionNames(raw json.RawMessage) string {
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &m)
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 // TTLs returns the default and maximum lifetime for provisioner p, falling

@@ -130,7 +130,8 @@ func TestParseRefuses(t *testing.T) {
 		{"duration null-ish", strings.Replace(minimal, `"name": "join"`, `"name": "join", "max_ttl": {}`, 1), "duration"},
 		{"negative leaf ttl", strings.Replace(minimal, `"trust_domain"`, `"leaf": {"default_ttl": "-5m"}, "trust_domain"`, 1), "leaf.default_ttl"},
 		{"invalid after defaults", strings.Replace(minimal, `"example.org"`, `"Example.org"`, 1), "trust_domain"},
-		{"k8s-sa not supported yet", strings.Replace(minimal, `"join-token"`, `"k8s-sa"`, 1), "provisioners[0].type"},
+		{"unknown provisioner type", strings.Replace(minimal, `"join-token"`, `"k8s-psat"`, 1), "provisioners[0].type"},
+		{"join-token with a foreign field", strings.Replace(minimal, `"name": "join"`, `"name": "join", "audience": "x"`, 1), "provisioners[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -446,5 +447,34 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := config.Load(filepath.Join(dir, "missing.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Load of a missing file = %v, want ErrNotExist", err)
+	}
+}
+
+func TestProvisionerOptionsRoundTrip(t *testing.T) {
+	in := strings.Replace(minimal, `{"type": "join-token", "name": "join"}`,
+		`{"type": "k8s-sa", "name": "k8s", "issuer": "https://kubernetes.default.svc", "audience": "agentca",
+		  "namespaces": ["agents"], "max_ttl": "15m", "spiffe_id_template": "spiffe://{{.trust_domain}}/ns/{{.namespace}}"}`, 1)
+	c, err := config.Parse([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Provisioners[0]
+	if p.MaxTTL.Std() != 15*time.Minute || p.SPIFFEIDTemplate == "" {
+		t.Fatalf("common fields lost: %+v", p)
+	}
+	var opts map[string]any
+	if err := json.Unmarshal(p.Options, &opts); err != nil || opts["audience"] != "agentca" || len(opts) != 3 || opts["max_ttl"] != nil {
+		t.Fatalf("Options = %s, %v; want issuer, audience, namespaces only", p.Options, err)
+	}
+	b, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := config.Parse(b)
+	if err != nil {
+		t.Fatalf("re-parse: %v\n%s", err, b)
+	}
+	if string(again.Provisioners[0].Options) != string(p.Options) {
+		t.Fatalf("Options after round trip = %s, want %s", again.Provisioners[0].Options, p.Options)
 	}
 }
