@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -34,7 +35,25 @@ type Provisioner struct {
 	Type       string
 	DefaultTTL time.Duration
 	MaxTTL     time.Duration
+	// Template renders the SPIFFE ID and DNS names from the attested
+	// claims when the provisioner does not name the identity itself (join
+	// tokens do).
+	Template *provisioners.Template
 	provisioners.Provisioner
+}
+
+// identity verifies the attestation and settles the identity it grants.
+func (p *Provisioner) identity(ctx context.Context, trustDomain, token string) (*provisioners.Identity, error) {
+	id, err := p.Attest(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	if id.SPIFFEID == "" && p.Template != nil {
+		if id.SPIFFEID, id.DNSNames, err = p.Template.Render(trustDomain, id.Claims); err != nil {
+			return nil, fmt.Errorf("%w: %v", ca.ErrIdentity, err)
+		}
+	}
+	return id, nil
 }
 
 // CertStore is what the API needs from the store.
@@ -281,7 +300,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	}
 	var issued *ca.Issued
 	if e == nil {
-		id, err := prov.Attest(r.Context(), req.Token)
+		id, err := prov.identity(r.Context(), s.ca.TrustDomain(), req.Token)
 		if err != nil {
 			e = s.refusal(err)
 			s.audit(r, auditEntry{op: "sign", prov: provName, e: e, detail: err})
