@@ -25,11 +25,13 @@ type agentWatch struct {
 	mism  time.Time   // when the current key/cert mismatch was first seen
 }
 
-// observe reads the files once. It returns the credentials when they are
+// observe reads the files once, cert.pem first, as a service that reloads
+// on a certificate change does. It returns the credentials when they are
 // consistent; nil while none exist yet or while a write is in progress.
-// key.pem is written before cert.pem, so between the two renames a reader
-// may see the new key with the old certificate; that must last no longer
-// than the write (bounded here at 2 s). Anything else is a failure.
+// key.pem is written before cert.pem: a new certificate must always come
+// with its key already in place; the old certificate may be seen with the
+// new key only while the new certificate is being written (bounded here at
+// 2 s). Anything else is a failure.
 func (w *agentWatch) observe() *creds {
 	t := w.t
 	t.Helper()
@@ -41,6 +43,9 @@ func (w *agentWatch) observe() *creds {
 	case errors.Is(err, fs.ErrNotExist) && len(w.seen) == 0:
 		return nil
 	case err != nil && c != nil: // key.pem does not match cert.pem
+		if len(w.seen) == 0 || !w.seen[len(w.seen)-1].leaf.Equal(c.leaf) {
+			t.Fatalf("a new certificate (serial %x) appeared in cert.pem without its key in key.pem", c.leaf.SerialNumber)
+		}
 		if w.mism.IsZero() {
 			w.mism = time.Now()
 		}
@@ -182,6 +187,7 @@ func TestAgentDaemon(t *testing.T) {
 	}
 	agent.stop(t)
 	w.observe() // the files are still consistent after the agent stopped
+	onlyCredFiles(t, w.dir)
 	checkRenewalChain(t, ca, w)
 }
 

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +43,7 @@ func TestEnrollHappyPath(t *testing.T) {
 	}
 	cr := readCreds(t, out)
 	checkLeaf(t, ca, cr, id, before, after)
+	onlyCredFiles(t, out)
 	if m := regexp.MustCompile(`serial ([0-9a-f]+)`).FindStringSubmatch(r.stdout); m == nil || normSerial(t, m[1]) != cr.leaf.SerialNumber.Text(16) {
 		t.Errorf("enroll did not print the serial %x of the certificate it wrote: %q", cr.leaf.SerialNumber, r.stdout)
 	}
@@ -117,6 +121,35 @@ func TestEnrollHappyPath(t *testing.T) {
 		}
 	})
 
+	t.Run("roots", func(t *testing.T) {
+		hc := ca.client(nil)
+		defer hc.CloseIdleConnections()
+		resp := do(t, hc, http.MethodGet, ca.URL+"/v1/roots", "", nil)
+		if resp.status != http.StatusOK || resp.header.Get("Content-Type") != "application/pem-certificate-chain" {
+			t.Errorf("GET /v1/roots: %d %q", resp.status, resp.header.Get("Content-Type"))
+		}
+		if got := parseCerts(t, resp.body); len(got) != 1 || !got[0].Equal(ca.Roots[0]) {
+			t.Errorf("GET /v1/roots is not roots.pem")
+		}
+	})
+
+	t.Run("the CSR cannot choose the identity", func(t *testing.T) {
+		hc := ca.client(nil)
+		defer hc.CloseIdleConnections()
+		evil, _ := url.Parse("spiffe://example.org/admin/ops")
+		csr := csrPEM(t, newECKey(t), &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: "admin"}, URIs: []*url.URL{evil}, DNSNames: []string{"evil.example.org"},
+			IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}, EmailAddresses: []string{"root@example.org"},
+		})
+		sr, leaf := wantIssued(t, postJSON(t, hc, ca.URL+"/v1/sign", signBody("join", ca.token(id), csr, "")))
+		if sr.SPIFFEID != id || spiffeIDOf(t, leaf) != id {
+			t.Errorf("issued %s / %v, want the token's %s", sr.SPIFFEID, leaf.URIs, id)
+		}
+		if len(leaf.DNSNames)+len(leaf.IPAddresses)+len(leaf.EmailAddresses) != 0 || leaf.Subject.CommonName != "" {
+			t.Errorf("the CSR's names were copied: subject %q, DNS %v, IP %v, email %v", leaf.Subject, leaf.DNSNames, leaf.IPAddresses, leaf.EmailAddresses)
+		}
+	})
+
 	t.Run("fingerprint", func(t *testing.T) {
 		if want := sha256Hex(ca.Roots[0].Raw); ca.Fingerprint != want {
 			t.Errorf("init printed fingerprint %s, SHA-256 of the root DER is %s", ca.Fingerprint, want)
@@ -149,6 +182,23 @@ func TestEnrollHappyPath(t *testing.T) {
 			t.Errorf("the token given with a wrong pin was spent: %s", r)
 		}
 	})
+}
+
+// onlyCredFiles checks that dir holds the three files and no leftovers
+// (temporary files of the atomic writes).
+func onlyCredFiles(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, " ") != "bundle.pem cert.pem key.pem" {
+		t.Errorf("%s holds %v, want bundle.pem cert.pem key.pem", dir, names)
+	}
 }
 
 // checkLeaf checks the files enroll wrote and the X.509-SVID profile.

@@ -288,7 +288,8 @@ type testCA struct {
 
 	mu     sync.Mutex
 	proc   *proc
-	starts int
+	starts int // starts on the current ports
+	logs   int // serve-N.log files
 }
 
 var fingerprintLine = regexp.MustCompile(`(?m)^Root fingerprint \(SHA-256\): ([0-9a-f]{64})$`)
@@ -366,12 +367,47 @@ func (c *testCA) pool() *x509.CertPool {
 // start runs agentca serve and waits until GET /health answers over
 // HTTPS (trusting roots.pem). Its stderr is printed if the test fails; a
 // cleanup stops it with SIGTERM and requires exit 0.
+//
+// The ports were free when newCA picked them, but any outgoing connection
+// on the machine may have taken one since as its ephemeral port. When the
+// daemon cannot bind, a first start moves to new ports; a restart (which
+// must keep its ports) tries again for a while.
 func (c *testCA) start() {
+	t := c.t
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for attempt := 1; ; attempt++ {
+		p := c.startOnce()
+		if p == nil {
+			return
+		}
+		if !strings.Contains(p.log(), "address already in use") || time.Now().After(deadline) {
+			t.Fatalf("agentca serve exited early (%v):\n%s", p.err, p.log())
+		}
+		t.Logf("agentca serve could not bind %s / %s (attempt %d); retrying", c.HTTPS, c.HTTP, attempt)
+		if c.starts == 1 {
+			c.HTTPS, c.HTTP = freeAddr(t), freeAddr(t)
+			c.URL = "https://" + c.HTTPS
+			c.editConfig(func(cfg map[string]any) {
+				cfg["listen"] = map[string]any{"https": c.HTTPS, "http": c.HTTP}
+				cfg["public_urls"] = map[string]any{"https": c.URL, "http": "http://" + c.HTTP}
+			})
+			c.starts = 0
+		} else {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+}
+
+// startOnce starts the daemon and waits for /health. It returns nil when
+// the daemon is up, or the process if it exited first.
+func (c *testCA) startOnce() *proc {
 	t := c.t
 	t.Helper()
 	c.mu.Lock()
 	c.starts++
-	logPath := filepath.Join(c.base, fmt.Sprintf("serve-%d.log", c.starts))
+	c.logs++
+	logPath := filepath.Join(c.base, fmt.Sprintf("serve-%d.log", c.logs))
 	c.mu.Unlock()
 	p := startProc(t, "agentca serve", logPath, "serve", "--dir", c.Dir)
 	t.Cleanup(func() {
@@ -383,10 +419,13 @@ func (c *testCA) start() {
 	c.proc = p
 	c.mu.Unlock()
 	hc := c.client(nil)
+	hc.Timeout = 2 * time.Second
 	defer hc.CloseIdleConnections()
+	exited := false
 	eventually(t, 30*time.Second, 50*time.Millisecond, "agentca serve to answer /health on "+c.HTTPS, func() bool {
 		if p.exited() {
-			t.Fatalf("agentca serve exited early (%v):\n%s", p.err, p.log())
+			exited = true
+			return true
 		}
 		resp, err := hc.Get(c.URL + "/health")
 		if err != nil {
@@ -396,6 +435,11 @@ func (c *testCA) start() {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return resp.StatusCode == http.StatusOK
 	})
+	if exited {
+		p.stopped = true // exited on its own; nothing to stop
+		return p
+	}
+	return nil
 }
 
 // stop sends SIGTERM to the daemon and requires exit status 0.

@@ -87,6 +87,7 @@ func TestRenew(t *testing.T) {
 			t.Fatalf("agentca renew: %s", r)
 		}
 		got := readCreds(t, out)
+		onlyCredFiles(t, out)
 		if got.leaf.SerialNumber.Cmp(cur.leaf.SerialNumber) == 0 {
 			t.Errorf("renew left the serial %x in cert.pem", cur.leaf.SerialNumber)
 		}
