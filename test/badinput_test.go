@@ -239,3 +239,26 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestCLIFailures checks exit status 1 with one line on stderr for
+// commands that are well formed but cannot succeed.
+func TestCLIFailures(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	closed := "https://" + freeAddr(t) // nothing listens there
+	for _, args := range [][]string{
+		{"token", "create", "--dir", empty, "--spiffe-id", "spiffe://example.org/a"},
+		{"certs", "list", "--dir", empty},
+		{"serve", "--dir", empty},
+		{"enroll", "--ca", closed, "--root", filepath.Join(dir, "missing.pem"), "--token", "t", "--out", filepath.Join(dir, "out")},
+		{"enroll", "--ca", closed, "--fingerprint", sha256Hex(nil), "--token", "t", "--out", filepath.Join(dir, "out")},
+		{"renew", "--ca", closed, "--out", empty},
+	} {
+		r := runCLI(t, args...)
+		if r.code != 1 {
+			t.Errorf("want exit 1:\n%s", r)
+		}
+		oneLine(t, r)
+	}
+}
