@@ -122,6 +122,13 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	root, err := translog.RootAt(ctx, l.store, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("api: the stored log is damaged (run agentca log audit): %w", err)
+	}
+	if !bytes.Equal(root, st.Root()) {
+		return nil, fmt.Errorf("api: the stored tree state (size %d) contradicts the stored tree nodes: the store was altered (run agentca log audit)", st.Size())
+	}
 	var ts uint64
 	prev, err := l.store.TreeHead(ctx)
 	switch {

@@ -418,10 +418,10 @@ func logAudit(c *cli.Context) error {
 	w := c.App.Writer
 	fmt.Fprintf(w, "log entries        %d\n", rep.Entries)
 	fmt.Fprintf(w, "certificates       %d\n", rep.Certificates)
-	fmt.Fprintf(w, "recomputed root    %s\n", base64.StdEncoding.EncodeToString(rep.Root))
+	fmt.Fprintf(w, "recomputed root    %x\n", rep.Root)
 	if rep.TreeHead != nil {
-		fmt.Fprintf(w, "signed tree head   size %d, root %s, signed at %s\n", rep.TreeHead.TreeSize,
-			base64.StdEncoding.EncodeToString(rep.TreeHead.SHA256RootHash[:]), ct.TimestampToTime(rep.TreeHead.Timestamp).UTC().Format(time.RFC3339Nano))
+		fmt.Fprintf(w, "signed tree head   size %d, root %x, signed at %s\n", rep.TreeHead.TreeSize,
+			rep.TreeHead.SHA256RootHash[:], ct.TimestampToTime(rep.TreeHead.Timestamp).UTC().Format(time.RFC3339Nano))
 	}
 	if len(rep.Findings) == 0 {
 		fmt.Fprintln(w, "OK: the entries, the stored tree, the signed tree head and the certificate table agree")
@@ -431,5 +431,5 @@ func logAudit(c *cli.Context) error {
 	for _, f := range rep.Findings {
 		fmt.Fprintf(w, "  %s\n", f)
 	}
-	return fmt.Errorf("the log audit found %d divergences; first: %s", len(rep.Findings), rep.Findings[0])
+	return fmt.Errorf("the log audit found %d divergence(s); first: %s", len(rep.Findings), rep.Findings[0])
 }

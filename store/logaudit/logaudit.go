@@ -226,7 +226,7 @@ func (a *auditor) treeHead(mem *translog.MemoryNodes, size uint64, complete bool
 		return err
 	}
 	if !bytes.Equal(root, sth.SHA256RootHash[:]) {
-		a.finding("sth", "the entries' tree at size %d has root %x, but the signed tree head says %x: the first %d entries were altered since it was signed",
+		a.finding("sth", "the entries' tree at size %d has root %x, but the signed tree head says %x: entries among the first %d were altered since it was signed",
 			sth.TreeSize, root, sth.SHA256RootHash[:], sth.TreeSize)
 	}
 	return nil
