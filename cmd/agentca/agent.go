@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +57,11 @@ func enroll(c *cli.Context) error {
 	}
 	if (c.String("root") == "") == (c.String("fingerprint") == "") {
 		return usagef("give exactly one of --root FILE or --fingerprint SHA256")
+	}
+	if fp := c.String("fingerprint"); fp != "" {
+		if b, err := hex.DecodeString(strings.ReplaceAll(fp, ":", "")); err != nil || len(b) != sha256.Size {
+			return usagef("--fingerprint must be a SHA-256 in hex (64 hex digits, colons allowed)")
+		}
 	}
 	if (c.String("token") == "") == (c.String("token-file") == "") {
 		return usagef("give exactly one of --token or --token-file")
@@ -138,9 +145,6 @@ func runDaemon(ctx context.Context, cfg agent.Config, log *slog.Logger) error {
 		return err
 	}
 	defer src.Close()
-	if cfg.Initial == nil && cfg.OnRenew != nil {
-		cfg.OnRenew(src.Current())
-	}
 	cr := src.Current()
 	log.Info("agent running", "spiffe_id", cr.SPIFFEID, "serial", cr.Serial, "not_after", cr.NotAfter.Format(time.RFC3339), "dir", cfg.Dir)
 	for {
