@@ -25,7 +25,7 @@ func claimsAt(now time.Time) map[string]any {
 	return map[string]any{
 		"iss": testIss, "aud": []string{testAud}, "sub": "someone",
 		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
-		"jti": "0b7e3f0c-2a43-4c3e-9e51-3d0c5c1f1a11",
+		"jti":    "0b7e3f0c-2a43-4c3e-9e51-3d0c5c1f1a11",
 		"nested": map[string]any{"name": "x", "n": 42, "f": 1.5, "empty": ""},
 	}
 }

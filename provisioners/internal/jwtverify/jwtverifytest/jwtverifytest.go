@@ -183,19 +183,34 @@ func WriteFile(t testing.TB, name string, data []byte) string {
 }
 
 // Sign signs claims with go-jose, with the header {"alg", "kid"} plus
-// extra (e.g. "typ": "JWT", "x5t").
+// extra (e.g. "typ": "JWT", "x5t"). The payload is claims marshalled by
+// encoding/json, so numbers are written as the issuers write them
+// (123456789012, not go-jose's 1.23456789012e+11).
 func (k *Key) Sign(t testing.TB, extra map[string]any, claims any) string {
 	t.Helper()
 	opts := &jose.SignerOptions{}
 	for h, v := range extra {
 		opts.WithHeader(jose.HeaderKey(h), v)
 	}
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(k.Alg),
-		Key: jose.JSONWebKey{Key: k.Signer, KeyID: k.KID}}, opts)
+	return sign(t, jose.SigningKey{Algorithm: jose.SignatureAlgorithm(k.Alg),
+		Key: jose.JSONWebKey{Key: k.Signer, KeyID: k.KID}}, opts, claims)
+}
+
+func sign(t testing.TB, key jose.SigningKey, opts *jose.SignerOptions, claims any) string {
+	t.Helper()
+	sig, err := jose.NewSigner(key, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := jose.Signed(sig).Claims(claims).CompactSerialize()
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := sig.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jws.CompactSerialize()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,16 +221,8 @@ func (k *Key) Sign(t testing.TB, extra map[string]any, claims any) string {
 // algorithm-confusion attack when secret is an RSA public key's bytes.
 func HS256(t testing.TB, secret []byte, kid string, claims any) string {
 	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: secret},
-		(&jose.SignerOptions{}).WithHeader("kid", kid).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := jose.Signed(sig).Claims(claims).CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return sign(t, jose.SigningKey{Algorithm: jose.HS256, Key: secret},
+		(&jose.SignerOptions{}).WithHeader("kid", kid).WithType("JWT"), claims)
 }
 
 // PublicPEM is the key's public key as PEM (the secret an algorithm-
@@ -235,6 +242,31 @@ func Unsigned(header, claims any) string {
 	h, _ := json.Marshal(header)
 	p, _ := json.Marshal(claims)
 	return b64(h) + "." + b64(p) + "."
+}
+
+// Set returns a deep copy of claims with the value at path replaced, or
+// deleted when v is nil. Numbers keep their exact text.
+func Set(claims map[string]any, v any, path ...string) map[string]any {
+	b, err := json.Marshal(claims)
+	if err != nil {
+		panic(err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	var out map[string]any
+	if err := dec.Decode(&out); err != nil {
+		panic(err)
+	}
+	cur := out
+	for _, k := range path[:len(path)-1] {
+		cur = cur[k].(map[string]any)
+	}
+	if v == nil {
+		delete(cur, path[len(path)-1])
+	} else {
+		cur[path[len(path)-1]] = v
+	}
+	return out
 }
 
 // Tamper replaces the payload of a signed token, keeping its header and
@@ -314,3 +346,11 @@ func (s *Server) Issuer() string {
 
 // JWKSURL is the set's URL.
 func (s *Server) JWKSURL() string { return s.URL + JWKSPath }
+
+// WriteFileAt replaces the file at path.
+func WriteFileAt(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
