@@ -30,7 +30,7 @@ var zlintSources = lint.SourceList{lint.RFC5280, lint.RFC5480, lint.RFC3279, lin
 // error or fatal on agentca's certificates, each with the reason it only
 // makes sense for the Web PKI. Keep it as short as possible; a defect in
 // our certificates is fixed in the product, never listed here.
-// testdata/zlint-exceptions.md carries the same list for the docs;
+// docs/zlint.md carries the same list for the docs;
 // TestZlintExceptionsDocumented keeps the two in step, and TestZlint fails
 // on an entry that no longer fires.
 //
@@ -59,7 +59,7 @@ func TestZlint(t *testing.T) {
 		}
 		for name := range zlintAllowed {
 			if !fired[name] {
-				t.Errorf("allow-listed lint %s no longer fires; remove it from zlintAllowed and testdata/zlint-exceptions.md", name)
+				t.Errorf("allow-listed lint %s no longer fires; remove it from zlintAllowed and docs/zlint.md", name)
 			}
 		}
 	})
@@ -228,11 +228,11 @@ func serverCert(t *testing.T, ca *testCA) *x509.Certificate {
 	return conn.ConnectionState().PeerCertificates[0]
 }
 
-// TestZlintExceptionsDocumented checks that testdata/zlint-exceptions.md
+// TestZlintExceptionsDocumented checks that docs/zlint.md
 // lists exactly the lints in zlintAllowed.
 func TestZlintExceptionsDocumented(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(filepath.Join("testdata", "zlint-exceptions.md"))
+	b, err := os.ReadFile(filepath.Join("..", "docs", "zlint.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,17 +244,17 @@ func TestZlintExceptionsDocumented(t *testing.T) {
 	}
 	for name := range zlintAllowed {
 		if !doc[name] {
-			t.Errorf("%s is allow-listed in zlint_test.go but not in testdata/zlint-exceptions.md", name)
+			t.Errorf("%s is allow-listed in zlint_test.go but not in docs/zlint.md", name)
 		}
 	}
 	for name := range doc {
 		if zlintAllowed[name] == "" {
-			t.Errorf("%s is in testdata/zlint-exceptions.md but not allow-listed in zlint_test.go", name)
+			t.Errorf("%s is in docs/zlint.md but not allow-listed in zlint_test.go", name)
 		}
 	}
 	for _, s := range zlintSources {
 		if !regexp.MustCompile(regexp.QuoteMeta(string(s))).Match(b) {
-			t.Errorf("testdata/zlint-exceptions.md does not name the lint source %s", s)
+			t.Errorf("docs/zlint.md does not name the lint source %s", s)
 		}
 	}
 }
