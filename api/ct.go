@@ -90,6 +90,7 @@ type Log struct {
 // the next one replaces it.
 type logRound struct {
 	sth  *ct.SignedTreeHead
+	resp *ct.GetSTHResponse
 	body []byte // get-sth JSON
 	err  error
 	done chan struct{}
@@ -167,12 +168,12 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 
 func newRound(sth *ct.SignedTreeHead, err error) (*logRound, error) {
 	r := &logRound{sth: sth, err: err, done: make(chan struct{})}
-	resp, err := translog.STHResponse(sth)
-	if err != nil {
-		return nil, err
+	var merr error
+	if r.resp, merr = translog.STHResponse(sth); merr != nil {
+		return nil, merr
 	}
-	if r.body, err = json.Marshal(resp); err != nil {
-		return nil, err
+	if r.body, merr = json.Marshal(r.resp); merr != nil {
+		return nil, merr
 	}
 	return r, nil
 }
@@ -224,7 +225,7 @@ func (l *Log) refresh(ctx context.Context) {
 	}
 	if err != nil {
 		l.log.Error("signing the issuance log's tree head", "err", err)
-		r = &logRound{sth: cur.sth, body: cur.body, err: err, done: make(chan struct{})}
+		r = &logRound{sth: cur.sth, resp: cur.resp, body: cur.body, err: err, done: make(chan struct{})}
 	}
 	l.mu.Lock()
 	old := l.cur
@@ -262,6 +263,14 @@ func (l *Log) PublicKeyPEM() []byte { return l.keyPEM }
 // for the signer when the latest one is smaller. The caller's entries must
 // be committed. It returns the signer's error if signing fails, or ctx's.
 func (l *Log) Covering(ctx context.Context, size uint64) (*ct.SignedTreeHead, error) {
+	r, err := l.covering(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	return r.sth, nil
+}
+
+func (l *Log) covering(ctx context.Context, size uint64) (*logRound, error) {
 	r := l.current()
 	for r.sth.TreeSize < size {
 		select {
@@ -278,7 +287,7 @@ func (l *Log) Covering(ctx context.Context, size uint64) (*ct.SignedTreeHead, er
 			return nil, r.err
 		}
 	}
-	return r.sth, nil
+	return r, nil
 }
 
 // LogReceipt is the "log" object of a SignResponse: the certificate's entry
@@ -300,10 +309,11 @@ type LogReceipt struct {
 // that includes it (waiting for the signer if need be) and the inclusion
 // proof, checked before it is returned.
 func (l *Log) Receipt(ctx context.Context, index uint64, leaf *translog.Leaf) (*LogReceipt, error) {
-	sth, err := l.Covering(ctx, index+1)
+	r, err := l.covering(ctx, index+1)
 	if err != nil {
 		return nil, err
 	}
+	sth := r.sth
 	path, err := translog.InclusionProof(ctx, l.store, index, sth.TreeSize)
 	if err != nil {
 		return nil, err
@@ -311,12 +321,8 @@ func (l *Log) Receipt(ctx context.Context, index uint64, leaf *translog.Leaf) (*
 	if err := translog.VerifyInclusion(leaf.Hash, index, sth.TreeSize, path, sth.SHA256RootHash[:]); err != nil {
 		return nil, fmt.Errorf("api: the stored log does not prove entry %d: %w", index, err)
 	}
-	resp, err := translog.STHResponse(sth)
-	if err != nil {
-		return nil, err
-	}
 	return &LogReceipt{Index: index, Timestamp: leaf.Timestamp(), LeafHash: leaf.Hash, TreeSize: sth.TreeSize,
-		RootHash: resp.SHA256RootHash, InclusionProof: nonNil(path), STH: resp}, nil
+		RootHash: r.resp.SHA256RootHash, InclusionProof: nonNil(path), STH: r.resp}, nil
 }
 
 func nonNil(p [][]byte) [][]byte {

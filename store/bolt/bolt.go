@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/store"
-	"github.com/agentca/agentca/translog"
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -74,9 +73,9 @@ type Store struct {
 	readOnly bool
 
 	onLogAppend func()
-	// logGrew is set by writes that appended to the log during the
-	// transaction being committed; only the committer touches it.
-	logGrew bool
+	// batch gathers the leaves the writes of the transaction being
+	// committed append; only the committer touches it.
+	batch logBatch
 }
 
 var _ store.Store = (*Store)(nil)
@@ -244,8 +243,10 @@ func (s *Store) commitLoop() {
 // op is retried alone so one bad write cannot fail the others.
 func (s *Store) commit(ops []*op) {
 	errs := make([]error, len(ops))
-	s.logGrew = false
 	err := s.db.Update(func(tx *bbolt.Tx) error {
+		// Each attempt starts from the committed log: a retried write
+		// must not see the leaves of a batch that rolled back.
+		s.batch = logBatch{}
 		for i, o := range ops {
 			if err := o.ctx.Err(); err != nil {
 				errs[i] = err
@@ -261,6 +262,10 @@ func (s *Store) commit(ops []*op) {
 				return err
 			}
 		}
+		// The whole batch is one append to the tree.
+		if err := s.batch.flush(tx); err != nil {
+			return fmt.Errorf("issuance log: %w", err)
+		}
 		return nil
 	})
 	if err != nil && len(ops) > 1 {
@@ -269,7 +274,7 @@ func (s *Store) commit(ops []*op) {
 		}
 		return
 	}
-	if err == nil && s.logGrew && s.onLogAppend != nil {
+	if err == nil && len(s.batch.hashes) > 0 && s.onLogAppend != nil {
 		s.onLogAppend()
 	}
 	for i, o := range ops {
@@ -326,22 +331,20 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 				}
 			}
 		}
-		var st translog.State
+		var index uint64
 		if leaf != nil {
 			if tx.Bucket(bucketLogIndex).Get(leaf.Hash) != nil {
 				return refuse(fmt.Errorf("%w: the log already holds this certificate", store.ErrDuplicateSerial))
 			}
-			// The state this batch's previous writes left: read
-			// here, never cached, as a retry starts afresh.
 			var err error
-			if st, err = readState(tx); err != nil {
+			if index, err = s.batch.next(tx); err != nil {
 				return err
 			}
 		}
 		// Writes.
 		v := certJSON
 		if leaf != nil {
-			v = withLogFields(certJSON, st.Size(), leaf.Timestamp())
+			v = withLogFields(certJSON, index, leaf.Timestamp())
 		}
 		if err := certs.Put(serial, v); err != nil {
 			return err
@@ -362,11 +365,10 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 			}
 		}
 		if leaf != nil {
-			if _, err := appendLeaves(tx, st, []*translog.Leaf{leaf}); err != nil {
+			if err := s.batch.add(tx, index, leaf); err != nil {
 				return fmt.Errorf("issuance log: %w", err)
 			}
-			logIndex = st.Size()
-			s.logGrew = true
+			logIndex = index
 		}
 		return nil
 	})

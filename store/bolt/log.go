@@ -9,8 +9,9 @@ package bolt
 //	meta         "log_sth"                              → the last signed tree head (JSON)
 //
 // Entries, index and nodes are only ever added (a node's hash never
-// changes once written); the state key is rewritten by each append. All of
-// it is written inside the transaction that records the certificates.
+// changes once written); the state key is rewritten by each append: one
+// per committed batch. All of it is written inside the transaction that
+// records the certificates.
 
 import (
 	"bytes"
@@ -70,37 +71,80 @@ func readState(tx *bbolt.Tx) (translog.State, error) {
 	return st, nil
 }
 
-// appendLeaves appends leaves (in order) to the log state st in tx: their
-// inputs by index, their indexes by hash, every node the append fixes, and
-// the new state. The caller has checked that no leaf is already logged.
-func appendLeaves(tx *bbolt.Tx, st translog.State, leaves []*translog.Leaf) (translog.State, error) {
-	entries, index, nodes := tx.Bucket(bucketLogEntries), tx.Bucket(bucketLogIndex), tx.Bucket(bucketLogNodes)
-	entries.FillPercent = 1 // keys only ever grow: pack the pages
-	hashes := make([][]byte, len(leaves))
-	for i, l := range leaves {
-		n := st.Size() + uint64(i)
-		if err := entries.Put(indexKey(n), l.Input); err != nil {
-			return st, err
+// logBatch is the log's side of one transaction of the committer: the
+// writes of the batch each add a leaf (entry and hash index at once), and
+// flush appends all their hashes to the tree in one go, writing the nodes
+// this fixes and the new state. It is reset at the start of every
+// attempt, so a write retried alone reads the committed state afresh.
+type logBatch struct {
+	state  translog.State
+	loaded bool
+	hashes [][]byte
+}
+
+// next returns the index the next leaf of the batch gets.
+func (b *logBatch) next(tx *bbolt.Tx) (uint64, error) {
+	if !b.loaded {
+		st, err := readState(tx)
+		if err != nil {
+			return 0, err
 		}
-		if err := index.Put(l.Hash, indexKey(n)); err != nil {
-			return st, err
-		}
-		hashes[i] = l.Hash
+		b.state, b.loaded = st, true
 	}
-	next, err := st.Append(hashes, func(id compact.NodeID, hash []byte) error {
+	return b.state.Size() + uint64(len(b.hashes)), nil
+}
+
+// add writes leaf's entry at index (from next) and its hash index.
+func (b *logBatch) add(tx *bbolt.Tx, index uint64, leaf *translog.Leaf) error {
+	if want, err := b.next(tx); err != nil || index != want {
+		return fmt.Errorf("log leaf for index %d added at %d (%v)", index, want, err)
+	}
+	entries := tx.Bucket(bucketLogEntries)
+	entries.FillPercent = 1 // keys only ever grow: pack the pages
+	if err := entries.Put(indexKey(index), leaf.Input); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketLogIndex).Put(leaf.Hash, indexKey(index)); err != nil {
+		return err
+	}
+	b.hashes = append(b.hashes, leaf.Hash)
+	return nil
+}
+
+// flush appends the batch's leaf hashes to the tree.
+func (b *logBatch) flush(tx *bbolt.Tx) error {
+	if len(b.hashes) == 0 {
+		return nil
+	}
+	nodes := tx.Bucket(bucketLogNodes)
+	nodes.FillPercent = 0.9 // each level only grows at its end
+	next, err := b.state.Append(b.hashes, func(id compact.NodeID, hash []byte) error {
 		return nodes.Put(nodeKey(id), hash)
 	})
 	if err != nil {
-		return st, err
+		return err
 	}
-	b, err := next.MarshalBinary()
+	v, err := next.MarshalBinary()
 	if err != nil {
-		return st, err
+		return err
 	}
-	if err := tx.Bucket(bucketMeta).Put(keyLogState, b); err != nil {
-		return st, err
+	return tx.Bucket(bucketMeta).Put(keyLogState, v)
+}
+
+// appendLeaves appends leaves, in order, to the log in tx through a
+// logBatch: for the upgrade of an old file and for bulk loads.
+func appendLeaves(tx *bbolt.Tx, leaves []*translog.Leaf) error {
+	var b logBatch
+	for _, l := range leaves {
+		i, err := b.next(tx)
+		if err != nil {
+			return err
+		}
+		if err := b.add(tx, i, l); err != nil {
+			return err
+		}
 	}
-	return next, nil
+	return b.flush(tx)
 }
 
 // withLogFields adds "log_index" and "log_timestamp" to a certificate
@@ -156,8 +200,7 @@ func backfillLog(tx *bbolt.Tx, now time.Time) error {
 			return err
 		}
 	}
-	_, err = appendLeaves(tx, translog.State{}, leaves)
-	return err
+	return appendLeaves(tx, leaves)
 }
 
 // txNodes reads nodes inside a transaction.
