@@ -82,7 +82,8 @@ func logCommand() *cli.Command {
 				Usage: "prove that a certificate is in the log: find its entry and verify the inclusion proof against the latest signed tree head",
 				Flags: []cli.Flag{caURL(), logKey(),
 					&cli.StringFlag{Name: "cert", Usage: "PEM file whose first certificate is the one to prove (cert.pem)", EnvVars: []string{"AGENTCA_CERT"}},
-					&cli.Int64Flag{Name: "timestamp", Usage: "the entry's timestamp in ms (the SignResponse's log.timestamp); default: the certificate's issuance time, NotBefore plus one minute", EnvVars: []string{"AGENTCA_LOG_TIMESTAMP"}}},
+					&cli.Int64Flag{Name: "timestamp", Usage: "the entry's timestamp in ms (the SignResponse's log.timestamp); default: the certificate's issuance time, NotBefore plus one minute", EnvVars: []string{"AGENTCA_LOG_TIMESTAMP"}},
+					&cli.Uint64Flag{Name: "search", Usage: "when the timestamps do not find it, search at most this many entries (oldest first: where an upgraded state directory's certificates are) for the certificate; 0 searches none", Value: 100_000, EnvVars: []string{"AGENTCA_LOG_SEARCH"}}},
 				Action: func(c *cli.Context) error {
 					if c.String("cert") == "" {
 						return usagef("--cert is required")
@@ -325,8 +326,8 @@ func logProve(c *cli.Context) error {
 		leaf = l
 		break
 	}
-	if leaf == nil && c.Int64("timestamp") == 0 {
-		if leaf, err = scanEntries(c.Context, lc, cert, sth.TreeSize); err != nil {
+	if leaf == nil && c.Int64("timestamp") == 0 && c.Uint64("search") > 0 {
+		if leaf, err = scanEntries(c.Context, lc, cert, min(sth.TreeSize, c.Uint64("search"))); err != nil {
 			return err
 		}
 		if leaf != nil {
@@ -353,14 +354,12 @@ func logProve(c *cli.Context) error {
 	return nil
 }
 
-// scanEntries looks for cert in the log's entries, newest first (for a
+// scanEntries looks for cert among the first n entries of the log (for a
 // certificate whose timestamp is not its issuance time: one logged when an
-// older state directory was upgraded).
-func scanEntries(ctx context.Context, lc *logConn, cert *x509.Certificate, size uint64) (*translog.Leaf, error) {
-	const pageSize = 256
-	for end := size; end > 0; {
-		start := end - min(end, pageSize)
-		resp, err := lc.client.GetRawEntries(ctx, int64(start), int64(end-1))
+// older state directory was upgraded, at the start of the log).
+func scanEntries(ctx context.Context, lc *logConn, cert *x509.Certificate, n uint64) (*translog.Leaf, error) {
+	for start := uint64(0); start < n; {
+		resp, err := lc.client.GetRawEntries(ctx, int64(start), int64(n-1))
 		if err != nil {
 			return nil, fmt.Errorf("get-entries: %w", err)
 		}
@@ -373,7 +372,7 @@ func scanEntries(ctx context.Context, lc *logConn, cert *x509.Certificate, size 
 				return l, nil
 			}
 		}
-		end = start
+		start += uint64(len(resp.Entries))
 	}
 	return nil, nil
 }

@@ -193,6 +193,12 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	lns := []net.Listener{tls.NewListener(httpsLn, tlsConf), httpLn, adminLn}
 	errc := make(chan error, len(servers))
+	// The log's signer outlives the listeners' drain: a request whose
+	// certificate is committed waits for the tree head that includes it.
+	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLog()
+	logDone := make(chan struct{})
+	go func() { defer close(logDone); tlog.Run(logCtx) }()
 	for i, s := range servers {
 		go func() {
 			if err := s.Serve(lns[i]); !errors.Is(err, http.ErrServerClosed) {
@@ -201,8 +207,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	wg.Add(5)
-	go func() { defer wg.Done(); tlog.Run(ctx) }()
+	wg.Add(4)
 	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
 	go func() {
 		defer wg.Done()
@@ -234,6 +239,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	stop()
 	wg.Wait()
+	stopLog() // saves the latest tree head
+	<-logDone
 	log.Info("stopped")
 	return serveErr
 }
