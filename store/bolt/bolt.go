@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -300,6 +301,9 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 	certJSON, err := json.Marshal(&rec)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
+	}
+	if leaf != nil {
+		certJSON = slices.Grow(certJSON, logFieldsRoom)
 	}
 	var logIndex uint64 // set by the write that commits
 	err = s.write(ctx, func(tx *bbolt.Tx) error {

@@ -149,16 +149,21 @@ func appendLeaves(tx *bbolt.Tx, leaves []*translog.Leaf) error {
 
 // withLogFields adds "log_index" and "log_timestamp" to a certificate
 // record's JSON encoding (made before the transaction, with both fields
-// zero and so omitted), so that the committer does not encode records.
+// zero and so omitted), so that the committer does not encode records. It
+// appends in rec's spare capacity when there is enough (Issue reserves
+// it): rec keeps its length, and a retried write, in a new transaction,
+// overwrites the same bytes.
 func withLogFields(rec []byte, index, timestamp uint64) []byte {
-	out := make([]byte, 0, len(rec)+64)
-	out = append(out, rec[:len(rec)-1]...) // drop the closing brace
+	out := rec[:len(rec)-1] // drop the closing brace
 	out = append(out, `,"log_index":`...)
 	out = strconv.AppendUint(out, index, 10)
 	out = append(out, `,"log_timestamp":`...)
 	out = strconv.AppendUint(out, timestamp, 10)
 	return append(out, '}')
 }
+
+// logFieldsRoom is the most withLogFields adds.
+const logFieldsRoom = len(`,"log_index":,"log_timestamp":`) + 2*20
 
 // backfillLog appends every certificate recorded before the store kept a
 // log (a state directory older than the issuance log), oldest first, with
