@@ -205,6 +205,16 @@ func backfillLog(tx *bbolt.Tx, now time.Time) error {
 			return err
 		}
 	}
+	if len(leaves) == 0 {
+		// Mark the log as started, so that a record issued later
+		// without its leaf is reported by the audit, never logged
+		// silently by an open.
+		v, err := translog.State{}.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyLogState, v)
+	}
 	return appendLeaves(tx, leaves)
 }
 
