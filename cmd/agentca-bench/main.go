@@ -1,0 +1,281 @@
+// Command agentca-bench is agentca's load generator. It drives a real
+// `agentca serve` child process over HTTPS on 127.0.0.1 and reports
+// durable issuances per second, latency percentiles and the daemon's CPU
+// and memory, next to the machine's ceiling for the same cryptography.
+//
+//	go build -o bin/agentca ./cmd/agentca
+//	go run ./cmd/agentca-bench --binary bin/agentca --write docs/benchmarks.md
+//
+// What it does, in order:
+//
+//  1. measures the machine ceiling: x509.CreateCertificate (P-256 issuer,
+//     P-256 leaf) plus a CSR signature check, on every core, for ~3 s;
+//  2. `agentca init` in a temporary directory on free loopback ports, and
+//     `agentca serve` as a child process (stderr to serve.log);
+//  3. pre-creates single-use join tokens with `agentca token create
+//     --count N --json` (one call per 10,000) and a pool of P-256 CSRs;
+//  4. for each --concurrency, POST /v1/sign with a fresh token per request
+//     over keep-alive HTTP/1.1 connections (one per worker) for --duration,
+//     never more requests than tokens;
+//  5. enrolls 64 agents and, at concurrency 64, has each renew over mTLS
+//     with its own certificate on its own keep-alive connection, with an
+//     empty JSON body {} (renew keeping the key) for --duration;
+//  6. stops the daemon with SIGTERM and checks that it exits 0.
+//
+// The daemon's CPU time comes from /proc/PID/stat (utime+stime) before and
+// after each phase; its peak RSS from /proc/PID/status (VmHWM).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	binary      string
+	duration    time.Duration
+	concurrency []int
+	renewConc   int
+	agents      int
+	csrPool     int
+	ceilingDur  time.Duration
+	write       string
+	keep        bool
+	pprofDir    string
+}
+
+func main() {
+	var opts options
+	var conc string
+	flag.StringVar(&opts.binary, "binary", "bin/agentca", "the agentca binary to benchmark")
+	flag.DurationVar(&opts.duration, "duration", 10*time.Second, "length of each load phase")
+	flag.StringVar(&conc, "concurrency", "16,64", "comma-separated concurrencies for the /v1/sign phases")
+	flag.IntVar(&opts.renewConc, "renew-concurrency", 64, "concurrent workers in the /v1/renew phase (one enrolled agent each)")
+	flag.IntVar(&opts.csrPool, "csr-pool", 256, "number of pre-generated P-256 keys+CSRs reused across /v1/sign requests")
+	flag.DurationVar(&opts.ceilingDur, "ceiling-duration", 3*time.Second, "how long to measure the machine ceiling")
+	flag.StringVar(&opts.write, "write", "", "write the markdown report into this file (between the agentca-bench markers if it has them)")
+	flag.BoolVar(&opts.keep, "keep", false, "keep the temporary state directory (serve.log, agentca.db)")
+	flag.StringVar(&opts.pprofDir, "pprof", "", "profile the daemon: run a pprof-enabled build of `agentca serve` (./cmd/agentca-bench/profserve, built with `go build`) and save one CPU profile per phase in this directory")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: agentca-bench [flags]\n\nLoad generator for agentca: /v1/sign and /v1/renew against a local daemon.\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "agentca-bench: takes no arguments")
+		os.Exit(2)
+	}
+	for _, f := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 4096 {
+			fmt.Fprintf(os.Stderr, "agentca-bench: --concurrency: %q is not a number between 1 and 4096\n", f)
+			os.Exit(2)
+		}
+		opts.concurrency = append(opts.concurrency, n)
+	}
+	opts.agents = opts.renewConc
+	if opts.duration < time.Second || opts.duration > 10*time.Minute {
+		fmt.Fprintln(os.Stderr, "agentca-bench: --duration must be between 1s and 10m")
+		os.Exit(2)
+	}
+	if opts.renewConc < 0 || opts.renewConc > 4096 || opts.csrPool < 1 {
+		fmt.Fprintln(os.Stderr, "agentca-bench: --renew-concurrency must be 0..4096 and --csr-pool at least 1")
+		os.Exit(2)
+	}
+	bin, err := filepath.Abs(opts.binary)
+	if err == nil {
+		_, err = os.Stat(bin)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "agentca-bench: --binary %s: %v (build it with `go build -o bin/agentca ./cmd/agentca`)\n", opts.binary, err)
+		os.Exit(1)
+	}
+	opts.binary = bin
+
+	// Bound the whole run: every phase is bounded by time and count, this
+	// is the backstop.
+	limit := time.Duration(len(opts.concurrency)+2)*(opts.duration+time.Minute) + opts.ceilingDur + 2*time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rep, err := run(ctx, opts)
+	if rep != nil {
+		md := rep.markdown()
+		fmt.Println()
+		fmt.Print(md)
+		if opts.write != "" {
+			if werr := writeReport(opts.write, md); werr != nil {
+				fmt.Fprintf(os.Stderr, "agentca-bench: --write: %v\n", werr)
+				if err == nil {
+					err = werr
+				}
+			} else {
+				fmt.Fprintf(os.Stderr, "agentca-bench: report written to %s\n", opts.write)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// logf prints progress to stderr, so stdout carries only the report.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+func run(ctx context.Context, opts options) (*report, error) {
+	rep := newReport(opts)
+	logf("machine: %d CPUs, %s; %s", rep.machine.cpus, rep.machine.model, rep.machine.goVersion)
+
+	logf("measuring the machine ceiling for %s on %d goroutines", opts.ceilingDur, rep.machine.cpus)
+	ceil, err := measureCeiling(ctx, opts.ceilingDur)
+	if err != nil {
+		return nil, fmt.Errorf("ceiling: %w", err)
+	}
+	rep.ceiling = ceil
+	logf("ceiling: %.0f CreateCertificate+CheckSignature/s", ceil.rate)
+
+	dir, err := os.MkdirTemp("", "agentca-bench-")
+	if err != nil {
+		return nil, err
+	}
+	keep := opts.keep
+	defer func() {
+		if keep {
+			logf("kept %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
+
+	d, err := startDaemon(ctx, opts, dir)
+	if err != nil {
+		keep = true
+		return nil, err
+	}
+	defer d.kill()
+	rep.daemon = d.info
+
+	lg, err := newLoad(ctx, d, opts)
+	if err != nil {
+		keep = true
+		return rep, err
+	}
+	defer lg.close()
+
+	// Warm-up at the highest concurrency: fills connection pools and the
+	// daemon's heap, and estimates the rate to size the token batches.
+	maxC := 0
+	for _, c := range opts.concurrency {
+		maxC = max(maxC, c)
+	}
+	warm := min(2*time.Second, opts.duration/2)
+	if err := lg.ensureTokens(ctx, 10_000); err != nil {
+		keep = true
+		return rep, err
+	}
+	w := lg.signPhase(ctx, "warm-up", maxC, warm, d.pprofURL, "")
+	estimate := w.rate()
+	logf("warm-up: %d issued, %.0f/s, %d errors", w.ok, estimate, w.errors)
+	if w.ok == 0 {
+		keep = true
+		rep.phases = append(rep.phases, w)
+		return rep, fmt.Errorf("warm-up issued nothing: %s", strings.Join(w.firstErrors, "; "))
+	}
+
+	for _, c := range opts.concurrency {
+		if ctx.Err() != nil {
+			break
+		}
+		// Enough tokens that the phase is bounded by time, not count:
+		// the daemon cannot issue faster than the machine ceiling, but
+		// the ceiling may have been measured while something else ran,
+		// so at least twice the warm-up rate. At most 200,000.
+		need := int(max(2*estimate, ceil.rate) * opts.duration.Seconds())
+		need = min(max(need, 2*c), 200_000)
+		if err := lg.ensureTokens(ctx, need); err != nil {
+			keep = true
+			return rep, err
+		}
+		ph := lg.signPhase(ctx, fmt.Sprintf("sign c=%d", c), c, opts.duration, d.pprofURL, opts.pprofDir)
+		logf("%s: %d issued in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
+			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
+		rep.phases = append(rep.phases, ph)
+	}
+
+	if opts.renewConc > 0 && ctx.Err() == nil {
+		logf("enrolling %d agents", opts.agents)
+		if err := lg.ensureTokens(ctx, opts.agents); err != nil {
+			keep = true
+			return rep, err
+		}
+		agents, err := lg.enroll(ctx, opts.agents)
+		if err != nil {
+			keep = true
+			return rep, fmt.Errorf("enroll: %w", err)
+		}
+		// Bounded by count as well: no more renewals than the sign
+		// phases' token budget.
+		maxRate := max(2*estimate, ceil.rate)
+		ph := lg.renewPhase(ctx, fmt.Sprintf("renew c=%d", opts.renewConc), agents, opts.duration, maxRate, d.pprofURL, opts.pprofDir)
+		logf("%s: %d renewed in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
+			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
+		rep.phases = append(rep.phases, ph)
+	}
+
+	rep.daemon.peakRSS = d.peakRSS()
+	lg.close()
+	logf("stopping the daemon with SIGTERM")
+	code, stopErr := d.stop(30 * time.Second)
+	rep.daemon.exitCode = code
+	rep.daemon.logErrors, rep.daemon.logLines = d.logSummary()
+	if fi, err := os.Stat(filepath.Join(d.dir, "agentca.db")); err == nil {
+		rep.daemon.dbBytes = fi.Size()
+	}
+	rep.daemon.tokens = len(lg.tokens)
+	rep.daemon.issued = w.ok + opts.agents
+	for _, ph := range rep.phases {
+		rep.daemon.issued += ph.ok
+	}
+	if stopErr != nil {
+		keep = true
+		return rep, stopErr
+	}
+	if code != 0 {
+		keep = true
+		return rep, fmt.Errorf("daemon exited with status %d after SIGTERM (want 0); see %s", code, d.logPath)
+	}
+	logf("daemon exited 0")
+	// The ceiling again, now that the daemon is gone: other work on the
+	// machine shows up as a difference between the two.
+	if after, err := measureCeiling(ctx, opts.ceilingDur); err == nil {
+		rep.ceilingAfter = after
+		logf("ceiling after the run: %.0f/s", after.rate)
+	}
+	var failed []string
+	for _, ph := range rep.phases {
+		if ph.errors > 0 {
+			failed = append(failed, fmt.Sprintf("%s: %d errors", ph.name, ph.errors))
+		}
+	}
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("interrupted: %w", context.Cause(ctx))
+	}
+	if len(failed) > 0 {
+		return rep, errors.New(strings.Join(failed, "; "))
+	}
+	return rep, nil
+}
