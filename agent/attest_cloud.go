@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/smallstep/pkcs7"
 )
 
 const (
@@ -139,6 +141,22 @@ func AzureAttested(ctx context.Context, imdsURL, nonce string) (string, error) {
 	der, err := base64.StdEncoding.DecodeString(strings.TrimSpace(resp.Signature))
 	if err != nil || len(der) == 0 || der[0] != 0x30 {
 		return fail(errors.New("signature: not a base64 PKCS#7 message"))
+	}
+	// IMDS may answer from its cache with data for an earlier nonce; the
+	// CA would refuse it, so say so here. Nothing is verified: the CA
+	// does that.
+	p7, err := pkcs7.Parse(der)
+	if err != nil {
+		return fail(fmt.Errorf("signature: %w", err))
+	}
+	var content struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := json.Unmarshal(p7.Content, &content); err != nil {
+		return fail(fmt.Errorf("signed content: %w", err))
+	}
+	if content.Nonce != nonce {
+		return fail(fmt.Errorf("IMDS answered for nonce %q, not %q (a cached answer?): ask the CA for a new challenge", content.Nonce, nonce))
 	}
 	tok, err := json.Marshal(struct {
 		Nonce     string `json:"nonce"`

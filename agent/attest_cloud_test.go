@@ -388,7 +388,9 @@ func TestAzureAttested(t *testing.T) {
 }
 
 func TestAzureAttestedFails(t *testing.T) {
-	der := []byte{0x30, 0x03, 0x02, 0x01, 0x01}
+	key := cloudTKey(t)
+	cert := cloudTCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "metadata.azure.com"}}, nil, key.Public(), key)
+	cached := cloudTSign(t, []byte(`{"nonce":"1111111111","vmId":"02aab8a4-74ef-476e-8182-f6d2ba4166a6"}`), cert, key)
 	tests := []struct {
 		name, nonce string
 		setup       func(s *cloudTAzure)
@@ -402,11 +404,13 @@ func TestAzureAttestedFails(t *testing.T) {
 		{"other encoding", "0123456789", func(s *cloudTAzure) { s.body = `{"encoding":"jws","signature":"MAMCAQE="}` }, nil, `encoding "jws"`},
 		{"signature not base64", "0123456789", func(s *cloudTAzure) { s.body = `{"encoding":"pkcs7","signature":"!!"}` }, nil, "signature"},
 		{"empty signature", "0123456789", func(s *cloudTAzure) { s.body = `{"encoding":"pkcs7","signature":""}` }, nil, "signature"},
+		{"not PKCS#7", "0123456789", func(s *cloudTAzure) { s.body = `{"encoding":"pkcs7","signature":"MAMCAQE="}` }, nil, "signature"},
+		{"answer for another nonce", "0123456789", nil, nil, `IMDS answered for nonce "1111111111"`},
 		{"bad URL", "0123456789", nil, func(*cloudTAzure) string { return "ftp://169.254.169.254" }, "metadata URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := cloudTNewAzure(t, func(string) []byte { return der })
+			s := cloudTNewAzure(t, func(string) []byte { return cached })
 			if tt.setup != nil {
 				s.mu.Lock()
 				tt.setup(s)
