@@ -127,6 +127,7 @@ func TestAttestRefuses(t *testing.T) {
 
 	detached := func() string {
 		sd, _ := pkcs7.NewSignedData(doc)
+		sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
 		_ = sd.AddSigner(cert, key, pkcs7.SignerInfoConfig{})
 		sd.Detach()
 		b, _ := sd.Finish()
@@ -134,6 +135,7 @@ func TestAttestRefuses(t *testing.T) {
 	}()
 	twoSigners := func() string {
 		sd, _ := pkcs7.NewSignedData(doc)
+		sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
 		_ = sd.AddSigner(cert, key, pkcs7.SignerInfoConfig{})
 		_ = sd.AddSigner(cert, key, pkcs7.SignerInfoConfig{})
 		b, _ := sd.Finish()
