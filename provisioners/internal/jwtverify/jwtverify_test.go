@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -411,5 +412,64 @@ func TestCheckHTTPSURL(t *testing.T) {
 		if err := jwtverify.CheckHTTPSURL(c.in); (err == nil) != c.ok {
 			t.Errorf("%q: err = %v", c.in, err)
 		}
+	}
+}
+
+// TestKeysStaleDoNotWait: while one request reloads old keys from a slow
+// source, the others verify with the keys they have instead of waiting.
+func TestKeysStaleDoNotWait(t *testing.T) {
+	clk := jt.NewClock()
+	k := jt.RSA(t, "k")
+	jwks := jt.JWKS(k.JWK(false))
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	var slow atomic.Bool
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			arrived <- struct{}{}
+			<-release
+		}
+		w.Write(jwks)
+	}))
+	defer srv.Close()
+	keys, err := jwtverify.NewKeys(jwtverify.KeysConfig{URL: srv.URL, HTTPClient: srv.Client(), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := newVerifier(t, clk, keys)
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, k.Sign(t, nil, claimsAt(clk.Now()))); err != nil {
+		t.Fatal(err)
+	}
+	slow.Store(true)
+	clk.Advance(jwtverify.DefaultMaxAge)
+	tok := k.Sign(t, nil, claimsAt(clk.Now()))
+	first := make(chan error)
+	go func() {
+		_, err := v.Verify(ctx, tok)
+		first <- err
+	}()
+	<-arrived // the first request holds the load, blocked on the source
+	others := make(chan error, 1)
+	go func() {
+		for range 10 {
+			if _, err := v.Verify(ctx, tok); err != nil {
+				others <- err
+				return
+			}
+		}
+		others <- nil
+	}()
+	select {
+	case err := <-others:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("requests with a known key waited for the reload")
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
 	}
 }

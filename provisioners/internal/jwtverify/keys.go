@@ -144,8 +144,11 @@ func (k *Keys) key(ctx context.Context, kid, alg string) (*jose.JSONWebKey, erro
 	set, loaded := k.set, k.loaded
 	k.mu.Unlock()
 	var loadErr error
-	if set == nil || len(set.Key(kid)) == 0 || k.now().Sub(loaded) >= k.maxAge {
-		loadErr = k.reload(ctx)
+	known := set != nil && len(set.Key(kid)) > 0
+	if !known || k.now().Sub(loaded) >= k.maxAge {
+		// A token whose key is known but old does not wait for a load
+		// another request is doing: the old key serves meanwhile.
+		loadErr = k.reload(ctx, !known)
 		k.mu.Lock()
 		set = k.set
 		k.mu.Unlock()
@@ -199,9 +202,14 @@ func fits(key *jose.JSONWebKey, alg string) bool {
 var errTooSoon = errors.New("reloaded recently")
 
 // reload loads the set unless a load was attempted less than minRefresh
-// ago. Concurrent callers wait for one load.
-func (k *Keys) reload(ctx context.Context) error {
-	k.load.Lock()
+// ago. Concurrent callers wait for one load, unless wait is false: then
+// they return at once while another is loading.
+func (k *Keys) reload(ctx context.Context, wait bool) error {
+	if wait {
+		k.load.Lock()
+	} else if !k.load.TryLock() {
+		return errTooSoon
+	}
 	defer k.load.Unlock()
 	now := k.now()
 	k.mu.Lock()
