@@ -146,9 +146,14 @@ func (k *Key) JWK(x5c bool) map[string]any {
 	case *ecdsa.PublicKey:
 		m["kty"] = "EC"
 		m["crv"] = pub.Curve.Params().Name
-		size := (pub.Curve.Params().BitSize + 7) / 8
-		m["x"] = b64(pub.X.FillBytes(make([]byte, size)))
-		m["y"] = b64(pub.Y.FillBytes(make([]byte, size)))
+		// Uncompressed point: 0x04 || X || Y.
+		raw, err := pub.Bytes()
+		if err != nil {
+			panic(err)
+		}
+		size := (len(raw) - 1) / 2
+		m["x"] = b64(raw[1 : 1+size])
+		m["y"] = b64(raw[1+size:])
 	}
 	if x5c {
 		m["x5t"] = X5T(k.Cert)
