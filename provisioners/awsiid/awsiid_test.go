@@ -389,6 +389,9 @@ func TestNew(t *testing.T) {
 	if _, err := awsiid.New("aws", nil, awsiid.Options{}); err == nil {
 		t.Error("New accepted a nil config")
 	}
+	if _, err := awsiid.New("aws", &awsiid.Config{}, awsiid.Options{}); err == nil {
+		t.Error("New accepted a config without accounts")
+	}
 	if _, err := awsiid.New("aws", &awsiid.Config{Accounts: []string{testAccount}, MaxInstanceAge: "-1h"}, awsiid.Options{}); err == nil {
 		t.Error("New accepted a negative max_instance_age")
 	}

@@ -118,7 +118,7 @@ type Config struct {
 // are errors, and errors name the field.
 func ParseConfig(raw json.RawMessage) (*Config, error) {
 	var c Config
-	if err := decodeStrict(raw, &c); err != nil {
+	if err := decodeStrict(raw, &c, "options"); err != nil {
 		return nil, fmt.Errorf("azureimds: %w", err)
 	}
 	bad := func(field, format string, args ...any) (*Config, error) {
@@ -158,30 +158,31 @@ func parseTTL(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// decodeStrict decodes one JSON object into v, refusing unknown fields and
-// trailing data, and names the field in type errors.
-func decodeStrict(raw []byte, v any) error {
+// decodeStrict decodes one JSON object, what (options or token), into v,
+// refusing unknown fields and trailing data, and names the field in type
+// errors.
+func decodeStrict(raw []byte, v any, what string) error {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		raw = []byte("{}")
 	}
 	if raw[0] != '{' {
-		return errors.New("options: want a JSON object")
+		return fmt.Errorf("%s: want a JSON object", what)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return fmt.Errorf("%s: want %s", te.Field, te.Type)
+			return fmt.Errorf("%s: %s: want %s", what, te.Field, te.Type)
 		}
 		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return fmt.Errorf("%s: unknown field", f)
+			return fmt.Errorf("%s: %s: unknown field", what, f)
 		}
-		return fmt.Errorf("options: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("options: data after the object")
+		return fmt.Errorf("%s: data after the object", what)
 	}
 	return nil
 }
@@ -341,8 +342,8 @@ func (p *Provisioner) Attest(ctx context.Context, tok string) (*provisioners.Ide
 		return nil, refuse("token of %d bytes is larger than %d", len(tok), MaxTokenSize)
 	}
 	var t token
-	if err := decodeStrict([]byte(tok), &t); err != nil {
-		return nil, refuse("malformed token: %v", err)
+	if err := decodeStrict([]byte(tok), &t, "token"); err != nil {
+		return nil, refuse("malformed %v", err)
 	}
 	if !nonceRE.MatchString(t.Nonce) {
 		return nil, refuse("malformed token: nonce %q is not %d digits", trunc(t.Nonce), NonceDigits)
