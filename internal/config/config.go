@@ -408,8 +408,8 @@ func (c *Config) Validate() error {
 			if len(p.Options) > 0 {
 				bad(field, "unknown field(s) for a join-token provisioner: %s", optionNames(p.Options))
 			}
-			if p.SPIFFEIDTemplate != "" || p.SingleUse {
-				bad(field, "a join token is bound to its SPIFFE ID: spiffe_id_template and single_use do not apply")
+			if p.SPIFFEIDTemplate != "" || p.SingleUse || len(p.DNSSANs) > 0 {
+				bad(field, "a join token is bound to its SPIFFE ID: spiffe_id_template, dns_sans and single_use do not apply")
 			}
 		case TypeK8sSA, TypeAWSIID, TypeGCPIIT, TypeAzureMSI, TypeAzureIMDS:
 			if p.TokenTTL != 0 {

@@ -1,0 +1,50 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// challenger is a provisioner that binds attestations to a fresh nonce
+// (azure-imds).
+type challenger interface {
+	Challenge(ctx context.Context) (nonce string, expiresAt time.Time, err error)
+}
+
+// ChallengeRequest is the body of POST /v1/challenge.
+type ChallengeRequest struct {
+	Provisioner string `json:"provisioner"`
+}
+
+// ChallengeResponse is a single-use nonce to put in the attestation.
+type ChallengeResponse struct {
+	Nonce     string    `json:"nonce"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
+	var req ChallengeRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		writeError(w, e)
+		return
+	}
+	prov := (*s.provs.Load())[req.Provisioner]
+	if prov == nil {
+		writeError(w, errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %q", truncate(req.Provisioner, 64)))
+		return
+	}
+	c, ok := prov.Provisioner.(challenger)
+	if !ok {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "provisioner %q does not use challenges", prov.Name))
+		return
+	}
+	nonce, exp, err := c.Challenge(r.Context())
+	if err != nil {
+		// The only failure is too many outstanding challenges.
+		writeError(w, errorf(http.StatusServiceUnavailable, CodeUnavailable, "cannot issue a challenge now; retry"))
+		s.log.Warn("challenge refused", "provisioner", prov.Name, "err", err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, ChallengeResponse{Nonce: nonce, ExpiresAt: exp})
+}
