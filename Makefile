@@ -79,7 +79,9 @@ bench: build
 # testdata/fuzz; the seeds also run as ordinary tests in make test).
 FUZZTIME ?= 30s
 FUZZ_TARGETS := FuzzParseCSR:./ca/ FuzzDecodeSignRequest:./api/ FuzzOCSPHandler:./api/ \
-	FuzzConfigParse:./internal/config/ FuzzRespond:./ocsp/ FuzzParseLeaf:./translog/ FuzzState:./translog/
+	FuzzConfigParse:./internal/config/ FuzzRespond:./ocsp/ FuzzParseLeaf:./translog/ FuzzState:./translog/ \
+	FuzzK8sAttest:./provisioners/k8ssa/ FuzzGCPAttest:./provisioners/gcpiit/ FuzzAzureMSIAttest:./provisioners/azuremsi/ \
+	FuzzAWSAttest:./provisioners/awsiid/ FuzzAzureIMDSAttest:./provisioners/azureimds/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($${t#*:})"; \

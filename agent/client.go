@@ -444,3 +444,28 @@ func (c *Client) Revoke(ctx context.Context, cur *tls.Certificate, serial, reaso
 	req.Header.Set("Content-Type", "application/json")
 	return c.do(hc, req, out)
 }
+
+// Challenge asks the CA for a single-use nonce to bind into an attestation
+// (azure-imds).
+func (c *Client) Challenge(ctx context.Context, provisioner string) (string, error) {
+	b, err := json.Marshal(map[string]string{"provisioner": provisioner})
+	if err != nil {
+		return "", err
+	}
+	_, hc := c.state()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+"/v1/challenge", bytes.NewReader(b))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	var out struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := c.do(hc, req, &out); err != nil {
+		return "", err
+	}
+	if out.Nonce == "" {
+		return "", errors.New("agent: the CA returned no nonce")
+	}
+	return out.Nonce, nil
+}

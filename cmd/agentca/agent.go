@@ -40,6 +40,13 @@ func enrollCommand() *cli.Command {
 			&cli.StringFlag{Name: "provisioner", Usage: "provisioner name", Value: "join", EnvVars: []string{"AGENTCA_PROVISIONER"}},
 			&cli.StringFlag{Name: "token", Usage: "the attestation token (a join token)", EnvVars: []string{"AGENTCA_TOKEN"}},
 			&cli.StringFlag{Name: "token-file", Usage: "file holding the token; re-read when the agent must enroll again", EnvVars: []string{"AGENTCA_TOKEN_FILE"}},
+			&cli.BoolFlag{Name: "k8s", Usage: "attest with the Kubernetes projected service-account token (--token-file, default " + agent.DefaultK8sTokenPath + ")", EnvVars: []string{"AGENTCA_K8S"}},
+			&cli.BoolFlag{Name: "aws-iid", Usage: "attest with the AWS instance identity document (IMDSv2)", EnvVars: []string{"AGENTCA_AWS_IID"}},
+			&cli.BoolFlag{Name: "gcp", Usage: "attest with the GCP instance identity token (format=full, audience --audience)", EnvVars: []string{"AGENTCA_GCP"}},
+			&cli.BoolFlag{Name: "azure", Usage: "attest with an Azure managed-identity token (resource --audience)", EnvVars: []string{"AGENTCA_AZURE"}},
+			&cli.BoolFlag{Name: "azure-imds", Usage: "attest with Azure IMDS attested data bound to a CA challenge", EnvVars: []string{"AGENTCA_AZURE_IMDS"}},
+			&cli.StringFlag{Name: "audience", Usage: "audience (GCP) or resource (Azure) of the requested token: the provisioner's configured audience", Value: "agentca", EnvVars: []string{"AGENTCA_AUDIENCE"}},
+			&cli.StringFlag{Name: "metadata-url", Usage: "override the cloud metadata endpoint (tests, proxies)", EnvVars: []string{"AGENTCA_METADATA_URL"}},
 			outFlag(),
 			&cli.StringFlag{Name: "key-type", Usage: "leaf key type: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
 			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
@@ -63,8 +70,9 @@ func enroll(c *cli.Context) error {
 			return usagef("--fingerprint must be a SHA-256 in hex (64 hex digits, colons allowed)")
 		}
 	}
-	if (c.String("token") == "") == (c.String("token-file") == "") {
-		return usagef("give exactly one of --token or --token-file")
+	kind, err := attestationKind(c)
+	if err != nil {
+		return err
 	}
 	if _, err := agent.NewKey(c.String("key-type")); err != nil {
 		return usagef("--key-type: %v", err)
@@ -80,18 +88,12 @@ func enroll(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	attest := func(context.Context) (string, error) {
-		if t := c.String("token"); t != "" {
-			return t, nil
-		}
-		b, err := os.ReadFile(c.String("token-file"))
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimSpace(string(b)), nil
+	provisioner := c.String("provisioner")
+	if !c.IsSet("provisioner") && kind.provisioner != "" {
+		provisioner = kind.provisioner
 	}
 	cfg := agent.Config{
-		CAURL: caURL, Roots: roots, Provisioner: c.String("provisioner"), Attest: attest,
+		CAURL: caURL, Roots: roots, Provisioner: provisioner, Attest: kind.attest(c, caURL, roots, provisioner),
 		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: out,
 	}
 	if !c.Bool("daemon") {
@@ -113,7 +115,7 @@ func enroll(c *cli.Context) error {
 		// One attestation (a join token) is used once: do not let a
 		// daemon restart with a consumed token loop. Re-enrolling
 		// after expiry re-reads --token-file.
-		if c.String("token") != "" {
+		if kind.name == "token" {
 			token := c.String("token")
 			used := false
 			cfg.Attest = func(context.Context) (string, error) {
@@ -251,4 +253,83 @@ func renewCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// attestation is how enroll proves what it is.
+type attestation struct {
+	name        string // the flag that chose it
+	provisioner string // default provisioner name for it
+}
+
+// attestationKind checks that exactly one attestation source was given.
+func attestationKind(c *cli.Context) (attestation, error) {
+	var kinds []attestation
+	for _, k := range []attestation{{"k8s", "k8s"}, {"aws-iid", "aws"}, {"gcp", "gcp"}, {"azure", "azure"}, {"azure-imds", "azure-imds"}} {
+		if c.Bool(k.name) {
+			kinds = append(kinds, k)
+		}
+	}
+	if c.String("token") != "" {
+		kinds = append(kinds, attestation{name: "token"})
+	}
+	if c.String("token-file") != "" && !c.Bool("k8s") {
+		kinds = append(kinds, attestation{name: "token-file"})
+	}
+	if len(kinds) != 1 {
+		return attestation{}, usagef("give exactly one attestation: --token, --token-file, --k8s, --aws-iid, --gcp, --azure or --azure-imds")
+	}
+	return kinds[0], nil
+}
+
+// attest returns the function that fetches a fresh attestation each time
+// the agent must enroll.
+func (k attestation) attest(c *cli.Context, caURL string, roots []*x509.Certificate, provisioner string) func(context.Context) (string, error) {
+	md := c.String("metadata-url")
+	or := func(def string) string {
+		if md != "" {
+			return md
+		}
+		return def
+	}
+	switch k.name {
+	case "token":
+		t := c.String("token")
+		return func(context.Context) (string, error) { return t, nil }
+	case "token-file":
+		f := c.String("token-file")
+		return func(context.Context) (string, error) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return "", err
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+	case "k8s":
+		path := c.String("token-file")
+		if path == "" {
+			path = agent.DefaultK8sTokenPath
+		}
+		return func(context.Context) (string, error) { return agent.K8sToken(path) }
+	case "aws-iid":
+		return func(ctx context.Context) (string, error) { return agent.AWSIdentity(ctx, or("")) }
+	case "gcp":
+		aud := c.String("audience")
+		return func(ctx context.Context) (string, error) { return agent.GCPIdentityToken(ctx, or(""), aud) }
+	case "azure":
+		aud := c.String("audience")
+		return func(ctx context.Context) (string, error) { return agent.AzureMSIToken(ctx, or(""), aud) }
+	case "azure-imds":
+		return func(ctx context.Context) (string, error) {
+			client, err := agent.NewClient(caURL, poolOf(roots))
+			if err != nil {
+				return "", err
+			}
+			nonce, err := client.Challenge(ctx, provisioner)
+			if err != nil {
+				return "", err
+			}
+			return agent.AzureAttested(ctx, or(""), nonce)
+		}
+	}
+	return nil
 }
