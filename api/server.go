@@ -149,6 +149,7 @@ func (s *Server) HTTPSHandler() http.Handler {
 	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
 	mux.HandleFunc("/v1/roots", allow(http.MethodGet, s.roots))
 	mux.HandleFunc("/v1/bundle", allow(http.MethodGet, s.bundle))
+	mux.HandleFunc("/v1/challenge", allow(http.MethodPost, s.challenge))
 	mux.HandleFunc("/v1/sign", allow(http.MethodPost, s.sign))
 	mux.HandleFunc("/v1/renew", allow(http.MethodPost, s.renew))
 	mux.HandleFunc("/v1/revoke", allow(http.MethodPost, s.selfRevoke))

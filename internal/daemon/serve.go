@@ -25,7 +25,6 @@ import (
 	"github.com/agentca/agentca/crl"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
-	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/bolt"
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,7 +141,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	provs, err := buildProvisioners(cfg, st)
+	provs, err := newProvisioners(cfg, st, log)
 	if err != nil {
 		return err
 	}
@@ -276,28 +275,6 @@ func listenAdmin(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// buildProvisioners makes the configured provisioners. Built-in kinds are
-// listed here explicitly.
-func buildProvisioners(cfg *config.Config, st store.Store) (map[string]*api.Provisioner, error) {
-	out := make(map[string]*api.Provisioner, len(cfg.Provisioners))
-	for _, pc := range cfg.Provisioners {
-		def, max := cfg.TTLs(pc)
-		entry := &api.Provisioner{Name: pc.Name, Type: pc.Type, DefaultTTL: def, MaxTTL: max}
-		switch pc.Type {
-		case config.TypeJoinToken:
-			p, err := jointoken.New(pc.Name, st, pc.TokenTTL.Std(), nil)
-			if err != nil {
-				return nil, fmt.Errorf("provisioner %q: %w", pc.Name, err)
-			}
-			entry.Provisioner = p
-		default:
-			return nil, fmt.Errorf("provisioner %q: unknown type %q", pc.Name, pc.Type)
-		}
-		out[pc.Name] = entry
-	}
-	return out, nil
-}
-
 // reloadOnHUP re-reads agentca.json on SIGHUP and swaps in the new
 // provisioners; a bad file keeps the running set and logs why.
 func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.Server, log *slog.Logger) {
@@ -313,7 +290,7 @@ func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.S
 		cfg, err := config.Load(cfgPath)
 		if err == nil {
 			var provs map[string]*api.Provisioner
-			if provs, err = buildProvisioners(cfg, st); err == nil {
+			if provs, err = newProvisioners(cfg, st, log); err == nil {
 				srv.SetProvisioners(provs)
 				log.Info("reloaded provisioners", "count", len(provs))
 				continue
