@@ -157,7 +157,7 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRound(sth, nil)
+	r, err := newRound(sth)
 	if err != nil {
 		return nil, err
 	}
@@ -166,14 +166,15 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 	return l, nil
 }
 
-func newRound(sth *ct.SignedTreeHead, err error) (*logRound, error) {
-	r := &logRound{sth: sth, err: err, done: make(chan struct{})}
-	var merr error
-	if r.resp, merr = translog.STHResponse(sth); merr != nil {
-		return nil, merr
+// newRound publishes sth, with its get-sth encoding.
+func newRound(sth *ct.SignedTreeHead) (*logRound, error) {
+	r := &logRound{sth: sth, done: make(chan struct{})}
+	var err error
+	if r.resp, err = translog.STHResponse(sth); err != nil {
+		return nil, err
 	}
-	if r.body, merr = json.Marshal(r.resp); merr != nil {
-		return nil, merr
+	if r.body, err = json.Marshal(r.resp); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -221,7 +222,7 @@ func (l *Log) refresh(ctx context.Context) {
 	}
 	var r *logRound
 	if err == nil {
-		r, err = newRound(sth, nil)
+		r, err = newRound(sth)
 	}
 	if err != nil {
 		l.log.Error("signing the issuance log's tree head", "err", err)
