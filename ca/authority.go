@@ -244,15 +244,10 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
-	serial, err := NewSerial(a.rand)
-	if err != nil {
-		return nil, err
-	}
 	tmpl, err := leafTemplate(req, uri, now.Add(-a.backdate), notAfter)
 	if err != nil {
 		return nil, err
 	}
-	tmpl.SerialNumber = serial
 	a.addURLs(tmpl, iss)
 	return a.signAndRecord(ctx, tmpl, iss, req, now)
 }
@@ -267,9 +262,31 @@ func (a *Authority) addURLs(tmpl *x509.Certificate, iss *Issuer) {
 	tmpl.CRLDistributionPoints = []string{a.httpBase + "/crl/" + iss.SKI}
 }
 
-// signAndRecord signs tmpl with iss and records the certificate with what
-// req consumes, in one store transaction.
+// serialAttempts bounds the retries after a serial collision (2^-127 per
+// pair: a collision means a broken random source as likely as bad luck).
+const serialAttempts = 3
+
+// signAndRecord gives tmpl a random serial, signs it with iss and records
+// the certificate with what req consumes, in one store transaction. A
+// serial the store already holds is replaced and the certificate signed
+// again.
 func (a *Authority) signAndRecord(ctx context.Context, tmpl *x509.Certificate, iss *Issuer, req *Request, now time.Time) (*Issued, error) {
+	for attempt := 1; ; attempt++ {
+		serial, err := NewSerial(a.rand)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.SerialNumber = serial
+		out, err := a.signAndRecordOnce(ctx, tmpl, iss, req, now)
+		if errors.Is(err, store.ErrDuplicateSerial) && attempt < serialAttempts {
+			a.log.Warn("serial collision; signing again with a new serial", "serial", serial.Text(16))
+			continue
+		}
+		return out, err
+	}
+}
+
+func (a *Authority) signAndRecordOnce(ctx context.Context, tmpl *x509.Certificate, iss *Issuer, req *Request, now time.Time) (*Issued, error) {
 	der, err := x509.CreateCertificate(a.rand, tmpl, iss.Cert, req.PublicKey, iss.Signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
@@ -314,15 +331,10 @@ func (a *Authority) IssueResponder(ctx context.Context, pub crypto.PublicKey, tt
 	if err != nil {
 		return nil, err
 	}
-	serial, err := NewSerial(a.rand)
-	if err != nil {
-		return nil, err
-	}
 	tmpl, err := responderTemplate(iss, pub, now.Add(-a.backdate), notAfter)
 	if err != nil {
 		return nil, err
 	}
-	tmpl.SerialNumber = serial
 	return a.signAndRecord(ctx, tmpl, iss, &Request{PublicKey: pub, Provisioner: ResponderProvisioner}, now)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/hex"
@@ -627,5 +628,38 @@ func TestIssueResponder(t *testing.T) {
 	rec, err := st.Certificate(context.Background(), got.Serial)
 	if err != nil || rec.Provisioner != ca.ResponderProvisioner {
 		t.Fatalf("responder record = %+v, %v", rec, err)
+	}
+}
+
+// scriptedSerials hands out the serial bytes of a script, one 16-byte
+// serial per read, then reads from crypto/rand (for signatures).
+type scriptedSerials struct {
+	mu     sync.Mutex
+	serial [][]byte
+}
+
+func (s *scriptedSerials) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(p) == ca.SerialBytes && len(s.serial) > 0 {
+		n := copy(p, s.serial[0])
+		s.serial = s.serial[1:]
+		return n, nil
+	}
+	return rand.Read(p)
+}
+
+func TestIssueRetriesSerialCollision(t *testing.T) {
+	first := bytes.Repeat([]byte{0x42}, ca.SerialBytes)
+	second := bytes.Repeat([]byte{0x43}, ca.SerialBytes)
+	src := &scriptedSerials{serial: [][]byte{first, first, second}}
+	a, st, _ := testAuthority(t, func(o *ca.Options) { o.Rand = src })
+	issue(t, a, &ca.Request{SPIFFEID: "spiffe://example.org/a"})
+	got, leaf := issue(t, a, &ca.Request{SPIFFEID: "spiffe://example.org/b"})
+	if got.Serial != hex.EncodeToString(second) || leaf.SerialNumber.Cmp(new(big.Int).SetBytes(second)) != 0 {
+		t.Fatalf("after a collision the serial is %s, want %x", got.Serial, second)
+	}
+	if n := countCerts(t, st); n != 2 {
+		t.Fatalf("store holds %d certificates, want 2", n)
 	}
 }
