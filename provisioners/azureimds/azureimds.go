@@ -43,7 +43,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"regexp"
@@ -54,6 +53,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/provisioners/internal/strictjson"
 )
 
 // Type is the provisioner type in the configuration.
@@ -118,7 +118,7 @@ type Config struct {
 // are errors, and errors name the field.
 func ParseConfig(raw json.RawMessage) (*Config, error) {
 	var c Config
-	if err := decodeStrict(raw, &c, "options"); err != nil {
+	if err := strictjson.Decode(raw, &c, "options"); err != nil {
 		return nil, fmt.Errorf("azureimds: %w", err)
 	}
 	bad := func(field, format string, args ...any) (*Config, error) {
@@ -156,35 +156,6 @@ func parseTTL(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("at most %s", MaxNonceTTL)
 	}
 	return d, nil
-}
-
-// decodeStrict decodes one JSON object, what (options or token), into v,
-// refusing unknown fields and trailing data, and names the field in type
-// errors.
-func decodeStrict(raw []byte, v any, what string) error {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		raw = []byte("{}")
-	}
-	if raw[0] != '{' {
-		return fmt.Errorf("%s: want a JSON object", what)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return fmt.Errorf("%s: %s: want %s", what, te.Field, te.Type)
-		}
-		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return fmt.Errorf("%s: %s: unknown field", what, f)
-		}
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%s: data after the object", what)
-	}
-	return nil
 }
 
 // Options are a provisioner's dependencies. The zero value is usable.
@@ -342,7 +313,7 @@ func (p *Provisioner) Attest(ctx context.Context, tok string) (*provisioners.Ide
 		return nil, refuse("token of %d bytes is larger than %d", len(tok), MaxTokenSize)
 	}
 	var t token
-	if err := decodeStrict([]byte(tok), &t, "token"); err != nil {
+	if err := strictjson.Decode([]byte(tok), &t, "token"); err != nil {
 		return nil, refuse("malformed %v", err)
 	}
 	if !nonceRE.MatchString(t.Nonce) {

@@ -378,7 +378,7 @@ func TestDecodeStrict(t *testing.T) {
 		{`{"audience":"a","audience":"b"}`, "audience: given twice"},
 		{`{"audience":1}`, "audience: want string"},
 		{`{"list":"x"}`, "list: want []string"},
-		{`{"audience":"a"} {}`, "after top-level value"},
+		{`{"audience":"a"} {}`, "data after the object"},
 		{`[]`, "want a JSON object"},
 		{`null`, "want a JSON object"},
 		{`{"audience":`, "options"},
