@@ -6,10 +6,10 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"github.com/agentca/agentca/internal/testclock"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,17 +26,9 @@ const testTD = "example.org"
 var testEpoch = time.Date(2030, time.March, 1, 12, 0, 0, 0, time.UTC)
 
 // testClock is a settable clock for Options.Now.
-type testClock struct{ ns atomic.Int64 }
+type testClock = testclock.Clock
 
-func newTestClock(t time.Time) *testClock {
-	c := &testClock{}
-	c.Set(t)
-	return c
-}
-
-func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *testClock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
-func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+var newTestClock = testclock.New
 
 var (
 	hierarchyMu    sync.Mutex

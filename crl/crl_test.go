@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
+	"github.com/agentca/agentca/internal/testclock"
 	"math/big"
 	"path/filepath"
 	"slices"
@@ -27,17 +28,10 @@ const testTD = "example.org"
 // oidReasonCode is the CRL entry extension id-ce-cRLReasons.
 var oidReasonCode = asn1.ObjectIdentifier{2, 5, 29, 21}
 
-type testClock struct{ ns atomic.Int64 }
+// testClock is a settable clock for Options.Now.
+type testClock = testclock.Clock
 
-func newTestClock(t time.Time) *testClock {
-	c := &testClock{}
-	c.Set(t)
-	return c
-}
-
-func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *testClock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
-func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+var newTestClock = testclock.New
 
 var (
 	hierarchyMu    sync.Mutex

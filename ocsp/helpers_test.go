@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/hex"
+	"github.com/agentca/agentca/internal/testclock"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -28,17 +29,9 @@ const testTD = "example.org"
 var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
 
 // testClock is a settable clock for Options.Now.
-type testClock struct{ ns atomic.Int64 }
+type testClock = testclock.Clock
 
-func newTestClock(t time.Time) *testClock {
-	c := &testClock{}
-	c.Set(t)
-	return c
-}
-
-func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *testClock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
-func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+var newTestClock = testclock.New
 
 var (
 	hierarchyMu    sync.Mutex
