@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/agentca/agentca/ca"
@@ -21,36 +22,38 @@ type RenewRequest struct {
 	TTL string `json:"ttl,omitempty"`
 }
 
-// clientCertificate authenticates the TLS client of r: its leaf must chain
-// to a published anchor (ignoring expiry, which is judged separately so
-// that an expired leaf gets 403, not 401), be recorded in the store byte
-// for byte, unexpired and unrevoked.
+// clientCertificate authenticates the TLS client of r: its leaf must be
+// recorded in the store byte for byte (the TLS handshake proved the
+// client holds its key), chain to a published anchor, be unexpired and
+// unrevoked. Expiry is judged on the record, so an expired leaf gets 403,
+// not 401.
+//
+// A leaf recorded byte for byte and issued by the active issuing CA needs
+// no signature check: the CA made exactly these bytes, and its issuer
+// chains to the anchors by construction. Anything else (a leaf of another
+// issuer, or one the store does not know) goes through full chain
+// verification, which also tells "another CA" (401 unauthorized) from "not
+// issued here" (401 unknown_certificate).
 func (s *Server) clientCertificate(r *http.Request) (*x509.Certificate, *store.Certificate, *Error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return nil, nil, errorf(http.StatusUnauthorized, CodeClientCertRequired, "present your current certificate as a TLS client certificate")
 	}
 	leaf := r.TLS.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range r.TLS.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	// Chain check at a moment the leaf was valid: expiry is reported
-	// below with its own status.
-	at := s.now()
-	if at.After(leaf.NotAfter) {
-		at = leaf.NotAfter
-	}
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: s.trust.Load().Pool, Intermediates: inter, CurrentTime: at,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil {
-		return nil, nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "the client certificate does not chain to this CA's trust anchors")
-	}
 	rec, err := s.store.Certificate(r.Context(), leaf.SerialNumber.Text(16))
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !bytes.Equal(rec.DER, leaf.Raw)) {
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, nil, s.refusal(err)
+	}
+	known := err == nil && bytes.Equal(rec.DER, leaf.Raw)
+	if !known || rec.IssuerSKI != s.ca.Issuer().SKI {
+		if e := s.verifyChain(r, leaf); e != nil {
+			return nil, nil, e
+		}
+	}
+	if !known {
 		return nil, nil, errorf(http.StatusUnauthorized, CodeUnknownCertificate, "the client certificate was not issued by this CA")
 	}
-	if err != nil {
-		return nil, nil, s.refusal(err)
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return nil, nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "the client certificate is not for client authentication")
 	}
 	if rec.Revoked() {
 		return leaf, rec, errorf(http.StatusForbidden, CodeCertificateRevoked, "the client certificate is revoked")
@@ -59,6 +62,25 @@ func (s *Server) clientCertificate(r *http.Request) (*x509.Certificate, *store.C
 		return leaf, rec, errorf(http.StatusForbidden, CodeCertificateExpired, "the client certificate expired at %s; enroll again", rec.NotAfter.Format(time.RFC3339))
 	}
 	return leaf, rec, nil
+}
+
+// verifyChain checks that leaf chains to a published anchor for client
+// authentication, at a moment it was valid (expiry has its own status).
+func (s *Server) verifyChain(r *http.Request, leaf *x509.Certificate) *Error {
+	inter := x509.NewCertPool()
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	at := s.now()
+	if at.After(leaf.NotAfter) {
+		at = leaf.NotAfter
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: s.trust.Load().Pool, Intermediates: inter, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return errorf(http.StatusUnauthorized, CodeUnauthorized, "the client certificate does not chain to this CA's trust anchors")
+	}
+	return nil
 }
 
 func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
