@@ -102,6 +102,9 @@ type Credentials struct {
 	SPIFFEID  string
 	NotBefore time.Time
 	NotAfter  time.Time
+	// LogReceipt proves the certificate is in the CA's issuance log (see
+	// VerifyReceipt); nil for credentials loaded from disk.
+	LogReceipt *LogReceipt
 }
 
 // TLSCertificate returns the credentials for a tls.Config.
@@ -132,12 +135,13 @@ type signRequest struct {
 }
 
 type signResponse struct {
-	Certificate string    `json:"certificate"`
-	Chain       []string  `json:"chain"`
-	Serial      string    `json:"serial"`
-	SPIFFEID    string    `json:"spiffe_id"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
+	Certificate string      `json:"certificate"`
+	Chain       []string    `json:"chain"`
+	Serial      string      `json:"serial"`
+	SPIFFEID    string      `json:"spiffe_id"`
+	NotBefore   time.Time   `json:"not_before"`
+	NotAfter    time.Time   `json:"not_after"`
+	Log         *LogReceipt `json:"log,omitempty"`
 }
 
 // NewCSR makes a PEM certificate request for key. The CA takes only the
@@ -215,7 +219,8 @@ func parseSignResponse(resp *signResponse, key crypto.Signer) (*Credentials, err
 	if !publicKeysEqual(leaf.PublicKey, key.Public()) {
 		return nil, errors.New("agent: the CA returned a certificate for another key")
 	}
-	cr := &Credentials{Key: key, Leaf: leaf, Serial: resp.Serial, SPIFFEID: resp.SPIFFEID, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}
+	cr := &Credentials{Key: key, Leaf: leaf, Serial: resp.Serial, SPIFFEID: resp.SPIFFEID, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
+		LogReceipt: resp.Log}
 	for _, p := range resp.Chain {
 		ch, err := parseCert(p)
 		if err != nil {

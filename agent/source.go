@@ -50,6 +50,10 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Logger nil discards.
 	Logger *slog.Logger
+	// LogKey, when set, is the CA's issuance-log key: every new
+	// certificate must come with a receipt proving it is in the log
+	// (VerifyReceipt), or it is refused and the renewal retried.
+	LogKey crypto.PublicKey
 }
 
 // ErrExpired is returned by Err when the certificate expired and the Source
@@ -221,8 +225,14 @@ func (s *Source) renew(ctx context.Context) error {
 	return s.install(ctx, cr)
 }
 
-// install refreshes the bundle, writes the files and swaps in cr.
+// install checks the log receipt, refreshes the bundle, writes the files
+// and swaps in cr.
 func (s *Source) install(ctx context.Context, cr *Credentials) error {
+	if s.cfg.LogKey != nil {
+		if err := VerifyReceipt(cr, s.cfg.LogKey); err != nil {
+			return err
+		}
+	}
 	if roots, err := s.client.Roots(ctx); err != nil {
 		s.log.Warn("could not refresh the trust bundle; keeping the current one", "err", err)
 	} else {

@@ -217,3 +217,58 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// With the log key, a Source accepts only certificates whose receipt
+// proves them in the issuance log.
+func TestLogReceiptVerified(t *testing.T) {
+	ca := testca.Start(t, testca.Options{})
+	b, err := os.ReadFile(filepath.Join(ca.Dir, "log.pub.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logKey, err := agent.ParseLogKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := ca.Token(t, "spiffe://example.org/agent/logged")
+	src, err := agent.NewSource(context.Background(), agent.Config{CAURL: ca.URL, Roots: ca.Roots, Provisioner: "join",
+		Attest: func(context.Context) (string, error) { return token, nil }, LogKey: logKey})
+	if err != nil {
+		t.Fatalf("NewSource with the log key: %v", err)
+	}
+	defer src.Close()
+	cr := src.Current()
+	if cr.LogReceipt == nil {
+		t.Fatal("no log receipt kept")
+	}
+	if err := agent.VerifyReceipt(cr, logKey); err != nil {
+		t.Fatal(err)
+	}
+	// Another key, a tampered proof and a tampered timestamp all fail.
+	other, err := agent.NewKey("ec-p256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.VerifyReceipt(cr, other.Public()); err == nil {
+		t.Error("a receipt verified with another key")
+	}
+	bad := *cr
+	r := *cr.LogReceipt
+	r.Timestamp++
+	bad.LogReceipt = &r
+	if err := agent.VerifyReceipt(&bad, logKey); err == nil {
+		t.Error("a receipt with another timestamp verified")
+	}
+	if len(cr.LogReceipt.InclusionProof) > 0 {
+		r2 := *cr.LogReceipt
+		r2.InclusionProof = append([][]byte{make([]byte, 32)}, r2.InclusionProof[1:]...)
+		bad.LogReceipt = &r2
+		if err := agent.VerifyReceipt(&bad, logKey); err == nil {
+			t.Error("a tampered inclusion proof verified")
+		}
+	}
+	bad.LogReceipt = nil
+	if err := agent.VerifyReceipt(&bad, logKey); !errors.Is(err, agent.ErrNoReceipt) {
+		t.Errorf("no receipt: err = %v, want ErrNoReceipt", err)
+	}
+}

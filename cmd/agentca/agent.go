@@ -51,6 +51,7 @@ func enrollCommand() *cli.Command {
 			&cli.StringFlag{Name: "key-type", Usage: "leaf key type: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
 			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
 			&cli.BoolFlag{Name: "daemon", Usage: "stay up and renew at 2/3 of the lifetime (SIGHUP renews now, SIGTERM exits 0)", EnvVars: []string{"AGENTCA_DAEMON"}},
+			&cli.StringFlag{Name: "log-key", Usage: "the CA's issuance-log public key (log.pub.pem): refuse any certificate whose log receipt does not verify", EnvVars: []string{"AGENTCA_LOG_KEY"}},
 			&cli.StringFlag{Name: "on-renew", Usage: "with --daemon, shell command run after each renewal", EnvVars: []string{"AGENTCA_ON_RENEW"}},
 		},
 		Action: enroll,
@@ -92,7 +93,17 @@ func enroll(c *cli.Context) error {
 	if !c.IsSet("provisioner") && kind.provisioner != "" {
 		provisioner = kind.provisioner
 	}
-	cfg := agent.Config{
+	var logKey crypto.PublicKey
+	if f := c.String("log-key"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if logKey, err = agent.ParseLogKey(b); err != nil {
+			return err
+		}
+	}
+	cfg := agent.Config{LogKey: logKey,
 		CAURL: caURL, Roots: roots, Provisioner: provisioner, Attest: kind.attest(c, caURL, roots, provisioner),
 		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: out,
 	}
