@@ -38,7 +38,11 @@ type daemon struct {
 	exited  chan struct{}
 	waitErr error
 	https   string // https://127.0.0.1:port
-	roots   *x509.CertPool
+	http    string // http://127.0.0.1:port, the plain listener (OCSP, CRLs)
+	// k8s is the fake cluster whose service-account key the k8s-sa
+	// provisioner trusts, or nil.
+	k8s   *k8sCluster
+	roots *x509.CertPool
 	// pprofURL is the profiling build's pprof endpoint, or "".
 	pprofURL string
 	info     daemonInfo
@@ -114,6 +118,14 @@ func startDaemon(ctx context.Context, opts options, tmp string) (*daemon, error)
 	if !d.roots.AppendCertsFromPEM(rootsPEM) {
 		return nil, errors.New("roots.pem holds no certificate")
 	}
+	if opts.k8s {
+		if d.k8s, err = newK8sCluster(tmp); err != nil {
+			return nil, err
+		}
+		if err := editConfig(filepath.Join(d.dir, "agentca.json"), d.k8s.addProvisioner); err != nil {
+			return nil, err
+		}
+	}
 	serveBin := d.binary
 	var env []string
 	if opts.pprofDir != "" {
@@ -145,6 +157,7 @@ func startDaemon(ctx context.Context, opts options, tmp string) (*daemon, error)
 			logf("port taken; retrying on https %s, http %s", httpsAddr, httpAddr)
 		}
 		d.https = "https://" + httpsAddr
+		d.http = "http://" + httpAddr
 		if opts.pprofDir != "" {
 			pp, err := freePort()
 			if err != nil {

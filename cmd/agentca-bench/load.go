@@ -266,8 +266,8 @@ func warmConns(ctx context.Context, hc *http.Client, url string, n int) {
 
 // measure runs work on c workers and fills in the phase's timing, CPU and
 // latency. work(i) returns when worker i is done.
-func (l *load) measure(ctx context.Context, ph *phase, c int, pprofURL, pprofDir string, work func(i int, r *result)) {
-	prof := startProfile(ctx, pprofURL, pprofDir, ph.name, l.opts.duration)
+func (l *load) measure(ctx context.Context, ph *phase, c int, dur time.Duration, pprofURL, pprofDir string, work func(i int, r *result)) {
+	prof := startProfile(ctx, pprofURL, pprofDir, ph.name, dur)
 	results := make([]result, c)
 	cpu0, self0 := l.d.cpuSeconds(), procCPU(os.Getpid())
 	busy0, idle0 := machineCPU()
@@ -307,18 +307,29 @@ func (l *load) measure(ctx context.Context, ph *phase, c int, pprofURL, pprofDir
 // fresh join token per request, never more requests than tokens.
 func (l *load) signPhase(ctx context.Context, name string, c int, dur time.Duration, pprofURL, pprofDir string) *phase {
 	ph := &phase{name: name, kind: "sign"}
+	tokens := l.takeTokens(len(l.tokens) - l.next)
+	used := l.signLoad(ctx, ph, c, dur, "join", tokens, pprofURL, pprofDir)
+	// Unused tokens go back for the next phase.
+	l.next -= len(tokens) - used
+	return ph
+}
+
+// signLoad runs POST /v1/sign at concurrency c for at most dur with the
+// given provisioner, one token per request, never more requests than
+// tokens. It returns how many tokens it used; ph.stopReason says whether
+// time (or ctx) or the tokens ended it.
+func (l *load) signLoad(ctx context.Context, ph *phase, c int, dur time.Duration, provisioner string, tokens []string, pprofURL, pprofDir string) int {
 	tr := l.newTransport(c, nil)
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	warmConns(ctx, hc, l.d.https, c)
-	tokens := l.takeTokens(len(l.tokens) - l.next)
 	url := l.d.https + "/v1/sign"
 	var next atomic.Int64
 	var checked atomic.Bool
 	var outOfTokens atomic.Bool
 	runtime.GC()
 	deadline := time.Now().Add(dur)
-	l.measure(ctx, ph, c, pprofURL, pprofDir, func(w int, r *result) {
+	l.measure(ctx, ph, c, dur, pprofURL, pprofDir, func(w int, r *result) {
 		r.lat = make([]time.Duration, 0, 4096)
 		var body bytes.Buffer
 		for ctx.Err() == nil && time.Now().Before(deadline) {
@@ -328,7 +339,9 @@ func (l *load) signPhase(ctx context.Context, name string, c int, dur time.Durat
 				return
 			}
 			body.Reset()
-			body.WriteString(`{"provisioner":"join","token":"`)
+			body.WriteString(`{"provisioner":"`)
+			body.WriteString(provisioner)
+			body.WriteString(`","token":"`)
 			body.WriteString(tokens[i])
 			body.WriteString(`","csr":`)
 			body.Write(l.csrs[i%len(l.csrs)])
@@ -351,16 +364,14 @@ func (l *load) signPhase(ctx context.Context, name string, c int, dur time.Durat
 	if outOfTokens.Load() {
 		ph.stopReason = "tokens"
 	}
-	// Unused tokens go back for the next phase.
-	used := min(int(next.Load()), len(tokens))
-	l.next -= len(tokens) - used
-	return ph
+	return min(int(next.Load()), len(tokens))
 }
 
 // agent is one enrolled workload for the renewal phase.
 type agent struct {
-	cert *tls.Certificate
-	id   string
+	cert   *tls.Certificate
+	id     string
+	issuer *x509.Certificate // the issuing CA, first in the response's chain
 }
 
 // enroll gets one certificate each for n agents through /v1/sign.
@@ -411,7 +422,18 @@ func (l *load) enroll(ctx context.Context, n int) ([]*agent, error) {
 			for _, c := range chain {
 				tc.Certificate = append(tc.Certificate, c.Raw)
 			}
-			out[i] = &agent{cert: tc, id: leaf.URIs[0].String()}
+			var issuer *x509.Certificate
+			for _, c := range chain {
+				if bytes.Equal(c.RawSubject, leaf.RawIssuer) && leaf.CheckSignatureFrom(c) == nil {
+					issuer = c
+					break
+				}
+			}
+			if issuer == nil {
+				errs[i] = fmt.Errorf("the sign response's chain holds no issuer of the leaf")
+				return
+			}
+			out[i] = &agent{cert: tc, id: leaf.URIs[0].String(), issuer: issuer}
 		})
 	}
 	wg.Wait()
@@ -447,7 +469,7 @@ func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, dur
 	var countReached atomic.Bool
 	runtime.GC()
 	deadline := time.Now().Add(dur)
-	l.measure(ctx, ph, c, pprofURL, pprofDir, func(w int, r *result) {
+	l.measure(ctx, ph, c, dur, pprofURL, pprofDir, func(w int, r *result) {
 		r.lat = make([]time.Duration, 0, 4096)
 		hc, a := clients[w], agents[w]
 		first := true

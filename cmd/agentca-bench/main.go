@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,7 +52,22 @@ type options struct {
 	write       string
 	keep        bool
 	pprofDir    string
+
+	skip          map[string]bool // phases not to run
+	k8s           bool            // the k8s-sign phase runs (the provisioner is configured)
+	k8sDuration   time.Duration
+	ocspDuration  time.Duration
+	ocspConc      int
+	ocspCerts     int
+	revocations   int
+	revokeConc    int
+	revokeRateDur time.Duration
 }
+
+// skippable are the phases --skip names.
+var skippable = []string{"k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate"}
+
+func (o *options) runs(phase string) bool { return !o.skip[phase] }
 
 func main() {
 	var opts options
@@ -64,6 +80,15 @@ func main() {
 	flag.DurationVar(&opts.ceilingDur, "ceiling-duration", 3*time.Second, "how long to measure the machine ceiling")
 	flag.StringVar(&opts.write, "write", "", "write the markdown report into this file (between the agentca-bench markers if it has them)")
 	flag.BoolVar(&opts.keep, "keep", false, "keep the temporary state directory (serve.log, agentca.db)")
+	var skip string
+	flag.StringVar(&skip, "skip", "", "comma-separated phases not to run: "+strings.Join(skippable, ", "))
+	flag.DurationVar(&opts.k8sDuration, "k8s-duration", 5*time.Second, "length of the k8s-sign phase (its RS256 tokens are signed beforehand, about 0.4 ms of CPU each)")
+	flag.DurationVar(&opts.ocspDuration, "ocsp-duration", 5*time.Second, "length of each OCSP phase")
+	flag.IntVar(&opts.ocspConc, "ocsp-concurrency", 64, "concurrent workers (keep-alive connections) in the OCSP phases")
+	flag.IntVar(&opts.ocspCerts, "ocsp-certs", 256, "certificates enrolled for the OCSP and revocation phases")
+	flag.IntVar(&opts.revocations, "revocations", 50, "certificates revoked one at a time in the revoke-latency phase")
+	flag.IntVar(&opts.revokeConc, "revoke-concurrency", 16, "concurrent admin-socket clients in the revoke-rate phase")
+	flag.DurationVar(&opts.revokeRateDur, "revoke-rate-duration", 3*time.Second, "length of the revoke-rate phase")
 	flag.StringVar(&opts.pprofDir, "pprof", "", "profile the daemon: run a pprof-enabled build of `agentca serve` (./cmd/agentca-bench/profserve, built with `go build`) and save one CPU profile per phase in this directory")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: agentca-bench [flags]\n\nLoad generator for agentca: /v1/sign and /v1/renew against a local daemon.\n\n")
@@ -83,6 +108,30 @@ func main() {
 		opts.concurrency = append(opts.concurrency, n)
 	}
 	opts.agents = opts.renewConc
+	opts.skip = map[string]bool{}
+	for _, f := range strings.Split(skip, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !slices.Contains(skippable, f) {
+			fmt.Fprintf(os.Stderr, "agentca-bench: --skip: %q is not one of %s\n", f, strings.Join(skippable, ", "))
+			os.Exit(2)
+		}
+		opts.skip[f] = true
+	}
+	opts.k8s = opts.runs("k8s-sign")
+	for _, d := range []time.Duration{opts.k8sDuration, opts.ocspDuration, opts.revokeRateDur} {
+		if d < time.Second || d > 10*time.Minute {
+			fmt.Fprintln(os.Stderr, "agentca-bench: --k8s-duration, --ocsp-duration and --revoke-rate-duration must be between 1s and 10m")
+			os.Exit(2)
+		}
+	}
+	if opts.ocspConc < 1 || opts.ocspConc > 4096 || opts.revokeConc < 1 || opts.revokeConc > 4096 ||
+		opts.ocspCerts < 1 || opts.ocspCerts > 10_000 || opts.revocations < 1 || opts.revocations > opts.ocspCerts {
+		fmt.Fprintln(os.Stderr, "agentca-bench: --ocsp-concurrency and --revoke-concurrency must be 1..4096, --ocsp-certs 1..10000, --revocations 1..--ocsp-certs")
+		os.Exit(2)
+	}
 	if opts.duration < time.Second || opts.duration > 10*time.Minute {
 		fmt.Fprintln(os.Stderr, "agentca-bench: --duration must be between 1s and 10m")
 		os.Exit(2)
@@ -103,7 +152,8 @@ func main() {
 
 	// Bound the whole run: every phase is bounded by time and count, this
 	// is the backstop.
-	limit := time.Duration(len(opts.concurrency)+2)*(opts.duration+time.Minute) + opts.ceilingDur + 2*time.Minute
+	limit := time.Duration(len(opts.concurrency)+2)*(opts.duration+time.Minute) + opts.ceilingDur + 2*time.Minute +
+		opts.k8sDuration + 2*opts.ocspDuration + opts.revokeRateDur + revokeLatencyMax + 4*time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -196,6 +246,7 @@ func run(ctx context.Context, opts options) (*report, error) {
 		return rep, fmt.Errorf("warm-up issued nothing: %s", strings.Join(w.firstErrors, "; "))
 	}
 
+	var joinAtMax *phase // the join-token sign phase at the highest concurrency
 	for _, c := range opts.concurrency {
 		if ctx.Err() != nil {
 			break
@@ -214,6 +265,34 @@ func run(ctx context.Context, opts options) (*report, error) {
 		logf("%s: %d issued in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
 			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
 		rep.phases = append(rep.phases, ph)
+		if c == maxC {
+			joinAtMax = ph
+		}
+	}
+	joinRate := estimate
+	if joinAtMax != nil && joinAtMax.ok > 0 {
+		joinRate = joinAtMax.rate()
+	}
+
+	// k8s-sign right after the join-token phases, so that the two are
+	// compared on the same store at about the same size.
+	if opts.k8s && ctx.Err() == nil {
+		// One token per request: enough for 1.3 times the join-token
+		// rate over the phase, at most 100,000.
+		n := min(max(int(1.3*joinRate*opts.k8sDuration.Seconds()), 2*maxC), 100_000)
+		t0 := time.Now()
+		toks, err := d.k8s.tokens(ctx, n)
+		if err != nil {
+			keep = true
+			return rep, err
+		}
+		logf("signed %d RS256 projected service-account tokens (one pod each) in %s", n, time.Since(t0).Round(time.Millisecond))
+		ph := &phase{name: fmt.Sprintf("k8s-sign c=%d", maxC), kind: "sign"}
+		lg.signLoad(ctx, ph, maxC, opts.k8sDuration, k8sProvisioner, toks, d.pprofURL, opts.pprofDir)
+		logf("%s: %d issued in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
+			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
+		rep.phases = append(rep.phases, ph)
+		rep.k8s, rep.joinAtMax = ph, joinAtMax
 	}
 
 	if opts.renewConc > 0 && ctx.Err() == nil {
@@ -227,6 +306,7 @@ func run(ctx context.Context, opts options) (*report, error) {
 			keep = true
 			return rep, fmt.Errorf("enroll: %w", err)
 		}
+		rep.enrolled += len(agents)
 		// Bounded by count as well: no more renewals than the sign
 		// phases' token budget.
 		maxRate := max(2*estimate, ceil.rate)
@@ -234,6 +314,11 @@ func run(ctx context.Context, opts options) (*report, error) {
 		logf("%s: %d renewed in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
 			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
 		rep.phases = append(rep.phases, ph)
+	}
+
+	if err := runRevocationPhases(ctx, opts, d, lg, rep, joinRate, maxC); err != nil {
+		keep = true
+		return rep, err
 	}
 
 	rep.daemon.peakRSS = d.peakRSS()
@@ -246,9 +331,11 @@ func run(ctx context.Context, opts options) (*report, error) {
 		rep.daemon.dbBytes = fi.Size()
 	}
 	rep.daemon.tokens = len(lg.tokens)
-	rep.daemon.issued = w.ok + opts.agents
+	rep.daemon.issued = w.ok + rep.enrolled
 	for _, ph := range rep.phases {
-		rep.daemon.issued += ph.ok
+		if ph.kind == "sign" || ph.kind == "renew" {
+			rep.daemon.issued += ph.ok
+		}
 	}
 	if stopErr != nil {
 		keep = true
@@ -271,6 +358,9 @@ func run(ctx context.Context, opts options) (*report, error) {
 			failed = append(failed, fmt.Sprintf("%s: %d errors", ph.name, ph.errors))
 		}
 	}
+	if rl := rep.revoke; rl != nil && rl.errors > 0 {
+		failed = append(failed, fmt.Sprintf("revoke-latency: %d errors", rl.errors))
+	}
 	if ctx.Err() != nil {
 		return rep, fmt.Errorf("interrupted: %w", context.Cause(ctx))
 	}
@@ -278,4 +368,79 @@ func run(ctx context.Context, opts options) (*report, error) {
 		return rep, errors.New(strings.Join(failed, "; "))
 	}
 	return rep, nil
+}
+
+// revokeLatencyMax bounds the revoke-latency phase (and its sign load).
+const revokeLatencyMax = 30 * time.Second
+
+// runRevocationPhases enrolls the certificates the OCSP and revocation
+// phases ask about, then runs ocsp-post, ocsp-get, revoke-latency and
+// revoke-rate (those not skipped), in that order: the revocations come
+// last because they change what the responder and the CRL hold.
+func runRevocationPhases(ctx context.Context, opts options, d *daemon, lg *load, rep *report, joinRate float64, maxC int) error {
+	o := opts
+	if ctx.Err() != nil || !(o.runs("ocsp-post") || o.runs("ocsp-get") || o.runs("revoke-latency") || o.runs("revoke-rate")) {
+		return nil
+	}
+	var certs []*ocspCert
+	if o.runs("ocsp-post") || o.runs("ocsp-get") || o.runs("revoke-latency") {
+		logf("enrolling %d certificates for OCSP", o.ocspCerts)
+		if err := lg.ensureTokens(ctx, o.ocspCerts); err != nil {
+			return err
+		}
+		agents, err := lg.enroll(ctx, o.ocspCerts)
+		if err != nil {
+			return fmt.Errorf("enroll: %w", err)
+		}
+		rep.enrolled += len(agents)
+		if certs, err = lg.ocspCerts(ctx, agents); err != nil {
+			return err
+		}
+		if err := lg.ocspWarm(ctx, certs); err != nil {
+			return err
+		}
+		logf("OCSP: %d requests built (SHA-1 CertID), responder cache warmed", len(certs))
+	}
+	for _, m := range []struct{ name, method string }{{"ocsp-post", "POST"}, {"ocsp-get", "GET"}} {
+		if !o.runs(m.name) || ctx.Err() != nil {
+			continue
+		}
+		ph := lg.ocspPhase(ctx, fmt.Sprintf("%s c=%d", m.name, o.ocspConc), m.method, certs, o.ocspConc, o.ocspDuration, d.pprofURL, o.pprofDir)
+		logf("%s: %d responses in %.2fs = %.0f/s (%.0f%% of %d/s), p50 %s p99 %s, daemon %.2f cores, %d errors", ph.name, ph.ok,
+			ph.elapsed.Seconds(), ph.rate(), 100*ph.rate()/ocspTarget, ocspTarget, fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)),
+			ph.daemonCPU/ph.elapsed.Seconds(), ph.errors)
+		rep.phases = append(rep.phases, ph)
+	}
+	if o.runs("revoke-latency") && ctx.Err() == nil {
+		// Tokens for the sign load: 1.3 times the join-token rate over
+		// the expected length (about 0.3 s a revocation, plus the ramp).
+		expect := min(time.Duration(o.revocations)*300*time.Millisecond+3*time.Second, revokeLatencyMax)
+		need := min(max(int(1.3*joinRate*expect.Seconds()), 2*maxC), 200_000)
+		if err := lg.ensureTokens(ctx, need); err != nil {
+			return err
+		}
+		logf("revoke-latency: revoking %d certificates one at a time under a sign load at c=%d", o.revocations, maxC)
+		rl := lg.revokeLatency(ctx, certs, o.revocations, maxC, revokeLatencyMax)
+		rep.revoke = rl
+		logf("revoke-latency: %d revoked in %.1fs (%d under load); to OCSP p50 %s p99 %s max %s; to CRL p50 %s p99 %s max %s; sign load %.0f/s; %d errors",
+			len(rl.call), rl.elapsed.Seconds(), rl.underLoad, fmtDur(quantile(rl.toOCSP, .5)), fmtDur(quantile(rl.toOCSP, .99)), fmtDur(quantile(rl.toOCSP, 1)),
+			fmtDur(quantile(rl.toCRL, .5)), fmtDur(quantile(rl.toCRL, .99)), fmtDur(quantile(rl.toCRL, 1)), rl.load.rate(), rl.errors)
+		for _, m := range rl.first {
+			logf("revoke-latency: error: %s", m)
+		}
+		rep.phases = append(rep.phases, rl.load)
+	}
+	if o.runs("revoke-rate") && ctx.Err() == nil {
+		// Serials enough for 10,000 revocations/s over the phase, at
+		// most 60,000.
+		serials, err := d.unrevokedSerials(ctx, min(max(int(10_000*o.revokeRateDur.Seconds()), 1000), 60_000))
+		if err != nil {
+			return err
+		}
+		ph := lg.revokeRatePhase(ctx, serials, o.revokeConc, o.revokeRateDur, d.pprofURL, o.pprofDir)
+		logf("%s: %d revoked in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
+			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
+		rep.phases = append(rep.phases, ph)
+	}
+	return nil
 }

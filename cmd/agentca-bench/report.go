@@ -35,6 +35,11 @@ type report struct {
 	ceilingAfter ceiling
 	daemon       daemonInfo
 	phases       []*phase
+	// k8s is the k8s-sign phase and joinAtMax the join-token phase at the
+	// same concurrency, or nil.
+	k8s, joinAtMax *phase
+	revoke         *revokeStats
+	enrolled       int // certificates issued to set up the renewal and OCSP phases
 }
 
 func newReport(opts options) *report {
@@ -150,6 +155,20 @@ func (r *report) markdown() string {
 		"`/v1/sign`: a fresh single-use join token per request, CSRs from a pool of %d pre-generated P-256 keys reused across requests (so the client's own cost is small). "+
 		"`/v1/renew`: %d enrolled agents, each renewing with its own certificate over mTLS on its own connection, body `{}` (renew keeping the key: no CSR to verify, the fastest renewal). "+
 		"Any answer other than 201 counts as an error.\n", r.opts.csrPool, r.opts.agents)
+	if r.k8s != nil {
+		p("- `k8s-sign`: the same `/v1/sign` load with provisioner `k8s`, a `k8s-sa` provisioner added to `agentca.json` before `serve` "+
+			"(issuer `%s`, audience `%s`, `jwks_file` with a generated RSA-2048 key, namespaces `[\"%s\"]`). "+
+			"Each request carries its own projected service-account token, signed beforehand: RS256 with go.step.sm/crypto/jose, header `{\"alg\",\"kid\"}`, "+
+			"the claims the API server writes (`aud`, `exp` = `iat` + 600 s, `iat`, `iss`, `jti`, `kubernetes.io` {namespace, node, pod, serviceaccount}, `nbf`, `sub`), a distinct pod name and UID per token.\n",
+			k8sIssuer, k8sAudience, k8sNamespace)
+	}
+	if r.has("ocsp") || r.revoke != nil {
+		p("- OCSP: %d certificates enrolled through `/v1/sign`, one request each from `ocsp.CreateRequest` (golang.org/x/crypto/ocsp, nil options: a **SHA-1 CertID**, the common default), "+
+			"the responder's cache warmed with one request each. Then %d workers over keep-alive HTTP/1.1 to the plain listener (`MaxIdleConnsPerHost` %d) ask round-robin, "+
+			"by `POST /ocsp` or `GET /ocsp/<url-escaped base64>`. Every answer must be HTTP 200 and, by `ocsp.ParseResponseForCert` with the issuer (signature and serial checked), Good; "+
+			"a body identical byte for byte to one already accepted is not parsed again (the client cannot afford two ECDSA verifications per response on these cores).\n",
+			r.opts.ocspCerts, r.opts.ocspConc, r.opts.ocspConc)
+	}
 	ceil := r.ceilingRate()
 	if ceil > 0 {
 		after := ""
@@ -160,11 +179,11 @@ func (r *report) markdown() string {
 		p("- Machine ceiling: **%s/s**%s = `x509.CreateCertificate` (P-256 issuer, P-256 X.509-SVID leaf) + CSR `CheckSignature`, on %d goroutines (GOMAXPROCS) for %.1f s with nothing else of ours running. It bounds any CA on this machine; the \"of ceiling\" column divides by it.\n",
 			fmtInt(ceil), after, r.ceiling.goroutines, r.ceiling.dur.Seconds())
 	}
-	p("\n| phase | concurrency | ok | errors | rate (/s) | of ceiling | p50 | p90 | p99 | max | daemon CPU (cores) | daemon CPU per cert | client CPU (cores) | other CPU (cores) | idle (cores) | stopped by |\n")
+	p("\n| phase | concurrency | ok | errors | rate (/s) | of ceiling | p50 | p90 | p99 | max | daemon CPU (cores) | daemon CPU per op | client CPU (cores) | other CPU (cores) | idle (cores) | stopped by |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, ph := range r.phases {
 		frac := "–"
-		if ceil > 0 {
+		if ceil > 0 && (ph.kind == "sign" || ph.kind == "renew") {
 			frac = fmt.Sprintf("%.0f%%", 100*ph.rate()/ceil)
 		}
 		perCert := "–"
@@ -178,6 +197,7 @@ func (r *report) markdown() string {
 			ph.daemonCPU/secs, perCert, ph.clientCPU/secs, ph.otherCPU/secs, ph.idleCPU/secs, fmt.Sprintf("%s (%.1f s)", ph.stopReason, secs))
 	}
 	p("\n")
+	r.extraSections(p)
 	if r.daemon.peakRSS > 0 {
 		p("- Daemon peak RSS (VmHWM): %.0f MiB. ", float64(r.daemon.peakRSS)/(1<<20))
 	}
@@ -186,7 +206,7 @@ func (r *report) markdown() string {
 		p("- agentca.db at the end: %.0f MiB, holding %s join tokens (created in batches of 10,000 with `--ttl 1h`; no configuration limit had to be raised) and %s certificates issued through /v1/sign and /v1/renew. VmHWM counts the pages of this memory-mapped file that were touched.\n",
 			float64(r.daemon.dbBytes)/(1<<20), fmtInt(float64(r.daemon.tokens)), fmtInt(float64(r.daemon.issued)))
 	}
-	p("- \"daemon CPU\" is utime+stime from /proc/PID/stat over the phase divided by its wall time; \"per cert\" divides it by the certificates issued. Latency is from sending the request to reading the whole answer, successes only.\n")
+	p("- \"daemon CPU\" is utime+stime from /proc/PID/stat over the phase divided by its wall time; \"per op\" divides it by the certificates issued, OCSP responses or revocations. Latency is from sending the request to reading the whole answer, successes only.\n")
 	for _, ph := range r.phases {
 		if ph.profile != "" {
 			p("- CPU profile of %s: `%s` (`go tool pprof -top %s`)\n", ph.name, ph.profile, ph.profile)
@@ -195,6 +215,11 @@ func (r *report) markdown() string {
 	for _, ph := range r.phases {
 		for _, e := range ph.firstErrors {
 			p("- %s error: `%s`\n", ph.name, strings.ReplaceAll(e, "`", "'"))
+		}
+	}
+	if r.revoke != nil {
+		for _, e := range r.revoke.first {
+			p("- revoke-latency error: `%s`\n", strings.ReplaceAll(e, "`", "'"))
 		}
 	}
 	p("\n%s\n", markEnd)
@@ -220,4 +245,65 @@ func writeReport(path, md string) error {
 		out = strings.TrimRight(s, "\n") + "\n\n" + md
 	}
 	return os.WriteFile(path, []byte(out), 0o644)
+}
+
+func (r *report) has(kind string) bool {
+	for _, ph := range r.phases {
+		if ph.kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
+func metNot(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+// extraSections are the comparisons with the targets of the k8s-sa,
+// OCSP and revocation phases.
+func (r *report) extraSections(p func(string, ...any)) {
+	if r.k8s != nil && r.joinAtMax != nil && r.joinAtMax.rate() > 0 {
+		ratio := r.k8s.rate() / r.joinAtMax.rate()
+		p("- **k8s-sa vs join token** (target: within 20%%): %s/s against %s/s at concurrency %d = %.0f%% (%+.0f%%), p50 %s against %s: %s.\n",
+			fmtInt(r.k8s.rate()), fmtInt(r.joinAtMax.rate()), r.k8s.concurrency, 100*ratio, 100*(ratio-1),
+			fmtDur(r.k8s.pct(0.5)), fmtDur(r.joinAtMax.pct(0.5)), metNot(ratio >= 0.8))
+	}
+	for _, ph := range r.phases {
+		if ph.kind != "ocsp" {
+			continue
+		}
+		p("- **%s** (target: ≥ %s responses/s on 2 cores, client on the same machine): %s/s = %.0f%% of the target: %s. Daemon %.2f cores, %.1f µs of daemon CPU per response; client %.2f cores.\n",
+			ph.name, fmtInt(ocspTarget), fmtInt(ph.rate()), 100*ph.rate()/ocspTarget, metNot(ph.rate() >= ocspTarget),
+			ph.daemonCPU/ph.elapsed.Seconds(), ph.daemonCPU/max(float64(ph.ok), 1)*1e6, ph.clientCPU/ph.elapsed.Seconds())
+	}
+	if rl := r.revoke; rl != nil {
+		p("\nRevocation latency: %d certificates revoked one at a time with `POST /admin/v1/revoke` `{\"serial\",\"reason\":\"keyCompromise\"}` on the admin socket, "+
+			"while %s ran (%s/s). From sending each revocation, `POST /ocsp` and `GET` of the leaf's CRL distribution point (`/crl/<issuer-ski-hex>`, with `If-None-Match`) "+
+			"were polled every %s until the OCSP answer was Revoked (keyCompromise) and the CRL, signature checked, listed the serial. "+
+			"%d of the %d revocations finished while the sign load ran; the CRLs seen were %d distinct builds.\n\n",
+			len(rl.call), rl.load.name, fmtInt(rl.load.rate()), pollEvery, rl.underLoad, len(rl.call), rl.crlBuilds)
+		p("| revocation → | n | p50 | p99 | max | target | |\n|---|---:|---:|---:|---:|---|---|\n")
+		row := func(what string, lat []time.Duration, target string, ok bool) {
+			p("| %s | %d | %s | %s | %s | %s | %s |\n", what, len(lat), fmtDur(quantile(lat, .5)), fmtDur(quantile(lat, .99)), fmtDur(quantile(lat, 1)), target, func() string {
+				if target == "" {
+					return ""
+				}
+				return metNot(ok)
+			}())
+		}
+		row("admin API answer", rl.call, "", true)
+		row("OCSP says revoked", rl.toOCSP, "≤ 1 s", len(rl.toOCSP) == rl.n && quantile(rl.toOCSP, 1) <= revokeTarget)
+		row("CRL lists it", rl.toCRL, "≤ 1 s", len(rl.toCRL) == rl.n && quantile(rl.toCRL, 1) <= revokeTarget)
+		p("\n")
+	}
+	for _, ph := range r.phases {
+		if ph.kind == "revoke" {
+			p("- **%s** (issue 8's target: ≥ %s revocations/s through the admin API): %s/s: %s. Each is `POST /admin/v1/revoke` of a distinct unrevoked serial listed by `GET /admin/v1/certs`, reason keyCompromise, %d clients on the admin socket.\n",
+				ph.name, fmtInt(revokeRateTarget), fmtInt(ph.rate()), metNot(ph.rate() >= revokeRateTarget), ph.concurrency)
+		}
+	}
 }
