@@ -288,21 +288,28 @@ func (p *Provisioner) Attest(ctx context.Context, token string) (*provisioners.I
 //	  "pod": {"name", "uid"}, "serviceaccount": {"name", "uid"},
 //	  "node": {"name", "uid"} (1.30+, optional)}
 func podClaims(tok *jwtverify.Token) (*sa, error) {
-	c := tok.Claims
+	// The nested "kubernetes.io" object is decoded once, not per field.
+	c, err := tok.Claims.Object("kubernetes.io")
+	if err != nil {
+		return nil, refuse("%v", err)
+	}
 	var s sa
-	var err error
 	get := func(dst *string, path ...string) {
-		if err == nil {
-			*dst, err = c.String(path...)
+		if err != nil {
+			return
+		}
+		if *dst, err = c.String(path...); err != nil {
+			// Name the claim by its full path in the token.
+			err = errors.New(strings.Replace(err.Error(), "claim ", "claim kubernetes.io.", 1))
 		}
 	}
-	get(&s.namespace, "kubernetes.io", "namespace")
-	get(&s.name, "kubernetes.io", "serviceaccount", "name")
-	get(&s.uid, "kubernetes.io", "serviceaccount", "uid")
-	get(&s.pod, "kubernetes.io", "pod", "name")
-	get(&s.podUID, "kubernetes.io", "pod", "uid")
-	if err == nil && c.Has("kubernetes.io", "node") {
-		get(&s.node, "kubernetes.io", "node", "name")
+	get(&s.namespace, "namespace")
+	get(&s.name, "serviceaccount", "name")
+	get(&s.uid, "serviceaccount", "uid")
+	get(&s.pod, "pod", "name")
+	get(&s.podUID, "pod", "uid")
+	if err == nil && c.Has("node") {
+		get(&s.node, "node", "name")
 	}
 	if err != nil {
 		return nil, refuse("%v", err)

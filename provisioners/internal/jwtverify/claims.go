@@ -35,6 +35,21 @@ func (c Claims) lookup(path []string) (json.RawMessage, error) {
 	panic("unreachable")
 }
 
+// Object returns the JSON object claim at path, decoded once, so that a
+// caller reading several fields under it does not decode it again for
+// each.
+func (c Claims) Object(path ...string) (Claims, error) {
+	raw, err := c.lookup(path)
+	if err != nil {
+		return nil, err
+	}
+	var obj Claims
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return nil, fmt.Errorf("claim %s: not an object", strings.Join(path, "."))
+	}
+	return obj, nil
+}
+
 // Has reports whether the claim at path is present and not null.
 func (c Claims) Has(path ...string) bool {
 	_, err := c.lookup(path)
