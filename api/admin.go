@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -27,6 +28,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("/admin/v1/tokens", allow(http.MethodPost, s.createTokens))
 	mux.HandleFunc("/admin/v1/certs", allow(http.MethodGet, s.listCerts))
 	mux.HandleFunc("/admin/v1/revoke", allow(http.MethodPost, s.adminRevoke))
+	mux.HandleFunc("/admin/v1/replay-keys/clear", allow(http.MethodPost, s.clearReplayKey))
 	mux.HandleFunc("/", notFound)
 	return recoverer(s.log, mux)
 }
@@ -152,4 +154,46 @@ func (s *Server) listCerts(w http.ResponseWriter, r *http.Request) {
 			NotBefore: c.NotBefore, NotAfter: c.NotAfter, Revoked: c.Revoked(), RenewedFrom: c.RenewedFrom}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// ReplayKeyRequest is the body of POST /admin/v1/replay-keys/clear.
+type ReplayKeyRequest struct {
+	// Key is a replay key as provisioners record it, e.g.
+	// "aws-iid:aws:123456789012:i-0abc" (trust on first use per instance).
+	Key string `json:"key"`
+}
+
+// ReplayKeyResponse names what was cleared.
+type ReplayKeyResponse struct {
+	Key string `json:"key"`
+	// Serial is the certificate whose enrollment created the key.
+	Serial string `json:"serial"`
+}
+
+// clearReplayKey lets an instance enroll again: an operator removes its
+// trust-on-first-use entry (or a JWT ID).
+func (s *Server) clearReplayKey(w http.ResponseWriter, r *http.Request) {
+	var req ReplayKeyRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		writeError(w, e)
+		return
+	}
+	if req.Key == "" || len(req.Key) > 1024 {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "key is required (at most 1024 bytes)"))
+		return
+	}
+	serial, err := s.store.ReplayKey(r.Context(), req.Key)
+	if err == nil {
+		err = s.store.DeleteReplayKey(r.Context(), req.Key)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "no replay key %q", truncate(req.Key, 128)))
+		return
+	}
+	if err != nil {
+		writeError(w, s.refusal(err))
+		return
+	}
+	s.log.Info("audit", "op", "replay_key_clear", "key", req.Key, "serial", serial, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, ReplayKeyResponse{Key: req.Key, Serial: serial})
 }

@@ -61,6 +61,8 @@ type CertStore interface {
 	Certificate(ctx context.Context, serial string) (*store.Certificate, error)
 	ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error)
 	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error)
+	ReplayKey(ctx context.Context, key string) (string, error)
+	DeleteReplayKey(ctx context.Context, key string) error
 }
 
 // Options configure a Server.

@@ -188,6 +188,13 @@ type Store interface {
 	// Revocations returns the revocations of certificates issued by
 	// issuerSKI that are unexpired at now, in serial order.
 	Revocations(ctx context.Context, issuerSKI string, now time.Time) ([]Revocation, error)
+	// ReplayKey returns the serial of the certificate whose issuance
+	// created the replay key, or ErrNotFound.
+	ReplayKey(ctx context.Context, key string) (string, error)
+	// DeleteReplayKey removes a replay key (an operator clearing a
+	// trust-on-first-use entry so the instance may enroll again). It
+	// returns ErrNotFound for a key that does not exist.
+	DeleteReplayKey(ctx context.Context, key string) error
 	// CreateJoinTokens stores new tokens atomically, or none of them.
 	CreateJoinTokens(ctx context.Context, tokens []JoinToken) error
 	// JoinToken returns the token stored under hash, or ErrNotFound.

@@ -182,3 +182,30 @@ func certsCommand() *cli.Command {
 		}},
 	}
 }
+
+func tofuCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "tofu",
+		Usage: "manage trust-on-first-use entries (talks to the running daemon)",
+		Subcommands: []*cli.Command{{
+			Name:  "clear",
+			Usage: "let an instance enroll again: remove its replay key (e.g. aws-iid:<provisioner>:<account>:<instance-id>)",
+			Flags: []cli.Flag{
+				dirFlag(),
+				&cli.StringFlag{Name: "key", Usage: "the replay key, as in the refusal's audit line and docs/provisioners/*.md", EnvVars: []string{"AGENTCA_REPLAY_KEY"}},
+			},
+			Action: func(c *cli.Context) error {
+				if c.String("key") == "" {
+					return usagef("--key is required")
+				}
+				var resp api.ReplayKeyResponse
+				if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodPost, "/admin/v1/replay-keys/clear",
+					api.ReplayKeyRequest{Key: c.String("key")}, &resp); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "Cleared %s (first used by certificate %s)\n", resp.Key, resp.Serial)
+				return nil
+			},
+		}},
+	}
+}

@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			certsCommand(),
 			revokeCommand(),
 			ocspCommand(),
+			tofuCommand(),
 			logCommand(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {

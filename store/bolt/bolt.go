@@ -528,6 +528,31 @@ func (s *Store) Revocations(ctx context.Context, issuerSKI string, now time.Time
 	return out, wrap(err)
 }
 
+// ReplayKey implements store.Store.
+func (s *Store) ReplayKey(ctx context.Context, key string) (string, error) {
+	var serial string
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketOnce).Get([]byte(key))
+		if v == nil {
+			return store.ErrNotFound
+		}
+		serial = hex.EncodeToString(v)
+		return nil
+	})
+	return serial, wrap(err)
+}
+
+// DeleteReplayKey implements store.Store.
+func (s *Store) DeleteReplayKey(ctx context.Context, key string) error {
+	return s.write(ctx, func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketOnce)
+		if b.Get([]byte(key)) == nil {
+			return refuse(store.ErrNotFound)
+		}
+		return b.Delete([]byte(key))
+	})
+}
+
 // CreateJoinTokens implements store.Store.
 func (s *Store) CreateJoinTokens(ctx context.Context, toks []store.JoinToken) error {
 	vals := make([][]byte, len(toks))

@@ -280,6 +280,22 @@ func testReplayKeys(t *testing.T, s store.Store) {
 	if err := s.Issue(ctx, &store.Issuance{Certificate: cert(t, id), Once: []string{"jti:k8s:2"}, Now: now}); err != nil {
 		t.Fatalf("key from a refused issuance was recorded: %v", err)
 	}
+	// An operator clears a TOFU entry: the instance may enroll again.
+	if serial, err := s.ReplayKey(ctx, "tofu:aws:i-1"); err != nil || serial == "" {
+		t.Fatalf("ReplayKey = %q, %v", serial, err)
+	}
+	if err := s.DeleteReplayKey(ctx, "tofu:aws:i-1"); err != nil {
+		t.Fatalf("DeleteReplayKey: %v", err)
+	}
+	if _, err := s.ReplayKey(ctx, "tofu:aws:i-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("after delete: err = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteReplayKey(ctx, "tofu:aws:i-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second delete: err = %v, want ErrNotFound", err)
+	}
+	if err := s.Issue(ctx, &store.Issuance{Certificate: cert(t, id), Once: []string{"tofu:aws:i-1"}, Now: now}); err != nil {
+		t.Fatalf("cleared key still refuses: %v", err)
+	}
 }
 
 func testDuplicateJoinToken(t *testing.T, s store.Store) {
