@@ -706,6 +706,19 @@ func TestProvAWSIIDEnroll(t *testing.T) {
 		}
 	})
 
+	t.Run("operator clears the TOFU entry, the instance enrolls again", func(t *testing.T) {
+		key := "aws-iid:aws:" + provAWSAccount + ":" + instance
+		r := mustRun(t, "tofu", "clear", "--dir", ca.Dir, "--key", key)
+		if !strings.Contains(r.stdout, "Cleared "+key) {
+			t.Fatalf("tofu clear printed %q", r.stdout)
+		}
+		out := filepath.Join(t.TempDir(), "creds")
+		provEnrolled(t, ca, enroll(t, out), out, "spiffe://example.org/aws/"+provAWSAccount+"/"+provAWSRegion+"/"+instance)
+		if r := runCLI(t, "tofu", "clear", "--dir", ca.Dir, "--key", "aws-iid:aws:nope"); r.code != 1 {
+			t.Fatalf("clearing an unknown key: exit %d, want 1\n%s", r.code, r)
+		}
+	})
+
 	t.Run("account outside the allow-list", func(t *testing.T) {
 		doc := provAWSDoc("210987654321", "i-0aaaaaaaaaaaaaaa1", time.Now().Add(-time.Minute))
 		imds.set(doc, provPKCS7(t, doc, cert, key))
