@@ -37,12 +37,17 @@ unit:
 e2e: deps
 	$(GO) test -race -count=1 -timeout 20m ./test/...
 
-# deps installs the outside tools the tests drive (openssl) when absent.
+# deps installs the outside tools the tests drive (openssl, and SoftHSM2
+# for the PKCS#11 test) when absent.
 deps:
 	@command -v openssl >/dev/null 2>&1 || { \
 		echo "installing openssl"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq openssl; \
 		else sudo apt-get update -qq && sudo apt-get install -y -qq openssl; fi; }
+	@{ command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || { \
+		echo "installing softhsm2"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq softhsm2; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq softhsm2; fi; }
 
 lint: fmt vet staticcheck govulncheck
 

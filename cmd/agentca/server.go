@@ -32,10 +32,14 @@ func initCommand() *cli.Command {
 			&cli.StringFlag{Name: "https", Usage: "HTTPS listen address", Value: "127.0.0.1:8443", EnvVars: []string{"AGENTCA_HTTPS"}},
 			&cli.StringFlag{Name: "http", Usage: "plain HTTP listen address", Value: "127.0.0.1:8080", EnvVars: []string{"AGENTCA_HTTP"}},
 			passwordFlag(),
+			&cli.StringFlag{Name: "kms", Usage: "create the CA keys in this KMS instead of files, e.g. 'pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=agentca?pin-source=/etc/agentca/pin' (see docs/keys.md)", EnvVars: []string{"AGENTCA_KMS"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("init takes no arguments")
+			}
+			if c.String("kms") != "" && !ca.IsKMSURI(c.String("kms")) {
+				return usagef("--kms: want a pkcs11: URI, got %q", c.String("kms"))
 			}
 			if c.String("trust-domain") == "" {
 				return usagef("--trust-domain is required")
@@ -50,7 +54,7 @@ func initCommand() *cli.Command {
 			}
 			res, err := daemon.Init(c.Context, daemon.InitOptions{
 				Dir: c.String("dir"), TrustDomain: c.String("trust-domain"), Name: c.String("name"),
-				KeyType: kt, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw,
+				KeyType: kt, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, KMS: c.String("kms"),
 			})
 			if err != nil {
 				return err

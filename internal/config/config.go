@@ -81,7 +81,25 @@ type Config struct {
 	Admins         []string      `json:"admins,omitempty"`
 	Provisioners   []Provisioner `json:"provisioners"`
 	Logging        LogConfig     `json:"logging,omitzero"`
+	Keys           Keys          `json:"keys,omitzero"`
 }
+
+// Keys says where each CA key lives: a PEM file (a path, relative to the
+// state directory unless absolute) or a key in the KMS that KMS opens (a
+// "pkcs11:id=...;object=..." URI). An absent field means the file in keys/
+// (keys/root.key, keys/issuing.key, keys/ocsp.key, keys/log.key).
+type Keys struct {
+	// KMS opens the key manager, e.g.
+	// "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=agentca?pin-source=/etc/agentca/pin".
+	KMS     string `json:"kms,omitempty"`
+	Root    string `json:"root,omitempty"`
+	Issuing string `json:"issuing,omitempty"`
+	OCSP    string `json:"ocsp,omitempty"`
+	Log     string `json:"log,omitempty"`
+}
+
+// isKMSURI reports whether a key reference names a key in a KMS.
+func isKMSURI(s string) bool { return strings.HasPrefix(strings.ToLower(s), "pkcs11:") }
 
 // Listen holds the listener addresses.
 type Listen struct {
@@ -440,6 +458,15 @@ func (c *Config) Validate() error {
 	case "", "debug", "info", "warn", "error":
 	default:
 		bad("logging.level", "want debug, info, warn or error, got %q", c.Logging.Level)
+	}
+	if c.Keys.KMS != "" && !isKMSURI(c.Keys.KMS) {
+		bad("keys.kms", "want a pkcs11: URI, got %q", c.Keys.KMS)
+	}
+	for _, k := range []struct{ field, ref string }{{"keys.root", c.Keys.Root}, {"keys.issuing", c.Keys.Issuing},
+		{"keys.ocsp", c.Keys.OCSP}, {"keys.log", c.Keys.Log}} {
+		if isKMSURI(k.ref) && c.Keys.KMS == "" {
+			bad(k.field, "%q is a KMS key but keys.kms is not set", k.ref)
+		}
 	}
 	return errors.Join(errs...)
 }

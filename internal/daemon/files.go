@@ -75,8 +75,9 @@ func certPEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-// loadIssuer reads the root and issuing CA with its key from dir.
-func loadIssuer(dir string, password []byte) (*ca.Issuer, error) {
+// loadIssuer reads the root and issuing CA from dir, with its key from
+// keys.
+func loadIssuer(dir string, keys *caKeys) (*ca.Issuer, error) {
 	root, err := readCert(filepath.Join(dir, RootCertFile))
 	if err != nil {
 		return nil, err
@@ -85,7 +86,7 @@ func loadIssuer(dir string, password []byte) (*ca.Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := ca.ReadKey(filepath.Join(dir, IssuingKeyFile), password)
+	key, err := keys.signer(roleIssuing, false)
 	if err != nil {
 		return nil, err
 	}
@@ -109,18 +110,18 @@ func hasCA(dir string) (bool, error) {
 // ErrExists is returned by Init when the directory already holds a CA.
 var ErrExists = errors.New("a CA already exists there; refusing to overwrite it")
 
-// loadLogSigner reads the issuance log's key (creating a P-256 one, as for
-// a state directory older than the log, when there is none) and writes
-// its public key to D/log.pub.pem when that file is missing. An existing
-// log.pub.pem must hold that key: auditors pin it.
-func loadLogSigner(dir string, password []byte) (*translog.Signer, error) {
-	key, err := loadOrCreateKey(filepath.Join(dir, LogKeyFile), password)
+// loadLogSigner reads the issuance log's key from keys (creating a P-256
+// file key, as for a state directory older than the log, when there is
+// none) and writes its public key to D/log.pub.pem when that file is
+// missing. An existing log.pub.pem must hold that key: auditors pin it.
+func loadLogSigner(dir string, keys *caKeys) (*translog.Signer, error) {
+	key, err := keys.signer(roleLog, true)
 	if err != nil {
 		return nil, fmt.Errorf("log key: %w", err)
 	}
 	signer, err := translog.NewSigner(key)
 	if err != nil {
-		return nil, fmt.Errorf("log key %s: %w", LogKeyFile, err)
+		return nil, fmt.Errorf("log key %s: %w", keys.ref(roleLog), err)
 	}
 	pubPEM, err := logPublicPEM(key)
 	if err != nil {
@@ -136,7 +137,7 @@ func loadLogSigner(dir string, password []byte) (*translog.Signer, error) {
 	case err != nil:
 		return nil, err
 	case !bytes.Equal(bytes.TrimSpace(old), bytes.TrimSpace(pubPEM)):
-		return nil, fmt.Errorf("%s does not hold the public key of %s", path, LogKeyFile)
+		return nil, fmt.Errorf("%s does not hold the public key of %s", path, keys.ref(roleLog))
 	}
 	return signer, nil
 }

@@ -26,6 +26,9 @@ type InitOptions struct {
 	HTTPS    string
 	HTTP     string
 	Password []byte
+	// KMS, when set, is the URI of a KMS (pkcs11:...) in which to create
+	// the CA keys instead of files in keys/.
+	KMS string
 }
 
 // InitResult describes a new CA.
@@ -66,6 +69,15 @@ func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
 	}
 	cfg := config.Default(opts.TrustDomain, opts.HTTPS, opts.HTTP)
 	cfg.KeyType = string(opts.KeyType)
+	if opts.KMS != "" {
+		if len(opts.Password) > 0 {
+			return nil, errors.New("--password-file and --kms exclude each other: keys in a KMS are not files to encrypt")
+		}
+		if opts.KeyType == ca.Ed25519 {
+			return nil, errors.New("key type ed25519 is not supported in a KMS (want ec-p256, ec-p384 or rsa-2048)")
+		}
+		cfg.Keys.KMS = opts.KMS
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -88,7 +100,7 @@ func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(stage)
-	if err := build(stage, cfg, opts); err != nil {
+	if err := build(ctx, stage, cfg, opts); err != nil {
 		return nil, err
 	}
 	if err := moveInto(stage, dir); err != nil {
@@ -102,29 +114,48 @@ func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
 		HTTPSURL: cfg.PublicURLs.HTTPS, HTTPURL: cfg.PublicURLs.HTTP, TrustDomain: cfg.TrustDomain}, nil
 }
 
-func build(stage string, cfg *config.Config, opts InitOptions) error {
+func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptions) (err error) {
 	for _, d := range []string{KeysDir, CertsDir} {
 		if err := os.Mkdir(filepath.Join(stage, d), 0o700); err != nil {
 			return err
 		}
 	}
-	h, err := ca.NewHierarchy(opts.Name, opts.KeyType, time.Now())
-	if err != nil {
-		return err
-	}
-	if err := ca.WriteKey(filepath.Join(stage, RootKeyFile), h.RootKey, opts.Password); err != nil {
-		return err
-	}
-	if err := ca.WriteKey(filepath.Join(stage, IssuingKeyFile), h.IssuingKey, opts.Password); err != nil {
-		return err
-	}
-	if _, err := loadOrCreateKey(filepath.Join(stage, OCSPKeyFile), opts.Password); err != nil {
-		return err
+	var h *ca.Hierarchy
+	keys := &caKeys{dir: stage, password: opts.Password}
+	if cfg.Keys.KMS != "" {
+		kms, oerr := ca.OpenKMS(ctx, cfg.Keys.KMS)
+		if oerr != nil {
+			return oerr
+		}
+		created := &kmsKeys{kms: kms}
+		defer func() {
+			if err != nil {
+				err = errors.Join(err, created.cleanup())
+			}
+			err = errors.Join(err, kms.Close())
+		}()
+		if h, err = createKMSKeys(created, &cfg.Keys, opts); err != nil {
+			return err
+		}
+		keys.kms, keys.cfg = kms, cfg.Keys
+	} else {
+		if h, err = ca.NewHierarchy(opts.Name, opts.KeyType, time.Now()); err != nil {
+			return err
+		}
+		if err := ca.WriteKey(filepath.Join(stage, RootKeyFile), h.RootKey, opts.Password); err != nil {
+			return err
+		}
+		if err := ca.WriteKey(filepath.Join(stage, IssuingKeyFile), h.IssuingKey, opts.Password); err != nil {
+			return err
+		}
+		if _, err := loadOrCreateKey(filepath.Join(stage, OCSPKeyFile), opts.Password); err != nil {
+			return err
+		}
 	}
 	// The issuance log's key: P-256 whatever the CA's key type, as CT
 	// v1 tree heads allow only ECDSA P-256 or RSA. loadLogSigner also
 	// writes log.pub.pem.
-	if _, err := loadLogSigner(stage, opts.Password); err != nil {
+	if _, err := loadLogSigner(stage, keys); err != nil {
 		return err
 	}
 	files := map[string][]byte{
@@ -149,6 +180,30 @@ func build(stage string, cfg *config.Config, opts InitOptions) error {
 		return err
 	}
 	return st.Close()
+}
+
+// createKMSKeys creates the CA keys in a KMS, records their names in cfg
+// and signs the root and issuing certificates with them.
+func createKMSKeys(m *kmsKeys, cfg *config.Keys, opts InitOptions) (*ca.Hierarchy, error) {
+	tag, err := newKMSTag()
+	if err != nil {
+		return nil, err
+	}
+	rootKey, err := m.create(cfg, roleRoot, tag, opts.KeyType)
+	if err != nil {
+		return nil, err
+	}
+	issKey, err := m.create(cfg, roleIssuing, tag, opts.KeyType)
+	if err != nil {
+		return nil, err
+	}
+	// The OCSP and log keys are P-256 as when they are files.
+	for _, role := range []string{roleOCSP, roleLog} {
+		if _, err := m.create(cfg, role, tag, ca.ECP256); err != nil {
+			return nil, err
+		}
+	}
+	return ca.NewHierarchyWithKeys(opts.Name, rootKey, issKey, time.Now())
 }
 
 // moveInto moves stage's entries into dir, which may not exist yet or may

@@ -77,11 +77,20 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if opts.HTTP != "" {
 		cfg.Listen.HTTP = opts.HTTP
 	}
-	issuer, err := loadIssuer(dir, opts.Password)
+	keys, err := openKeys(ctx, dir, cfg.Keys, opts.Password)
 	if err != nil {
 		return err
 	}
-	logSigner, err := loadLogSigner(dir, opts.Password)
+	defer func() {
+		if err := keys.Close(); err != nil {
+			log.Error("closing the KMS", "err", err)
+		}
+	}()
+	issuer, err := loadIssuer(dir, keys)
+	if err != nil {
+		return err
+	}
+	logSigner, err := loadLogSigner(dir, keys)
 	if err != nil {
 		return err
 	}
@@ -129,7 +138,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	ocspKey, err := loadOrCreateKey(filepath.Join(dir, OCSPKeyFile), opts.Password)
+	ocspKey, err := keys.signer(roleOCSP, true)
 	if err != nil {
 		return err
 	}
