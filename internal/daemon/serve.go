@@ -58,6 +58,7 @@ const (
 // drains the listeners and returns nil. SIGHUP reloads the provisioners
 // from agentca.json.
 func Serve(ctx context.Context, opts ServeOptions) error {
+	tuneGC()
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
