@@ -199,8 +199,21 @@ type Store interface {
 	CreateJoinTokens(ctx context.Context, tokens []JoinToken) error
 	// JoinToken returns the token stored under hash, or ErrNotFound.
 	JoinToken(ctx context.Context, hash []byte) (*JoinToken, error)
+	// Sweep removes, in one transaction, at most limit of the records
+	// that expired before before: certificates whose NotAfter is earlier
+	// (with their revocation entries) and join tokens whose ExpiresAt
+	// is, oldest first. The issuance log keeps its entries; replay keys
+	// stay. The daemon calls it with now minus the retention.
+	Sweep(ctx context.Context, before time.Time, limit int) (Swept, error)
 	// Close releases the store; pending writes finish first.
 	Close() error
+}
+
+// Swept is what one Sweep removed.
+type Swept struct {
+	Certificates, JoinTokens int
+	// More reports that the sweep stopped at its limit: call it again.
+	More bool
 }
 
 // NormalizeSerial parses a hex serial in any case, with or without leading

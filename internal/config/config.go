@@ -118,6 +118,21 @@ type PublicURLs struct {
 type Storage struct {
 	Type string `json:"type"`
 	Path string `json:"path,omitempty"`
+	// Retention is how long a certificate's record (and a join token)
+	// stays in the store after it expired; the issuance log keeps its
+	// entry for ever. Absent means DefaultRetention.
+	Retention Duration `json:"retention,omitempty"`
+}
+
+// DefaultRetention is Storage.Retention when agentca.json has none.
+const DefaultRetention = 7 * 24 * time.Hour
+
+// RetentionOrDefault returns Retention, or DefaultRetention when unset.
+func (s Storage) RetentionOrDefault() time.Duration {
+	if s.Retention <= 0 {
+		return DefaultRetention
+	}
+	return s.Retention.Std()
 }
 
 // Leaf holds the CA-wide leaf lifetime policy.
@@ -377,6 +392,9 @@ func (c *Config) Validate() error {
 	case "bbolt":
 	default:
 		bad("storage.type", "unsupported storage %q (want bbolt)", c.Storage.Type)
+	}
+	if r := c.Storage.Retention.Std(); r != 0 && r < time.Minute {
+		bad("storage.retention", "must be at least 1m")
 	}
 	l := c.Leaf
 	if l.MinTTL.Std() < time.Second {

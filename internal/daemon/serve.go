@@ -216,7 +216,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
 	go func() {
 		defer wg.Done()
@@ -224,6 +224,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}()
 	go func() { defer wg.Done(); publisher.Run(ctx) }()
 	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, st, srv, log) }()
+	go func() { defer wg.Done(); sweepLoop(ctx, st, cfg.Storage.RetentionOrDefault(), log) }()
 
 	log.Info("serving", "https", httpsLn.Addr().String(), "http", httpLn.Addr().String(),
 		"admin", adminLn.Addr().String(), "trust_domain", cfg.TrustDomain, "issuer", issuer.SKI,

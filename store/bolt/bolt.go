@@ -140,7 +140,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return &Store{db: db, quit: make(chan struct{}), done: done, readOnly: true}, nil
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked, bucketLogEntries, bucketLogIndex, bucketLogNodes} {
+		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked, bucketLogEntries, bucketLogIndex, bucketLogNodes, bucketCertExpiry, bucketTokenExpiry} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -153,6 +153,15 @@ func Open(path string, opts Options) (*Store, error) {
 			// A new file, or one from before the issuance log.
 			if err := backfillLog(tx, time.Now()); err != nil {
 				return fmt.Errorf("issuance log: %w", err)
+			}
+		}
+		if meta.Get(keyExpiryIndex) == nil {
+			// A new file, or one from before retention.
+			if err := buildExpiryIndexes(tx); err != nil {
+				return fmt.Errorf("expiry index: %w", err)
+			}
+			if err := meta.Put(keyExpiryIndex, []byte("1")); err != nil {
+				return err
 			}
 		}
 		return meta.Put(keySchema, schema)
@@ -351,6 +360,9 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 			v = withLogFields(certJSON, index, leaf.Timestamp())
 		}
 		if err := certs.Put(serial, v); err != nil {
+			return err
+		}
+		if err := putExpiry(tx.Bucket(bucketCertExpiry), iss.Certificate.NotAfter, serial); err != nil {
 			return err
 		}
 		if iss.JoinToken != nil {
@@ -575,8 +587,12 @@ func (s *Store) CreateJoinTokens(ctx context.Context, toks []store.JoinToken) er
 			}
 			seen[string(t.Hash)] = true
 		}
+		exp := tx.Bucket(bucketTokenExpiry)
 		for i, t := range toks {
 			if err := b.Put(t.Hash, vals[i]); err != nil {
+				return err
+			}
+			if err := putExpiry(exp, t.ExpiresAt, t.Hash); err != nil {
 				return err
 			}
 		}

@@ -39,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Revoke", testRevoke},
 		{"Revocations", testRevocations},
 		{"Closed", testClosed},
+		{"Sweep", testSweep},
+		{"SweepLimit", testSweepLimit},
 	}
 	tests = append(tests, logTests...)
 	for _, tc := range tests {
@@ -471,4 +473,124 @@ func testClosed(t *testing.T, s store.Store) {
 	if err := s.Issue(context.Background(), &store.Issuance{Certificate: cert(t, "spiffe://example.org/a"), Now: now}); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("Issue after Close: err = %v, want ErrClosed", err)
 	}
+}
+
+// testSweep: records past the cutoff leave the store (a revoked
+// certificate's revocation entry with it), the others stay, and the log
+// keeps every entry.
+func testSweep(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	cutoff := now.Add(-7 * 24 * time.Hour)
+	live, liveLeaf := logged(t, "spiffe://example.org/live")
+	old, oldLeaf := logged(t, "spiffe://example.org/old")
+	old.NotAfter = cutoff.Add(-time.Hour)
+	atCut := cert(t, "spiffe://example.org/at-cutoff")
+	atCut.NotAfter = cutoff.Add(time.Second)
+	for _, iss := range []*store.Issuance{
+		{Certificate: live, Now: now, LogLeaf: liveLeaf},
+		{Certificate: old, Now: now, LogLeaf: oldLeaf},
+		{Certificate: atCut, Now: now},
+	} {
+		if err := s.Issue(ctx, iss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Revoke(ctx, old.Serial, 1, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Revoke(ctx, atCut.Serial, 1, now); err != nil {
+		t.Fatal(err)
+	}
+	oldTok := newToken(t, s, "spiffe://example.org/old", -7*24*time.Hour-time.Minute)
+	liveTok := newToken(t, s, "spiffe://example.org/live", time.Hour)
+	sizeBefore := logSize(t, s)
+
+	got, err := s.Sweep(ctx, cutoff, 100)
+	if err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if got != (store.Swept{Certificates: 1, JoinTokens: 1}) {
+		t.Fatalf("Sweep = %+v, want 1 certificate and 1 join token, no more", got)
+	}
+	if _, err := s.Certificate(ctx, old.Serial); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("swept certificate: err = %v, want ErrNotFound", err)
+	}
+	for _, c := range []store.Certificate{live, atCut} {
+		if _, err := s.Certificate(ctx, c.Serial); err != nil {
+			t.Fatalf("certificate %s swept too early: %v", c.SPIFFEID, err)
+		}
+	}
+	revs, err := s.Revocations(ctx, "abcd", cutoff.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 1 || revs[0].Serial != atCut.Serial {
+		t.Fatalf("Revocations after the sweep = %+v, want only %s", revs, atCut.Serial)
+	}
+	if _, err := s.JoinToken(ctx, oldTok); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("swept join token: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.JoinToken(ctx, liveTok); err != nil {
+		t.Fatalf("live join token swept: %v", err)
+	}
+	if size := logSize(t, s); size != sizeBefore {
+		t.Fatalf("log size %d after the sweep, want %d", size, sizeBefore)
+	}
+	if idx, err := s.LogIndex(ctx, oldLeaf.Hash); err != nil {
+		t.Fatalf("swept certificate's log entry: %v", err)
+	} else if e, err := s.LogEntries(ctx, idx, idx+1); err != nil || len(e) != 1 || string(e[0]) != string(oldLeaf.Input) {
+		t.Fatalf("swept certificate's log entry = %x, %v", e, err)
+	}
+	if got, err := s.Sweep(ctx, cutoff, 100); err != nil || got != (store.Swept{}) {
+		t.Fatalf("second Sweep = %+v, %v, want nothing", got, err)
+	}
+	// The store still records new certificates after a sweep.
+	if err := s.Issue(ctx, &store.Issuance{Certificate: cert(t, "spiffe://example.org/after"), Now: now}); err != nil {
+		t.Fatalf("Issue after Sweep: %v", err)
+	}
+}
+
+// testSweepLimit: a sweep removes at most limit records and says when
+// there are more.
+func testSweepLimit(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for range 5 {
+		c := cert(t, "spiffe://example.org/old")
+		c.NotAfter = now.Add(-time.Hour)
+		if err := s.Issue(ctx, &store.Issuance{Certificate: c, Now: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := 0
+	for i := 0; ; i++ {
+		got, err := s.Sweep(ctx, now, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Certificates > 2 {
+			t.Fatalf("Sweep(limit 2) removed %d", got.Certificates)
+		}
+		total += got.Certificates
+		if !got.More {
+			break
+		}
+		if i > 5 {
+			t.Fatal("Sweep keeps reporting More")
+		}
+	}
+	if total != 5 {
+		t.Fatalf("swept %d certificates, want 5", total)
+	}
+	if list, err := s.ListCertificates(ctx, store.ListOptions{}); err != nil || len(list) != 0 {
+		t.Fatalf("ListCertificates after sweeping = %d, %v", len(list), err)
+	}
+}
+
+func logSize(t *testing.T, s store.Store) uint64 {
+	t.Helper()
+	st, err := s.LogState(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
 }
