@@ -7,8 +7,8 @@ import (
 
 // gcPercent is the daemon's GOGC unless the environment sets GOGC. At the
 // default (100) the collector took 16–18 % of the daemon's CPU under
-// issuance load; 200 gave 14 % more certificates per second at c=64 (and
-// 25 % more renewals) for about 45 MiB more peak RSS (docs/benchmarks.md,
+// issuance load; 200 gave about 15 % more certificates and renewals per
+// second at c=64 for about 40 MiB more peak RSS (docs/benchmarks.md,
 // "Issue 8 progress").
 const gcPercent = 200
 
