@@ -275,7 +275,17 @@ func (c *Client) do(hc *http.Client, req *http.Request, out any) error {
 
 // Roots fetches the CA's current trust anchors (/v1/roots).
 func (c *Client) Roots(ctx context.Context) ([]*x509.Certificate, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+"/v1/roots", nil)
+	body, err := c.get(ctx, "/v1/roots")
+	if err != nil {
+		return nil, err
+	}
+	return ParseCertificates(body)
+}
+
+// get fetches path from the CA over the trusted TLS connection; anything
+// but 200 is an error.
+func (c *Client) get(ctx context.Context, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -290,9 +300,9 @@ func (c *Client) Roots(ctx context.Context) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent: /v1/roots answered %d", resp.StatusCode)
+		return nil, fmt.Errorf("agent: %s answered %d", path, resp.StatusCode)
 	}
-	return ParseCertificates(body)
+	return body, nil
 }
 
 // ParseCertificates parses every CERTIFICATE block in PEM data; it fails

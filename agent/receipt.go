@@ -6,8 +6,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 
 	"github.com/agentca/agentca/translog"
 	ct "github.com/google/certificate-transparency-go"
@@ -65,22 +63,9 @@ func VerifyReceipt(cr *Credentials, logKey crypto.PublicKey) error {
 // LogKey fetches the issuance log's public key from the CA (/v1/log-key)
 // over the already trusted TLS connection.
 func (c *Client) LogKey(ctx context.Context) (crypto.PublicKey, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+"/v1/log-key", nil)
+	body, err := c.get(ctx, "/v1/log-key")
 	if err != nil {
 		return nil, err
-	}
-	_, hc := c.state()
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent: /v1/log-key answered %d", resp.StatusCode)
 	}
 	return ParseLogKey(body)
 }

@@ -37,7 +37,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -49,9 +48,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/smallstep/pkcs7"
-
 	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/provisioners/internal/pkcs7util"
 	"github.com/agentca/agentca/provisioners/internal/strictjson"
 )
 
@@ -303,7 +301,7 @@ func verifyPKCS7(doc []byte, b64 string, certs []*x509.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("not base64: %v", err)
 	}
-	p7, err := parsePKCS7(der)
+	p7, err := pkcs7util.Parse(der)
 	if err != nil {
 		return err
 	}
@@ -313,7 +311,7 @@ func verifyPKCS7(doc []byte, b64 string, certs []*x509.Certificate) error {
 	if !bytes.Equal(p7.Content, doc) {
 		return errors.New("the signed content is not the document")
 	}
-	if !strongDigest(p7.Signers[0].DigestAlgorithm.Algorithm) {
+	if !pkcs7util.StrongDigest(p7.Signers[0].DigestAlgorithm.Algorithm) {
 		return fmt.Errorf("digest algorithm %s not accepted", p7.Signers[0].DigestAlgorithm.Algorithm)
 	}
 	p7.Certificates = certs
@@ -321,27 +319,6 @@ func verifyPKCS7(doc []byte, b64 string, certs []*x509.Certificate) error {
 		return fmt.Errorf("not signed by the region's AWS certificate: %v", err)
 	}
 	return nil
-}
-
-// parsePKCS7 parses a PKCS#7 message, turning a panic in the parser on
-// hostile input into an error.
-func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			p7, err = nil, fmt.Errorf("malformed PKCS#7: %v", r)
-		}
-	}()
-	p7, err = pkcs7.Parse(der)
-	if err != nil {
-		return nil, fmt.Errorf("malformed PKCS#7: %v", err)
-	}
-	return p7, nil
-}
-
-// strongDigest reports whether oid is SHA-256, SHA-384 or SHA-512.
-func strongDigest(oid asn1.ObjectIdentifier) bool {
-	return oid.Equal(pkcs7.OIDDigestAlgorithmSHA256) || oid.Equal(pkcs7.OIDDigestAlgorithmSHA384) ||
-		oid.Equal(pkcs7.OIDDigestAlgorithmSHA512)
 }
 
 // verifyLegacy checks the legacy signature: RSA PKCS#1 v1.5 with SHA-256

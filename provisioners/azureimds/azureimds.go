@@ -37,7 +37,6 @@ import (
 	"context"
 	"crypto/x509"
 	_ "embed"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -50,9 +49,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/smallstep/pkcs7"
-
 	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/provisioners/internal/pkcs7util"
 	"github.com/agentca/agentca/provisioners/internal/strictjson"
 )
 
@@ -365,14 +363,14 @@ func (p *Provisioner) verify(b64 string, now time.Time) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signature is not base64: %v", err)
 	}
-	p7, err := parsePKCS7(der)
+	p7, err := pkcs7util.Parse(der)
 	if err != nil {
 		return nil, err
 	}
 	if len(p7.Signers) != 1 {
 		return nil, fmt.Errorf("%d signers, want 1", len(p7.Signers))
 	}
-	if alg := p7.Signers[0].DigestAlgorithm.Algorithm; !strongDigest(alg) {
+	if alg := p7.Signers[0].DigestAlgorithm.Algorithm; !pkcs7util.StrongDigest(alg) {
 		return nil, fmt.Errorf("digest algorithm %s not accepted", alg)
 	}
 	signer := p7.GetOnlySigner()
@@ -403,27 +401,6 @@ func (p *Provisioner) verify(b64 string, now time.Time) ([]byte, error) {
 		return nil, errors.New("no signed content")
 	}
 	return p7.Content, nil
-}
-
-// parsePKCS7 parses a PKCS#7 message, turning a panic in the parser on
-// hostile input into an error.
-func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			p7, err = nil, fmt.Errorf("malformed PKCS#7: %v", r)
-		}
-	}()
-	p7, err = pkcs7.Parse(der)
-	if err != nil {
-		return nil, fmt.Errorf("malformed PKCS#7: %v", err)
-	}
-	return p7, nil
-}
-
-// strongDigest reports whether oid is SHA-256, SHA-384 or SHA-512.
-func strongDigest(oid asn1.ObjectIdentifier) bool {
-	return oid.Equal(pkcs7.OIDDigestAlgorithmSHA256) || oid.Equal(pkcs7.OIDDigestAlgorithmSHA384) ||
-		oid.Equal(pkcs7.OIDDigestAlgorithmSHA512)
 }
 
 // trunc shortens attacker-chosen text for the audit log.
