@@ -75,6 +75,9 @@ type Certificate struct {
 	// leaf; LogTimestamp is zero for a record issued without a leaf.
 	LogIndex     uint64 `json:"log_index,omitempty"`
 	LogTimestamp uint64 `json:"log_timestamp,omitempty"`
+	// Task is the task identifier the agent named at issuance, if any;
+	// ending the task revokes every certificate issued for it.
+	Task string `json:"task,omitempty"`
 }
 
 // Logged reports whether the certificate was appended to the issuance log.
@@ -139,6 +142,8 @@ type ListOptions struct {
 	After string
 	// SPIFFEID, when set, keeps only certificates naming it.
 	SPIFFEID string
+	// Task, when set, keeps only certificates issued for that task.
+	Task string
 	// Limit bounds the number of records returned; zero means 1000.
 	Limit int
 }
@@ -205,8 +210,104 @@ type Store interface {
 	// is, oldest first. The issuance log keeps its entries; replay keys
 	// stay. The daemon calls it with now minus the retention.
 	Sweep(ctx context.Context, before time.Time, limit int) (Swept, error)
+	// Anchors returns the trust anchors (an empty set, sequence 0, when
+	// none was ever stored).
+	Anchors(ctx context.Context) (*AnchorSet, error)
+	// UpdateAnchors applies fn to a copy of the current anchor set and
+	// stores the result atomically, with Sequence one higher, when fn
+	// returns nil; it returns the set stored. fn may run more than once
+	// (a backend shared between processes retries on a conflict), so it
+	// must only change the set it is given. fn's error is returned as is.
+	UpdateAnchors(ctx context.Context, fn func(*AnchorSet) error) (*AnchorSet, error)
+	// IssuerStats counts the certificates issued by issuerSKI that are
+	// unexpired at now (revoked ones included) and returns the latest
+	// NotAfter among them.
+	IssuerStats(ctx context.Context, issuerSKI string, now time.Time) (IssuerStats, error)
 	// Close releases the store; pending writes finish first.
 	Close() error
+}
+
+// AnchorState is where a trust anchor is in its lifecycle.
+type AnchorState string
+
+// The states of a trust anchor, in order. Staged, active and retiring
+// anchors are published to relying services; only the active one issues;
+// active and retiring ones answer OCSP and publish CRLs.
+const (
+	AnchorStaged   AnchorState = "staged"
+	AnchorActive   AnchorState = "active"
+	AnchorRetiring AnchorState = "retiring"
+	AnchorRetired  AnchorState = "retired"
+)
+
+// Anchor is one trust anchor: a root and the issuing CA under it. Two
+// anchors share a root when one was staged with a new issuing CA only.
+type Anchor struct {
+	ID    string      `json:"id"`
+	State AnchorState `json:"state"`
+	// Root and Issuer are the DER of the root and the issuing CA.
+	Root   []byte `json:"root"`
+	Issuer []byte `json:"issuer"`
+	// CrossSigned, when set, is the DER of the issuing CA's key and name
+	// certified by the root of the anchor that was active at staging, so
+	// relying services that only know that root can verify new leaves.
+	CrossSigned []byte `json:"cross_signed,omitempty"`
+	// RootKey and IssuerKey locate the keys: a path relative to the
+	// state directory, or a KMS URI. RootKey is the shared root's key
+	// for an intermediate-only anchor.
+	RootKey   string `json:"root_key"`
+	IssuerKey string `json:"issuer_key"`
+	// IssuerSKI is the issuing CA's subject key identifier, lowercase hex
+	// (Certificate.IssuerSKI of what it issued).
+	IssuerSKI string `json:"issuer_ski"`
+	// The times of the transitions; zero until they happen.
+	StagedAt    time.Time `json:"staged_at"`
+	ActivatedAt time.Time `json:"activated_at,omitzero"`
+	RetiringAt  time.Time `json:"retiring_at,omitzero"`
+	RetiredAt   time.Time `json:"retired_at,omitzero"`
+}
+
+// AnchorSet is every trust anchor the CA has known, in staging order.
+type AnchorSet struct {
+	// Sequence increases with every stored change: the trust bundle's
+	// spiffe_sequence.
+	Sequence uint64   `json:"sequence"`
+	Anchors  []Anchor `json:"anchors"`
+}
+
+// Active returns the active anchor, or nil.
+func (s *AnchorSet) Active() *Anchor {
+	for i := range s.Anchors {
+		if s.Anchors[i].State == AnchorActive {
+			return &s.Anchors[i]
+		}
+	}
+	return nil
+}
+
+// Find returns the anchor with id, or nil.
+func (s *AnchorSet) Find(id string) *Anchor {
+	for i := range s.Anchors {
+		if s.Anchors[i].ID == id {
+			return &s.Anchors[i]
+		}
+	}
+	return nil
+}
+
+// Clone returns a deep copy of s.
+func (s *AnchorSet) Clone() *AnchorSet {
+	out := &AnchorSet{Sequence: s.Sequence, Anchors: make([]Anchor, len(s.Anchors))}
+	copy(out.Anchors, s.Anchors)
+	return out
+}
+
+// IssuerStats describes what an issuing CA issued that is still valid.
+type IssuerStats struct {
+	// Unexpired counts the certificates not yet expired, revoked or not.
+	Unexpired int `json:"unexpired"`
+	// LastNotAfter is the latest NotAfter among them; zero when none.
+	LastNotAfter time.Time `json:"last_not_after,omitzero"`
 }
 
 // Swept is what one Sweep removed.

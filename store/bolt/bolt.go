@@ -445,7 +445,7 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("decode certificate %x: %w", k, err)
 			}
-			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID {
+			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID || opts.Task != "" && rec.Task != opts.Task {
 				continue
 			}
 			out = append(out, rec)

@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SweepLimit", testSweepLimit},
 	}
 	tests = append(tests, logTests...)
+	tests = append(tests, anchorTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -1,0 +1,103 @@
+package bolt
+
+// Trust anchors: one JSON value, meta "anchors", changed only inside a
+// write transaction, so concurrent UpdateAnchors calls serialise.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/agentca/agentca/store"
+	bbolt "go.etcd.io/bbolt"
+)
+
+var keyAnchors = []byte("anchors")
+
+func readAnchors(tx *bbolt.Tx) (*store.AnchorSet, error) {
+	set := &store.AnchorSet{}
+	v := tx.Bucket(bucketMeta).Get(keyAnchors)
+	if v == nil {
+		return set, nil
+	}
+	if err := json.Unmarshal(v, set); err != nil {
+		return nil, fmt.Errorf("decode anchors: %w", err)
+	}
+	return set, nil
+}
+
+// Anchors implements store.Store.
+func (s *Store) Anchors(ctx context.Context) (*store.AnchorSet, error) {
+	var set *store.AnchorSet
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		set, err = readAnchors(tx)
+		return err
+	})
+	return set, wrap(err)
+}
+
+// UpdateAnchors implements store.Store.
+func (s *Store) UpdateAnchors(ctx context.Context, fn func(*store.AnchorSet) error) (*store.AnchorSet, error) {
+	var out *store.AnchorSet
+	err := s.write(ctx, func(tx *bbolt.Tx) error {
+		set, err := readAnchors(tx)
+		if err != nil {
+			return err
+		}
+		if err := fn(set); err != nil {
+			return refuse(err)
+		}
+		set.Sequence++
+		v, err := json.Marshal(set)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMeta).Put(keyAnchors, v); err != nil {
+			return err
+		}
+		out = set
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return out, nil
+}
+
+// IssuerStats implements store.Store. It walks the certificate expiry
+// index from now on, so it reads every unexpired record once.
+func (s *Store) IssuerStats(ctx context.Context, issuerSKI string, now time.Time) (store.IssuerStats, error) {
+	var out store.IssuerStats
+	start := expirySeconds(now)
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		certs := tx.Bucket(bucketCerts)
+		c := tx.Bucket(bucketCertExpiry).Cursor()
+		for k, serial := c.Seek(start); k != nil; k, serial = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			v := certs.Get(serial)
+			if v == nil {
+				continue
+			}
+			var rec struct {
+				IssuerSKI string    `json:"issuer_ski"`
+				NotAfter  time.Time `json:"not_after"`
+			}
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decode certificate %x: %w", serial, err)
+			}
+			if rec.IssuerSKI != issuerSKI || !rec.NotAfter.After(now) {
+				continue
+			}
+			out.Unexpired++
+			if rec.NotAfter.After(out.LastNotAfter) {
+				out.LastNotAfter = rec.NotAfter
+			}
+		}
+		return nil
+	})
+	return out, wrap(err)
+}
