@@ -197,6 +197,8 @@ type Request struct {
 	Once []string
 	// RenewedFrom is the serial of the certificate this one renews.
 	RenewedFrom string
+	// Task is the task the agent named, recorded with the certificate.
+	Task string
 }
 
 // Issued is a recorded leaf certificate.
@@ -304,7 +306,7 @@ func (a *Authority) signAndRecordOnce(ctx context.Context, tmpl *x509.Certificat
 		Certificate: store.Certificate{
 			Serial: out.Serial, SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, Provisioner: req.Provisioner,
 			IssuerSKI: iss.SKI, NotBefore: out.NotBefore, NotAfter: out.NotAfter, DER: der,
-			RenewedFrom: req.RenewedFrom,
+			RenewedFrom: req.RenewedFrom, Task: req.Task,
 		},
 		JoinToken: req.JoinToken,
 		Once:      req.Once,
