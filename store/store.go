@@ -308,6 +308,32 @@ type IssuerStats struct {
 	Unexpired int `json:"unexpired"`
 	// LastNotAfter is the latest NotAfter among them; zero when none.
 	LastNotAfter time.Time `json:"last_not_after,omitzero"`
+	// ByProvisioner splits the counts by the provisioner that vouched
+	// (the CA's own server and OCSP responder certificates have theirs).
+	ByProvisioner map[string]IssuerCount `json:"by_provisioner,omitempty"`
+}
+
+// IssuerCount is one provisioner's share of IssuerStats.
+type IssuerCount struct {
+	Unexpired    int       `json:"unexpired"`
+	LastNotAfter time.Time `json:"last_not_after,omitzero"`
+}
+
+// Add counts one unexpired certificate of provisioner expiring at notAfter.
+func (s *IssuerStats) Add(provisioner string, notAfter time.Time) {
+	s.Unexpired++
+	if notAfter.After(s.LastNotAfter) {
+		s.LastNotAfter = notAfter
+	}
+	if s.ByProvisioner == nil {
+		s.ByProvisioner = map[string]IssuerCount{}
+	}
+	c := s.ByProvisioner[provisioner]
+	c.Unexpired++
+	if notAfter.After(c.LastNotAfter) {
+		c.LastNotAfter = notAfter
+	}
+	s.ByProvisioner[provisioner] = c
 }
 
 // Swept is what one Sweep removed.

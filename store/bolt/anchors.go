@@ -83,8 +83,9 @@ func (s *Store) IssuerStats(ctx context.Context, issuerSKI string, now time.Time
 				continue
 			}
 			var rec struct {
-				IssuerSKI string    `json:"issuer_ski"`
-				NotAfter  time.Time `json:"not_after"`
+				IssuerSKI   string    `json:"issuer_ski"`
+				Provisioner string    `json:"provisioner"`
+				NotAfter    time.Time `json:"not_after"`
 			}
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("decode certificate %x: %w", serial, err)
@@ -92,10 +93,7 @@ func (s *Store) IssuerStats(ctx context.Context, issuerSKI string, now time.Time
 			if rec.IssuerSKI != issuerSKI || !rec.NotAfter.After(now) {
 				continue
 			}
-			out.Unexpired++
-			if rec.NotAfter.After(out.LastNotAfter) {
-				out.LastNotAfter = rec.NotAfter
-			}
+			out.Add(rec.Provisioner, rec.NotAfter)
 		}
 		return nil
 	})

@@ -124,6 +124,9 @@ func testIssuerStats(t *testing.T, s store.Store) {
 	if st.Unexpired != 2 || !st.LastNotAfter.Equal(now.Add(9*time.Minute)) {
 		t.Fatalf("IssuerStats(old) = %+v, want 2 unexpired, last %v", st, now.Add(9*time.Minute))
 	}
+	if c := st.ByProvisioner["join"]; len(st.ByProvisioner) != 1 || c.Unexpired != 2 || !c.LastNotAfter.Equal(now.Add(9*time.Minute)) {
+		t.Fatalf("IssuerStats(old).ByProvisioner = %+v", st.ByProvisioner)
+	}
 	st, err = s.IssuerStats(ctx, "0a", now.Add(10*time.Minute))
 	if err != nil {
 		t.Fatal(err)
