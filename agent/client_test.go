@@ -277,7 +277,7 @@ func TestClientRefusesCertificateForAnotherKey(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 		_ = json.NewEncoder(w).Encode(api.SignResponse{
 			Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: got.DER})),
-			Chain:       []string{got.Issuer.ChainPEM()}, Serial: got.Serial, SPIFFEID: got.SPIFFEID,
+			Chain:       got.Issuer.ChainPEM(), Serial: got.Serial, SPIFFEID: got.SPIFFEID,
 			NotBefore: got.NotBefore, NotAfter: got.NotAfter,
 		})
 	}))

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -516,7 +517,7 @@ func (s *Server) extraData(input []byte, cache map[string][]byte) ([]byte, error
 		return b, nil
 	}
 	var chain [][]byte
-	if iss := s.ca.Issuer(); len(aki) > 0 && bytes.Equal(aki, iss.Cert.SubjectKeyId) {
+	if iss := s.trust.Load().issuer(hex.EncodeToString(aki)); len(aki) > 0 && iss != nil {
 		chain = append(chain, iss.Cert.Raw)
 		if iss.Root != nil && !bytes.Equal(iss.Root.Raw, iss.Cert.Raw) {
 			chain = append(chain, iss.Root.Raw)

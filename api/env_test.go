@@ -147,7 +147,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 		e.provs[name] = &api.Provisioner{Name: name, Type: "join-token", DefaultTTL: 5 * time.Minute, MaxTTL: time.Hour, Provisioner: p}
 	}
-	trust, err := api.NewTrust(testTD, []*x509.Certificate{e.h.Root}, 7, 2*time.Minute)
+	trust, err := api.NewTrust(testTD, []*x509.Certificate{e.h.Root}, 7, 2*time.Minute, e.authority.Issuer())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -129,7 +129,7 @@ func (e *logTEnv) open() {
 	if e.join, err = jointoken.New("join", st, 15*time.Minute, nil); err != nil {
 		t.Fatal(err)
 	}
-	trust, err := api.NewTrust("example.org", []*x509.Certificate{e.h.Root}, 1, time.Minute)
+	trust, err := api.NewTrust("example.org", []*x509.Certificate{e.h.Root}, 1, time.Minute, iss)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func ocspTNewEnv(t testing.TB) *ocspTEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trust, err := api.NewTrust("example.org", []*x509.Certificate{h.Root}, 1, time.Minute)
+	trust, err := api.NewTrust("example.org", []*x509.Certificate{h.Root}, 1, time.Minute, e.issuer)
 	if err != nil {
 		t.Fatal(err)
 	}

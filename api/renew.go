@@ -44,7 +44,7 @@ func (s *Server) clientCertificate(r *http.Request) (*x509.Certificate, *store.C
 		return nil, nil, s.refusal(err)
 	}
 	known := err == nil && bytes.Equal(rec.DER, leaf.Raw)
-	if !known || rec.IssuerSKI != s.ca.Issuer().SKI {
+	if active := s.ca.Issuer(); !known || active == nil || rec.IssuerSKI != active.SKI {
 		if e := s.verifyChain(r, leaf); e != nil {
 			return nil, nil, e
 		}

@@ -344,7 +344,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, op, prov string,
 func signResponse(c *ca.Issued) *SignResponse {
 	return &SignResponse{
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER})),
-		Chain:       []string{c.Issuer.ChainPEM()},
+		Chain:       c.Issuer.ChainPEM(),
 		Serial:      c.Serial,
 		SPIFFEID:    c.SPIFFEID,
 		NotBefore:   c.NotBefore,
@@ -368,6 +368,9 @@ func (s *Server) refusal(err error) *Error {
 		return errorf(http.StatusBadRequest, CodeBadKey, "%s", trimPrefix(err))
 	case errors.Is(err, ca.ErrIdentity):
 		return errorf(http.StatusForbidden, CodeIdentityNotAllowed, "%s", trimPrefix(err))
+	case errors.Is(err, ca.ErrNoIssuer):
+		s.log.Error("cannot issue", "err", err)
+		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA cannot issue: its active issuing CA's key is not available")
 	case errors.Is(err, ca.ErrIssuerExpired):
 		s.log.Error("cannot issue", "err", err)
 		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA cannot issue: its issuing CA has expired")

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/agentca/agentca/ca"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -20,11 +21,21 @@ type Trust struct {
 	RootsPEM []byte
 	// Bundle is the body of /v1/bundle (SPIFFE trust bundle, JWKS).
 	Bundle []byte
+	// Sequence is the bundle's spiffe_sequence.
+	Sequence uint64
+	// Issuers are the issuing CAs that still answer for what they issued
+	// (the active one and those retiring), by hex subject key
+	// identifier: the caIssuers URL and the CT extra_data serve them.
+	Issuers map[string]*ca.Issuer
 }
 
+// issuer returns the issuing CA with subject key identifier ski (hex).
+func (t *Trust) issuer(ski string) *ca.Issuer { return t.Issuers[ski] }
+
 // NewTrust encodes roots for trust domain td. sequence is the bundle's
-// spiffe_sequence; refreshHint its spiffe_refresh_hint.
-func NewTrust(td string, roots []*x509.Certificate, sequence uint64, refreshHint time.Duration) (*Trust, error) {
+// spiffe_sequence; refreshHint its spiffe_refresh_hint. issuers are the
+// issuing CAs still answering for their certificates.
+func NewTrust(td string, roots []*x509.Certificate, sequence uint64, refreshHint time.Duration, issuers ...*ca.Issuer) (*Trust, error) {
 	tdID, err := spiffeid.TrustDomainFromString(td)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
@@ -36,7 +47,10 @@ func NewTrust(td string, roots []*x509.Certificate, sequence uint64, refreshHint
 	if err != nil {
 		return nil, fmt.Errorf("api: encode bundle: %w", err)
 	}
-	t := &Trust{Roots: roots, Pool: x509.NewCertPool(), Bundle: bundle}
+	t := &Trust{Roots: roots, Pool: x509.NewCertPool(), Bundle: bundle, Sequence: sequence, Issuers: map[string]*ca.Issuer{}}
+	for _, iss := range issuers {
+		t.Issuers[iss.SKI] = iss
+	}
 	for _, r := range roots {
 		t.Pool.AddCert(r)
 		t.RootsPEM = append(t.RootsPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)

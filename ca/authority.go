@@ -11,6 +11,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -46,17 +47,30 @@ type Issuer struct {
 	// SKI is the hex subject key identifier of Cert; it names the issuer
 	// in store records.
 	SKI string
+	// Cross, when set, is Cert's name and key certified by another root
+	// (a cross-signed certificate): relying services that only trust
+	// that root can still build a chain. It is sent after Cert.
+	Cross *x509.Certificate
 
-	chainPEM string
+	chainPEM []string
+	chainDER [][]byte
 }
 
 // ErrIssuerExpired is returned when the issuing CA cannot cover a
 // certificate any more.
 var ErrIssuerExpired = errors.New("ca: the issuing CA has expired")
 
+// ErrNoIssuer is returned when the CA has no usable issuing CA: the active
+// anchor's key could not be loaded (on a replica without the key, for
+// example). Nothing is issued until it can be.
+var ErrNoIssuer = errors.New("ca: no usable issuing CA")
+
 // clampNotAfter keeps a certificate within the issuer's validity, and
 // refuses when there is none left.
 func (i *Issuer) clampNotAfter(now, notAfter time.Time) (time.Time, error) {
+	if i == nil {
+		return time.Time{}, ErrNoIssuer
+	}
 	if !now.Before(i.Cert.NotAfter) {
 		return time.Time{}, fmt.Errorf("%w at %s", ErrIssuerExpired, i.Cert.NotAfter.Format(time.RFC3339))
 	}
@@ -66,8 +80,12 @@ func (i *Issuer) clampNotAfter(now, notAfter time.Time) (time.Time, error) {
 	return notAfter, nil
 }
 
-// ChainPEM returns Cert as PEM, the chain sent with each leaf.
-func (i *Issuer) ChainPEM() string { return i.chainPEM }
+// ChainPEM returns the chain sent with each leaf, one PEM block per
+// certificate: Cert, then Cross when there is one.
+func (i *Issuer) ChainPEM() []string { return i.chainPEM }
+
+// ChainDER returns the same chain as ChainPEM, in DER.
+func (i *Issuer) ChainDER() [][]byte { return i.chainDER }
 
 // NewIssuer checks that signer matches cert, that cert is a CA that chains
 // to root, and returns the Issuer.
@@ -84,9 +102,32 @@ func NewIssuer(cert *x509.Certificate, signer crypto.Signer, root *x509.Certific
 	if len(cert.SubjectKeyId) == 0 {
 		return nil, errors.New("ca: issuing certificate has no subject key identifier")
 	}
-	return &Issuer{Cert: cert, Signer: signer, Root: root, SKI: hex.EncodeToString(cert.SubjectKeyId),
-		chainPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))}, nil
+	return newIssuer(cert, signer, root, nil), nil
 }
+
+func newIssuer(cert *x509.Certificate, signer crypto.Signer, root, cross *x509.Certificate) *Issuer {
+	i := &Issuer{Cert: cert, Signer: signer, Root: root, SKI: hex.EncodeToString(cert.SubjectKeyId), Cross: cross}
+	for _, c := range []*x509.Certificate{cert, cross} {
+		if c != nil {
+			i.chainDER = append(i.chainDER, c.Raw)
+			i.chainPEM = append(i.chainPEM, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+		}
+	}
+	return i
+}
+
+// WithCross returns a copy of i that sends cross, a cross-signed
+// certificate of i's name and key, after its own certificate.
+func (i *Issuer) WithCross(cross *x509.Certificate) (*Issuer, error) {
+	if !bytes.Equal(cross.RawSubject, i.Cert.RawSubject) || !bytes.Equal(cross.RawSubjectPublicKeyInfo, i.Cert.RawSubjectPublicKeyInfo) {
+		return nil, errors.New("ca: the cross-signed certificate is not for the issuing CA's name and key")
+	}
+	if !cross.IsCA {
+		return nil, errors.New("ca: the cross-signed certificate is not a CA")
+	}
+	return newIssuer(i.Cert, i.Signer, i.Root, cross), nil
+}
+
 
 // Options configure an Authority. Zero values are documented per field.
 type Options struct {
@@ -167,6 +208,11 @@ func New(opts Options) (*Authority, error) {
 
 // Issuer returns the CA currently signing leaves.
 func (a *Authority) Issuer() *Issuer { return a.issuer.Load() }
+
+// SetIssuer makes iss the CA signing leaves from now on; issuances already
+// under way finish with the issuer they started with. A nil iss stops
+// issuance (ErrNoIssuer).
+func (a *Authority) SetIssuer(iss *Issuer) { a.issuer.Store(iss) }
 
 // TrustDomain returns the SPIFFE trust domain.
 func (a *Authority) TrustDomain() string { return a.td }
@@ -327,7 +373,13 @@ const ResponderProvisioner = "agentca-ocsp"
 // from the current issuer (extended key usage OCSPSigning, the
 // id-pkix-ocsp-nocheck extension, no SAN) living ttl, and records it.
 func (a *Authority) IssueResponder(ctx context.Context, pub crypto.PublicKey, ttl time.Duration) (*Issued, error) {
-	iss := a.issuer.Load()
+	return a.IssueResponderFrom(ctx, a.issuer.Load(), pub, ttl)
+}
+
+// IssueResponderFrom is IssueResponder with a given issuer: each issuing
+// CA that still has unexpired leaves (the active one and those retiring)
+// needs its own delegated responder.
+func (a *Authority) IssueResponderFrom(ctx context.Context, iss *Issuer, pub crypto.PublicKey, ttl time.Duration) (*Issued, error) {
 	now := a.now().Truncate(time.Second)
 	notAfter, err := iss.clampNotAfter(now, now.Add(ttl))
 	if err != nil {

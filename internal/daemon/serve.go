@@ -349,7 +349,7 @@ func (s *serverCerts) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.cur.Store(&tls.Certificate{Certificate: [][]byte{issued.DER, issued.Issuer.Cert.Raw}, PrivateKey: key, Leaf: leaf})
+	s.cur.Store(&tls.Certificate{Certificate: append([][]byte{issued.DER}, issued.Issuer.ChainDER()...), PrivateKey: key, Leaf: leaf})
 	s.log.Info("server certificate issued", "serial", issued.Serial, "not_after", issued.NotAfter.Format(time.RFC3339))
 	return nil
 }
