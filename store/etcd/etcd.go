@@ -1,0 +1,1135 @@
+// Package etcd is the store backend for several CA replicas sharing one
+// state: an etcd cluster, through go.etcd.io/etcd/client/v3. It passes the
+// same conformance suite (store/storetest) as store/bolt, the reference.
+//
+// Every change that touches several keys is one etcd transaction guarded by
+// compare-and-swap: an issuance reads the keys it depends on (the serial,
+// the join token, the replay keys, the leaf's hash, the log's state), then
+// commits the certificate record, the token's consumption, the replay keys
+// and the log entry in one Txn whose compares require each of those keys to
+// be unchanged since it was read. A replica whose transaction lost a race
+// with another replica reads again and retries, so a join token is single
+// use across replicas and the issuance log, whose state key every append
+// compares, has one linear history.
+//
+// As in store/bolt, writes go through a single committer goroutine per
+// replica that gathers the writes waiting at the moment into one read and
+// one write transaction (group commit), bounded by etcd's --max-txn-ops
+// and request size. Each write checks everything it depends on before it
+// writes, so a refused write leaves nothing behind and the others in its
+// batch still commit. A transaction that fails for another reason is
+// retried write by write when it was surely not applied (too many
+// operations, too large); when its outcome is unknown (a timeout, a lost
+// quorum) every write in it fails with store.ErrUnavailable: the caller is
+// told "retry", never that its certificate was issued. Such a write may
+// still have been committed; the record and its log entry then exist
+// together, as in every other case.
+//
+// Every call is bounded by Options.RequestTimeout; a cluster without quorum
+// makes them fail with an error wrapping store.ErrUnavailable and
+// context.DeadlineExceeded.
+//
+// The store also implements store.Watcher (etcd watches, so a replica's
+// caches follow the others' revocations, log appends, tree heads and trust
+// anchors) and store.TreeHeadPublisher (the first tree head stored for a
+// size wins; see log.go).
+package etcd
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/translog"
+	"github.com/transparency-dev/merkle/compact"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Defaults of Options.
+const (
+	DefaultPrefix         = "/agentca"
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultDialTimeout    = 5 * time.Second
+	// DefaultMaxTxnOps is etcd's own default --max-txn-ops.
+	DefaultMaxTxnOps = 128
+	// maxTxnBytes keeps a transaction under etcd's default
+	// --max-request-bytes (1.5 MiB).
+	maxTxnBytes = 1 << 20
+)
+
+const schema = "1"
+
+// Options configure the store.
+type Options struct {
+	// Endpoints are the etcd client URLs. Required unless Client is set.
+	Endpoints []string
+	// Prefix is put before every key, so several CAs can share a
+	// cluster; empty means DefaultPrefix. It must start with "/" and not
+	// end with one.
+	Prefix string
+	// TLS, when set, is used to reach etcd (https endpoints, client
+	// certificates).
+	TLS *tls.Config
+	// Username and Password authenticate to etcd when Username is set.
+	Username, Password string
+	// DialTimeout bounds connecting; zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// RequestTimeout bounds every call to etcd; zero means
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// MaxTxnOps is the cluster's --max-txn-ops: the most operations one
+	// transaction may hold; zero means DefaultMaxTxnOps. Batches are
+	// sized to fit it.
+	MaxTxnOps int
+	// MaxBatch bounds the writes applied in one transaction; zero means
+	// 1024 (MaxTxnOps usually binds first).
+	MaxBatch int
+	// OnLogAppend, when set, is called by the committer after each
+	// commit that appended to the issuance log, before any of the
+	// batch's callers is answered. It must not block. Appends by other
+	// replicas are seen through Watch (store.ChangeLog).
+	OnLogAppend func()
+	// Client, when set, is used instead of dialling Endpoints; Close
+	// does not close it.
+	Client *clientv3.Client
+}
+
+// Store is a store.Store on an etcd cluster.
+type Store struct {
+	cli       *clientv3.Client
+	ownClient bool
+	k         keys
+	timeout   time.Duration
+	maxOps    int
+	maxBatch  int
+
+	ops     chan *op
+	quit    chan struct{}
+	done    chan struct{}
+	closeMu sync.RWMutex
+	closed  bool
+
+	onLogAppend func()
+}
+
+var (
+	_ store.Store             = (*Store)(nil)
+	_ store.Watcher           = (*Store)(nil)
+	_ store.TreeHeadPublisher = (*Store)(nil)
+)
+
+// Open connects to etcd, checks (or writes, for a new prefix) the schema
+// version and starts the committer. It fails when etcd cannot be reached
+// within the request timeout.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	prefix := opts.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if err := ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = DefaultDialTimeout
+	}
+	if opts.MaxTxnOps <= 0 {
+		opts.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if opts.MaxTxnOps < 16 {
+		return nil, fmt.Errorf("store: etcd max_txn_ops %d is too small (want at least 16)", opts.MaxTxnOps)
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	s := &Store{cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
+		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend}
+	if s.cli == nil {
+		if len(opts.Endpoints) == 0 {
+			return nil, errors.New("store: etcd: no endpoints")
+		}
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:            opts.Endpoints,
+			DialTimeout:          opts.DialTimeout,
+			DialKeepAliveTime:    5 * time.Second,
+			DialKeepAliveTimeout: 2 * time.Second,
+			TLS:                  opts.TLS,
+			Username:             opts.Username,
+			Password:             opts.Password,
+			Logger:               zap.NewNop(),
+			Context:              context.WithoutCancel(ctx),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: etcd %s: %w", strings.Join(opts.Endpoints, ","), err)
+		}
+		s.cli, s.ownClient = cli, true
+	}
+	if err := s.initSchema(ctx); err != nil {
+		if s.ownClient {
+			s.cli.Close()
+		}
+		return nil, err
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// ValidatePrefix checks a key prefix: it starts with "/", does not end
+// with one, and is printable ASCII.
+func ValidatePrefix(p string) error {
+	if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || len(p) > 256 {
+		return fmt.Errorf("store: etcd prefix %q: want /name (starting with a slash, not ending with one)", p)
+	}
+	for _, r := range p {
+		if r <= ' ' || r > '~' {
+			return fmt.Errorf("store: etcd prefix %q: only printable ASCII without spaces", p)
+		}
+	}
+	return nil
+}
+
+// initSchema writes the schema version and the empty log state under a
+// new prefix (one transaction, so concurrent first opens agree), or checks
+// the stored version.
+func (s *Store) initSchema(ctx context.Context) error {
+	st, err := translog.State{}.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.reqCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(s.k.schema()), "=", 0)).
+		Then(clientv3.OpPut(s.k.schema(), schema), clientv3.OpPut(s.k.logState(), string(st))).
+		Else(clientv3.OpGet(s.k.schema())).Commit()
+	if err != nil {
+		return s.wrap(err)
+	}
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) != 1 || string(kvs[0].Value) != schema {
+			return fmt.Errorf("store: etcd prefix %s: unsupported schema version %q", s.k.p, valueOf(kvs))
+		}
+	}
+	return nil
+}
+
+func valueOf(kvs []*mvccpb.KeyValue) string {
+	if len(kvs) == 0 {
+		return ""
+	}
+	return string(kvs[0].Value)
+}
+
+// Client returns the etcd client (for tools that inspect the cluster).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Prefix returns the key prefix.
+func (s *Store) Prefix() string { return s.k.p }
+
+// Close finishes the pending writes and closes the client it dialled.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.quit)
+	s.closeMu.Unlock()
+	<-s.done
+	if s.ownClient {
+		return s.cli.Close()
+	}
+	return nil
+}
+
+func (s *Store) isClosed() bool {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	return s.closed
+}
+
+// reqCtx bounds one call to etcd by the request timeout.
+func (s *Store) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// wrap turns a client error into the store's: a caller's cancellation
+// stays as it is; a timeout or an unreachable cluster wraps
+// store.ErrUnavailable and context.DeadlineExceeded.
+func (s *Store) wrap(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, clientv3.ErrNoAvailableEndpoints), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrNoLeader), errors.Is(err, rpctypes.ErrLeaderChanged),
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail), errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost),
+		errors.Is(err, rpctypes.ErrStopped), errors.Is(err, rpctypes.ErrNotCapable), isUnavailable(err):
+		return fmt.Errorf("%w: etcd: %v (%w)", store.ErrUnavailable, err, context.DeadlineExceeded)
+	}
+	if s.isClosed() && strings.Contains(err.Error(), "client connection is closing") {
+		return store.ErrClosed
+	}
+	return fmt.Errorf("store: etcd: %w", err)
+}
+
+// isUnavailable matches gRPC's Unavailable and DeadlineExceeded codes,
+// which the client returns as status errors.
+func isUnavailable(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "code = Unavailable") || strings.Contains(msg, "code = DeadlineExceeded") ||
+		strings.Contains(msg, "context deadline exceeded")
+}
+
+// get reads one key; nil when absent.
+func (s *Store) get(ctx context.Context, key string) (*mvccpb.KeyValue, error) {
+	ctx, cancel := s.reqCtx(ctx)
+	defer cancel()
+	if s.isClosed() {
+		return nil, store.ErrClosed
+	}
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return resp.Kvs[0], nil
+}
+
+// ---------------------------------------------------------------------
+// The committer.
+
+// op is one write for the committer. It names the keys it reads; apply
+// must check before it writes: when it returns a *refusal, it must not
+// have written anything.
+type op struct {
+	ctx  context.Context
+	keys []string
+	// writes bounds the puts and deletes apply makes, log nodes and
+	// state excepted; leaves is how many leaves it appends (0 or 1).
+	writes, leaves int
+	// bytes estimates the size of what it writes.
+	bytes int
+	apply func(b *batch) error
+	// committed runs after a successful commit that applied the op
+	// without refusal, before the caller is answered.
+	committed func()
+	done      chan error
+}
+
+// refusal marks an error that a write returned after its checks, with
+// nothing written; other errors abort the whole batch.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+func refuse(err error) error { return &refusal{err} }
+
+// write hands o to the committer and waits until its transaction has
+// committed (or it was refused, or failed). Once handed over, it waits
+// regardless of ctx, so the caller always learns the outcome the store
+// knows.
+func (s *Store) write(ctx context.Context, o *op) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o.ctx, o.done = ctx, make(chan error, 1)
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return store.ErrClosed
+	}
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	s.closeMu.RUnlock()
+	return <-o.done
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	var pending []*op // taken from the channel, not yet committed
+	for {
+		if len(pending) == 0 {
+			select {
+			case o := <-s.ops:
+				pending = append(pending, o)
+			case <-s.quit:
+				// Writers that got past the closed check are
+				// already in the channel; finish them.
+				for {
+					select {
+					case o := <-s.ops:
+						pending = append(pending, o)
+					default:
+						for len(pending) > 0 {
+							pending = s.commit(pending)
+						}
+						return
+					}
+				}
+			}
+		}
+	fill:
+		for len(pending) < s.maxBatch {
+			select {
+			case o := <-s.ops:
+				pending = append(pending, o)
+			default:
+				break fill
+			}
+		}
+		pending = s.commit(pending)
+	}
+}
+
+// commit commits as many of ops (in order) as fit one transaction,
+// answers them, and returns the rest. A transaction that lost a race with
+// another writer (a compare failed) is read and tried again.
+func (s *Store) commit(ops []*op) []*op {
+	for attempt := 0; ; attempt++ {
+		b, rest, err := s.prepare(ops)
+		if err != nil {
+			for _, o := range ops {
+				o.done <- err
+			}
+			return nil
+		}
+		if len(b.ops) == 0 {
+			// Every op was answered in prepare (refused or cancelled).
+			s.answer(b, nil)
+			return rest
+		}
+		ok, err := s.commitBatch(b)
+		switch {
+		case err == nil && ok:
+			s.answer(b, nil)
+			return rest
+		case err == nil:
+			// Conflict: another replica changed a key we read.
+			if attempt > 3 {
+				time.Sleep(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt-3, 5))))
+			}
+			if attempt >= 200 {
+				s.answer(b, fmt.Errorf("%w: etcd: too much contention (%d conflicting attempts) (%w)", store.ErrUnavailable, attempt, context.DeadlineExceeded))
+				return rest
+			}
+			// Retry the same ops (the refused ones are decided
+			// again: the keys they read may have changed too).
+			continue
+		case len(b.ops) > 1 && (errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge)):
+			// Surely not applied: commit them one at a time.
+			answered := b.all[:0:0]
+			for _, o := range b.all {
+				if !slices.Contains(b.ops, o) {
+					answered = append(answered, o)
+				}
+			}
+			s.answer(&batch{all: answered, errs: b.errsFor(answered)}, nil)
+			for _, o := range b.ops {
+				s.commitAlone(o)
+			}
+			return rest
+		default:
+			s.answer(b, s.wrap(err))
+			return rest
+		}
+	}
+}
+
+// commitAlone commits o in a transaction of its own.
+func (s *Store) commitAlone(o *op) {
+	for attempt := 0; ; attempt++ {
+		b, _, err := s.prepareN([]*op{o}, 1)
+		if err != nil {
+			o.done <- err
+			return
+		}
+		if len(b.ops) == 0 {
+			s.answer(b, nil)
+			return
+		}
+		ok, err := s.commitBatch(b)
+		switch {
+		case err != nil:
+			s.answer(b, s.wrap(err))
+			return
+		case ok:
+			s.answer(b, nil)
+			return
+		case attempt >= 50:
+			s.answer(b, fmt.Errorf("%w: etcd: too much contention (%w)", store.ErrUnavailable, context.DeadlineExceeded))
+			return
+		}
+	}
+}
+
+// answer tells every op of b its outcome: its refusal or context error,
+// else err (nil when the transaction committed).
+func (s *Store) answer(b *batch, err error) {
+	if err == nil && len(b.hashes) > 0 && s.onLogAppend != nil {
+		s.onLogAppend()
+	}
+	for i, o := range b.all {
+		e := b.errs[i]
+		if e == nil {
+			e = err
+			if err == nil && o.committed != nil {
+				o.committed()
+			}
+		}
+		o.done <- e
+	}
+}
+
+// batch is one transaction of the committer: the values read, the writes
+// of the ops applied so far (which later ops see), the compares, and the
+// log's side (as bolt's logBatch).
+type batch struct {
+	s    *Store
+	snap map[string]*mvccpb.KeyValue // every key read; nil value: absent
+	// overlay holds the batch's writes; a nil value is a delete.
+	overlay map[string][]byte
+	order   []string
+	cmps    map[string]int64
+
+	state    translog.State
+	stateRev int64
+	hashes   [][]byte
+
+	ops   []*op   // applied without refusal: in the transaction
+	all   []*op   // every op decided in this batch
+	errs  []error // their refusals (nil for the applied ones)
+	bytes int
+}
+
+func (b *batch) errsFor(ops []*op) []error {
+	out := make([]error, len(ops))
+	for i, o := range ops {
+		out[i] = b.errs[slices.Index(b.all, o)]
+	}
+	return out
+}
+
+var errNotRead = errors.New("store: etcd: internal error: a write read a key it did not declare")
+
+// get returns the value of key as the batch sees it: the batch's own
+// writes first, then what was read, whose mod revision the transaction
+// then compares.
+func (b *batch) get(key string) ([]byte, bool, error) {
+	if v, ok := b.overlay[key]; ok {
+		return v, v != nil, nil
+	}
+	kv, ok := b.snap[key]
+	if !ok {
+		return nil, false, errNotRead
+	}
+	if _, seen := b.cmps[key]; !seen {
+		var rev int64
+		if kv != nil {
+			rev = kv.ModRevision
+		}
+		b.cmps[key] = rev
+	}
+	if kv == nil {
+		return nil, false, nil
+	}
+	return kv.Value, true, nil
+}
+
+func (b *batch) put(key string, v []byte) {
+	if _, ok := b.overlay[key]; !ok {
+		b.order = append(b.order, key)
+	}
+	b.overlay[key] = v
+	b.bytes += len(key) + len(v)
+}
+
+func (b *batch) del(key string) {
+	if _, ok := b.overlay[key]; !ok {
+		b.order = append(b.order, key)
+	}
+	b.overlay[key] = nil
+}
+
+// nextIndex returns the index the next leaf of the batch gets.
+func (b *batch) nextIndex() uint64 { return b.state.Size() + uint64(len(b.hashes)) }
+
+// addLeaf writes leaf's entry at the next index and its hash index.
+func (b *batch) addLeaf(leaf *translog.Leaf) uint64 {
+	i := b.nextIndex()
+	b.put(b.s.k.logEntry(i), leaf.Input)
+	b.put(b.s.k.logHash(leaf.Hash), indexBytes(i))
+	b.hashes = append(b.hashes, leaf.Hash)
+	return i
+}
+
+// newNodes is how many tree nodes appending k leaves to a tree of n
+// fixes (Append reports each once).
+func newNodes(n, k uint64) int {
+	c := 0
+	for l := 0; l < 64 && (n+k)>>l > 0; l++ {
+		c += int((n+k)>>l - n>>l)
+	}
+	return c
+}
+
+func (s *Store) prepare(ops []*op) (*batch, []*op, error) { return s.prepareN(ops, len(ops)) }
+
+// prepareN reads what the first ops (at most n) depend on in one read,
+// applies them in order, and stops before the first that would not fit a
+// transaction. It returns the batch and the ops left for the next one.
+func (s *Store) prepareN(ops []*op, n int) (*batch, []*op, error) {
+	// Read at most what could fit: every op reads and writes at least
+	// one key.
+	n = min(n, len(ops))
+	seen := map[string]bool{s.k.logState(): true}
+	readKeys := []string{s.k.logState()}
+	reads := 0
+	for i, o := range ops[:n] {
+		if reads+len(o.keys) > 4*s.maxOps && i > 0 {
+			n = i
+			break
+		}
+		for _, k := range o.keys {
+			if !seen[k] {
+				seen[k] = true
+				readKeys = append(readKeys, k)
+			}
+		}
+		reads += len(o.keys)
+	}
+	snap, err := s.readKeys(readKeys)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := &batch{s: s, snap: snap, overlay: map[string][]byte{}, cmps: map[string]int64{}}
+	if kv := snap[s.k.logState()]; kv != nil {
+		if err := b.state.UnmarshalBinary(kv.Value); err != nil {
+			return nil, nil, fmt.Errorf("store: etcd: log state: %w", err)
+		}
+		b.stateRev = kv.ModRevision
+	}
+	writes := 0
+	for i, o := range ops[:n] {
+		if err := o.ctx.Err(); err != nil {
+			b.all, b.errs = append(b.all, o), append(b.errs, err)
+			continue
+		}
+		// Room for o: its writes, the nodes the batch's leaves fix
+		// with o's, the state key, and its compares.
+		leaves := uint64(len(b.hashes) + o.leaves)
+		need := writes + o.writes + newNodes(b.state.Size(), leaves) + 1
+		if len(b.ops) > 0 && (need > s.maxOps || len(b.cmps)+len(o.keys)+1 > s.maxOps || b.bytes+o.bytes > maxTxnBytes) {
+			return b, ops[i:], nil
+		}
+		nOrder, nHashes, nBytes := len(b.order), len(b.hashes), b.bytes
+		err := o.apply(b)
+		var r *refusal
+		switch {
+		case errors.As(err, &r):
+			if len(b.order) != nOrder || len(b.hashes) != nHashes {
+				return nil, nil, fmt.Errorf("store: etcd: internal error: a refused write wrote (%w)", r.err)
+			}
+			b.all, b.errs = append(b.all, o), append(b.errs, r.err)
+		case err != nil:
+			// Not a refusal: this op fails alone; what it wrote is
+			// dropped.
+			for _, k := range b.order[nOrder:] {
+				delete(b.overlay, k)
+			}
+			b.order, b.hashes, b.bytes = b.order[:nOrder], b.hashes[:nHashes], nBytes
+			b.all, b.errs = append(b.all, o), append(b.errs, fmt.Errorf("store: %w", err))
+		default:
+			writes += o.writes
+			b.ops = append(b.ops, o)
+			b.all, b.errs = append(b.all, o), append(b.errs, nil)
+		}
+	}
+	return b, ops[n:], nil
+}
+
+// readKeys reads keys in as few transactions as --max-txn-ops allows.
+func (s *Store) readKeys(keys []string) (map[string]*mvccpb.KeyValue, error) {
+	out := make(map[string]*mvccpb.KeyValue, len(keys))
+	ctx, cancel := s.reqCtx(context.Background())
+	defer cancel()
+	for chunk := range slices.Chunk(keys, s.maxOps) {
+		gets := make([]clientv3.Op, len(chunk))
+		for i, k := range chunk {
+			gets[i] = clientv3.OpGet(k)
+		}
+		resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+		if err != nil {
+			return nil, s.wrap(err)
+		}
+		for i, r := range resp.Responses {
+			var kv *mvccpb.KeyValue
+			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+				kv = kvs[0]
+			}
+			out[chunk[i]] = kv
+		}
+	}
+	return out, nil
+}
+
+// commitBatch flushes the batch's leaves to the tree and commits its
+// writes if every key it read is unchanged. It reports false on a
+// conflict.
+func (s *Store) commitBatch(b *batch) (bool, error) {
+	if len(b.hashes) > 0 {
+		next, err := b.state.Append(b.hashes, func(id compact.NodeID, hash []byte) error {
+			b.put(s.k.node(id), hash)
+			return nil
+		})
+		if err != nil {
+			return false, fmt.Errorf("issuance log: %w", err)
+		}
+		v, err := next.MarshalBinary()
+		if err != nil {
+			return false, err
+		}
+		b.put(s.k.logState(), v)
+		b.cmps[s.k.logState()] = b.stateRev
+	}
+	if len(b.order) == 0 {
+		return true, nil
+	}
+	cmps := make([]clientv3.Cmp, 0, len(b.cmps))
+	for k, rev := range b.cmps {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
+	}
+	puts := make([]clientv3.Op, 0, len(b.order))
+	for _, k := range b.order {
+		if v := b.overlay[k]; v != nil {
+			puts = append(puts, clientv3.OpPut(k, string(v)))
+		} else {
+			puts = append(puts, clientv3.OpDelete(k))
+		}
+	}
+	ctx, cancel := s.reqCtx(context.Background())
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+// ---------------------------------------------------------------------
+// Records.
+
+// Issue implements store.Store.
+func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
+	serial, err := store.NormalizeSerial(iss.Certificate.Serial)
+	if err != nil {
+		return err
+	}
+	rec := iss.Certificate
+	rec.Serial = serial
+	rec.LogIndex, rec.LogTimestamp = 0, 0 // the store assigns them
+	leaf := iss.LogLeaf
+	if leaf != nil && (leaf.Timestamp() == 0 || !bytes.Equal(leaf.Certificate(), rec.DER)) {
+		return errors.New("store: the log leaf is not the certificate's (or has no timestamp)")
+	}
+	certJSON, err := json.Marshal(&rec)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	exp, err := json.Marshal(&expiryEntry{Serial: serial, IssuerSKI: rec.IssuerSKI, Provisioner: rec.Provisioner, NotAfter: rec.NotAfter})
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	certKey := s.k.cert(serial)
+	o := &op{keys: []string{certKey}, writes: 2 + len(iss.Once), bytes: len(certJSON) + len(exp) + 200}
+	var tokKey string
+	if iss.JoinToken != nil {
+		tokKey = s.k.token(iss.JoinToken)
+		o.keys = append(o.keys, tokKey)
+		o.writes++
+		o.bytes += 400
+	}
+	for _, k := range iss.Once {
+		o.keys = append(o.keys, s.k.once(k))
+	}
+	if leaf != nil {
+		o.keys = append(o.keys, s.k.logHash(leaf.Hash))
+		o.writes += 2
+		o.leaves = 1
+		o.bytes += len(leaf.Input) + 200
+	}
+	var logIndex uint64 // set by the apply that commits
+	o.apply = func(b *batch) error {
+		// Checks first; nothing is written until all pass.
+		if _, ok, err := b.get(certKey); err != nil {
+			return err
+		} else if ok {
+			return refuse(store.ErrDuplicateSerial)
+		}
+		var tok store.JoinToken
+		if tokKey != "" {
+			v, ok, err := b.get(tokKey)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return refuse(store.ErrTokenInvalid)
+			}
+			if err := json.Unmarshal(v, &tok); err != nil {
+				return fmt.Errorf("decode join token: %w", err)
+			}
+			if !tok.Usable(iss.Certificate.SPIFFEID, iss.Certificate.Provisioner, iss.Now) {
+				return refuse(store.ErrTokenInvalid)
+			}
+		}
+		for i, k := range iss.Once {
+			if _, ok, err := b.get(s.k.once(k)); err != nil {
+				return err
+			} else if ok || slices.Contains(iss.Once[:i], k) {
+				return refuse(store.ErrReplay)
+			}
+		}
+		if leaf != nil {
+			if _, ok, err := b.get(s.k.logHash(leaf.Hash)); err != nil {
+				return err
+			} else if ok {
+				return refuse(fmt.Errorf("%w: the log already holds this certificate", store.ErrDuplicateSerial))
+			}
+		}
+		var tokJSON []byte
+		if tokKey != "" {
+			tok.UsedBy, tok.UsedAt = serial, iss.Now.UTC()
+			var err error
+			if tokJSON, err = json.Marshal(&tok); err != nil {
+				return err
+			}
+		}
+		// Writes.
+		v := certJSON
+		if leaf != nil {
+			logIndex = b.addLeaf(leaf)
+			v = withLogFields(certJSON, logIndex, leaf.Timestamp())
+		}
+		b.put(certKey, v)
+		b.put(s.k.certExpiry(rec.NotAfter, serial), exp)
+		if tokKey != "" {
+			b.put(tokKey, tokJSON)
+		}
+		for _, k := range iss.Once {
+			b.put(s.k.once(k), []byte(serial))
+		}
+		return nil
+	}
+	if err := s.write(ctx, o); err != nil {
+		return err
+	}
+	if leaf != nil {
+		iss.Certificate.LogIndex, iss.Certificate.LogTimestamp = logIndex, leaf.Timestamp()
+	}
+	return nil
+}
+
+// withLogFields adds "log_index" and "log_timestamp" to a certificate
+// record's JSON encoding (made before the transaction, with both fields
+// zero and so omitted), in a new slice.
+func withLogFields(rec []byte, index, timestamp uint64) []byte {
+	out := make([]byte, 0, len(rec)+64)
+	out = append(out, rec[:len(rec)-1]...) // drop the closing brace
+	return fmt.Appendf(out, `,"log_index":%d,"log_timestamp":%d}`, index, timestamp)
+}
+
+// Certificate implements store.Store.
+func (s *Store) Certificate(ctx context.Context, serial string) (*store.Certificate, error) {
+	sn, err := store.NormalizeSerial(serial)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := s.get(ctx, s.k.cert(sn))
+	if err != nil {
+		return nil, err
+	}
+	if kv == nil {
+		return nil, store.ErrNotFound
+	}
+	var c store.Certificate
+	if err := json.Unmarshal(kv.Value, &c); err != nil {
+		return nil, fmt.Errorf("store: decode certificate %s: %w", sn, err)
+	}
+	return &c, nil
+}
+
+// ListCertificates implements store.Store.
+func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error) {
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	from := s.k.certs()
+	if opts.After != "" {
+		after, err := store.NormalizeSerial(opts.After)
+		if err != nil {
+			return nil, err
+		}
+		from = s.k.cert(after) + "\x00"
+	}
+	end := clientv3.GetPrefixRangeEnd(s.k.certs())
+	page := int64(max(limit, 100))
+	var out []store.Certificate
+	for len(out) < limit {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rctx, cancel := s.reqCtx(ctx)
+		resp, err := s.cli.Get(rctx, from, clientv3.WithRange(end), clientv3.WithLimit(page))
+		cancel()
+		if err != nil {
+			return nil, s.wrap(err)
+		}
+		for _, kv := range resp.Kvs {
+			var rec store.Certificate
+			if err := json.Unmarshal(kv.Value, &rec); err != nil {
+				return nil, fmt.Errorf("store: decode certificate %s: %w", kv.Key, err)
+			}
+			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID || opts.Task != "" && rec.Task != opts.Task {
+				continue
+			}
+			if out = append(out, rec); len(out) == limit {
+				break
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	return out, nil
+}
+
+// Revoke implements store.Store.
+func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error) {
+	sn, err := store.NormalizeSerial(serial)
+	if err != nil {
+		return nil, err
+	}
+	key := s.k.cert(sn)
+	var out store.Certificate
+	o := &op{keys: []string{key}, writes: 2, bytes: 4096}
+	o.apply = func(b *batch) error {
+		v, ok, err := b.get(key)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return refuse(store.ErrNotFound)
+		}
+		var c store.Certificate
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decode certificate %s: %w", sn, err)
+		}
+		if c.Revoked() {
+			out = c
+			return nil
+		}
+		if _, err := hex.DecodeString(c.IssuerSKI); err != nil || c.IssuerSKI == "" {
+			return fmt.Errorf("bad issuer SKI %q", c.IssuerSKI)
+		}
+		c.RevokedAt, c.RevocationReason = at.UTC(), reason
+		nv, err := json.Marshal(&c)
+		if err != nil {
+			return err
+		}
+		rv, err := json.Marshal(&store.Revocation{Serial: c.Serial, RevokedAt: c.RevokedAt, Reason: reason, NotAfter: c.NotAfter})
+		if err != nil {
+			return err
+		}
+		b.put(key, nv)
+		b.put(s.k.rev(strings.ToLower(c.IssuerSKI), sn), rv)
+		out = c
+		return nil
+	}
+	if err := s.write(ctx, o); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// rangeAll reads every key under prefix, in pages.
+func (s *Store) rangeAll(ctx context.Context, from, end string, fn func(kv *mvccpb.KeyValue) error) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rctx, cancel := s.reqCtx(ctx)
+		resp, err := s.cli.Get(rctx, from, clientv3.WithRange(end), clientv3.WithLimit(1000))
+		cancel()
+		if err != nil {
+			return s.wrap(err)
+		}
+		for _, kv := range resp.Kvs {
+			if err := fn(kv); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Revocations implements store.Store.
+func (s *Store) Revocations(ctx context.Context, issuerSKI string, now time.Time) ([]store.Revocation, error) {
+	if _, err := hex.DecodeString(issuerSKI); err != nil || issuerSKI == "" {
+		return nil, fmt.Errorf("store: bad issuer SKI %q", issuerSKI)
+	}
+	prefix := s.k.revs(strings.ToLower(issuerSKI))
+	var out []store.Revocation
+	err := s.rangeAll(ctx, prefix, clientv3.GetPrefixRangeEnd(prefix), func(kv *mvccpb.KeyValue) error {
+		var r store.Revocation
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return fmt.Errorf("store: decode revocation %s: %w", kv.Key, err)
+		}
+		if r.NotAfter.After(now) {
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ReplayKey implements store.Store.
+func (s *Store) ReplayKey(ctx context.Context, key string) (string, error) {
+	kv, err := s.get(ctx, s.k.once(key))
+	if err != nil {
+		return "", err
+	}
+	if kv == nil {
+		return "", store.ErrNotFound
+	}
+	return string(kv.Value), nil
+}
+
+// DeleteReplayKey implements store.Store.
+func (s *Store) DeleteReplayKey(ctx context.Context, key string) error {
+	k := s.k.once(key)
+	return s.write(ctx, &op{keys: []string{k}, writes: 1, bytes: len(k), apply: func(b *batch) error {
+		if _, ok, err := b.get(k); err != nil {
+			return err
+		} else if !ok {
+			return refuse(store.ErrNotFound)
+		}
+		b.del(k)
+		return nil
+	}})
+}
+
+// CreateJoinTokens implements store.Store. The tokens are created in
+// transactions of at most --max-txn-ops/2 tokens each (a request may hold
+// 100,000); should one of them find a duplicate, the tokens the earlier
+// ones created are deleted again before ErrDuplicateToken is returned.
+// Token hashes are SHA-256 of 256 random bits, so this only happens when
+// a caller repeats a request.
+func (s *Store) CreateJoinTokens(ctx context.Context, toks []store.JoinToken) error {
+	vals := make([][]byte, len(toks))
+	seen := make(map[string]bool, len(toks))
+	dup := false
+	for i := range toks {
+		if len(toks[i].Hash) == 0 {
+			return errors.New("store: join token without hash")
+		}
+		v, err := json.Marshal(&toks[i])
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		vals[i] = v
+		dup = dup || seen[string(toks[i].Hash)]
+		seen[string(toks[i].Hash)] = true
+	}
+	if dup {
+		return store.ErrDuplicateToken
+	}
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	per := max(s.maxOps/2, 1)
+	var done []store.JoinToken
+	undo := func() {
+		for chunk := range slices.Chunk(done, per) {
+			dels := make([]clientv3.Op, 0, 2*len(chunk))
+			for _, t := range chunk {
+				dels = append(dels, clientv3.OpDelete(s.k.token(t.Hash)), clientv3.OpDelete(s.k.tokenExpiry(t.ExpiresAt, t.Hash)))
+			}
+			rctx, cancel := s.reqCtx(context.WithoutCancel(ctx))
+			_, _ = s.cli.Txn(rctx).Then(dels...).Commit()
+			cancel()
+		}
+	}
+	for start := 0; start < len(toks); start += per {
+		chunk := toks[start:min(start+per, len(toks))]
+		cmps := make([]clientv3.Cmp, len(chunk))
+		puts := make([]clientv3.Op, 0, 2*len(chunk))
+		for i, t := range chunk {
+			k := s.k.token(t.Hash)
+			cmps[i] = clientv3.Compare(clientv3.CreateRevision(k), "=", 0)
+			puts = append(puts, clientv3.OpPut(k, string(vals[start+i])),
+				clientv3.OpPut(s.k.tokenExpiry(t.ExpiresAt, t.Hash), hex.EncodeToString(t.Hash)))
+		}
+		rctx, cancel := s.reqCtx(ctx)
+		resp, err := s.cli.Txn(rctx).If(cmps...).Then(puts...).Commit()
+		cancel()
+		if err != nil {
+			undo()
+			return s.wrap(err)
+		}
+		if !resp.Succeeded {
+			undo()
+			return store.ErrDuplicateToken
+		}
+		done = append(done, chunk...)
+	}
+	return nil
+}
+
+// JoinToken implements store.Store.
+func (s *Store) JoinToken(ctx context.Context, hash []byte) (*store.JoinToken, error) {
+	if len(hash) == 0 {
+		return nil, store.ErrNotFound
+	}
+	kv, err := s.get(ctx, s.k.token(hash))
+	if err != nil {
+		return nil, err
+	}
+	if kv == nil {
+		return nil, store.ErrNotFound
+	}
+	var t store.JoinToken
+	if err := json.Unmarshal(kv.Value, &t); err != nil {
+		return nil, fmt.Errorf("store: decode join token: %w", err)
+	}
+	return &t, nil
+}

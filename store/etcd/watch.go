@@ -1,0 +1,145 @@
+package etcd
+
+// store.Watcher on etcd watches: four narrow watches (revocations, the
+// log's state, the saved tree head, the trust anchors) rather than one on
+// the whole prefix, so a replica is not sent every certificate and tree
+// node the others write.
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/agentca/agentca/store"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Watch implements store.Watcher. fn runs on one goroutine, in the order
+// etcd reports the changes.
+func (s *Store) Watch(ctx context.Context, fn func(store.Change)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changes := make(chan store.Change, 256)
+	type target struct {
+		key    string
+		prefix bool
+		kind   store.ChangeKind
+	}
+	targets := []target{
+		{s.k.revoked(), true, store.ChangeRevoked},
+		{s.k.logState(), false, store.ChangeLog},
+		{s.k.logSTH(), false, store.ChangeTreeHead},
+		{s.k.anchors(), false, store.ChangeAnchors},
+	}
+	// The revision every watch starts after, so nothing committed after
+	// Watch was called is missed.
+	var start int64
+	for start == 0 {
+		rctx, rcancel := s.reqCtx(ctx)
+		resp, err := s.cli.Get(rctx, s.k.schema())
+		rcancel()
+		if err == nil {
+			start = resp.Header.Revision
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	for _, t := range targets {
+		go s.watchOne(ctx, t.key, t.prefix, t.kind, start, changes)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case c := <-changes:
+			fn(c)
+		}
+	}
+}
+
+// watchOne watches key (a prefix when prefix is set) from after revision
+// start, sending a Change of kind for each put, until ctx is done. It
+// resumes where it stopped when the watch breaks, and sends ChangeResync
+// when etcd has compacted the history it would need.
+func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind store.ChangeKind, start int64, out chan<- store.Change) {
+	send := func(c store.Change) bool {
+		select {
+		case out <- c:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	next := start + 1
+	for ctx.Err() == nil {
+		opts := []clientv3.OpOption{clientv3.WithRev(next)}
+		if prefix {
+			opts = append(opts, clientv3.WithPrefix())
+		}
+		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		for resp := range s.cli.Watch(wctx, key, opts...) {
+			if resp.CompactRevision > 0 {
+				// History we needed is gone: resume from what is
+				// left and tell the caller to reload.
+				next = resp.CompactRevision
+				if !send(store.Change{Kind: store.ChangeResync}) {
+					break
+				}
+				continue
+			}
+			if err := resp.Err(); err != nil {
+				break
+			}
+			for _, ev := range resp.Events {
+				next = ev.Kv.ModRevision + 1
+				if ev.Type != mvccpb.PUT {
+					continue
+				}
+				c := store.Change{Kind: kind}
+				if kind == store.ChangeRevoked {
+					if c.Revoked = s.decodeRevocation(ev.Kv); c.Revoked == nil {
+						continue
+					}
+				}
+				if !send(c) {
+					break
+				}
+			}
+			if resp.Header.Revision >= next {
+				next = resp.Header.Revision + 1
+			}
+		}
+		wcancel()
+		// The watch ended (no leader, a lost connection): a replica
+		// cut off from the cluster may have missed changes.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		if !send(store.Change{Kind: store.ChangeResync}) {
+			return
+		}
+	}
+}
+
+// decodeRevocation turns a revocation entry into the fields of a revoked
+// certificate record; nil for an entry it cannot read.
+func (s *Store) decodeRevocation(kv *mvccpb.KeyValue) *store.Certificate {
+	rest := strings.TrimPrefix(string(kv.Key), s.k.revoked())
+	ski, _, ok := strings.Cut(rest, "/")
+	if !ok {
+		return nil
+	}
+	var r store.Revocation
+	if err := json.Unmarshal(kv.Value, &r); err != nil || r.Serial == "" {
+		return nil
+	}
+	return &store.Certificate{Serial: r.Serial, IssuerSKI: ski, NotAfter: r.NotAfter, RevokedAt: r.RevokedAt, RevocationReason: r.Reason}
+}
