@@ -29,6 +29,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("/admin/v1/certs", allow(http.MethodGet, s.listCerts))
 	mux.HandleFunc("/admin/v1/revoke", allow(http.MethodPost, s.adminRevoke))
 	mux.HandleFunc("/admin/v1/replay-keys/clear", allow(http.MethodPost, s.clearReplayKey))
+	mux.HandleFunc("/admin/v1/tasks/end", allow(http.MethodPost, s.endTask))
 	mux.HandleFunc("/", notFound)
 	return recoverer(s.log, mux)
 }

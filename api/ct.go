@@ -158,6 +158,9 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	if sth, err = l.publish(ctx, sth); err != nil {
+		return nil, err
+	}
 	r, err := newRound(sth)
 	if err != nil {
 		return nil, err
@@ -221,6 +224,9 @@ func (l *Log) refresh(ctx context.Context) {
 	if err == nil {
 		sth, err = l.signer.Sign(st, max(uint64(l.now().UnixMilli()), cur.sth.Timestamp))
 	}
+	if err == nil {
+		sth, err = l.publish(ctx, sth)
+	}
 	var r *logRound
 	if err == nil {
 		r, err = newRound(sth)
@@ -234,6 +240,30 @@ func (l *Log) refresh(ctx context.Context) {
 	l.cur = r
 	l.mu.Unlock()
 	close(old.done)
+}
+
+// publish returns the tree head to publish in place of sth, which was
+// just signed. With a store shared between replicas
+// (store.TreeHeadPublisher, e.g. store/etcd) that is the tree head stored
+// first for sth's size, or a larger one another replica stored meanwhile
+// (checked with the log key), so every replica serves the same tree head
+// for a given size; it is saved already. Otherwise it is sth.
+func (l *Log) publish(ctx context.Context, sth *ct.SignedTreeHead) (*ct.SignedTreeHead, error) {
+	p, ok := l.store.(store.TreeHeadPublisher)
+	if !ok {
+		return sth, nil
+	}
+	got, err := p.PublishTreeHead(ctx, sth)
+	if err != nil {
+		return nil, err
+	}
+	if got != sth {
+		if err := translog.VerifySTH(l.signer.Public(), got); err != nil {
+			return nil, fmt.Errorf("api: the tree head another replica stored does not verify with the log key: %w", err)
+		}
+	}
+	l.saved = got
+	return got, nil
 }
 
 // save writes the latest tree head to the store unless it already is.

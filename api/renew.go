@@ -126,10 +126,14 @@ func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *strin
 	if prov == nil {
 		return nil, rec, errorf(http.StatusForbidden, CodeForbidden, "provisioner %q that vouched for this certificate is no longer configured; enroll again", rec.Provisioner)
 	}
-	issued, err := s.ca.Issue(r.Context(), &ca.Request{
+	creq := &ca.Request{
 		PublicKey: pub, SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, Provisioner: rec.Provisioner,
-		TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL, RenewedFrom: rec.Serial,
-	})
+		TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL, RenewedFrom: rec.Serial, Task: rec.Task,
+	}
+	if e := s.applyPolicy(r, "renew", nil, creq); e != nil {
+		return nil, rec, e
+	}
+	issued, err := s.ca.Issue(r.Context(), creq)
 	if err != nil {
 		return nil, rec, s.refusal(err)
 	}

@@ -93,6 +93,11 @@ type Options struct {
 	// certificate's inclusion proof, and the HTTP listener serves the CT
 	// v1 API (ct.go). Nil serves neither.
 	Log *Log
+	// Tokens configure the OAuth 2.0 token endpoint (/v1/token) and its
+	// JWKS and metadata (token.go); nil serves none of them.
+	Tokens *TokenOptions
+	// Policy is the runtime policy (policy.go); nil allows everything.
+	Policy *Policy
 }
 
 // Server holds the handlers' state.
@@ -111,6 +116,8 @@ type Server struct {
 	onRevoke func(ctx context.Context, rec *store.Certificate)
 	admins   []string
 	tlog     *Log
+	tokens   *tokenIssuer
+	policy   atomic.Pointer[Policy]
 }
 
 // New checks opts and returns a Server.
@@ -130,6 +137,14 @@ func New(opts Options) (*Server, error) {
 		s.now = time.Now
 	}
 	s.metrics = NewMetrics(s.reg)
+	if opts.Tokens != nil {
+		t, err := newTokenIssuer(*opts.Tokens)
+		if err != nil {
+			return nil, err
+		}
+		s.tokens = t
+	}
+	s.policy.Store(opts.Policy)
 	s.trust.Store(opts.Trust)
 	s.SetProvisioners(opts.Provisioners)
 	return s, nil
@@ -155,6 +170,11 @@ func (s *Server) HTTPSHandler() http.Handler {
 	mux.HandleFunc("/v1/sign", allow(http.MethodPost, s.sign))
 	mux.HandleFunc("/v1/renew", allow(http.MethodPost, s.renew))
 	mux.HandleFunc("/v1/revoke", allow(http.MethodPost, s.selfRevoke))
+	if s.tokens != nil {
+		mux.HandleFunc("/v1/token", s.token)
+		mux.HandleFunc("/.well-known/jwks.json", allow(http.MethodGet, s.jwksHandler))
+		mux.HandleFunc("/.well-known/oauth-authorization-server", allow(http.MethodGet, s.oauthMetadata))
+	}
 	if s.tlog != nil {
 		mux.HandleFunc("/v1/log-key", allow(http.MethodGet, s.logKey))
 	}
@@ -213,6 +233,9 @@ type SignRequest struct {
 	CSR         string `json:"csr"`
 	// TTL is a Go duration ("10m"); empty means the provisioner default.
 	TTL string `json:"ttl,omitempty"`
+	// Task optionally names the task the certificate is for (ValidTask);
+	// it is recorded, and ending the task revokes the certificate.
+	Task string `json:"task,omitempty"`
 }
 
 // SignResponse is the body of a successful /v1/sign or /v1/renew.
@@ -265,6 +288,9 @@ func DecodeSignRequest(w http.ResponseWriter, r *http.Request) (*SignRequest, *x
 	if e != nil {
 		return &req, nil, 0, e
 	}
+	if req.Task != "" && !ValidTask(req.Task) {
+		return &req, nil, 0, errorf(http.StatusBadRequest, CodeBadRequest, "task must be 1-128 letters, digits, '.', '_', ':', '/' or '-', starting with a letter or digit")
+	}
 	return &req, csr, ttl, nil
 }
 
@@ -308,13 +334,16 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 			e = s.refusal(err)
 			s.audit(r, auditEntry{op: "sign", prov: provName, e: e, detail: err})
 		} else {
-			issued, err = s.ca.Issue(r.Context(), &ca.Request{
+			creq := &ca.Request{
 				PublicKey: csr.PublicKey, SPIFFEID: id.SPIFFEID, DNSNames: id.DNSNames,
 				Provisioner: prov.Name, TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL,
-				JoinToken: id.JoinToken, Once: id.Once,
-			})
-			if err != nil {
-				e = s.refusal(err)
+				JoinToken: id.JoinToken, Once: id.Once, Task: req.Task,
+			}
+			if e = s.applyPolicy(r, "sign", id.Claims, creq); e == nil {
+				issued, err = s.ca.Issue(r.Context(), creq)
+				if err != nil {
+					e = s.refusal(err)
+				}
 			}
 			s.audit(r, auditEntry{op: "sign", prov: provName, spiffeID: id.SPIFFEID, issued: issued, e: e, detail: err})
 		}

@@ -33,9 +33,9 @@ const (
 	ChangeTreeHead
 	// ChangeAnchors: the trust anchors changed.
 	ChangeAnchors
-	// ChangeResync: changes may have been missed (the watch restarted
-	// after its history was compacted); anything cached from the store
-	// should be refreshed.
+	// ChangeResync: changes may have been missed (the watch fell so far
+	// behind that the history it needed was compacted); anything cached
+	// from the store should be refreshed.
 	ChangeResync
 )
 
@@ -70,8 +70,8 @@ type Change struct {
 type Watcher interface {
 	// Watch calls fn, from one goroutine, for every change committed
 	// after Watch started, until ctx is done; then it returns ctx's
-	// error. It reconnects by itself and reports ChangeResync when it
-	// may have missed changes.
+	// error. It reconnects by itself, replaying what was committed while
+	// it was cut off, and reports ChangeResync when it could not.
 	Watch(ctx context.Context, fn func(Change)) error
 }
 

@@ -114,7 +114,8 @@ type PublicURLs struct {
 	HTTP  string `json:"http,omitempty"`
 }
 
-// Storage selects the store backend.
+// Storage selects the store backend: "bbolt" (Path) or "etcd" (the
+// fields after Retention; see docs/ha.md).
 type Storage struct {
 	Type string `json:"type"`
 	Path string `json:"path,omitempty"`
@@ -122,7 +123,32 @@ type Storage struct {
 	// stays in the store after it expired; the issuance log keeps its
 	// entry for ever. Absent means DefaultRetention.
 	Retention Duration `json:"retention,omitempty"`
+
+	// Endpoints are the etcd client URLs (http:// or https://).
+	Endpoints []string `json:"endpoints,omitempty"`
+	// Prefix is put before every etcd key (default "/agentca"), so
+	// several CAs can share one cluster.
+	Prefix string `json:"prefix,omitempty"`
+	// CAFile verifies etcd's server certificates; CertFile and KeyFile
+	// are a client certificate. Relative paths are in the state
+	// directory.
+	CAFile   string `json:"ca_file,omitempty"`
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+	// Username and PasswordFile (a file holding the password) log in to
+	// etcd when its authentication is enabled.
+	Username     string `json:"username,omitempty"`
+	PasswordFile string `json:"password_file,omitempty"`
+	// RequestTimeout bounds each call to etcd (default 5s); past it an
+	// issuance is refused with 503.
+	RequestTimeout Duration `json:"request_timeout,omitempty"`
+	// MaxTxnOps is the cluster's --max-txn-ops (default 128, etcd's
+	// default); batches of issuances are sized to fit it.
+	MaxTxnOps int `json:"max_txn_ops,omitempty"`
 }
+
+// DefaultEtcdPrefix is Storage.Prefix when agentca.json has none.
+const DefaultEtcdPrefix = "/agentca"
 
 // DefaultRetention is Storage.Retention when agentca.json has none.
 const DefaultRetention = 7 * 24 * time.Hour
@@ -351,6 +377,9 @@ func (c *Config) applyDefaults() {
 	if c.Storage.Type == "bbolt" && c.Storage.Path == "" {
 		c.Storage.Path = "agentca.db"
 	}
+	if c.Storage.Type == "etcd" && c.Storage.Prefix == "" {
+		c.Storage.Prefix = DefaultEtcdPrefix
+	}
 	if c.KeyType == "" {
 		c.KeyType = "ec-p256"
 	}
@@ -390,8 +419,14 @@ func (c *Config) Validate() error {
 	}
 	switch c.Storage.Type {
 	case "bbolt":
+		if len(c.Storage.Endpoints) > 0 || c.Storage.Prefix != "" || c.Storage.CAFile != "" || c.Storage.CertFile != "" ||
+			c.Storage.KeyFile != "" || c.Storage.Username != "" || c.Storage.PasswordFile != "" || c.Storage.RequestTimeout != 0 || c.Storage.MaxTxnOps != 0 {
+			bad("storage", "etcd settings with type bbolt")
+		}
+	case "etcd":
+		c.Storage.validateEtcd(bad)
 	default:
-		bad("storage.type", "unsupported storage %q (want bbolt)", c.Storage.Type)
+		bad("storage.type", "unsupported storage %q (want bbolt or etcd)", c.Storage.Type)
 	}
 	if r := c.Storage.Retention.Std(); r != 0 && r < time.Minute {
 		bad("storage.retention", "must be at least 1m")
@@ -545,4 +580,35 @@ func ValidateSPIFFEID(id, td string) error {
 		return fmt.Errorf("SPIFFE ID %q has no path", id)
 	}
 	return nil
+}
+
+// validateEtcd checks the etcd settings of storage.
+func (s *Storage) validateEtcd(bad func(field, format string, args ...any)) {
+	if s.Path != "" {
+		bad("storage.path", "not used with etcd (the state is in the cluster)")
+	}
+	if len(s.Endpoints) == 0 {
+		bad("storage.endpoints", "at least one etcd client URL is required")
+	}
+	for _, e := range s.Endpoints {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad("storage.endpoints", "want http(s)://host:port, got %q", e)
+		}
+	}
+	if p := s.Prefix; !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || len(p) > 256 || strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		bad("storage.prefix", "want /name (printable ASCII, starting with a slash, not ending with one), got %q", p)
+	}
+	if (s.CertFile == "") != (s.KeyFile == "") {
+		bad("storage.cert_file", "cert_file and key_file go together")
+	}
+	if (s.Username == "") != (s.PasswordFile == "") {
+		bad("storage.username", "username and password_file go together")
+	}
+	if t := s.RequestTimeout.Std(); t != 0 && (t < 100*time.Millisecond || t > 5*time.Minute) {
+		bad("storage.request_timeout", "must be between 100ms and 5m")
+	}
+	if s.MaxTxnOps != 0 && (s.MaxTxnOps < 16 || s.MaxTxnOps > 1<<20) {
+		bad("storage.max_txn_ops", "must be between 16 and 1048576 (the cluster's --max-txn-ops)")
+	}
 }

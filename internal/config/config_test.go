@@ -179,7 +179,7 @@ func TestValidateNamesField(t *testing.T) {
 		{"public_urls.https", func(c *config.Config) { c.PublicURLs.HTTPS = "ftp://127.0.0.1:8443" }},
 		{"public_urls.https", func(c *config.Config) { c.PublicURLs.HTTPS = "/relative" }},
 		{"public_urls.http", func(c *config.Config) { c.PublicURLs.HTTP = "" }},
-		{"storage.type", func(c *config.Config) { c.Storage.Type = "etcd" }},
+		{"storage.type", func(c *config.Config) { c.Storage.Type = "consul" }},
 		{"storage.retention", func(c *config.Config) { c.Storage.Retention = d("30s") }},
 		{"storage.retention", func(c *config.Config) { c.Storage.Retention = d("-1h") }},
 		{"leaf.min_ttl", func(c *config.Config) { c.Leaf.MinTTL = d("500ms") }},

@@ -65,8 +65,8 @@ func (s *Store) Watch(ctx context.Context, fn func(store.Change)) error {
 
 // watchOne watches key (a prefix when prefix is set) from after revision
 // start, sending a Change of kind for each put, until ctx is done. It
-// resumes where it stopped when the watch breaks, and sends ChangeResync
-// when etcd has compacted the history it would need.
+// resumes where it stopped when the watch breaks (no change is lost), and
+// sends ChangeResync when etcd has compacted the history it would need.
 func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind store.ChangeKind, start int64, out chan<- store.Change) {
 	send := func(c store.Change) bool {
 		select {
@@ -116,15 +116,14 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 			}
 		}
 		wcancel()
-		// The watch ended (no leader, a lost connection): a replica
-		// cut off from the cluster may have missed changes.
+		// The watch ended (the member lost its leader, the connection
+		// broke): start again from the first revision not seen, so
+		// the changes made meanwhile are replayed, unless etcd has
+		// compacted them (then the watch reports ChangeResync).
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(200 * time.Millisecond):
-		}
-		if !send(store.Change{Kind: store.ChangeResync}) {
-			return
 		}
 	}
 }

@@ -1,0 +1,520 @@
+package api
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/agentca/agentca/policy"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/cryptosigner"
+)
+
+// TokenOptions configure the OAuth 2.0 token endpoint (POST /v1/token),
+// its JWKS and its authorization server metadata. See docs/tokens.md.
+type TokenOptions struct {
+	// Signer is the token key, ECDSA P-256 (ES256). Required.
+	Signer crypto.Signer
+	// Issuer is the tokens' "iss" and the metadata's issuer: the CA's
+	// public HTTPS URL. Required.
+	Issuer string
+	// DefaultTTL is a token's lifetime when the request names none; zero
+	// means 5 minutes. MaxTTL bounds a requested one; zero means 1 hour.
+	// A token never outlives the client certificate it is bound to.
+	DefaultTTL, MaxTTL time.Duration
+	// Scopes are the scopes a token may carry; any other is
+	// invalid_scope. Empty: every scope is unknown.
+	Scopes []string
+	// Audiences are the resources and audiences a token may name
+	// (exactly); empty means any absolute https URL or a SPIFFE ID in the
+	// trust domain.
+	Audiences []string
+}
+
+// Token endpoint limits.
+const (
+	maxTokenForm      = 8 << 10
+	maxTokenAudiences = 8
+	maxTokenScopes    = 32
+	maxAudienceLength = 512
+)
+
+// OAuth 2.0 error codes of the token endpoint (RFC 6749 §5.2, RFC 8707).
+const (
+	OAuthInvalidRequest       = "invalid_request"
+	OAuthInvalidClient        = "invalid_client"
+	OAuthUnsupportedGrantType = "unsupported_grant_type"
+	OAuthInvalidScope         = "invalid_scope"
+	OAuthInvalidTarget        = "invalid_target"
+	OAuthAccessDenied         = "access_denied"
+	OAuthUnavailable          = "temporarily_unavailable"
+)
+
+// OAuthError is the body of a token endpoint error (RFC 6749 §5.2).
+type OAuthError struct {
+	Status      int    `json:"-"`
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
+
+func oauthErr(status int, code, format string, args ...any) *OAuthError {
+	return &OAuthError{Status: status, Code: code, Description: fmt.Sprintf(format, args...)}
+}
+
+// AccessTokenResponse is a successful token endpoint answer (RFC 6749 §5.1).
+type AccessTokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+// AccessTokenRequest is a parsed, checked token request.
+type AccessTokenRequest struct {
+	// Scope holds the requested scopes, deduplicated, in request order.
+	Scope []string
+	// Audience holds the resource and audience values, deduplicated.
+	Audience []string
+	// ClientID is the client_id parameter, if any.
+	ClientID string
+	// Task is the task parameter, if any.
+	Task string
+	// TTL is the ttl parameter (an agentca extension), zero if absent.
+	TTL time.Duration
+}
+
+// accessClaims are the claims of an RFC 9068 access token.
+type accessClaims struct {
+	Issuer   string       `json:"iss"`
+	Subject  string       `json:"sub"`
+	Audience audience     `json:"aud"`
+	ClientID string       `json:"client_id"`
+	Scope    string       `json:"scope"`
+	IssuedAt int64        `json:"iat"`
+	Expiry   int64        `json:"exp"`
+	ID       string       `json:"jti"`
+	Cnf      confirmation `json:"cnf"`
+	Task     string       `json:"task,omitempty"`
+}
+
+// confirmation binds a token to a certificate (RFC 8705 §3.1).
+type confirmation struct {
+	X5tS256 string `json:"x5t#S256"`
+}
+
+// audience is one string when there is one, else an array (RFC 7519).
+type audience []string
+
+func (a audience) MarshalJSON() ([]byte, error) {
+	if len(a) == 1 {
+		return json.Marshal(a[0])
+	}
+	return json.Marshal([]string(a))
+}
+
+// tokenIssuer signs access tokens and holds the published documents.
+type tokenIssuer struct {
+	opts     TokenOptions
+	signer   jose.Signer
+	scopes   map[string]bool
+	jwks     []byte
+	metadata []byte
+}
+
+func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
+	if o.Signer == nil || o.Issuer == "" {
+		return nil, errors.New("api: tokens: Signer and Issuer are required")
+	}
+	pub, ok := o.Signer.Public().(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, errors.New("api: tokens: the token key must be ECDSA P-256")
+	}
+	if o.DefaultTTL <= 0 {
+		o.DefaultTTL = 5 * time.Minute
+	}
+	if o.MaxTTL <= 0 {
+		o.MaxTTL = time.Hour
+	}
+	if o.DefaultTTL > o.MaxTTL {
+		return nil, errors.New("api: tokens: DefaultTTL is above MaxTTL")
+	}
+	o.Issuer = strings.TrimSuffix(o.Issuer, "/")
+	jwk := jose.JSONWebKey{Key: pub, Algorithm: string(jose.ES256), Use: "sig"}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("api: tokens: %w", err)
+	}
+	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	opts := (&jose.SignerOptions{}).WithType("at+jwt").WithHeader(jose.HeaderKey("kid"), jwk.KeyID)
+	var key any = cryptosigner.Opaque(o.Signer)
+	if priv, ok := o.Signer.(*ecdsa.PrivateKey); ok {
+		key = priv // signs without the crypto.Signer detour
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("api: tokens: %w", err)
+	}
+	t := &tokenIssuer{opts: o, signer: signer, scopes: map[string]bool{}}
+	for _, s := range o.Scopes {
+		t.scopes[s] = true
+	}
+	if t.jwks, err = json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}}); err != nil {
+		return nil, err
+	}
+	md := map[string]any{
+		"issuer":                                o.Issuer,
+		"token_endpoint":                        o.Issuer + "/v1/token",
+		"jwks_uri":                              o.Issuer + "/.well-known/jwks.json",
+		"grant_types_supported":                 []string{"client_credentials"},
+		"response_types_supported":              []string{},
+		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+		"tls_client_certificate_bound_access_tokens": true,
+		"scopes_supported":                      append([]string{}, o.Scopes...),
+		"access_token_signing_alg_values_supported": []string{string(jose.ES256)},
+	}
+	if t.metadata, err = json.Marshal(md); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// sign makes the compact JWS of c.
+func (t *tokenIssuer) sign(c *accessClaims) (string, error) {
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	jws, err := t.signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return jws.CompactSerialize()
+}
+
+// Thumbprint is the RFC 8705 x5t#S256 confirmation of a certificate:
+// base64url (no padding) of the SHA-256 of its DER.
+func Thumbprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func (s *Server) jwksHandler(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "max-age=300, public")
+	_, _ = w.Write(s.tokens.jwks)
+}
+
+func (s *Server) oauthMetadata(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "max-age=300, public")
+	_, _ = w.Write(s.tokens.metadata)
+}
+
+// writeOAuth writes a token endpoint answer; neither a token nor an error
+// about one may be cached (RFC 6749 §5.1).
+func writeOAuth(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusServiceUnavailable, []byte(`{"error":"temporarily_unavailable"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// token is POST /v1/token: the client credentials grant, the client
+// authenticated by its TLS certificate (RFC 8705 §2, tls_client_auth).
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	a := tokenAudit{}
+	e := s.issueToken(w, r, &a)
+	outcome := "issued"
+	if e != nil {
+		outcome = e.Code
+		writeOAuth(w, e.Status, e)
+	}
+	s.auditToken(r, &a, e)
+	prov := a.prov
+	if prov == "" {
+		prov = "unknown"
+	}
+	s.metrics.observe(prov, "token", outcome, time.Since(start).Seconds())
+}
+
+// tokenAudit is what the token audit line reports.
+type tokenAudit struct {
+	prov, spiffeID, serial, jti, task string
+	scope, aud                        []string
+	exp                               time.Time
+	detail                            string
+}
+
+func (s *Server) auditToken(r *http.Request, a *tokenAudit, e *OAuthError) {
+	attrs := []any{"op", "token", "provisioner", a.prov, "remote", r.RemoteAddr}
+	if a.spiffeID != "" {
+		attrs = append(attrs, "spiffe_id", a.spiffeID, "client_serial", a.serial)
+	}
+	if a.task != "" {
+		attrs = append(attrs, "task", a.task)
+	}
+	if len(a.scope) > 0 {
+		attrs = append(attrs, "scope", strings.Join(a.scope, " "))
+	}
+	if len(a.aud) > 0 {
+		attrs = append(attrs, "aud", strings.Join(a.aud, " "))
+	}
+	if e == nil {
+		s.log.Info("audit", append(attrs, "outcome", "issued", "jti", a.jti, "exp", a.exp.Format(time.RFC3339))...)
+		return
+	}
+	reason := e.Description
+	if a.detail != "" {
+		reason = a.detail
+	}
+	s.log.Warn("audit", append(attrs, "outcome", "refused", "error", e.Code, "reason", reason)...)
+}
+
+func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudit) *OAuthError {
+	if s.tokens == nil {
+		return oauthErr(http.StatusNotFound, OAuthInvalidRequest, "this CA issues no access tokens")
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return oauthErr(http.StatusMethodNotAllowed, OAuthInvalidRequest, "use POST")
+	}
+	leaf, rec, ce := s.clientCertificate(r)
+	if rec != nil {
+		a.prov, a.spiffeID, a.serial = rec.Provisioner, rec.SPIFFEID, rec.Serial
+	}
+	if ce != nil {
+		if ce.Status >= 500 {
+			a.detail = ce.Message
+			return oauthErr(http.StatusServiceUnavailable, OAuthUnavailable, "the CA cannot authenticate clients right now; retry")
+		}
+		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "%s", ce.Message)
+	}
+	req, oe := ParseTokenRequest(w, r, s.tokens.opts.MaxTTL)
+	if oe != nil {
+		return oe
+	}
+	a.scope, a.aud = req.Scope, req.Audience
+	if req.ClientID != "" && req.ClientID != rec.SPIFFEID {
+		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "client_id must be the SPIFFE ID of the client certificate")
+	}
+	// A token's task is its certificate's: ending the task (revoking
+	// its certificates) then voids every token that names it.
+	if req.Task != "" && req.Task != rec.Task {
+		return oauthErr(http.StatusBadRequest, OAuthInvalidRequest, "task must be the task the client certificate was issued for")
+	}
+	a.task = rec.Task
+	for _, sc := range req.Scope {
+		if !s.tokens.scopes[sc] {
+			return oauthErr(http.StatusBadRequest, OAuthInvalidScope, "unknown scope %q", truncate(sc, 64))
+		}
+	}
+	for _, au := range req.Audience {
+		if !s.audienceAllowed(au) {
+			return oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource or audience %q is not allowed", truncate(au, 128))
+		}
+	}
+	now := s.now()
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = s.tokens.opts.DefaultTTL
+	}
+	if p := s.policy.Load(); p != nil && p.Rules != nil {
+		d := s.decide(r, &policy.Input{Endpoint: policy.EndpointToken, Provisioner: rec.Provisioner,
+			SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task})
+		if !d.Allowed {
+			return oauthErr(http.StatusForbidden, OAuthAccessDenied, "refused by the CA's policy (rule %q)", d.RuleName())
+		}
+		if d.MaxTTL > 0 {
+			ttl = min(ttl, d.MaxTTL)
+		}
+	}
+	exp := now.Add(ttl).Truncate(time.Second)
+	if exp.After(leaf.NotAfter) {
+		exp = leaf.NotAfter
+	}
+	if !exp.After(now) {
+		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "the client certificate is about to expire; renew it first")
+	}
+	var jti [16]byte
+	if _, err := rand.Read(jti[:]); err != nil {
+		a.detail = err.Error()
+		return oauthErr(http.StatusServiceUnavailable, OAuthUnavailable, "cannot make a token id; retry")
+	}
+	c := &accessClaims{Issuer: s.tokens.opts.Issuer, Subject: rec.SPIFFEID, Audience: req.Audience, ClientID: rec.SPIFFEID,
+		Scope: strings.Join(req.Scope, " "), IssuedAt: now.Unix(), Expiry: exp.Unix(),
+		ID: base64.RawURLEncoding.EncodeToString(jti[:]), Cnf: confirmation{X5tS256: Thumbprint(leaf.Raw)}, Task: rec.Task}
+	tok, err := s.tokens.sign(c)
+	if err != nil {
+		s.log.Error("signing an access token", "err", err)
+		a.detail = err.Error()
+		return oauthErr(http.StatusServiceUnavailable, OAuthUnavailable, "the CA cannot sign tokens right now; retry")
+	}
+	a.jti, a.exp = c.ID, exp
+	expiresIn := int64(exp.Sub(now).Round(time.Second) / time.Second)
+	writeOAuth(w, http.StatusOK, AccessTokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: max(expiresIn, 1), Scope: c.Scope})
+	return nil
+}
+
+// audienceAllowed checks a resource or audience value against the
+// configured list, or, with none, requires an https URL or a SPIFFE ID in
+// the trust domain.
+func (s *Server) audienceAllowed(a string) bool {
+	if len(s.tokens.opts.Audiences) > 0 {
+		return slices.Contains(s.tokens.opts.Audiences, a)
+	}
+	if strings.HasPrefix(a, "spiffe://") {
+		return strings.HasPrefix(a, "spiffe://"+s.ca.TrustDomain()+"/")
+	}
+	return strings.HasPrefix(a, "https://")
+}
+
+// ParseTokenRequest reads and checks a token request body without
+// touching any state: the form encoding and size, grant_type, scope,
+// resource (absolute URIs without a fragment, RFC 8707), audience,
+// client_id, task and ttl (at most maxTTL). Parameters other than
+// resource and audience may appear once; unknown ones are ignored (RFC
+// 6749 §3.2). Client secrets and Authorization headers are refused: the
+// only client authentication is the TLS certificate.
+func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Duration) (*AccessTokenRequest, *OAuthError) {
+	bad := func(format string, args ...any) *OAuthError {
+		return oauthErr(http.StatusBadRequest, OAuthInvalidRequest, format, args...)
+	}
+	if ct := r.Header.Get("Content-Type"); !isFormType(ct) {
+		return nil, bad("the body must be application/x-www-form-urlencoded, not %q", truncate(ct, 64))
+	}
+	if r.Header.Get("Authorization") != "" {
+		return nil, bad("authenticate with the TLS client certificate only (tls_client_auth), not an Authorization header")
+	}
+	if r.ContentLength > maxTokenForm {
+		return nil, oauthErr(http.StatusRequestEntityTooLarge, OAuthInvalidRequest, "the body is larger than %d bytes", maxTokenForm)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)
+	if err := r.ParseForm(); err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return nil, oauthErr(http.StatusRequestEntityTooLarge, OAuthInvalidRequest, "the body is larger than %d bytes", maxTokenForm)
+		}
+		return nil, bad("the body is not a form: %s", jsonProblem(err))
+	}
+	// ParseForm merged the URL query in; only the body counts.
+	form := r.PostForm
+	for k, v := range form {
+		if len(v) > 1 && k != "resource" && k != "audience" {
+			return nil, bad("parameter %q appears more than once", truncate(k, 32))
+		}
+	}
+	if _, ok := form["client_secret"]; ok {
+		return nil, bad("authenticate with the TLS client certificate only (tls_client_auth), not a client_secret")
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "client_credentials":
+	case "":
+		return nil, bad("grant_type is required")
+	default:
+		return nil, oauthErr(http.StatusBadRequest, OAuthUnsupportedGrantType, "grant_type %q is not supported; use client_credentials", truncate(gt, 64))
+	}
+	req := &AccessTokenRequest{ClientID: form.Get("client_id"), Task: form.Get("task")}
+	for sc := range strings.FieldsSeq(form.Get("scope")) {
+		if !validScopeToken(sc) {
+			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "scope %q has characters RFC 6749 does not allow", truncate(sc, 64))
+		}
+		if !slices.Contains(req.Scope, sc) {
+			req.Scope = append(req.Scope, sc)
+		}
+	}
+	if len(req.Scope) == 0 {
+		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "name at least one scope")
+	}
+	if len(req.Scope) > maxTokenScopes {
+		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "at most %d scopes", maxTokenScopes)
+	}
+	for _, res := range form["resource"] {
+		if !absoluteNoFragment(res) {
+			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource %q is not an absolute URI without a fragment", truncate(res, 128))
+		}
+		if !slices.Contains(req.Audience, res) {
+			req.Audience = append(req.Audience, res)
+		}
+	}
+	for _, au := range form["audience"] {
+		if au == "" || len(au) > maxAudienceLength || strings.ContainsAny(au, " \t\r\n") {
+			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "audience %q is empty, too long or has white space", truncate(au, 128))
+		}
+		if !slices.Contains(req.Audience, au) {
+			req.Audience = append(req.Audience, au)
+		}
+	}
+	if len(req.Audience) == 0 {
+		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "name the resource (RFC 8707) or audience the token is for")
+	}
+	if len(req.Audience) > maxTokenAudiences {
+		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "at most %d resources and audiences", maxTokenAudiences)
+	}
+	if req.Task != "" && !ValidTask(req.Task) {
+		return nil, bad("task must be 1-128 letters, digits, '.', '_', ':', '/' or '-'")
+	}
+	if t := form.Get("ttl"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d < time.Second || d > maxTTL {
+			return nil, bad("ttl %q is not a Go duration between 1s and %s", truncate(t, 32), maxTTL)
+		}
+		req.TTL = d
+	}
+	return req, nil
+}
+
+func isFormType(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/x-www-form-urlencoded")
+}
+
+// validScopeToken: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+func validScopeToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// absoluteNoFragment reports whether s is an absolute URI without a
+// fragment, at most maxAudienceLength bytes (RFC 8707 §2).
+func absoluteNoFragment(s string) bool {
+	if len(s) == 0 || len(s) > maxAudienceLength || strings.ContainsAny(s, " \t\r\n#") {
+		return false
+	}
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok || scheme == "" || rest == "" {
+		return false
+	}
+	for i := 0; i < len(scheme); i++ {
+		c := scheme[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,91 @@
+package daemon
+
+// Choosing the store backend from agentca.json's storage section.
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/store/bolt"
+	"github.com/agentca/agentca/store/etcd"
+)
+
+// openStore opens the configured store: the bbolt file (relative paths in
+// dir) or the etcd cluster. onLogAppend is called after each local commit
+// that appended to the issuance log (the tree head signer's cue).
+func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend func()) (store.Store, error) {
+	switch sc.Type {
+	case "bbolt", "":
+		path := sc.Path
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		return bolt.Open(path, bolt.Options{OnLogAppend: onLogAppend})
+	case "etcd":
+		opts, err := etcdOptions(dir, sc)
+		if err != nil {
+			return nil, err
+		}
+		opts.OnLogAppend = onLogAppend
+		return etcd.Open(ctx, opts)
+	}
+	return nil, fmt.Errorf("storage: unsupported type %q", sc.Type)
+}
+
+// etcdOptions turns the storage section into etcd.Options, reading the
+// TLS files and the password file (relative paths in dir).
+func etcdOptions(dir string, sc config.Storage) (etcd.Options, error) {
+	opts := etcd.Options{Endpoints: sc.Endpoints, Prefix: sc.Prefix, RequestTimeout: sc.RequestTimeout.Std(), MaxTxnOps: sc.MaxTxnOps}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	useTLS := sc.CAFile != "" || sc.CertFile != ""
+	for _, e := range sc.Endpoints {
+		useTLS = useTLS || strings.HasPrefix(e, "https://")
+	}
+	if useTLS {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if sc.CAFile != "" {
+			pemBytes, err := os.ReadFile(abs(sc.CAFile))
+			if err != nil {
+				return opts, fmt.Errorf("storage.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pemBytes) {
+				return opts, fmt.Errorf("storage.ca_file %s: no PEM certificate in it", sc.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		if sc.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(abs(sc.CertFile), abs(sc.KeyFile))
+			if err != nil {
+				return opts, fmt.Errorf("storage.cert_file/key_file: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		opts.TLS = tc
+	}
+	if sc.Username != "" {
+		b, err := os.ReadFile(abs(sc.PasswordFile))
+		if err != nil {
+			return opts, fmt.Errorf("storage.password_file: %w", err)
+		}
+		pw := strings.TrimRight(string(b), "\r\n")
+		if pw == "" {
+			return opts, errors.New("storage.password_file: the file is empty")
+		}
+		opts.Username, opts.Password = sc.Username, pw
+	}
+	return opts, nil
+}

@@ -1,0 +1,79 @@
+package daemon
+
+// Replicas: a store shared with other agentca processes (store/etcd)
+// reports what they changed, and this turns each change into the cache
+// update the local API would have made had the change been made here.
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/agentca/agentca/store"
+)
+
+// storeHooks are the cache updates a store change calls for. Nil hooks
+// are skipped.
+type storeHooks struct {
+	// Revoked is what the API's OnRevoke does: drop and re-sign the OCSP
+	// response, rebuild the CRL.
+	Revoked func(ctx context.Context, rec *store.Certificate)
+	// LogChanged cues the issuance log's tree head signer (the log grew,
+	// or another replica saved a tree head), which then signs or adopts
+	// the stored tree head (store.TreeHeadPublisher).
+	LogChanged func()
+	// AnchorsChanged reloads the trust anchors.
+	AnchorsChanged func(ctx context.Context)
+	// Resync runs when changes may have been missed (the watch fell
+	// behind etcd's compaction): everything cached from the store should
+	// be refreshed. The store is reachable when it runs.
+	Resync func(ctx context.Context)
+}
+
+// startStoreWatch follows st's changes, if st reports them
+// (store.Watcher), until ctx is done or the returned stop is called; stop
+// waits for the watch to end.
+func startStoreWatch(ctx context.Context, st store.Store, h storeHooks, log *slog.Logger) (stop func()) {
+	w, ok := st.(store.Watcher)
+	if !ok {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Watch(ctx, func(c store.Change) { h.apply(ctx, c, log) })
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// apply makes the cache update for one change.
+func (h storeHooks) apply(ctx context.Context, c store.Change, log *slog.Logger) {
+	switch c.Kind {
+	case store.ChangeRevoked:
+		if h.Revoked != nil && c.Revoked != nil {
+			h.Revoked(ctx, c.Revoked)
+		}
+	case store.ChangeLog, store.ChangeTreeHead:
+		if h.LogChanged != nil {
+			h.LogChanged()
+		}
+	case store.ChangeAnchors:
+		if h.AnchorsChanged != nil {
+			h.AnchorsChanged(ctx)
+		}
+	case store.ChangeResync:
+		log.Warn("the store's change stream was interrupted; refreshing what is cached from it")
+		if h.LogChanged != nil {
+			h.LogChanged()
+		}
+		if h.AnchorsChanged != nil {
+			h.AnchorsChanged(ctx)
+		}
+		if h.Resync != nil {
+			h.Resync(ctx)
+		}
+	}
+}
