@@ -174,15 +174,15 @@ func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
 		return nil, err
 	}
 	md := map[string]any{
-		"issuer":                                o.Issuer,
-		"token_endpoint":                        o.Issuer + "/v1/token",
-		"jwks_uri":                              o.Issuer + "/.well-known/jwks.json",
-		"grant_types_supported":                 []string{"client_credentials"},
-		"response_types_supported":              []string{},
-		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+		"issuer":                                     o.Issuer,
+		"token_endpoint":                             o.Issuer + "/v1/token",
+		"jwks_uri":                                   o.Issuer + "/.well-known/jwks.json",
+		"grant_types_supported":                      []string{"client_credentials"},
+		"response_types_supported":                   []string{},
+		"token_endpoint_auth_methods_supported":      []string{"tls_client_auth"},
 		"tls_client_certificate_bound_access_tokens": true,
-		"scopes_supported":                      append([]string{}, o.Scopes...),
-		"access_token_signing_alg_values_supported": []string{string(jose.ES256)},
+		"scopes_supported":                           append([]string{}, o.Scopes...),
+		"access_token_signing_alg_values_supported":  []string{string(jose.ES256)},
 	}
 	if t.metadata, err = json.Marshal(md); err != nil {
 		return nil, err

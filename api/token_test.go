@@ -94,6 +94,12 @@ func tokenForm(scope string, resources ...string) url.Values {
 	return f
 }
 
+// with sets a parameter of f and returns f.
+func with(f url.Values, k, v string) url.Values {
+	f.Set(k, v)
+	return f
+}
+
 // oauthError checks a token endpoint error (RFC 6749 §5.2).
 func oauthError(t *testing.T, r *response, body map[string]any, status int, code string) {
 	t.Helper()
@@ -224,10 +230,10 @@ func TestTokenErrors(t *testing.T) {
 		{"grant type", ca, url.Values{"grant_type": {"password"}, "scope": {testScope}, "resource": {toolsURL}}, 400, "unsupported_grant_type"},
 		{"no grant type", ca, url.Values{"scope": {testScope}, "resource": {toolsURL}}, 400, "invalid_request"},
 		{"repeated scope", ca, url.Values{"grant_type": {"client_credentials"}, "scope": {testScope, testScope}, "resource": {toolsURL}}, 400, "invalid_request"},
-		{"client secret", ca, func() url.Values { f := tokenForm(testScope, toolsURL); f.Set("client_secret", "x"); return f }(), 400, "invalid_request"},
-		{"other client_id", ca, func() url.Values { f := tokenForm(testScope, toolsURL); f.Set("client_id", "spiffe://example.org/agent/b"); return f }(), 401, "invalid_client"},
-		{"task of another certificate", ca, func() url.Values { f := tokenForm(testScope, toolsURL); f.Set("task", "t-1"); return f }(), 400, "invalid_request"},
-		{"bad ttl", ca, func() url.Values { f := tokenForm(testScope, toolsURL); f.Set("ttl", "2h"); return f }(), 400, "invalid_request"},
+		{"client secret", ca, with(tokenForm(testScope, toolsURL), "client_secret", "x"), 400, "invalid_request"},
+		{"other client_id", ca, with(tokenForm(testScope, toolsURL), "client_id", "spiffe://example.org/agent/b"), 401, "invalid_client"},
+		{"task of another certificate", ca, with(tokenForm(testScope, toolsURL), "task", "t-1"), 400, "invalid_request"},
+		{"bad ttl", ca, with(tokenForm(testScope, toolsURL), "ttl", "2h"), 400, "invalid_request"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

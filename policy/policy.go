@@ -95,7 +95,7 @@ type Input struct {
 	// certificate).
 	Provisioner string
 	// Claims are the attestation's facts (sign only; empty otherwise).
-	Claims map[string]string
+	Claims   map[string]string
 	SPIFFEID string
 	DNSNames []string
 	// TTL is the lifetime asked for: the certificate's at sign and
