@@ -23,6 +23,12 @@ type tokenCreator interface {
 // AdminHandler serves the admin API. It has no authentication of its own:
 // serve it only on the 0600 unix socket (or behind an admin mTLS check).
 func (s *Server) AdminHandler() http.Handler {
+	return recoverer(s.log, s.adminMux())
+}
+
+// adminMux routes the admin API; AdminHandler serves it on the unix
+// socket, and the HTTPS listener under /admin/ to admins (adminOverTLS).
+func (s *Server) adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
 	mux.HandleFunc("/admin/v1/tokens", allow(http.MethodPost, s.createTokens))
@@ -30,8 +36,9 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("/admin/v1/revoke", allow(http.MethodPost, s.adminRevoke))
 	mux.HandleFunc("/admin/v1/replay-keys/clear", allow(http.MethodPost, s.clearReplayKey))
 	mux.HandleFunc("/admin/v1/tasks/end", allow(http.MethodPost, s.endTask))
+	s.routeAnchors(mux)
 	mux.HandleFunc("/", notFound)
-	return recoverer(s.log, mux)
+	return mux
 }
 
 // TokenRequest is the body of POST /admin/v1/tokens.

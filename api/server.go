@@ -93,6 +93,9 @@ type Options struct {
 	// certificate's inclusion proof, and the HTTP listener serves the CT
 	// v1 API (ct.go). Nil serves neither.
 	Log *Log
+	// Anchors runs trust-anchor rotation for the admin API; nil answers
+	// its endpoints with 404.
+	Anchors AnchorAdmin
 	// Tokens configure the OAuth 2.0 token endpoint (/v1/token) and its
 	// JWKS and metadata (token.go); nil serves none of them.
 	Tokens *TokenOptions
@@ -116,6 +119,7 @@ type Server struct {
 	onRevoke func(ctx context.Context, rec *store.Certificate)
 	admins   []string
 	tlog     *Log
+	anchors  AnchorAdmin
 	tokens   *tokenIssuer
 	policy   atomic.Pointer[Policy]
 }
@@ -126,7 +130,8 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
-		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins, tlog: opts.Log}
+		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins, tlog: opts.Log,
+		anchors: opts.Anchors}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -175,6 +180,7 @@ func (s *Server) HTTPSHandler() http.Handler {
 		mux.HandleFunc("/.well-known/jwks.json", allow(http.MethodGet, s.jwksHandler))
 		mux.HandleFunc("/.well-known/oauth-authorization-server", allow(http.MethodGet, s.oauthMetadata))
 	}
+	mux.Handle("/admin/", s.adminOverTLS(s.adminMux()))
 	if s.tlog != nil {
 		mux.HandleFunc("/v1/log-key", allow(http.MethodGet, s.logKey))
 	}

@@ -306,7 +306,7 @@ func TestRoutingErrors(t *testing.T) {
 		{"DELETE bundle", http.MethodDelete, "/v1/bundle", 405, api.CodeMethodNotAllowed, "GET"},
 		{"unknown path", http.MethodGet, "/v1/nope", 404, api.CodeNotFound, ""},
 		{"root", http.MethodGet, "/", 404, api.CodeNotFound, ""},
-		{"admin not on HTTPS", http.MethodPost, "/admin/v1/tokens", 404, api.CodeNotFound, ""},
+		{"admin on HTTPS needs a client certificate", http.MethodPost, "/admin/v1/tokens", 401, api.CodeClientCertRequired, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

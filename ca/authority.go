@@ -128,13 +128,13 @@ func (i *Issuer) WithCross(cross *x509.Certificate) (*Issuer, error) {
 	return newIssuer(i.Cert, i.Signer, i.Root, cross), nil
 }
 
-
 // Options configure an Authority. Zero values are documented per field.
 type Options struct {
 	// TrustDomain is the SPIFFE trust domain; every SPIFFE ID issued must
 	// be in it. Required.
 	TrustDomain string
-	// Issuer signs leaves. Required.
+	// Issuer signs leaves. Nil refuses issuance (ErrNoIssuer) until
+	// SetIssuer is called.
 	Issuer *Issuer
 	// Recorder records each issuance. Required.
 	Recorder Recorder
@@ -176,8 +176,8 @@ func New(opts Options) (*Authority, error) {
 	if err := config.ValidateTrustDomain(opts.TrustDomain); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
-	if opts.Issuer == nil || opts.Recorder == nil {
-		return nil, errors.New("ca: Issuer and Recorder are required")
+	if opts.Recorder == nil {
+		return nil, errors.New("ca: Recorder is required")
 	}
 	a := &Authority{td: opts.TrustDomain, rec: opts.Recorder, minTTL: opts.MinTTL, backdate: opts.Backdate,
 		now: opts.Now, rand: opts.Rand, log: opts.Logger,

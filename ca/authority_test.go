@@ -322,7 +322,6 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	}{
 		{"no trust domain", ca.Options{Issuer: iss, Recorder: st}},
 		{"bad trust domain", ca.Options{TrustDomain: "spiffe://example.org", Issuer: iss, Recorder: st}},
-		{"no issuer", ca.Options{TrustDomain: testTD, Recorder: st}},
 		{"no recorder", ca.Options{TrustDomain: testTD, Issuer: iss}},
 		{"backdate above a minute", ca.Options{TrustDomain: testTD, Issuer: iss, Recorder: st, Backdate: 2 * time.Minute}},
 	}
@@ -332,6 +331,19 @@ func TestNewRefusesBadOptions(t *testing.T) {
 				t.Fatalf("New = %v, want an error", a)
 			}
 		})
+	}
+	// Without an issuer the Authority refuses to issue until it gets one.
+	none, err := ca.New(ca.Options{TrustDomain: testTD, Recorder: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := mustKey(t, ca.ECP256)
+	if _, err := none.Issue(context.Background(), &ca.Request{PublicKey: key.Public(), SPIFFEID: "spiffe://example.org/x"}); !errors.Is(err, ca.ErrNoIssuer) {
+		t.Fatalf("Issue without an issuer: %v, want ErrNoIssuer", err)
+	}
+	none.SetIssuer(iss)
+	if _, err := none.Issue(context.Background(), &ca.Request{PublicKey: key.Public(), SPIFFEID: "spiffe://example.org/x"}); err != nil {
+		t.Fatalf("Issue after SetIssuer: %v", err)
 	}
 	a, err := ca.New(ca.Options{TrustDomain: testTD, Issuer: iss, Recorder: st})
 	if err != nil {

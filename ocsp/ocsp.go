@@ -32,6 +32,7 @@ import (
 	"math/big"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,6 +156,22 @@ func (r *Responder) SetSigner(s *Signer) error {
 	is.signer.Store(s)
 	r.issuers = append(r.issuers, is)
 	return nil
+}
+
+// RemoveIssuer stops answering for the issuing CA with subject key
+// identifier ski (hex): its anchor was retired. Its requests then get the
+// unauthorized response, as for any CA this responder does not serve.
+func (r *Responder) RemoveIssuer(ski string) {
+	r.mu.Lock()
+	r.issuers = slices.DeleteFunc(r.issuers, func(is *issuerState) bool { return is.ski == ski })
+	r.mu.Unlock()
+	prefix := ski + "/"
+	r.cache.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), prefix) {
+			r.cache.Delete(k)
+		}
+		return true
+	})
 }
 
 func newIssuerState(iss *x509.Certificate) (*issuerState, error) {

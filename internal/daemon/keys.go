@@ -74,7 +74,12 @@ func (k *caKeys) ref(role string) string {
 // signer returns the key of role. A file key that does not exist is
 // created when create is set (the OCSP and log keys of an older CA).
 func (k *caKeys) signer(role string, create bool) (crypto.Signer, error) {
-	r := k.ref(role)
+	return k.load(role, k.ref(role), create)
+}
+
+// load returns the key at r, a KMS URI or a file path relative to the
+// state directory; role names it in errors.
+func (k *caKeys) load(role, r string, create bool) (crypto.Signer, error) {
 	if ca.IsKMSURI(r) {
 		if k.kms == nil {
 			return nil, fmt.Errorf("%s key %s is in a KMS but keys.kms is not set", role, r)

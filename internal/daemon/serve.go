@@ -22,7 +22,6 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
-	"github.com/agentca/agentca/crl"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
@@ -87,15 +86,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			log.Error("closing the KMS", "err", err)
 		}
 	}()
-	issuer, err := loadIssuer(dir, keys)
-	if err != nil {
-		return err
-	}
 	logSigner, err := loadLogSigner(dir, keys)
-	if err != nil {
-		return err
-	}
-	trust, err := api.NewTrust(cfg.TrustDomain, []*x509.Certificate{issuer.Root}, 1, cfg.Leaf.DefaultTTL.Std()/2)
 	if err != nil {
 		return err
 	}
@@ -134,7 +125,10 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	// A listen port of 0 picks a free port; the public URLs follow it.
 	cfg.PublicURLs.HTTPS = withActualPort(cfg.PublicURLs.HTTPS, httpsLn.Addr())
 	cfg.PublicURLs.HTTP = withActualPort(cfg.PublicURLs.HTTP, httpLn.Addr())
-	authority, err := ca.New(ca.Options{TrustDomain: cfg.TrustDomain, Issuer: issuer, Recorder: st,
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// The issuer is set by the anchors below.
+	authority, err := ca.New(ca.Options{TrustDomain: cfg.TrustDomain, Recorder: st,
 		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP})
 	if err != nil {
 		return err
@@ -147,9 +141,25 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	publisher, err := crl.New(crl.Options{Issuer: issuer, Source: st, Validity: cfg.CRL.Validity.Std(), Logger: log})
-	if err != nil {
-		return err
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
+	anch := newAnchors(ctx, &anchors{dir: dir, cfg: cfg, keys: keys, st: st, authority: authority, responder: responder,
+		ocspKey: ocspKey, log: log, minStaged: maxLeafTTL(cfg), onActivate: func(ctx context.Context) {
+			if err := certs.renew(ctx); err != nil {
+				log.Error("server certificate renewal under the new issuing CA failed; the renewal loop retries", "err", err)
+			}
+		}}, reg)
+	defer anch.Wait()
+	if err := anch.bootstrap(ctx); err != nil {
+		return fmt.Errorf("trust anchors: %w", err)
+	}
+	if err := anch.refresh(ctx); err != nil {
+		return fmt.Errorf("trust anchors: %w", err)
+	}
+	issuer := authority.Issuer()
+	if issuer == nil {
+		return errors.New("the active trust anchor's issuing CA cannot run here (see the log above); refusing to start")
 	}
 	provs, err := newProvisioners(cfg, st, log)
 	if err != nil {
@@ -159,32 +169,19 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust, Provisioners: provs, Logger: log, Registry: reg,
-		OCSP: responder, CRLs: crlSet{publisher}, Admins: cfg.Admins, Log: tlog,
+	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
+		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
 		OnRevoke: func(ctx context.Context, rec *store.Certificate) {
 			responder.Revoked(ctx, rec)
-			publisher.Changed()
+			anch.revoked(rec)
 		}})
 	if err != nil {
 		return err
 	}
+	anch.setTrustFunc(srv.SetTrust)
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-
-	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
 	if err := certs.renew(ctx); err != nil {
 		return fmt.Errorf("server certificate: %w", err)
-	}
-	ocspCerts := &responderCerts{authority: authority, responder: responder, key: ocspKey, ttl: cfg.OCSP.ResponderTTL.Std(),
-		validity: cfg.OCSP.Validity.Std(), log: log}
-	if err := ocspCerts.renew(ctx); err != nil {
-		return fmt.Errorf("OCSP responder certificate: %w", err)
-	}
-	if _, err := publisher.Build(ctx); err != nil {
-		return err
 	}
 	adminLn, err := listenAdmin(filepath.Join(dir, AdminSocket))
 	if err != nil {
@@ -216,13 +213,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(4)
 	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
-	go func() {
-		defer wg.Done()
-		renewLoop(ctx, "OCSP responder certificate", ocspCerts.notAfter, ocspCerts.renew, log)
-	}()
-	go func() { defer wg.Done(); publisher.Run(ctx) }()
+	go func() { defer wg.Done(); anch.watch(ctx) }()
 	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, st, srv, log) }()
 	go func() { defer wg.Done(); sweepLoop(ctx, st, cfg.Storage.RetentionOrDefault(), log) }()
 
@@ -359,11 +352,12 @@ func (s *serverCerts) notAfter() (time.Time, time.Time) {
 	return leaf.NotBefore, leaf.NotAfter
 }
 
-// responderCerts keeps the delegated OCSP responder certificate, issued
-// by the CA for the persistent OCSP key and renewed at two thirds of its
-// lifetime.
+// responderCerts keeps the delegated OCSP responder certificate of one
+// issuing CA, issued for the persistent OCSP key and renewed at two
+// thirds of its lifetime.
 type responderCerts struct {
 	authority *ca.Authority
+	issuer    *ca.Issuer
 	responder *ocsp.Responder
 	key       crypto.Signer
 	ttl       time.Duration
@@ -373,7 +367,7 @@ type responderCerts struct {
 }
 
 func (r *responderCerts) renew(ctx context.Context) error {
-	issued, err := r.authority.IssueResponder(ctx, r.key.Public(), r.ttl)
+	issued, err := r.authority.IssueResponderFrom(ctx, r.issuer, r.key.Public(), r.ttl)
 	if err != nil {
 		return err
 	}
@@ -394,16 +388,6 @@ func (r *responderCerts) renew(ctx context.Context) error {
 func (r *responderCerts) notAfter() (time.Time, time.Time) {
 	c := r.cur.Load()
 	return c.NotBefore, c.NotAfter
-}
-
-// crlSet serves the CRL of the active issuer.
-type crlSet struct{ active *crl.Publisher }
-
-func (c crlSet) CRL(ski string) *crl.CRL {
-	if ski == "" || ski == c.active.Issuer().SKI {
-		return c.active.Current()
-	}
-	return nil
 }
 
 // renewLoop calls renew at two thirds of the current certificate's

@@ -134,30 +134,52 @@ func (c *CA) Tokens(t testing.TB, spiffeID string, count int, ttl time.Duration)
 	if ttl > 0 {
 		req.TTL = ttl.String()
 	}
-	body, _ := json.Marshal(req)
-	sock := filepath.Join(c.Dir, daemon.AdminSocket)
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
-	resp, err := hc.Post("http://agentca/admin/v1/tokens", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("token create: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("token create: %s: %s", resp.Status, b)
-	}
 	var out api.TokenResponse
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatal(err)
+	if status, body := c.Admin(t, http.MethodPost, "/admin/v1/tokens", req, &out); status != http.StatusCreated {
+		t.Fatalf("token create: %d: %s", status, body)
 	}
 	toks := make([]string, len(out.Tokens))
 	for i, tk := range out.Tokens {
 		toks[i] = tk.Token
 	}
 	return toks
+}
+
+// Admin sends a request to the admin API over the admin socket (req, if
+// not nil, as JSON), decodes a 2xx answer into out (if not nil) and
+// returns the status and the body.
+func (c *CA) Admin(t testing.TB, method, path string, req, out any) (int, []byte) {
+	t.Helper()
+	var body io.Reader
+	if req != nil {
+		b, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	sock := filepath.Join(c.Dir, daemon.AdminSocket)
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	r, err := http.NewRequest(method, "http://agentca"+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(r)
+	if err != nil {
+		t.Fatalf("admin %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode/100 == 2 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("admin %s %s: %v in %s", method, path, err, b)
+		}
+	}
+	return resp.StatusCode, b
 }
 
 type tWriter struct{ t testing.TB }
