@@ -75,24 +75,6 @@ func certPEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-// loadIssuer reads the root and issuing CA from dir, with its key from
-// keys.
-func loadIssuer(dir string, keys *caKeys) (*ca.Issuer, error) {
-	root, err := readCert(filepath.Join(dir, RootCertFile))
-	if err != nil {
-		return nil, err
-	}
-	iss, err := readCert(filepath.Join(dir, IssuingCert))
-	if err != nil {
-		return nil, err
-	}
-	key, err := keys.signer(roleIssuing, false)
-	if err != nil {
-		return nil, err
-	}
-	return ca.NewIssuer(iss, key, root)
-}
-
 // hasCA reports whether dir already holds a CA (any of its files).
 func hasCA(dir string) (bool, error) {
 	for _, name := range []string{config.FileName, "agentca.db", KeysDir, CertsDir, RootsFile} {
