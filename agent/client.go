@@ -22,6 +22,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"io"
 	"net/http"
 	"net/url"
@@ -280,6 +282,26 @@ func (c *Client) Roots(ctx context.Context) ([]*x509.Certificate, error) {
 		return nil, err
 	}
 	return ParseCertificates(body)
+}
+
+// Bundle fetches the CA's SPIFFE trust bundle (/v1/bundle) for trust
+// domain td and returns its X.509 authorities and its refresh hint (zero
+// when the bundle has none).
+func (c *Client) Bundle(ctx context.Context, td spiffeid.TrustDomain) ([]*x509.Certificate, time.Duration, error) {
+	body, err := c.get(ctx, "/v1/bundle")
+	if err != nil {
+		return nil, 0, err
+	}
+	b, err := spiffebundle.Parse(td, body)
+	if err != nil {
+		return nil, 0, fmt.Errorf("agent: /v1/bundle: %w", err)
+	}
+	roots := b.X509Authorities()
+	if len(roots) == 0 {
+		return nil, 0, errors.New("agent: /v1/bundle has no X.509 authority")
+	}
+	hint, _ := b.RefreshHint()
+	return roots, hint, nil
 }
 
 // get fetches path from the CA over the trusted TLS connection; anything

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -133,15 +134,13 @@ func NewSource(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	stapled := make(chan struct{})
-	go func() {
-		defer close(stapled)
-		s.stapleLoop(loopCtx)
-	}()
+	var helpers sync.WaitGroup
+	helpers.Go(func() { s.stapleLoop(loopCtx) })
+	helpers.Go(func() { s.bundleLoop(loopCtx) })
 	go func() {
 		s.loop(loopCtx)
-		cancel() // the staple loop ends with the renewal loop
-		<-stapled
+		cancel() // the staple and bundle loops end with the renewal loop
+		helpers.Wait()
 		close(s.done)
 	}()
 	return s, nil
@@ -225,6 +224,60 @@ func (s *Source) renew(ctx context.Context) error {
 	return s.install(ctx, cr)
 }
 
+// Bounds of the bundle refresh between renewals: the CA's
+// spiffe_refresh_hint, or defaultBundleRefresh without one, kept within
+// [minBundleRefresh, maxBundleRefresh].
+const (
+	defaultBundleRefresh = 5 * time.Minute
+	minBundleRefresh     = time.Second
+	maxBundleRefresh     = time.Hour
+)
+
+// bundleLoop refreshes the trust bundle from /v1/bundle as often as its
+// spiffe_refresh_hint says, so that a newly staged anchor is trusted even
+// between renewals.
+func (s *Source) bundleLoop(ctx context.Context) {
+	// The first fetch, right away, learns the refresh hint.
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		id, err := spiffeid.FromString(s.creds.Load().SPIFFEID)
+		if err != nil {
+			s.log.Warn("cannot refresh the trust bundle", "err", err)
+			continue
+		}
+		roots, hint, err := s.client.Bundle(ctx, id.TrustDomain())
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("could not refresh the trust bundle; keeping the current one", "err", err)
+			}
+			wait = min(wait, 30*time.Second)
+			continue
+		}
+		s.setRoots(roots)
+		if s.cfg.Dir != "" {
+			if err := WriteBundle(s.cfg.Dir, roots); err != nil {
+				s.log.Warn("could not write the trust bundle", "err", err)
+			}
+		}
+		wait = defaultBundleRefresh
+		if hint > 0 {
+			wait = hint
+		}
+		wait = min(max(wait, minBundleRefresh), maxBundleRefresh)
+	}
+}
+
+// setRoots makes roots the trust anchors, for peers and for the CA.
+func (s *Source) setRoots(roots []*x509.Certificate) {
+	s.trust.Store(newTrustState(roots))
+	s.client.setRoots(s.trust.Load().pool)
+}
+
 // install checks the log receipt, refreshes the bundle, writes the files
 // and swaps in cr.
 func (s *Source) install(ctx context.Context, cr *Credentials) error {
@@ -236,8 +289,7 @@ func (s *Source) install(ctx context.Context, cr *Credentials) error {
 	if roots, err := s.client.Roots(ctx); err != nil {
 		s.log.Warn("could not refresh the trust bundle; keeping the current one", "err", err)
 	} else {
-		s.trust.Store(newTrustState(roots))
-		s.client.setRoots(s.trust.Load().pool)
+		s.setRoots(roots)
 	}
 	if s.cfg.Dir != "" {
 		if err := WriteFiles(s.cfg.Dir, cr, s.Roots()); err != nil {

@@ -432,3 +432,42 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Between renewals, agents and relying services follow the bundle's
+// spiffe_refresh_hint: a staged root reaches them without a renewal.
+func TestBundleRefreshHint(t *testing.T) {
+	ca := testca.Start(t, testca.Options{Configure: func(c *config.Config) {
+		c.Leaf.MinTTL = config.Duration(rotMinTTL)
+		c.Leaf.DefaultTTL = config.Duration(4 * time.Second) // refresh hint: 2 s
+	}})
+	var renewals atomic.Int32
+	token := ca.Token(t, "spiffe://example.org/svc/hint")
+	src, err := agent.NewSource(context.Background(), agent.Config{
+		CAURL: ca.URL, Roots: ca.Roots, Provisioner: "join", TTL: time.Hour,
+		Attest:  func(context.Context) (string, error) { return token, nil },
+		OnRenew: func(*agent.Credentials) { renewals.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	v, err := verify.New(verify.Options{TrustDomain: "example.org", Roots: ca.Roots, BundleURL: ca.URL + "/v1/bundle"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := v.Refresh(context.Background()); err != nil {
+		t.Fatalf("first bundle refresh: %v", err)
+	}
+	before := renewals.Load()
+	var staged api.AnchorStatus
+	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/stage", api.StageRequest{}, &staged); status != http.StatusCreated {
+		t.Fatalf("stage: %d %s", status, body)
+	}
+	waitFor(t, 15*time.Second, "the agent and the verifier to trust the staged root", func() bool {
+		return len(src.Roots()) == 2 && len(v.Roots()) == 2
+	})
+	if renewals.Load() != before {
+		t.Fatalf("the agent renewed (%d → %d): the bundle came with a renewal, not the refresh hint", before, renewals.Load())
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -63,7 +64,12 @@ type Options struct {
 	// fetched from it every RefreshInterval, over TLS verified with the
 	// anchors already held.
 	RootsURL string
-	// RefreshInterval for BundleFile and RootsURL; zero means 1 minute.
+	// BundleURL is the CA's /v1/bundle URL (a SPIFFE trust bundle);
+	// when set, the anchors are fetched from it like RootsURL, as often
+	// as its spiffe_refresh_hint says unless RefreshInterval is set.
+	BundleURL string
+	// RefreshInterval for BundleFile, RootsURL and BundleURL; zero means
+	// 1 minute (BundleURL: the bundle's refresh hint, else 1 minute).
 	RefreshInterval time.Duration
 	// Authorize decides which SPIFFE IDs may connect; nil means any ID in
 	// TrustDomain. Use go-spiffe's tlsconfig.AuthorizeID, AuthorizeOneOf,
@@ -93,6 +99,10 @@ type Verifier struct {
 	bundle atomic.Pointer[x509bundle.Bundle]
 	rev    *revocationChecker
 
+	// followHint: the refresh interval is the bundle's refresh hint.
+	followHint bool
+	hint       atomic.Int64 // the last refresh hint seen, in nanoseconds
+
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
@@ -105,8 +115,10 @@ func New(opts Options) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verify: trust domain: %w", err)
 	}
+	v := &Verifier{done: make(chan struct{})}
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = time.Minute
+		v.followHint = opts.BundleURL != ""
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 2 * time.Second}
@@ -120,7 +132,7 @@ func New(opts Options) (*Verifier, error) {
 	if opts.Authorize == nil {
 		opts.Authorize = tlsconfig.AuthorizeMemberOf(td)
 	}
-	v := &Verifier{opts: opts, td: td, done: make(chan struct{})}
+	v.opts, v.td = opts, td
 	v.rev = &revocationChecker{opts: &v.opts}
 	roots := opts.Roots
 	if len(roots) == 0 && opts.BundleFile != "" {
@@ -134,7 +146,7 @@ func New(opts Options) (*Verifier, error) {
 	v.bundle.Store(x509bundle.FromX509Authorities(td, roots))
 	ctx, cancel := context.WithCancel(context.Background())
 	v.cancel = cancel
-	if opts.BundleFile != "" || opts.RootsURL != "" {
+	if opts.BundleFile != "" || opts.RootsURL != "" || opts.BundleURL != "" {
 		go v.refreshLoop(ctx)
 	} else {
 		close(v.done)
@@ -232,13 +244,20 @@ func findIssuer(leaf *x509.Certificate, candidates []*x509.Certificate) *x509.Ce
 
 func (v *Verifier) refreshLoop(ctx context.Context) {
 	defer close(v.done)
-	t := time.NewTicker(v.opts.RefreshInterval)
-	defer t.Stop()
+	// Following the hint starts with a fetch, to learn it.
+	first := v.followHint
 	for {
+		wait := v.opts.RefreshInterval
+		if h := time.Duration(v.hint.Load()); v.followHint && h > 0 {
+			wait = min(max(h, time.Second), time.Hour)
+		}
+		if first {
+			wait, first = 0, false
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 		if err := v.Refresh(ctx); err != nil {
 			v.opts.Logger.Warn("trust bundle refresh failed; keeping the current one", "err", err)
@@ -251,6 +270,8 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 	var roots []*x509.Certificate
 	var err error
 	switch {
+	case v.opts.BundleURL != "":
+		roots, err = v.fetchBundle(ctx)
 	case v.opts.RootsURL != "":
 		roots, err = v.fetchRoots(ctx)
 	case v.opts.BundleFile != "":
@@ -269,6 +290,32 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 }
 
 func (v *Verifier) fetchRoots(ctx context.Context) ([]*x509.Certificate, error) {
+	body, err := v.fetchTrusted(ctx, v.opts.RootsURL)
+	if err != nil {
+		return nil, err
+	}
+	return pemutil.ParseCertificateBundle(body)
+}
+
+// fetchBundle reads the SPIFFE trust bundle at BundleURL and keeps its
+// refresh hint.
+func (v *Verifier) fetchBundle(ctx context.Context) ([]*x509.Certificate, error) {
+	body, err := v.fetchTrusted(ctx, v.opts.BundleURL)
+	if err != nil {
+		return nil, err
+	}
+	b, err := spiffebundle.Parse(v.td, body)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %s: %w", v.opts.BundleURL, err)
+	}
+	if h, ok := b.RefreshHint(); ok {
+		v.hint.Store(int64(h))
+	}
+	return b.X509Authorities(), nil
+}
+
+// fetchTrusted GETs url over TLS verified with the anchors already held.
+func (v *Verifier) fetchTrusted(ctx context.Context, url string) ([]byte, error) {
 	pool := x509.NewCertPool()
 	for _, r := range v.Roots() {
 		pool.AddCert(r)
@@ -276,9 +323,5 @@ func (v *Verifier) fetchRoots(ctx context.Context) ([]*x509.Certificate, error) 
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	body, err := get(ctx, hc, v.opts.RootsURL)
-	if err != nil {
-		return nil, err
-	}
-	return pemutil.ParseCertificateBundle(body)
+	return get(ctx, hc, url)
 }
