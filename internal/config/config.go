@@ -82,6 +82,8 @@ type Config struct {
 	Provisioners   []Provisioner `json:"provisioners"`
 	Logging        LogConfig     `json:"logging,omitzero"`
 	Keys           Keys          `json:"keys,omitzero"`
+	Tokens         Tokens        `json:"tokens,omitzero"`
+	Policy         Policy        `json:"policy,omitzero"`
 }
 
 // Keys says where each CA key lives: a PEM file (a path, relative to the
@@ -96,6 +98,8 @@ type Keys struct {
 	Issuing string `json:"issuing,omitempty"`
 	OCSP    string `json:"ocsp,omitempty"`
 	Log     string `json:"log,omitempty"`
+	// Token signs access tokens (keys/token.key by default).
+	Token string `json:"token,omitempty"`
 }
 
 // isKMSURI reports whether a key reference names a key in a KMS.
@@ -516,11 +520,12 @@ func (c *Config) Validate() error {
 		bad("keys.kms", "want a pkcs11: URI, got %q", c.Keys.KMS)
 	}
 	for _, k := range []struct{ field, ref string }{{"keys.root", c.Keys.Root}, {"keys.issuing", c.Keys.Issuing},
-		{"keys.ocsp", c.Keys.OCSP}, {"keys.log", c.Keys.Log}} {
+		{"keys.ocsp", c.Keys.OCSP}, {"keys.log", c.Keys.Log}, {"keys.token", c.Keys.Token}} {
 		if isKMSURI(k.ref) && c.Keys.KMS == "" {
 			bad(k.field, "%q is a KMS key but keys.kms is not set", k.ref)
 		}
 	}
+	c.validateTokens(bad)
 	return errors.Join(errs...)
 }
 
