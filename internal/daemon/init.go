@@ -158,6 +158,9 @@ func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptio
 	if _, err := loadLogSigner(stage, keys); err != nil {
 		return err
 	}
+	if _, err := keys.signer(roleToken, true); err != nil { // access tokens (docs/tokens.md)
+		return err
+	}
 	files := map[string][]byte{
 		RootCertFile: certPEM(h.Root),
 		IssuingCert:  certPEM(h.Issuing),
@@ -198,7 +201,7 @@ func createKMSKeys(m *kmsKeys, cfg *config.Keys, opts InitOptions) (*ca.Hierarch
 		return nil, err
 	}
 	// The OCSP and log keys are P-256 as when they are files.
-	for _, role := range []string{roleOCSP, roleLog} {
+	for _, role := range []string{roleOCSP, roleLog, roleToken} {
 		if _, err := m.create(cfg, role, tag, ca.ECP256); err != nil {
 			return nil, err
 		}

@@ -19,6 +19,7 @@ const (
 	roleIssuing = "issuing"
 	roleOCSP    = "ocsp"
 	roleLog     = "log"
+	roleToken   = "token"
 )
 
 // caKeys finds the CA keys where agentca.json's "keys" says they live: PEM
@@ -64,6 +65,8 @@ func (k *caKeys) ref(role string) string {
 		r, def = k.cfg.OCSP, OCSPKeyFile
 	case roleLog:
 		r, def = k.cfg.Log, LogKeyFile
+	case roleToken:
+		r, def = k.cfg.Token, TokenKeyFile
 	}
 	if r == "" {
 		return def
@@ -120,6 +123,8 @@ func (m *kmsKeys) create(cfg *config.Keys, role, tag string, kt ca.KeyType) (cry
 		cfg.OCSP = name
 	case roleLog:
 		cfg.Log = name
+	case roleToken:
+		cfg.Token = name
 	}
 	return s, nil
 }

@@ -141,6 +141,14 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	tokens, err := tokenOptions(cfg, keys)
+	if err != nil {
+		return err
+	}
+	pol, err := LoadPolicy(dir, cfg)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
@@ -171,6 +179,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
+		Tokens: tokens, Policy: pol,
 		OnRevoke: func(ctx context.Context, rec *store.Certificate) {
 			responder.Revoked(ctx, rec)
 			anch.revoked(rec)
@@ -213,9 +222,10 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
 	go func() { defer wg.Done(); anch.watch(ctx) }()
+	go func() { defer wg.Done(); reloadPolicyOnHUP(ctx, dir, cfgPath, srv, log) }()
 	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, st, srv, log) }()
 	go func() { defer wg.Done(); sweepLoop(ctx, st, cfg.Storage.RetentionOrDefault(), log) }()
 
