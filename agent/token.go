@@ -1,0 +1,242 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// TokenRequest asks the CA's token endpoint for an access token bound to
+// the presented certificate (docs/tokens.md).
+type TokenRequest struct {
+	// Scope lists the scopes asked for; at least one.
+	Scope []string
+	// Resource lists the resources (RFC 8707, absolute URIs) the token is
+	// for; Audience other audience values. At least one in all.
+	Resource []string
+	Audience []string
+	// Task, when set, must be the task the certificate was issued for.
+	Task string
+	// TTL asks for a lifetime; zero means the CA's default.
+	TTL time.Duration
+}
+
+// Token is an access token from the CA.
+type Token struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+	// Expiry is when the token stops working, by the local clock.
+	Expiry time.Time `json:"-"`
+	// lifetime is the token's whole life, for refresh timing.
+	lifetime time.Duration
+}
+
+// TokenError is an OAuth error answer of the token endpoint.
+type TokenError struct {
+	Status      int    `json:"-"`
+	Code        string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+func (e *TokenError) Error() string {
+	return fmt.Sprintf("agent: token endpoint answered %d %s: %s", e.Status, e.Code, e.Description)
+}
+
+// Token obtains an access token bound to cur, presented as the TLS client
+// certificate (OAuth 2.0 client credentials with tls_client_auth).
+func (c *Client) Token(ctx context.Context, cur *tls.Certificate, req TokenRequest) (*Token, error) {
+	roots, _ := c.state()
+	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
+	defer hc.CloseIdleConnections()
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {strings.Join(req.Scope, " ")}}
+	for _, r := range req.Resource {
+		form.Add("resource", r)
+	}
+	for _, a := range req.Audience {
+		form.Add("audience", a)
+	}
+	if req.Task != "" {
+		form.Set("task", req.Task)
+	}
+	if req.TTL > 0 {
+		form.Set("ttl", req.TTL.String())
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+"/v1/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	start := time.Now()
+	resp, err := hc.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, fmt.Errorf("agent: reading the token endpoint's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &TokenError{Status: resp.StatusCode}
+		if json.Unmarshal(body, e) != nil || e.Code == "" {
+			e.Code, e.Description = "http_error", strings.TrimSpace(string(body))
+		}
+		return nil, e
+	}
+	var t Token
+	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" || !strings.EqualFold(t.TokenType, "Bearer") || t.ExpiresIn <= 0 {
+		return nil, fmt.Errorf("agent: the token endpoint's answer is not a bearer token (%v)", err)
+	}
+	t.lifetime = time.Duration(t.ExpiresIn) * time.Second
+	t.Expiry = start.Add(t.lifetime)
+	return &t, nil
+}
+
+// TokenTransport is an http.RoundTripper for calling services protected by
+// agentca access tokens (verify/oauth): it presents the agent's current
+// certificate and attaches a token bound to exactly that certificate, for
+// the request's audience, fetched from the CA and cached until near its
+// expiry.
+//
+// When the certificate changes (a renewal), connections opened with the
+// old one are dropped and tokens are fetched for the new one, so a token
+// and the certificate on the connection it travels over always match.
+type TokenTransport struct {
+	// CA issues the tokens. Required.
+	CA *Client
+	// Certificate returns the current credentials, e.g. a Source's
+	// Current().TLSCertificate. Required.
+	Certificate func() *tls.Certificate
+	// RootCAs verify the services' server certificates; nil means the
+	// system roots.
+	RootCAs *x509.CertPool
+	// Scope is asked for in every token. Required.
+	Scope []string
+	// Audience returns the resource a request's token is for; nil means
+	// the request's origin, "https://host[:port]".
+	Audience func(*http.Request) (string, error)
+	// Task, when set, is named in the token requests.
+	Task string
+
+	mu     sync.Mutex
+	certFP [32]byte
+	inner  *http.Transport
+	tokens map[string]*Token // by audience, for certFP
+}
+
+// refreshBefore is how long before expiry a cached token is replaced: a
+// quarter of its lifetime, at most 30 s.
+func refreshBefore(t *Token) time.Duration { return min(t.lifetime/4, 30*time.Second) }
+
+// RoundTrip implements http.RoundTripper.
+func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.CA == nil || t.Certificate == nil || len(t.Scope) == 0 {
+		return nil, errors.New("agent: TokenTransport needs CA, Certificate and Scope")
+	}
+	cert := t.Certificate()
+	if cert == nil || len(cert.Certificate) == 0 {
+		return nil, errors.New("agent: no current certificate")
+	}
+	aud := origin(req.URL)
+	if t.Audience != nil {
+		var err error
+		if aud, err = t.Audience(req); err != nil {
+			return nil, err
+		}
+	}
+	inner, tok, err := t.tokenFor(req.Context(), cert, aud)
+	if err != nil {
+		return nil, err
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err := inner.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		t.forget(aud, tok) // refused: fetch another next time
+	}
+	return resp, err
+}
+
+// tokenFor returns the transport pinned to cert and a fresh token for aud
+// bound to cert.
+func (t *TokenTransport) tokenFor(ctx context.Context, cert *tls.Certificate, aud string) (*http.Transport, *Token, error) {
+	fp := sha256.Sum256(cert.Certificate[0])
+	t.mu.Lock()
+	if t.inner == nil || fp != t.certFP {
+		if t.inner != nil {
+			t.inner.CloseIdleConnections()
+		}
+		pinned := cert
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: t.RootCAs, MinVersion: tls.VersionTLS12,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pinned, nil }}
+		t.inner, t.certFP, t.tokens = tr, fp, map[string]*Token{}
+	}
+	inner := t.inner
+	tok := t.tokens[aud]
+	t.mu.Unlock()
+	if tok != nil && time.Until(tok.Expiry) > refreshBefore(tok) {
+		return inner, tok, nil
+	}
+	tok, err := t.CA.Token(ctx, cert, TokenRequest{Scope: t.Scope, Resource: []string{aud}, Task: t.Task})
+	if err != nil {
+		return nil, nil, err
+	}
+	t.mu.Lock()
+	if fp == t.certFP {
+		t.tokens[aud] = tok
+	}
+	t.mu.Unlock()
+	return inner, tok, nil
+}
+
+func (t *TokenTransport) forget(aud string, tok *Token) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.tokens[aud] == tok {
+		delete(t.tokens, aud)
+	}
+}
+
+// CloseIdleConnections closes the idle connections to the services.
+func (t *TokenTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.inner != nil {
+		t.inner.CloseIdleConnections()
+	}
+}
+
+// origin is "scheme://host[:port]" of u, the default audience.
+func origin(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+// SignForTask is Sign with a task: the certificate is recorded for the
+// task, and ending the task (agentca task end) revokes it.
+func (c *Client) SignForTask(ctx context.Context, provisioner, token string, key crypto.Signer, ttl time.Duration, task string) (*Credentials, error) {
+	csr, err := NewCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	req := struct {
+		signRequest
+		Task string `json:"task,omitempty"`
+	}{signRequest{Provisioner: provisioner, Token: token, CSR: csr}, task}
+	if ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	_, hc := c.state()
+	return c.post(ctx, hc, "/v1/sign", &req, key)
+}
