@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/internal/config"
@@ -33,6 +34,9 @@ func initCommand() *cli.Command {
 			&cli.StringFlag{Name: "http", Usage: "plain HTTP listen address", Value: "127.0.0.1:8080", EnvVars: []string{"AGENTCA_HTTP"}},
 			passwordFlag(),
 			&cli.StringFlag{Name: "kms", Usage: "create the CA keys in this KMS instead of files, e.g. 'pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=agentca?pin-source=/etc/agentca/pin' (see docs/keys.md)", EnvVars: []string{"AGENTCA_KMS"}},
+			&cli.StringFlag{Name: "storage", Usage: "store backend: bbolt (a file in --dir) or etcd (shared by several replicas; see docs/ha.md)", Value: "bbolt", EnvVars: []string{"AGENTCA_STORAGE"}},
+			&cli.StringSliceFlag{Name: "etcd-endpoints", Usage: "etcd client URLs, comma-separated (with --storage etcd)", EnvVars: []string{"AGENTCA_ETCD_ENDPOINTS"}},
+			&cli.StringFlag{Name: "etcd-prefix", Usage: "prefix of every etcd key (with --storage etcd)", Value: config.DefaultEtcdPrefix, EnvVars: []string{"AGENTCA_ETCD_PREFIX"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -48,6 +52,10 @@ func initCommand() *cli.Command {
 			if err != nil {
 				return usagef("--key-type: %v", err)
 			}
+			storage, err := initStorage(c)
+			if err != nil {
+				return err
+			}
 			pw, err := daemon.ReadPassword(c.String("password-file"))
 			if err != nil {
 				return err
@@ -55,6 +63,7 @@ func initCommand() *cli.Command {
 			res, err := daemon.Init(c.Context, daemon.InitOptions{
 				Dir: c.String("dir"), TrustDomain: c.String("trust-domain"), Name: c.String("name"),
 				KeyType: kt, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, KMS: c.String("kms"),
+				Storage: storage,
 			})
 			if err != nil {
 				return err
@@ -131,4 +140,30 @@ func newLogger(c *cli.Context, lc config.LogConfig) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return nil, usagef("--log-format: want text or json, got %q", format)
+}
+
+// initStorage reads init's --storage, --etcd-endpoints and --etcd-prefix:
+// nil for bbolt, the etcd settings otherwise.
+func initStorage(c *cli.Context) (*config.Storage, error) {
+	switch c.String("storage") {
+	case "bbolt":
+		if c.IsSet("etcd-endpoints") || c.IsSet("etcd-prefix") {
+			return nil, usagef("--etcd-endpoints and --etcd-prefix need --storage etcd")
+		}
+		return nil, nil
+	case "etcd":
+		var eps []string
+		for _, v := range c.StringSlice("etcd-endpoints") {
+			for e := range strings.SplitSeq(v, ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					eps = append(eps, e)
+				}
+			}
+		}
+		if len(eps) == 0 {
+			return nil, usagef("--storage etcd needs --etcd-endpoints")
+		}
+		return &config.Storage{Type: "etcd", Endpoints: eps, Prefix: c.String("etcd-prefix")}, nil
+	}
+	return nil, usagef("--storage: want bbolt or etcd, got %q", c.String("storage"))
 }

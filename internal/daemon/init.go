@@ -13,7 +13,6 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/internal/fsutil"
-	"github.com/agentca/agentca/store/bolt"
 )
 
 // InitOptions are the choices `agentca init` takes.
@@ -29,6 +28,9 @@ type InitOptions struct {
 	// KMS, when set, is the URI of a KMS (pkcs11:...) in which to create
 	// the CA keys instead of files in keys/.
 	KMS string
+	// Storage, when set, replaces the default bbolt file (etcd: see
+	// docs/ha.md). An etcd prefix that already holds a CA is refused.
+	Storage *config.Storage
 }
 
 // InitResult describes a new CA.
@@ -69,6 +71,12 @@ func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
 	}
 	cfg := config.Default(opts.TrustDomain, opts.HTTPS, opts.HTTP)
 	cfg.KeyType = string(opts.KeyType)
+	if opts.Storage != nil {
+		cfg.Storage = *opts.Storage
+		if cfg.Storage.Type == "etcd" && cfg.Storage.Prefix == "" {
+			cfg.Storage.Prefix = config.DefaultEtcdPrefix
+		}
+	}
 	if opts.KMS != "" {
 		if len(opts.Password) > 0 {
 			return nil, errors.New("--password-file and --kms exclude each other: keys in a KMS are not files to encrypt")
@@ -178,8 +186,12 @@ func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptio
 	if err := fsutil.WriteNew(filepath.Join(stage, config.FileName), b, 0o600); err != nil {
 		return err
 	}
-	st, err := bolt.Open(filepath.Join(stage, cfg.Storage.Path), bolt.Options{})
+	st, err := openStore(ctx, stage, cfg.Storage, nil)
 	if err != nil {
+		return err
+	}
+	if err := checkEmptyStore(ctx, st, cfg.Storage); err != nil {
+		st.Close()
 		return err
 	}
 	return st.Close()

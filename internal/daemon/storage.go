@@ -89,3 +89,25 @@ func etcdOptions(dir string, sc config.Storage) (etcd.Options, error) {
 	}
 	return opts, nil
 }
+
+// checkEmptyStore refuses, at init, a shared store that already holds a
+// CA (trust anchors or an issuance log): a second replica copies the
+// first one's state directory instead of running init.
+func checkEmptyStore(ctx context.Context, st store.Store, sc config.Storage) error {
+	if sc.Type != "etcd" {
+		return nil
+	}
+	set, err := st.Anchors(ctx)
+	if err != nil {
+		return err
+	}
+	ls, err := st.LogState(ctx)
+	if err != nil {
+		return err
+	}
+	if set.Sequence != 0 || ls.Size() != 0 {
+		return fmt.Errorf("etcd prefix %s already holds a CA (%d trust anchor changes, %d log entries): choose another --etcd-prefix, or copy the running CA's state directory to add a replica: %w",
+			sc.Prefix, set.Sequence, ls.Size(), ErrExists)
+	}
+	return nil
+}

@@ -1,0 +1,512 @@
+package test
+
+// End-to-end tests of replicas on etcd (issue 9): real `agentca serve`
+// processes sharing one in-process etcd cluster (store/etcd/etcdtest) and
+// the same CA keys (a copied state directory).
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/store/etcd"
+	"github.com/agentca/agentca/store/etcd/etcdtest"
+	"github.com/agentca/agentca/store/logaudit"
+	"github.com/agentca/agentca/translog"
+	ct "github.com/google/certificate-transparency-go"
+	"golang.org/x/crypto/ocsp"
+)
+
+const etcdPrefix = "/e2e"
+
+// etcdReplicas is a CA on a 3-member etcd cluster served by several
+// replicas, each with its own state directory (a copy of the first) and
+// ports.
+type etcdReplicas struct {
+	cluster *etcdtest.Cluster
+	cas     []*testCA
+}
+
+// newEtcdReplicas runs agentca init --storage etcd, copies the state
+// directory for each further replica, and starts them one after the
+// other.
+func newEtcdReplicas(t *testing.T, n int) *etcdReplicas {
+	t.Helper()
+	r := &etcdReplicas{cluster: etcdtest.New(t, 3)}
+	base := t.TempDir()
+	first := &testCA{t: t, base: base, Dir: filepath.Join(base, "ca0"), HTTPS: freeAddr(t), HTTP: freeAddr(t), TrustDomain: "example.org"}
+	first.URL = "https://" + first.HTTPS
+	res := mustRun(t, "init", "--dir", first.Dir, "--trust-domain", first.TrustDomain, "--https", first.HTTPS, "--http", first.HTTP,
+		"--storage", "etcd", "--etcd-endpoints", strings.Join(r.cluster.Endpoints(), ","), "--etcd-prefix", etcdPrefix)
+	if m := fingerprintLine.FindStringSubmatch(res.stdout); m != nil {
+		first.Fingerprint = m[1]
+	}
+	if _, err := os.Stat(filepath.Join(first.Dir, "agentca.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("init --storage etcd made a bbolt file (%v)", err)
+	}
+	first.editConfig(func(cfg map[string]any) {
+		st := cfg["storage"].(map[string]any)
+		if st["type"] != "etcd" || st["prefix"] != etcdPrefix {
+			t.Fatalf("agentca.json storage = %v", st)
+		}
+		// Short enough that a lost quorum answers well inside the
+		// client's patience; batches as large as the test cluster
+		// allows.
+		st["request_timeout"] = "2s"
+		st["max_txn_ops"] = 1024
+	})
+	var err error
+	if first.RootsPEM, err = os.ReadFile(first.rootsFile()); err != nil {
+		t.Fatal(err)
+	}
+	first.Roots = parseCerts(t, first.RootsPEM)
+	r.cas = append(r.cas, first)
+	for i := 1; i < n; i++ {
+		c := &testCA{t: t, base: base, Dir: filepath.Join(base, fmt.Sprintf("ca%d", i)), HTTPS: freeAddr(t), HTTP: freeAddr(t),
+			TrustDomain: first.TrustDomain, RootsPEM: first.RootsPEM, Roots: first.Roots, Fingerprint: first.Fingerprint}
+		c.URL = "https://" + c.HTTPS
+		etcdCopyTree(t, first.Dir, c.Dir)
+		c.editConfig(func(cfg map[string]any) {
+			cfg["listen"] = map[string]any{"https": c.HTTPS, "http": c.HTTP}
+			cfg["public_urls"] = map[string]any{"https": c.URL, "http": "http://" + c.HTTP}
+		})
+		r.cas = append(r.cas, c)
+	}
+	for _, c := range r.cas {
+		c.start()
+	}
+	return r
+}
+
+// etcdCopyTree copies the regular files and directories under src to dst,
+// keeping their modes (the keys stay 0600).
+func etcdCopyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(to, info.Mode().Perm())
+		case info.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(to, b, info.Mode().Perm())
+		}
+		return nil // the admin socket
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openEtcdStore opens the replicas' store in the test process (the
+// members given by live).
+func (r *etcdReplicas) openStore(t *testing.T, live ...int) *etcd.Store {
+	t.Helper()
+	var eps []string
+	for _, i := range live {
+		eps = append(eps, r.cluster.Endpoints()[i])
+	}
+	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: eps, Prefix: etcdPrefix, MaxTxnOps: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// etcdGetSTH fetches c's get-sth.
+func etcdGetSTH(hc *http.Client, c *testCA) (*ct.GetSTHResponse, error) {
+	r, err := tryDo(hc, http.MethodGet, "http://"+c.HTTP+"/ct/v1/get-sth", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	if r.status != http.StatusOK {
+		return nil, fmt.Errorf("get-sth: %d %s", r.status, r.body)
+	}
+	var sth ct.GetSTHResponse
+	if err := json.Unmarshal(r.body, &sth); err != nil {
+		return nil, err
+	}
+	return &sth, nil
+}
+
+// etcdOCSP asks c's responder about leaf over POST /ocsp.
+func etcdOCSP(hc *http.Client, c *testCA, leaf, issuer *x509.Certificate) (*ocsp.Response, error) {
+	req, err := ocsp.CreateRequest(leaf, issuer, nil)
+	if err != nil {
+		return nil, err
+	}
+	r, err := tryDo(hc, http.MethodPost, "http://"+c.HTTP+"/ocsp", "application/ocsp-request", bytes.NewReader(req))
+	if err != nil {
+		return nil, err
+	}
+	if r.status != http.StatusOK {
+		return nil, fmt.Errorf("POST /ocsp: %d %s", r.status, r.body)
+	}
+	return ocsp.ParseResponseForCert(r.body, leaf, issuer)
+}
+
+// etcdCRLHas reports whether c's CRL lists serial.
+func etcdCRLHas(hc *http.Client, c *testCA, issuer *x509.Certificate, serial string) (bool, error) {
+	r, err := tryDo(hc, http.MethodGet, "http://"+c.HTTP+"/crl", "", nil)
+	if err != nil {
+		return false, err
+	}
+	rl, err := x509.ParseRevocationList(r.body)
+	if err != nil {
+		return false, err
+	}
+	if err := rl.CheckSignatureFrom(issuer); err != nil {
+		return false, err
+	}
+	for _, e := range rl.RevokedCertificateEntries {
+		if e.SerialNumber.Text(16) == serial {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// etcdSign enrolls with tok through c and returns the leaf and its issuer.
+func etcdSign(t *testing.T, hc *http.Client, c *testCA, tok string) *logE2EIssued {
+	t.Helper()
+	is, err := logE2ESign(hc, c, tok, csrPEM(t, newECKey(t), &x509.CertificateRequest{}))
+	if err != nil {
+		t.Fatalf("sign through %s: %v", c.URL, err)
+	}
+	return is
+}
+
+func etcdIssuerOf(t *testing.T, is *logE2EIssued) *x509.Certificate {
+	t.Helper()
+	certs := parseCerts(t, []byte(is.pem))
+	if len(certs) < 2 {
+		t.Fatal("no issuing CA in the chain")
+	}
+	return certs[1]
+}
+
+// TestEtcdReplicas: two replicas on one 3-member cluster issue, share
+// join tokens (one certificate per token whichever replica is asked),
+// follow each other's revocations within a second, serve the same signed
+// tree head for a size with proofs that hold across them, and, once the
+// cluster loses its quorum, refuse issuance with a 503 JSON error while
+// OCSP keeps answering from its cache.
+func TestEtcdReplicas(t *testing.T) {
+	reps := newEtcdReplicas(t, 2)
+	a, b := reps.cas[0], reps.cas[1]
+	hc := a.client(nil)
+	hc.Timeout = 15 * time.Second
+	defer hc.CloseIdleConnections()
+	id := "spiffe://example.org/agent/replica"
+	toks := logE2ETokens(t, a, id, 8)
+
+	// Issuance through both, with tokens made through A's admin socket.
+	viaB := etcdSign(t, hc, b, toks[0])
+	viaA := etcdSign(t, hc, a, toks[1])
+	if viaA.log.Index == viaB.log.Index {
+		t.Fatalf("both replicas logged at index %d", viaA.log.Index)
+	}
+
+	// One token sent to both replicas at once: exactly one certificate.
+	var wg sync.WaitGroup
+	var ok, refused atomic.Int32
+	for i := range 8 {
+		c := reps.cas[i%2]
+		wg.Go(func() {
+			b, _ := json.Marshal(signBody("join", toks[2], csrPEM(t, newECKey(t), &x509.CertificateRequest{}), ""))
+			r, err := tryDo(hc, http.MethodPost, c.URL+"/v1/sign", "application/json", bytes.NewReader(b))
+			switch {
+			case err != nil:
+				t.Errorf("sign: %v", err)
+			case r.status == http.StatusCreated:
+				ok.Add(1)
+			case r.status == http.StatusUnauthorized:
+				refused.Add(1)
+			default:
+				t.Errorf("sign with a shared token: %d %s", r.status, r.body)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != 1 || refused.Load() != 7 {
+		t.Fatalf("one token sent 8 times to two replicas: %d certificates, %d refusals; want 1 and 7", ok.Load(), refused.Load())
+	}
+
+	// The same signed tree head for a size on both, and proofs across.
+	lcA, logKey, _ := logE2EClient(t, a)
+	lcB, _, _ := logE2EClient(t, b)
+	var sthA, sthB *ct.GetSTHResponse
+	eventually(t, 5*time.Second, 20*time.Millisecond, "both replicas to serve one tree head", func() bool {
+		var errA, errB error
+		sthA, errA = etcdGetSTH(hc, a)
+		sthB, errB = etcdGetSTH(hc, b)
+		return errA == nil && errB == nil && sthA.TreeSize == sthB.TreeSize && sthA.TreeSize >= viaA.log.Index+1
+	})
+	ja, _ := json.Marshal(sthA)
+	jb, _ := json.Marshal(sthB)
+	if !bytes.Equal(ja, jb) {
+		t.Fatalf("two tree heads for size %d:\nA %s\nB %s", sthA.TreeSize, ja, jb)
+	}
+	earlier, err := sthB.ToSignedTreeHead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := translog.VerifySTH(logKey, earlier); err != nil {
+		t.Fatal(err)
+	}
+	later := etcdSign(t, hc, b, toks[3])
+	ctx := context.Background()
+	// A's latest tree head covers B's newest certificate, is consistent
+	// with the one B served before, and proves B's inclusion.
+	var now *ct.SignedTreeHead
+	eventually(t, 5*time.Second, 20*time.Millisecond, "A's tree head to cover B's certificate", func() bool {
+		now, err = lcA.GetSTH(ctx)
+		return err == nil && now.TreeSize > later.log.Index
+	})
+	if err := logE2EConsistent(ctx, lcA, earlier, now); err != nil {
+		t.Fatalf("A's tree head %d is not consistent with B's %d: %v", now.TreeSize, earlier.TreeSize, err)
+	}
+	if err := logE2EProve(ctx, lcA, now, later); err != nil {
+		t.Fatalf("A cannot prove B's certificate: %v", err)
+	}
+	if sth, err := lcB.GetSTH(ctx); err != nil || (sth.TreeSize == now.TreeSize && sth.SHA256RootHash != now.SHA256RootHash) {
+		t.Fatalf("B's tree head %+v, %v", sth, err)
+	}
+
+	// A revocation through A shows in B's OCSP and CRL within a second.
+	issuer := etcdIssuerOf(t, viaB)
+	if resp, err := etcdOCSP(hc, b, viaB.leaf, issuer); err != nil || resp.Status != ocsp.Good {
+		t.Fatalf("B's OCSP before the revocation: %+v, %v", resp, err) // and now cached by B
+	}
+	mustRun(t, "revoke", "--dir", a.Dir, "--serial", viaB.leaf.SerialNumber.Text(16), "--reason", "keyCompromise")
+	revoked := time.Now()
+	serial := viaB.leaf.SerialNumber.Text(16)
+	var seenOCSP, seenCRL time.Duration
+	for seenOCSP == 0 || seenCRL == 0 {
+		if seenOCSP == 0 {
+			if resp, err := etcdOCSP(hc, b, viaB.leaf, issuer); err == nil && resp.Status == ocsp.Revoked {
+				seenOCSP = time.Since(revoked)
+			}
+		}
+		if seenCRL == 0 {
+			if in, err := etcdCRLHas(hc, b, issuer, serial); err == nil && in {
+				seenCRL = time.Since(revoked)
+			}
+		}
+		if time.Since(revoked) > 5*time.Second {
+			t.Fatalf("B never saw the revocation made through A (OCSP after %s, CRL after %s)", seenOCSP, seenCRL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("revocation through A seen by B's OCSP after %s, CRL after %s", seenOCSP, seenCRL)
+	if seenOCSP > time.Second || seenCRL > time.Second {
+		t.Errorf("B saw the revocation after %s (OCSP) and %s (CRL), want within 1s", seenOCSP, seenCRL)
+	}
+
+	// Quorum lost: issuance is refused with 503 within a bounded time;
+	// OCSP answers from its cache (responses asked for before, and the
+	// revoked one each replica signed when it learnt of the revocation).
+	for _, c := range []*testCA{a, b} {
+		if resp, err := etcdOCSP(hc, c, viaA.leaf, etcdIssuerOf(t, viaA)); err != nil || resp.Status != ocsp.Good {
+			t.Fatalf("OCSP from %s: %+v, %v", c.HTTP, resp, err)
+		}
+	}
+	reps.cluster.Stop(1)
+	reps.cluster.Stop(2)
+	for _, c := range []*testCA{a, b} {
+		start := time.Now()
+		r := postJSON(t, hc, c.URL+"/v1/sign", signBody("join", toks[4], csrPEM(t, newECKey(t), &x509.CertificateRequest{}), ""))
+		wantError(t, r, http.StatusServiceUnavailable, "unavailable")
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s answered the sign request without quorum after %s", c.URL, d)
+		}
+		for _, l := range []*logE2EIssued{viaA, viaB} {
+			resp, err := etcdOCSP(hc, c, l.leaf, etcdIssuerOf(t, l))
+			if err != nil {
+				t.Fatalf("OCSP from %s without quorum: %v", c.HTTP, err)
+			}
+			if want := map[bool]int{true: ocsp.Revoked, false: ocsp.Good}[l == viaB]; resp.Status != want {
+				t.Errorf("OCSP from %s without quorum: status %d, want %d", c.HTTP, resp.Status, want)
+			}
+		}
+	}
+}
+
+// TestEtcdFailover: with issuance running through both replicas, one
+// replica and one etcd member stop; issuance goes on through the other
+// replica, and afterwards no serial is duplicated, every certificate has
+// its log entry (store/logaudit), and the log is consistent with every
+// tree head a client received.
+func TestEtcdFailover(t *testing.T) {
+	reps := newEtcdReplicas(t, 2)
+	a, b := reps.cas[0], reps.cas[1]
+	const total = 240
+	toks := logE2ETokens(t, a, "spiffe://example.org/agent/load", total)
+	hc := a.client(nil)
+	hc.Timeout = 15 * time.Second
+	defer hc.CloseIdleConnections()
+	csr := csrPEM(t, newECKey(t), &x509.CertificateRequest{})
+
+	var mu sync.Mutex
+	var issued []*logE2EIssued
+	var afterFailover int
+	var bDown, failedOver atomic.Bool
+	next := make(chan string, total)
+	for _, tok := range toks {
+		next <- tok
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			for tok := range next {
+				// A balancer: round robin, away from a replica that
+				// does not answer.
+				c := reps.cas[w%2]
+				if bDown.Load() {
+					c = a
+				}
+				is, err := logE2ESign(hc, c, tok, csr)
+				if err != nil {
+					if c == b && failedOver.Load() {
+						bDown.Store(true)
+						continue // the token may be spent; the next one goes to A
+					}
+					if strings.Contains(err.Error(), "status 503") && failedOver.Load() {
+						continue // in flight while the member stopped
+					}
+					t.Errorf("sign through %s: %v", c.URL, err)
+					continue
+				}
+				mu.Lock()
+				issued = append(issued, is)
+				if failedOver.Load() && c == a {
+					afterFailover++
+				}
+				n := len(issued)
+				mu.Unlock()
+				if n == total/3 && !failedOver.Load() {
+					failedOver.Store(true)
+					go func() {
+						reps.cluster.Stop(0)
+						b.stop()
+					}()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if !failedOver.Load() {
+		t.Fatal("the failover never happened")
+	}
+	if afterFailover < total/3 {
+		t.Fatalf("only %d certificates issued through the survivor after the failover, want at least %d", afterFailover, total/3)
+	}
+	t.Logf("%d certificates issued, %d through A after the failover", len(issued), afterFailover)
+
+	st := reps.openStore(t, 1, 2)
+	ctx := context.Background()
+	serials := map[string]bool{}
+	for _, is := range issued {
+		sn := is.leaf.SerialNumber.Text(16)
+		if serials[sn] {
+			t.Fatalf("serial %s issued twice", sn)
+		}
+		serials[sn] = true
+		rec, err := st.Certificate(ctx, sn)
+		if err != nil || !rec.Logged() || rec.LogIndex != is.log.Index || !bytes.Equal(rec.DER, is.leaf.Raw) {
+			t.Fatalf("record of %s: %+v, %v; want logged at %d", sn, rec, err, is.log.Index)
+		}
+	}
+	pubPEM, err := os.ReadFile(filepath.Join(a.Dir, "log.pub.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pubPEM)
+	logKey, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A's final tree head, then the audit against it.
+	var final *ct.SignedTreeHead
+	eventually(t, 5*time.Second, 20*time.Millisecond, "a tree head covering the whole log", func() bool {
+		ls, err := st.LogState(ctx)
+		if err != nil {
+			return false
+		}
+		final, err = st.TreeHead(ctx)
+		return err == nil && final.TreeSize == ls.Size()
+	})
+	rep, err := logaudit.Run(ctx, st, logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Findings) > 0 {
+		t.Fatalf("log audit after the failover:\n%s", strings.Join(rep.Findings, "\n"))
+	}
+	if rep.Certificates < len(issued) {
+		t.Fatalf("the audit counts %d certificates, clients received %d", rep.Certificates, len(issued))
+	}
+	etcdConsistent(t, st, logKey, final, issued)
+}
+
+// etcdConsistent checks every tree head the clients received against
+// final: a valid signature and a consistency proof from the store.
+func etcdConsistent(t *testing.T, st store.Log, logKey crypto.PublicKey, final *ct.SignedTreeHead, issued []*logE2EIssued) {
+	t.Helper()
+	ctx := context.Background()
+	bySize := map[uint64][etcdHashSize]byte{}
+	for _, is := range issued {
+		sth, err := is.log.STH.ToSignedTreeHead()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := translog.VerifySTH(logKey, sth); err != nil {
+			t.Fatalf("tree head of size %d: %v", sth.TreeSize, err)
+		}
+		if root, ok := bySize[sth.TreeSize]; ok && root != sth.SHA256RootHash {
+			t.Fatalf("two roots for size %d", sth.TreeSize)
+		}
+		bySize[sth.TreeSize] = sth.SHA256RootHash
+		if sth.TreeSize > final.TreeSize {
+			t.Fatalf("a client got a tree head of size %d beyond the final %d", sth.TreeSize, final.TreeSize)
+		}
+		p, err := translog.ConsistencyProof(ctx, st, sth.TreeSize, final.TreeSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := translog.VerifyConsistency(sth.TreeSize, final.TreeSize, p, sth.SHA256RootHash[:], final.SHA256RootHash[:]); err != nil {
+			t.Fatalf("tree head of size %d is not consistent with the final one (%d): %v", sth.TreeSize, final.TreeSize, err)
+		}
+	}
+}
+
+const etcdHashSize = 32
+
