@@ -181,6 +181,8 @@ func TestKMSPKCS11SoftHSM(t *testing.T) {
 
 	c.start()
 	kmsWorks(t, c)
+	// A rotation creates the new anchor's keys in the token too.
+	kmsRotate(t, c)
 	c.stop()
 	// The daemon created no key file either (the OCSP and log keys of an
 	// old CA are created as files when missing; not these).
@@ -246,13 +248,29 @@ func TestKeyPasswordE2E(t *testing.T) {
 				t.Fatalf("want exit 1:\n%s", r)
 			}
 			oneLine(t, r)
-			if !strings.Contains(r.stderr, "password") || !strings.Contains(r.stderr, "issuing.key") {
+			if !strings.Contains(r.stderr, "password") || !strings.Contains(r.stderr, filepath.Join(c.Dir, "keys")+"/") {
 				t.Errorf("want an error naming the key and the password:\n%s", r)
 			}
 		})
 	}
 	p := kmsServe(t, c, "--password-file", pw)
 	kmsWorks(t, c)
+	// The keys of a staged anchor are encrypted with the same password.
+	kmsRotate(t, c)
+	keys, err := filepath.Glob(filepath.Join(c.Dir, "keys", "anchors", "*.key"))
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("keys of the staged anchor: %v %v", keys, err)
+	}
+	for _, k := range keys {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(k)
+		if !strings.Contains(string(b), "ENCRYPTED PRIVATE KEY") || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: not an encrypted 0600 key (%v)", k, fi.Mode())
+		}
+	}
 	p.stop(t)
 }
 
@@ -276,5 +294,40 @@ func TestKeyPermissionsE2E(t *testing.T) {
 		})
 	}
 	c.start()
+	kmsWorks(t, c)
+}
+
+// kmsRotate stages a new anchor through the CLI, activates it by force
+// (the test does not wait a leaf lifetime) and checks that issuance, OCSP
+// and the log work under it.
+func kmsRotate(t *testing.T, c *testCA) {
+	t.Helper()
+	r := mustRun(t, "anchors", "stage", "--dir", c.Dir)
+	if !strings.Contains(r.stdout, "staged") {
+		t.Fatalf("anchors stage:\n%s", r)
+	}
+	var list []struct {
+		ID, State string
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "anchors", "list", "--json", "--dir", c.Dir).stdout), &list); err != nil || len(list) != 2 {
+		t.Fatalf("anchors list --json: %v %+v", err, list)
+	}
+	id := list[1].ID
+	if list[1].State != "staged" {
+		t.Fatalf("second anchor %+v", list[1])
+	}
+	r = runCLI(t, "anchors", "activate", "--dir", c.Dir, id)
+	if r.code != 1 || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("activate right after stage: want exit 1 asking for --force:\n%s", r)
+	}
+	oneLine(t, r)
+	// The agents of this test trust every published root.
+	resp := do(t, c.client(nil), http.MethodGet, c.URL+"/v1/roots", "", nil)
+	if got := parseCerts(t, resp.body); len(got) != 2 {
+		t.Fatalf("/v1/roots lists %d roots after stage, want 2", len(got))
+	}
+	c.Roots, c.RootsPEM = parseCerts(t, resp.body), resp.body
+	writeFile(t, c.rootsFile(), resp.body)
+	mustRun(t, "anchors", "activate", "--force", "--dir", c.Dir, id)
 	kmsWorks(t, c)
 }

@@ -67,6 +67,9 @@ type anchors struct {
 	mu       sync.Mutex // serialises apply and the transitions
 	applied  uint64
 	activeID string
+	// activeErr is why the active anchor's issuing CA could not run at
+	// the last apply, if it could not.
+	activeErr error
 	running  map[string]*runningIssuer // by anchor ID
 	trust    atomic.Pointer[api.Trust]
 	crls     atomic.Pointer[map[string]*crl.Publisher] // by issuer SKI; "" is the active one
@@ -197,6 +200,7 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 	counts := map[store.AnchorState]int{}
 	var active *ca.Issuer
 	activeID := ""
+	a.activeErr = nil
 	for i := range set.Anchors {
 		an := &set.Anchors[i]
 		counts[an.State]++
@@ -218,9 +222,17 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 			activeID = an.ID
 		}
 		ri, err := a.start(ctx, an, p)
+		if an.State == store.AnchorActive {
+			a.activeErr = err
+		}
 		if err != nil {
 			// Fail closed: without its key an issuer neither signs
-			// leaves nor CRLs; the other anchors still run.
+			// leaves nor CRLs; the other anchors still run. At
+			// start-up the active anchor's error stops the daemon
+			// instead (ActiveError), so it is not logged twice.
+			if a.applied == 0 && an.State == store.AnchorActive {
+				continue
+			}
 			a.log.Error("cannot run the issuing CA of an anchor", "anchor", an.ID, "state", an.State, "err", err)
 			continue
 		}
@@ -325,6 +337,13 @@ func (a *anchors) stop(id string, ri *runningIssuer) {
 	a.responder.RemoveIssuer(ri.issuer.SKI)
 	delete(a.running, id)
 	a.log.Info("issuing CA stopped", "anchor", id, "issuer", ri.issuer.SKI)
+}
+
+// ActiveError is why the active anchor's issuing CA cannot run, or nil.
+func (a *anchors) ActiveError() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.activeErr
 }
 
 // setTrustFunc sets where new trust material is published.

@@ -25,7 +25,6 @@ import (
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
-	"github.com/agentca/agentca/store/bolt"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -90,19 +89,16 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	dbPath := cfg.Storage.Path
-	if !filepath.IsAbs(dbPath) {
-		dbPath = filepath.Join(dir, dbPath)
-	}
 	// The store cues the log's tree head signer after each commit that
 	// appended to the log.
 	logAppended := make(chan struct{}, 1)
-	st, err := bolt.Open(dbPath, bolt.Options{OnLogAppend: func() {
+	cueLog := func() {
 		select {
 		case logAppended <- struct{}{}:
 		default:
 		}
-	}})
+	}
+	st, err := openStore(ctx, dir, cfg.Storage, cueLog)
 	if err != nil {
 		return err
 	}
@@ -167,7 +163,10 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	issuer := authority.Issuer()
 	if issuer == nil {
-		return errors.New("the active trust anchor's issuing CA cannot run here (see the log above); refusing to start")
+		if err := anch.ActiveError(); err != nil {
+			return err
+		}
+		return errors.New("no active trust anchor; refusing to start")
 	}
 	provs, err := newProvisioners(cfg, st, log)
 	if err != nil {
@@ -188,6 +187,15 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		return err
 	}
 	anch.setTrustFunc(srv.SetTrust)
+	// Replicas sharing the store (etcd): follow what the others change.
+	stopWatch := startStoreWatch(ctx, st, storeHooks{
+		Revoked: func(ctx context.Context, rec *store.Certificate) {
+			responder.Revoked(ctx, rec)
+			anch.revoked(rec)
+		},
+		LogChanged: cueLog,
+	}, log)
+	defer stopWatch()
 
 	if err := certs.renew(ctx); err != nil {
 		return fmt.Errorf("server certificate: %w", err)
