@@ -154,7 +154,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 				log.Error("server certificate renewal under the new issuing CA failed; the renewal loop retries", "err", err)
 			}
 		}}, reg)
-	defer anch.Wait()
+	// On every return: stop the per-issuer goroutines (CRL, OCSP
+	// responder renewals) and wait for them.
+	defer func() { stop(); anch.Wait() }()
 	if err := anch.bootstrap(ctx); err != nil {
 		return fmt.Errorf("trust anchors: %w", err)
 	}
