@@ -120,9 +120,14 @@ type TokenTransport struct {
 	// Certificate returns the current credentials, e.g. a Source's
 	// Current().TLSCertificate. Required.
 	Certificate func() *tls.Certificate
-	// RootCAs verify the services' server certificates; nil means the
-	// system roots.
+	// RootCAs verify the services' server certificates by host name; nil
+	// means the system roots. Ignored when TLSConfig is set.
 	RootCAs *x509.CertPool
+	// TLSConfig, when set, is the base TLS configuration for the services,
+	// e.g. a Source's ClientTLSConfig(tlsconfig.AuthorizeID(service)) to
+	// verify a service by its SPIFFE ID (agentca certificates name no
+	// host). Its client certificate hooks are replaced.
+	TLSConfig *tls.Config
 	// Scope is asked for in every token. Required.
 	Scope []string
 	// Audience returns the resource a request's token is for; nil means
@@ -181,8 +186,13 @@ func (t *TokenTransport) tokenFor(ctx context.Context, cert *tls.Certificate, au
 		}
 		pinned := cert
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: t.RootCAs, MinVersion: tls.VersionTLS12,
-			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pinned, nil }}
+		conf := &tls.Config{RootCAs: t.RootCAs, MinVersion: tls.VersionTLS12}
+		if t.TLSConfig != nil {
+			conf = t.TLSConfig.Clone()
+		}
+		conf.Certificates, conf.GetCertificate = nil, nil
+		conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pinned, nil }
+		tr.TLSClientConfig = conf
 		t.inner, t.certFP, t.tokens = tr, fp, map[string]*Token{}
 	}
 	inner := t.inner

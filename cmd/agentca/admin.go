@@ -76,7 +76,7 @@ func (a *adminClient) do(ctx context.Context, method, path string, in, out any) 
 func tokenCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "token",
-		Usage: "manage join tokens (talks to the running daemon)",
+		Usage: "join tokens (create, through the running daemon) and access tokens (get, over mTLS)",
 		Subcommands: []*cli.Command{{
 			Name:  "create",
 			Usage: "print a new single-use join token bound to a SPIFFE ID",
@@ -113,7 +113,7 @@ func tokenCommand() *cli.Command {
 				_, err := c.App.Writer.Write(b.Bytes())
 				return err
 			},
-		}},
+		}, tokenGetCommand()},
 	}
 }
 

@@ -48,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			ocspCommand(),
 			tofuCommand(),
 			logCommand(),
+			policyCommand(),
+			taskCommand(),
 			anchorsCommand(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
