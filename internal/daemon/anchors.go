@@ -49,8 +49,10 @@ type anchors struct {
 	responder *ocsp.Responder
 	ocspKey   crypto.Signer
 	log       *slog.Logger
-	// minStaged is the longest leaf lifetime: how long an anchor must
-	// have been staged before activation is safe.
+	// minStaged is the longest leaf lifetime at start-up: how long an
+	// anchor must have been staged before activation is safe.
+	// minStagedNow re-reads it from agentca.json (SIGHUP may have
+	// changed the lifetimes).
 	minStaged time.Duration
 	// onActivate runs after the active issuer changed (the server
 	// certificate is renewed under it).
@@ -99,6 +101,16 @@ func newAnchors(ctx context.Context, a *anchors, reg prometheus.Registerer) *anc
 	empty := map[string]*crl.Publisher{}
 	a.crls.Store(&empty)
 	return a
+}
+
+// minStagedNow is the longest leaf lifetime in the current agentca.json,
+// or the one at start-up when the file cannot be read.
+func (a *anchors) minStagedNow() time.Duration {
+	cfg, err := config.Load(filepath.Join(a.dir, config.FileName))
+	if err != nil {
+		return a.minStaged
+	}
+	return maxLeafTTL(cfg)
 }
 
 // maxLeafTTL is the longest lifetime any leaf can get under cfg.
@@ -448,7 +460,7 @@ func (a *anchors) status(ctx context.Context, an *store.Anchor) (*api.AnchorStat
 	now := time.Now()
 	switch an.State {
 	case store.AnchorStaged:
-		ready := an.StagedAt.Add(a.minStaged)
+		ready := an.StagedAt.Add(a.minStagedNow())
 		s.SafeToActivate = !now.Before(ready)
 		s.SafeToRetire = true
 		if !s.SafeToActivate {
@@ -563,11 +575,16 @@ func (a *anchors) ActivateAnchor(ctx context.Context, id string, force bool) (*a
 			return nil, fmt.Errorf("anchor %s: its issuing key cannot be loaded here, refusing to activate it: %w", id, err)
 		}
 	}
+	minStaged := a.minStagedNow()
 	set, err = a.transition(ctx, "activate", id, func(set *store.AnchorSet) error {
-		return ca.ActivateAnchor(set, id, time.Now(), a.minStaged, force)
+		return ca.ActivateAnchor(set, id, time.Now(), minStaged, force)
 	})
 	if err != nil {
 		return nil, err
+	}
+	if an := set.Find(id); force && an.ActivatedAt.Sub(an.StagedAt) < minStaged {
+		a.log.Warn("anchor activated by force less than one longest leaf lifetime after staging: agents that have not renewed since may fail to verify the CA and its new leaves",
+			"audit", "anchor", "anchor", id, "staged_for", an.ActivatedAt.Sub(an.StagedAt).Round(time.Second).String(), "leaf_lifetime", minStaged.String())
 	}
 	return a.status(ctx, set.Find(id))
 }
