@@ -38,9 +38,10 @@ var taskID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$`)
 func ValidTask(s string) bool { return taskID.MatchString(s) }
 
 // decide evaluates the policy for in (filling the environment and the
-// time) and writes the decision's audit line. Without a policy every
-// request is allowed and nothing is logged.
-func (s *Server) decide(r *http.Request, in *policy.Input) policy.Decision {
+// time) and, with logLine, writes the decision's audit line (the token
+// endpoint puts the rule in its own audit line instead). Without a policy
+// every request is allowed and nothing is logged.
+func (s *Server) decide(r *http.Request, in *policy.Input, logLine bool) policy.Decision {
 	p := s.policy.Load()
 	if p == nil || p.Rules == nil {
 		return policy.Decision{Allowed: true, Effect: policy.Allow}
@@ -53,6 +54,9 @@ func (s *Server) decide(r *http.Request, in *policy.Input) policy.Decision {
 	in.Environment = env
 	in.Now = s.now()
 	d := p.Rules.Evaluate(in)
+	if !logLine {
+		return d
+	}
 	attrs := []any{"op", "policy", "endpoint", in.Endpoint, "provisioner", in.Provisioner, "spiffe_id", in.SPIFFEID,
 		"remote", r.RemoteAddr, "rule", d.RuleName(), "effect", string(d.Effect)}
 	if in.Task != "" {
@@ -94,7 +98,7 @@ func (s *Server) applyPolicy(r *http.Request, endpoint string, claims map[string
 		ttl = min(req.DefaultTTL, req.MaxTTL)
 	}
 	d := s.decide(r, &policy.Input{Endpoint: endpoint, Provisioner: req.Provisioner, Claims: claims,
-		SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, TTL: ttl, Task: req.Task})
+		SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, TTL: ttl, Task: req.Task}, true)
 	if !d.Allowed {
 		return policyDenied(d)
 	}

@@ -262,6 +262,8 @@ type tokenAudit struct {
 	scope, aud                        []string
 	exp                               time.Time
 	detail                            string
+	// rule and effect are the policy's decision, when there is a policy.
+	rule, effect string
 }
 
 func (s *Server) auditToken(r *http.Request, a *tokenAudit, e *OAuthError) {
@@ -277,6 +279,9 @@ func (s *Server) auditToken(r *http.Request, a *tokenAudit, e *OAuthError) {
 	}
 	if len(a.aud) > 0 {
 		attrs = append(attrs, "aud", strings.Join(a.aud, " "))
+	}
+	if a.rule != "" {
+		attrs = append(attrs, "rule", a.rule, "effect", a.effect)
 	}
 	if e == nil {
 		s.log.Info("audit", append(attrs, "outcome", "issued", "jti", a.jti, "exp", a.exp.Format(time.RFC3339))...)
@@ -339,7 +344,11 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	}
 	if p := s.policy.Load(); p != nil && p.Rules != nil {
 		d := s.decide(r, &policy.Input{Endpoint: policy.EndpointToken, Provisioner: rec.Provisioner,
-			SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task})
+			SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task}, false)
+		a.rule, a.effect = d.RuleName(), string(d.Effect)
+		if d.Err != nil {
+			a.detail = d.Err.Error()
+		}
 		if !d.Allowed {
 			return oauthErr(http.StatusForbidden, OAuthAccessDenied, "refused by the CA's policy (rule %q)", d.RuleName())
 		}

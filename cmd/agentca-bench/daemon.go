@@ -126,6 +126,11 @@ func startDaemon(ctx context.Context, opts options, tmp string) (*daemon, error)
 			return nil, err
 		}
 	}
+	if opts.runs("token") {
+		if err := configureTokens(d.dir); err != nil { // token.go
+			return nil, err
+		}
+	}
 	serveBin := d.binary
 	var env []string
 	if opts.pprofDir != "" {

@@ -65,7 +65,7 @@ type options struct {
 }
 
 // skippable are the phases --skip names.
-var skippable = []string{"k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate"}
+var skippable = []string{"k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "token"}
 
 func (o *options) runs(phase string) bool { return !o.skip[phase] }
 
@@ -314,6 +314,11 @@ func run(ctx context.Context, opts options) (*report, error) {
 		logf("%s: %d renewed in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
 			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
 		rep.phases = append(rep.phases, ph)
+	}
+
+	if err := runTokenPhase(ctx, opts, lg, rep); err != nil { // token.go
+		keep = true
+		return rep, err
 	}
 
 	if err := runRevocationPhases(ctx, opts, d, lg, rep, joinRate, maxC); err != nil {
