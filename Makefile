@@ -79,7 +79,7 @@ govulncheck: $(GOVULNCHECK)
 # bench: Go micro-benchmarks of the issuance core, the store and log,
 # OCSP, CRL, proofs and attestation, then the load generator against a
 # real daemon (see docs/benchmarks.md). About 5 minutes on 2 cores.
-BENCH_PKGS := ./ca/ ./store/... ./api/ ./ocsp/ ./crl/ ./translog/ ./provisioners/k8ssa/
+BENCH_PKGS := ./ca/ ./store/... ./api/ ./ocsp/ ./crl/ ./translog/ ./provisioners/k8ssa/ ./policy/
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(BENCH_PKGS)
 	$(GO) run ./cmd/agentca-bench --binary $(BIN)
@@ -90,7 +90,8 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := FuzzParseCSR:./ca/ FuzzDecodeSignRequest:./api/ FuzzOCSPHandler:./api/ \
 	FuzzConfigParse:./internal/config/ FuzzRespond:./ocsp/ FuzzParseLeaf:./translog/ FuzzState:./translog/ \
 	FuzzK8sAttest:./provisioners/k8ssa/ FuzzGCPAttest:./provisioners/gcpiit/ FuzzAzureMSIAttest:./provisioners/azuremsi/ \
-	FuzzAWSAttest:./provisioners/awsiid/ FuzzAzureIMDSAttest:./provisioners/azureimds/
+	FuzzAWSAttest:./provisioners/awsiid/ FuzzAzureIMDSAttest:./provisioners/azureimds/ \
+	FuzzParseTokenRequest:./api/ FuzzParse:./policy/ FuzzAuthorization:./verify/oauth/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($${t#*:})"; \
