@@ -304,6 +304,26 @@ func TestTaskEnd(t *testing.T) {
 	if got := runCLI(t, "ocsp", "--cert", writeCert(t, leaf), "--issuer", writeCert(t, parseCerts(t, []byte(sr.Chain[0]))[0])); got.code == 0 {
 		t.Errorf("OCSP says good after task end:\n%s", got)
 	}
+
+	// An admin ends a task over HTTPS with its certificate; others may not.
+	body = signBody("join", c.token("spiffe://example.org/agent/tasked2"), csrPEM(t, newECKey(t), nil), "")
+	body["task"] = "ticket-8"
+	_, leaf2 := wantIssued(t, postJSON(t, hc, c.URL+"/v1/sign", body))
+	ops := filepath.Join(t.TempDir(), "ops")
+	if r := c.enroll(c.token("spiffe://example.org/admin/ops"), ops); r.code != 0 {
+		t.Fatalf("enroll ops:\n%s", r)
+	}
+	notAdmin := runCLI(t, "task", "end", "--ca", c.URL, "--out", ops, "ticket-8")
+	if notAdmin.code != 1 {
+		t.Fatalf("a non-admin ended a task:\n%s", notAdmin)
+	}
+	c.stop()
+	c.editConfig(func(cfg map[string]any) { cfg["admins"] = []string{"spiffe://example.org/admin/ops"} })
+	c.start()
+	r = mustRun(t, "task", "end", "--ca", c.URL, "--out", ops, "ticket-8")
+	if !strings.Contains(r.stdout, "revoked 1 certificate") || !strings.Contains(r.stdout, leaf2.SerialNumber.Text(16)) {
+		t.Errorf("task end over HTTPS:\n%s", r)
+	}
 }
 
 func writeCert(t *testing.T, c *x509.Certificate) string {
