@@ -380,22 +380,8 @@ func machineCPU() (busy, idle float64) {
 
 // peakRSS reads VmHWM (the resident set's high-water mark) in bytes.
 func (d *daemon) peakRSS() int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			fs := strings.Fields(rest)
-			if len(fs) >= 1 {
-				kb, _ := strconv.ParseInt(fs[0], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+	n, _ := procStatusKB(d.cmd.Process.Pid, "VmHWM")
+	return n
 }
 
 // stop sends SIGTERM and waits for the exit status.

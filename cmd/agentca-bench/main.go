@@ -52,6 +52,7 @@ type options struct {
 	write       string
 	keep        bool
 	pprofDir    string
+	storage     string // "bbolt", or "etcd" for the replicas mode (etcd.go)
 
 	skip          map[string]bool // phases not to run
 	k8s           bool            // the k8s-sign phase runs (the provisioner is configured)
@@ -62,10 +63,11 @@ type options struct {
 	revocations   int
 	revokeConc    int
 	revokeRateDur time.Duration
+	bigStore      int // certificates in the big-store phase
 }
 
 // skippable are the phases --skip names.
-var skippable = []string{"k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "token"}
+var skippable = []string{"k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token"}
 
 func (o *options) runs(phase string) bool { return !o.skip[phase] }
 
@@ -80,6 +82,7 @@ func main() {
 	flag.DurationVar(&opts.ceilingDur, "ceiling-duration", 3*time.Second, "how long to measure the machine ceiling")
 	flag.StringVar(&opts.write, "write", "", "write the markdown report into this file (between the agentca-bench markers if it has them)")
 	flag.BoolVar(&opts.keep, "keep", false, "keep the temporary state directory (serve.log, agentca.db)")
+	flag.StringVar(&opts.storage, "storage", "bbolt", "bbolt: the phases below against one daemon; etcd: only /v1/sign at each --concurrency against two replicas sharing a 3-member etcd cluster started in this process (etcd.go)")
 	var skip string
 	flag.StringVar(&skip, "skip", "", "comma-separated phases not to run: "+strings.Join(skippable, ", "))
 	flag.DurationVar(&opts.k8sDuration, "k8s-duration", 5*time.Second, "length of the k8s-sign phase (its RS256 tokens are signed beforehand, about 0.4 ms of CPU each)")
@@ -89,6 +92,7 @@ func main() {
 	flag.IntVar(&opts.revocations, "revocations", 50, "certificates revoked one at a time in the revoke-latency phase")
 	flag.IntVar(&opts.revokeConc, "revoke-concurrency", 16, "concurrent admin-socket clients in the revoke-rate phase")
 	flag.DurationVar(&opts.revokeRateDur, "revoke-rate-duration", 3*time.Second, "length of the revoke-rate phase")
+	flag.IntVar(&opts.bigStore, "big-store-certs", 1_000_000, "certificates written into the store of the big-store phase (daemon start-up, RSS and inclusion proofs at that size)")
 	flag.StringVar(&opts.pprofDir, "pprof", "", "profile the daemon: run a pprof-enabled build of `agentca serve` (./cmd/agentca-bench/profserve, built with `go build`) and save one CPU profile per phase in this directory")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: agentca-bench [flags]\n\nLoad generator for agentca: /v1/sign and /v1/renew against a local daemon.\n\n")
@@ -121,6 +125,10 @@ func main() {
 		opts.skip[f] = true
 	}
 	opts.k8s = opts.runs("k8s-sign")
+	if opts.bigStore < 1000 || opts.bigStore > 10_000_000 {
+		fmt.Fprintln(os.Stderr, "agentca-bench: --big-store-certs must be between 1000 and 10000000")
+		os.Exit(2)
+	}
 	for _, d := range []time.Duration{opts.k8sDuration, opts.ocspDuration, opts.revokeRateDur} {
 		if d < time.Second || d > 10*time.Minute {
 			fmt.Fprintln(os.Stderr, "agentca-bench: --k8s-duration, --ocsp-duration and --revoke-rate-duration must be between 1s and 10m")
@@ -154,11 +162,26 @@ func main() {
 	// is the backstop.
 	limit := time.Duration(len(opts.concurrency)+2)*(opts.duration+time.Minute) + opts.ceilingDur + 2*time.Minute +
 		opts.k8sDuration + 2*opts.ocspDuration + opts.revokeRateDur + revokeLatencyMax + 4*time.Minute
+	if opts.runs("big-store") {
+		limit += time.Duration(opts.bigStore/1000)*time.Second + 3*time.Minute
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	switch opts.storage {
+	case "bbolt":
+	case "etcd":
+		if err := runEtcd(ctx, opts); err != nil {
+			fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	default:
+		fmt.Fprintln(os.Stderr, "agentca-bench: --storage must be bbolt or etcd")
+		os.Exit(2)
+	}
 	rep, err := run(ctx, opts)
 	if rep != nil {
 		md := rep.markdown()
@@ -356,6 +379,15 @@ func run(ctx context.Context, opts options) (*report, error) {
 	if after, err := measureCeiling(ctx, opts.ceilingDur); err == nil {
 		rep.ceilingAfter = after
 		logf("ceiling after the run: %.0f/s", after.rate)
+	}
+	if opts.runs("big-store") {
+		bs, err := runBigStore(ctx, opts.binary, opts.bigStore, opts.keep)
+		if err != nil {
+			return rep, fmt.Errorf("big-store: %w", err)
+		}
+		rep.bigStore = bs
+		logf("big-store: %d certificates, start-up %s, RSS %.0f MiB (peak %.0f MiB), inclusion proof p99 %s",
+			bs.Certificates, bs.StartUp.Round(time.Millisecond), float64(bs.RSSAfter)/(1<<20), float64(bs.HWM)/(1<<20), bs.ProofP99)
 	}
 	var failed []string
 	for _, ph := range rep.phases {
