@@ -72,9 +72,9 @@ type anchors struct {
 	// activeErr is why the active anchor's issuing CA could not run at
 	// the last apply, if it could not.
 	activeErr error
-	running  map[string]*runningIssuer // by anchor ID
-	trust    atomic.Pointer[api.Trust]
-	crls     atomic.Pointer[map[string]*crl.Publisher] // by issuer SKI; "" is the active one
+	running   map[string]*runningIssuer // by anchor ID
+	trust     atomic.Pointer[api.Trust]
+	crls      atomic.Pointer[map[string]*crl.Publisher] // by issuer SKI; "" is the active one
 }
 
 // runningIssuer is an active or retiring issuing CA with its CRL and OCSP
