@@ -134,6 +134,7 @@ type signRequest struct {
 	Token       string `json:"token,omitempty"`
 	CSR         string `json:"csr,omitempty"`
 	TTL         string `json:"ttl,omitempty"`
+	Task        string `json:"task,omitempty"`
 }
 
 type signResponse struct {
@@ -159,11 +160,18 @@ func NewCSR(key crypto.Signer) (string, error) {
 // Sign enrolls: it makes a CSR for key and exchanges it, with the
 // attestation token, for a certificate. ttl zero means the CA's default.
 func (c *Client) Sign(ctx context.Context, provisioner, token string, key crypto.Signer, ttl time.Duration) (*Credentials, error) {
+	return c.SignForTask(ctx, provisioner, token, key, ttl, "")
+}
+
+// SignForTask is Sign with a task: the certificate is recorded for the
+// task, and ending the task (agentca task end) revokes it. An empty task
+// is Sign.
+func (c *Client) SignForTask(ctx context.Context, provisioner, token string, key crypto.Signer, ttl time.Duration, task string) (*Credentials, error) {
 	csr, err := NewCSR(key)
 	if err != nil {
 		return nil, err
 	}
-	req := signRequest{Provisioner: provisioner, Token: token, CSR: csr}
+	req := signRequest{Provisioner: provisioner, Token: token, CSR: csr, Task: task}
 	if ttl > 0 {
 		req.TTL = ttl.String()
 	}

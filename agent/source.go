@@ -31,6 +31,10 @@ type Config struct {
 	// re-enroll and stops with ErrExpired when its certificate expires.
 	Provisioner string
 	Attest      func(ctx context.Context) (string, error)
+	// Task, when set, names the task the certificates are for: the CA
+	// records it (renewals keep it), it appears in access tokens, and
+	// `agentca task end` revokes every certificate issued for it.
+	Task string
 	// KeyType of new keys; empty means ec-p256.
 	KeyType string
 	// TTL asked for; zero means the CA's default.
@@ -198,7 +202,7 @@ func (s *Source) enroll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cr, err := s.client.Sign(ctx, s.cfg.Provisioner, token, key, s.cfg.TTL)
+	cr, err := s.client.SignForTask(ctx, s.cfg.Provisioner, token, key, s.cfg.TTL, s.cfg.Task)
 	if err != nil {
 		return err
 	}

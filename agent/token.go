@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -232,21 +231,3 @@ func (t *TokenTransport) CloseIdleConnections() {
 
 // origin is "scheme://host[:port]" of u, the default audience.
 func origin(u *url.URL) string { return u.Scheme + "://" + u.Host }
-
-// SignForTask is Sign with a task: the certificate is recorded for the
-// task, and ending the task (agentca task end) revokes it.
-func (c *Client) SignForTask(ctx context.Context, provisioner, token string, key crypto.Signer, ttl time.Duration, task string) (*Credentials, error) {
-	csr, err := NewCSR(key)
-	if err != nil {
-		return nil, err
-	}
-	req := struct {
-		signRequest
-		Task string `json:"task,omitempty"`
-	}{signRequest{Provisioner: provisioner, Token: token, CSR: csr}, task}
-	if ttl > 0 {
-		req.TTL = ttl.String()
-	}
-	_, hc := c.state()
-	return c.post(ctx, hc, "/v1/sign", &req, key)
-}

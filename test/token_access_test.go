@@ -305,6 +305,18 @@ func TestTaskEnd(t *testing.T) {
 		t.Errorf("OCSP says good after task end:\n%s", got)
 	}
 
+	// enroll --task: the CLI agent's certificate is recorded for the
+	// task, and ending it revokes that certificate.
+	tasked := filepath.Join(t.TempDir(), "tasked")
+	if r := c.enroll(c.token("spiffe://example.org/agent/cli-tasked"), tasked, "--task", "ticket-9"); r.code != 0 {
+		t.Fatalf("enroll --task:\n%s", r)
+	}
+	r = mustRun(t, "task", "end", "--dir", c.Dir, "--json", "ticket-9")
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out.Revoked) != 1 ||
+		normSerial(t, out.Revoked[0]) != readCreds(t, tasked).leaf.SerialNumber.Text(16) {
+		t.Fatalf("task end after enroll --task: %v\n%s", err, r)
+	}
+
 	// An admin ends a task over HTTPS with its certificate; others may not.
 	body = signBody("join", c.token("spiffe://example.org/agent/tasked2"), csrPEM(t, newECKey(t), nil), "")
 	body["task"] = "ticket-8"

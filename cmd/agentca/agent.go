@@ -50,6 +50,7 @@ func enrollCommand() *cli.Command {
 			outFlag(),
 			&cli.StringFlag{Name: "key-type", Usage: "leaf key type: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
 			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
+			&cli.StringFlag{Name: "task", Usage: "the task these certificates are for (recorded; `agentca task end` revokes them)", EnvVars: []string{"AGENTCA_TASK"}},
 			&cli.BoolFlag{Name: "daemon", Usage: "stay up and renew at 2/3 of the lifetime (SIGHUP renews now, SIGTERM exits 0)", EnvVars: []string{"AGENTCA_DAEMON"}},
 			&cli.StringFlag{Name: "log-key", Usage: "the CA's issuance-log public key (log.pub.pem): refuse any certificate whose log receipt does not verify", EnvVars: []string{"AGENTCA_LOG_KEY"}},
 			&cli.StringFlag{Name: "on-renew", Usage: "with --daemon, shell command run after each renewal", EnvVars: []string{"AGENTCA_ON_RENEW"}},
@@ -105,7 +106,7 @@ func enroll(c *cli.Context) error {
 	}
 	cfg := agent.Config{LogKey: logKey,
 		CAURL: caURL, Roots: roots, Provisioner: provisioner, Attest: kind.attest(c, caURL, roots, provisioner),
-		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: out,
+		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: out, Task: c.String("task"),
 	}
 	if !c.Bool("daemon") {
 		src, err := agent.NewSource(c.Context, cfg)
