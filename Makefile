@@ -10,7 +10,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN)/staticcheck
 GOVULNCHECK := $(GOBIN)/govulncheck
 
-.PHONY: all build run test unit e2e lint fmt vet staticcheck govulncheck bench fuzz tools deps clean
+.PHONY: all build run test unit e2e lint fmt vet staticcheck govulncheck bench bench-etcd fuzz tools deps clean
 
 all: build
 
@@ -83,6 +83,11 @@ BENCH_PKGS := ./ca/ ./store/... ./api/ ./ocsp/ ./crl/ ./translog/ ./provisioners
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(BENCH_PKGS)
 	$(GO) run ./cmd/agentca-bench --binary $(BIN)
+
+# bench-etcd: /v1/sign through two replicas on a 3-member etcd cluster
+# started in the benchmark's process (docs/ha.md, docs/benchmarks.md).
+bench-etcd: build
+	$(GO) run ./cmd/agentca-bench --binary $(BIN) --storage etcd --concurrency 64
 
 # fuzz runs every fuzz target for FUZZTIME (seeds in each package's
 # testdata/fuzz; the seeds also run as ordinary tests in make test).

@@ -17,9 +17,9 @@ type storeHooks struct {
 	// Revoked is what the API's OnRevoke does: drop and re-sign the OCSP
 	// response, rebuild the CRL.
 	Revoked func(ctx context.Context, rec *store.Certificate)
-	// LogChanged cues the issuance log's tree head signer (the log grew,
-	// or another replica saved a tree head), which then signs or adopts
-	// the stored tree head (store.TreeHeadPublisher).
+	// LogChanged cues the issuance log's tree head signer when another
+	// replica saved a tree head; it then adopts the stored tree head
+	// (store.TreeHeadPublisher).
 	LogChanged func()
 	// AnchorsChanged reloads the trust anchors.
 	AnchorsChanged func(ctx context.Context)
@@ -56,7 +56,12 @@ func (h storeHooks) apply(ctx context.Context, c store.Change, log *slog.Logger)
 		if h.Revoked != nil && c.Revoked != nil {
 			h.Revoked(ctx, c.Revoked)
 		}
-	case store.ChangeLog, store.ChangeTreeHead:
+	case store.ChangeTreeHead:
+		// Another replica published a tree head: the signer adopts it
+		// (or one at least as large). The log's growth alone
+		// (ChangeLog) is not a cue: the replica that appended signs
+		// and publishes, and signing here too would only double the
+		// tree-head rounds.
 		if h.LogChanged != nil {
 			h.LogChanged()
 		}

@@ -47,6 +47,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentca/agentca/store"
@@ -123,7 +124,24 @@ type Store struct {
 	closed  bool
 
 	onLogAppend func()
+
+	commits, conflicts atomic.Int64
+	// lastState is the log state LogState last read; seenSTH the tree
+	// head key as PublishTreeHead last saw it.
+	lastState atomic.Pointer[translog.State]
+	seenSTH   atomic.Pointer[seenSTH]
 }
+
+// Stats counts the committer's write transactions.
+type Stats struct {
+	// Commits is the number of batches committed; Conflicts the number
+	// of attempts that found a key changed by another writer and were
+	// read and tried again.
+	Commits, Conflicts int64
+}
+
+// Stats returns the counts so far.
+func (s *Store) Stats() Stats { return Stats{Commits: s.commits.Load(), Conflicts: s.conflicts.Load()} }
 
 var (
 	_ store.Store             = (*Store)(nil)
@@ -411,13 +429,20 @@ func (s *Store) commitLoop() {
 // answers them, and returns the rest. A transaction that lost a race with
 // another writer (a compare failed) is read and tried again.
 func (s *Store) commit(ops []*op) []*op {
+	linear := false
 	for attempt := 0; ; attempt++ {
-		b, rest, err := s.prepare(ops)
+		b, rest, err := s.prepareN(ops, len(ops), linear)
 		if err != nil {
 			for _, o := range ops {
 				o.done <- err
 			}
 			return nil
+		}
+		if b.refused && !linear {
+			// A refusal must rest on current values: read again,
+			// linearizably, before answering it.
+			linear = true
+			continue
 		}
 		if len(b.ops) == 0 {
 			// Every op was answered in prepare (refused or cancelled).
@@ -427,10 +452,14 @@ func (s *Store) commit(ops []*op) []*op {
 		ok, err := s.commitBatch(b)
 		switch {
 		case err == nil && ok:
+			s.commits.Add(1)
 			s.answer(b, nil)
 			return rest
 		case err == nil:
-			// Conflict: another replica changed a key we read.
+			// Conflict: another replica changed a key we read (or
+			// the member read from lagged): read linearizably.
+			s.conflicts.Add(1)
+			linear = true
 			if attempt > 3 {
 				time.Sleep(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt-3, 5))))
 			}
@@ -464,7 +493,7 @@ func (s *Store) commit(ops []*op) []*op {
 // commitAlone commits o in a transaction of its own.
 func (s *Store) commitAlone(o *op) {
 	for attempt := 0; ; attempt++ {
-		b, _, err := s.prepareN([]*op{o}, 1)
+		b, _, err := s.prepareN([]*op{o}, 1, true)
 		if err != nil {
 			o.done <- err
 			return
@@ -520,6 +549,8 @@ type batch struct {
 	state    translog.State
 	stateRev int64
 	hashes   [][]byte
+
+	refused bool // an op was refused
 
 	ops   []*op   // applied without refusal: in the transaction
 	all   []*op   // every op decided in this batch
@@ -598,12 +629,16 @@ func newNodes(n, k uint64) int {
 	return c
 }
 
-func (s *Store) prepare(ops []*op) (*batch, []*op, error) { return s.prepareN(ops, len(ops)) }
-
 // prepareN reads what the first ops (at most n) depend on in one read,
 // applies them in order, and stops before the first that would not fit a
 // transaction. It returns the batch and the ops left for the next one.
-func (s *Store) prepareN(ops []*op, n int) (*batch, []*op, error) {
+//
+// Unless linear is set the read is serializable (served by the member
+// the client talks to, without a round of the cluster): what it returns
+// may be stale, but the write transaction compares every key read, so a
+// stale read only costs a retry. Refusals, which commit nothing, are
+// only answered from a linearizable read (see commit).
+func (s *Store) prepareN(ops []*op, n int, linear bool) (*batch, []*op, error) {
 	// Read at most what could fit: every op reads and writes at least
 	// one key.
 	n = min(n, len(ops))
@@ -623,7 +658,7 @@ func (s *Store) prepareN(ops []*op, n int) (*batch, []*op, error) {
 		}
 		reads += len(o.keys)
 	}
-	snap, err := s.readKeys(readKeys)
+	snap, err := s.readKeys(readKeys, linear)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -656,6 +691,7 @@ func (s *Store) prepareN(ops []*op, n int) (*batch, []*op, error) {
 				return nil, nil, fmt.Errorf("store: etcd: internal error: a refused write wrote (%w)", r.err)
 			}
 			b.all, b.errs = append(b.all, o), append(b.errs, r.err)
+			b.refused = true
 		case err != nil:
 			// Not a refusal: this op fails alone; what it wrote is
 			// dropped.
@@ -674,14 +710,18 @@ func (s *Store) prepareN(ops []*op, n int) (*batch, []*op, error) {
 }
 
 // readKeys reads keys in as few transactions as --max-txn-ops allows.
-func (s *Store) readKeys(keys []string) (map[string]*mvccpb.KeyValue, error) {
+func (s *Store) readKeys(keys []string, linear bool) (map[string]*mvccpb.KeyValue, error) {
+	var opts []clientv3.OpOption
+	if !linear {
+		opts = append(opts, clientv3.WithSerializable())
+	}
 	out := make(map[string]*mvccpb.KeyValue, len(keys))
 	ctx, cancel := s.reqCtx(context.Background())
 	defer cancel()
 	for chunk := range slices.Chunk(keys, s.maxOps) {
 		gets := make([]clientv3.Op, len(chunk))
 		for i, k := range chunk {
-			gets[i] = clientv3.OpGet(k)
+			gets[i] = clientv3.OpGet(k, opts...)
 		}
 		resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
 		if err != nil {

@@ -76,13 +76,19 @@ func decodeState(kv *mvccpb.KeyValue) (translog.State, error) {
 	return st, nil
 }
 
-// LogState implements store.Log.
+// LogState implements store.Log. The state read is kept (lastState), so
+// that PublishTreeHead can check a tree head signed over it without
+// reading it again.
 func (s *Store) LogState(ctx context.Context) (translog.State, error) {
 	kv, err := s.get(ctx, s.k.logState())
 	if err != nil {
 		return translog.State{}, err
 	}
-	return decodeState(kv)
+	st, err := decodeState(kv)
+	if err == nil {
+		s.lastState.Store(&st)
+	}
+	return st, err
 }
 
 // LogEntries implements store.Log.
@@ -243,33 +249,73 @@ func (s *Store) SaveTreeHead(ctx context.Context, sth *ct.SignedTreeHead) error 
 
 // PublishTreeHead implements store.TreeHeadPublisher: sth is stored when
 // it is larger than the stored tree head, which is returned otherwise.
+//
+// It costs one transaction in the common case: the compare-and-swap is
+// made against the tree head last seen (the transaction's else branch
+// reads the stored one when another replica moved it since; a tree head
+// last seen at sth's size or larger is returned at once, as the key only
+// grows), and the root is checked against the log state LogState last
+// read when sth is of that size (the signer signs what it just read);
+// otherwise the stored tree is read.
 func (s *Store) PublishTreeHead(ctx context.Context, sth *ct.SignedTreeHead) (*ct.SignedTreeHead, error) {
-	for attempt := 0; attempt < 100; attempt++ {
-		st, kv, err := s.readHead(ctx)
+	if last := s.lastState.Load(); last != nil && last.Size() == sth.TreeSize {
+		if !bytes.Equal(last.Root(), sth.SHA256RootHash[:]) {
+			return nil, fmt.Errorf("%w: root %x at size %d, the stored tree's is %x", store.ErrTreeHead, sth.SHA256RootHash[:], sth.TreeSize, last.Root())
+		}
+	} else {
+		st, _, err := s.readHead(ctx)
 		if err != nil {
 			return nil, err
-		}
-		var rev int64
-		if kv != nil {
-			rev = kv.ModRevision
-			prev, err := decodeSTH(kv)
-			if err != nil {
-				return nil, err
-			}
-			if prev.TreeSize >= sth.TreeSize {
-				return prev, nil
-			}
 		}
 		if err := s.checkRoot(ctx, st, sth); err != nil {
 			return nil, err
 		}
-		ok, err := s.putIfUnchanged(ctx, rev, sth)
+	}
+	v, err := json.Marshal(sth)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	var rev int64
+	if seen := s.seenSTH.Load(); seen != nil {
+		if seen.sth.TreeSize >= sth.TreeSize {
+			// Stored once, for a size at least sth's: the key has
+			// not moved below it since.
+			return seen.sth, nil
+		}
+		rev = seen.rev
+	}
+	for attempt := 0; attempt < 100; attempt++ {
+		rctx, cancel := s.reqCtx(ctx)
+		resp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(s.k.logSTH()), "=", rev)).
+			Then(clientv3.OpPut(s.k.logSTH(), string(v))).Else(clientv3.OpGet(s.k.logSTH())).Commit()
+		cancel()
+		if err != nil {
+			return nil, s.wrap(err)
+		}
+		if resp.Succeeded {
+			s.seenSTH.Store(&seenSTH{rev: resp.Header.Revision, sth: sth})
+			return sth, nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			rev = 0
+			continue
+		}
+		prev, err := decodeSTH(kvs[0])
 		if err != nil {
 			return nil, err
 		}
-		if ok {
-			return sth, nil
+		s.seenSTH.Store(&seenSTH{rev: kvs[0].ModRevision, sth: prev})
+		if prev.TreeSize >= sth.TreeSize {
+			return prev, nil
 		}
+		rev = kvs[0].ModRevision
 	}
 	return nil, errors.New("store: etcd: the tree head keeps changing")
+}
+
+// seenSTH is the tree head key as PublishTreeHead last saw it.
+type seenSTH struct {
+	rev int64
+	sth *ct.SignedTreeHead
 }
