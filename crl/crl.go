@@ -110,7 +110,8 @@ func (p *Publisher) Changed() {
 func (p *Publisher) Build(ctx context.Context) (*CRL, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := p.opts.Now().UTC().Truncate(time.Second)
+	clock := p.opts.Now()
+	now := clock.UTC().Truncate(time.Second)
 	revs, err := p.opts.Source.Revocations(ctx, p.opts.Issuer.SKI, now)
 	if err != nil {
 		return nil, fmt.Errorf("crl: %w", err)
@@ -123,9 +124,12 @@ func (p *Publisher) Build(ctx context.Context) (*CRL, error) {
 		}
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: sn, RevocationTime: r.RevokedAt.UTC(), ReasonCode: r.Reason})
 	}
-	// The CRL number is thisUpdate in nanoseconds: strictly increasing
-	// without a stored counter, and across replicas that share a clock.
-	number := big.NewInt(now.UnixNano())
+	// The CRL number is the build time in nanoseconds (thisUpdate is
+	// that time cut to the second): strictly increasing here without a
+	// stored counter, and across replicas whose clocks agree better than
+	// the time between two builds; two replicas building in the same
+	// second still get different numbers.
+	number := big.NewInt(clock.UnixNano())
 	if number.Cmp(p.last) <= 0 {
 		number = new(big.Int).Add(p.last, big.NewInt(1))
 	}

@@ -383,6 +383,15 @@ func (a *anchors) revoked(rec *store.Certificate) {
 	}
 }
 
+// rebuildCRLs rebuilds the CRL of every running issuer.
+func (a *anchors) rebuildCRLs() {
+	for ski, p := range *a.crls.Load() {
+		if ski != "" {
+			p.Changed()
+		}
+	}
+}
+
 // Trust returns the published trust material.
 func (a *anchors) Trust() *api.Trust { return a.trust.Load() }
 

@@ -178,24 +178,34 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
 	}
+	// A revocation, made here or by another replica, shows at once in
+	// OCSP and (debounced) in its issuer's CRL.
+	revoked := func(ctx context.Context, rec *store.Certificate) {
+		responder.Revoked(ctx, rec)
+		anch.revoked(rec)
+	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, Policy: pol,
-		OnRevoke: func(ctx context.Context, rec *store.Certificate) {
-			responder.Revoked(ctx, rec)
-			anch.revoked(rec)
-		}})
+		Tokens: tokens, Policy: pol, OnRevoke: revoked})
 	if err != nil {
 		return err
 	}
 	anch.setTrustFunc(srv.SetTrust)
 	// Replicas sharing the store (etcd): follow what the others change.
 	stopWatch := startStoreWatch(ctx, st, storeHooks{
-		Revoked: func(ctx context.Context, rec *store.Certificate) {
-			responder.Revoked(ctx, rec)
-			anch.revoked(rec)
-		},
+		Revoked:    revoked,
 		LogChanged: cueLog,
+		AnchorsChanged: func(ctx context.Context) {
+			if err := anch.refresh(ctx); err != nil && ctx.Err() == nil {
+				log.Error("reading the trust anchors failed", "err", err)
+			}
+		},
+		Resync: func(context.Context) {
+			// Revocations may have been missed: sign every OCSP
+			// response afresh and rebuild every CRL.
+			responder.Forget(time.Now().Add(100 * 365 * 24 * time.Hour))
+			anch.rebuildCRLs()
+		},
 	}, log)
 	defer stopWatch()
 
