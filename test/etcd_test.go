@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -328,6 +329,57 @@ func TestEtcdReplicas(t *testing.T) {
 	t.Logf("revocation through A seen by B's OCSP after %s, CRL after %s", seenOCSP, seenCRL)
 	if seenOCSP > time.Second || seenCRL > time.Second {
 		t.Errorf("B saw the revocation after %s (OCSP) and %s (CRL), want within 1s", seenOCSP, seenCRL)
+	}
+
+	// An anchor staged and activated through A: B publishes its root and
+	// switches issuance to it within a second (B has the new keys, as an
+	// operator deploys them to every replica).
+	mustRun(t, "anchors", "stage", "--dir", a.Dir)
+	staged := time.Now()
+	var anchors []struct {
+		ID, State string
+		IssuerSKI string `json:"issuer_ski"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "anchors", "list", "--json", "--dir", a.Dir).stdout), &anchors); err != nil || len(anchors) != 2 {
+		t.Fatalf("anchors list: %v %+v", err, anchors)
+	}
+	newAnchor := anchors[1]
+	var roots []*x509.Certificate
+	eventually(t, 5*time.Second, 10*time.Millisecond, "B to publish the staged root", func() bool {
+		r, err := tryDo(hc, http.MethodGet, b.URL+"/v1/roots", "", nil)
+		if err != nil || r.status != http.StatusOK {
+			return false
+		}
+		roots, err = parseCertsErr(r.body)
+		return err == nil && len(roots) == 2
+	})
+	if d := time.Since(staged); d > time.Second {
+		t.Errorf("B published the root staged through A after %s, want within 1s", d)
+	}
+	etcdCopyTree(t, filepath.Join(a.Dir, "keys", "anchors"), filepath.Join(b.Dir, "keys", "anchors"))
+	for _, c := range reps.cas {
+		c.Roots = roots
+	}
+	hc.CloseIdleConnections()
+	hc = a.client(nil)
+	hc.Timeout = 15 * time.Second
+	mustRun(t, "anchors", "activate", "--force", "--dir", a.Dir, newAnchor.ID)
+	activated := time.Now()
+	// B renews its HTTPS certificate under the new issuing CA when it
+	// applies the activation.
+	eventually(t, 5*time.Second, 10*time.Millisecond, "B to issue from the activated anchor", func() bool {
+		conn, err := tls.Dial("tcp", b.HTTPS, &tls.Config{RootCAs: b.pool(), MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		return fmt.Sprintf("%x", conn.ConnectionState().PeerCertificates[0].AuthorityKeyId) == newAnchor.IssuerSKI
+	})
+	if d := time.Since(activated); d > time.Second {
+		t.Errorf("B switched to the anchor activated through A after %s, want within 1s", d)
+	}
+	if got := etcdSign(t, hc, b, toks[5]); fmt.Sprintf("%x", got.leaf.AuthorityKeyId) != newAnchor.IssuerSKI {
+		t.Errorf("B issued under %x after the activation, want %s", got.leaf.AuthorityKeyId, newAnchor.IssuerSKI)
 	}
 
 	// Quorum lost: issuance is refused with 503 within a bounded time;
