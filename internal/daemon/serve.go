@@ -145,6 +145,17 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	// Everything that checks the configuration and the stored state comes
+	// before the anchors start (their start logs and issues the OCSP
+	// responder certificates), so a refusal is one line.
+	provs, err := newProvisioners(cfg, st, log)
+	if err != nil {
+		return err
+	}
+	tlog, err := api.NewLog(ctx, api.LogOptions{Store: st, Signer: logSigner, Appended: logAppended, Logger: log})
+	if err != nil {
+		return fmt.Errorf("issuance log: %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
@@ -169,14 +180,6 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			return err
 		}
 		return errors.New("no active trust anchor; refusing to start")
-	}
-	provs, err := newProvisioners(cfg, st, log)
-	if err != nil {
-		return err
-	}
-	tlog, err := api.NewLog(ctx, api.LogOptions{Store: st, Signer: logSigner, Appended: logAppended, Logger: log})
-	if err != nil {
-		return fmt.Errorf("issuance log: %w", err)
 	}
 	// A revocation, made here or by another replica, shows at once in
 	// OCSP and (debounced) in its issuer's CRL.
