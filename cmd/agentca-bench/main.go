@@ -76,7 +76,7 @@ func main() {
 	var conc string
 	flag.StringVar(&opts.binary, "binary", "bin/agentca", "the agentca binary to benchmark")
 	flag.DurationVar(&opts.duration, "duration", 10*time.Second, "length of each load phase")
-	flag.StringVar(&conc, "concurrency", "16,64", "comma-separated concurrencies for the /v1/sign phases")
+	flag.StringVar(&conc, "concurrency", "1,16,64", "comma-separated concurrencies for the /v1/sign phases")
 	flag.IntVar(&opts.renewConc, "renew-concurrency", 64, "concurrent workers in the /v1/renew phase (one enrolled agent each)")
 	flag.IntVar(&opts.csrPool, "csr-pool", 256, "number of pre-generated P-256 keys+CSRs reused across /v1/sign requests")
 	flag.DurationVar(&opts.ceilingDur, "ceiling-duration", 3*time.Second, "how long to measure the machine ceiling")

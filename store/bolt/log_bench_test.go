@@ -184,6 +184,9 @@ func logBenchLatency(b *testing.B, d []time.Duration) {
 // then the path); "consistency" is between a random size and the full
 // tree.
 func BenchmarkLogProof1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a 1,000,000-entry log (about a minute); make bench runs -short and measures proofs at that size through the daemon (agentca-bench big-store)")
+	}
 	s := logBenchBuild(b)
 	ctx := context.Background()
 	st, err := s.LogState(ctx)
