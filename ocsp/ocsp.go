@@ -208,6 +208,7 @@ var (
 	MalformedResponse    = xocsp.MalformedRequestErrorResponse
 	UnauthorizedResponse = xocsp.UnauthorizedErrorResponse
 	InternalResponse     = xocsp.InternalErrorErrorResponse
+	TryLaterResponse     = xocsp.TryLaterErrorResponse
 )
 
 // Respond answers one DER-encoded request. It returns a signed response, or
@@ -229,6 +230,12 @@ func (r *Responder) Respond(ctx context.Context, der []byte) (*Response, []byte,
 	}
 	resp, err := r.response(ctx, is, req.HashAlgorithm, req.SerialNumber)
 	if err != nil {
+		// The store cannot be read now (etcd without quorum, a
+		// timeout): tryLater tells the client the status exists but
+		// is unavailable for the moment (RFC 6960 §2.3).
+		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, TryLaterResponse, err
+		}
 		return nil, InternalResponse, err
 	}
 	return resp, resp.DER, nil

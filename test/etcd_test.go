@@ -408,6 +408,12 @@ func TestEtcdReplicas(t *testing.T) {
 				t.Errorf("OCSP from %s without quorum: status %d, want %d", c.HTTP, resp.Status, want)
 			}
 		}
+		// A serial no one asked about cannot be looked up: tryLater.
+		_, err := etcdOCSP(hc, c, later.leaf, etcdIssuerOf(t, later))
+		var re ocsp.ResponseError
+		if !errors.As(err, &re) || re.Status != ocsp.TryLater {
+			t.Errorf("OCSP from %s without quorum for an uncached serial: %v, want tryLater", c.HTTP, err)
+		}
 	}
 }
 
