@@ -49,6 +49,9 @@ var (
 	ErrTreeHead = errors.New("store: tree head does not fit the log")
 	// ErrReadOnly: the store was opened read-only.
 	ErrReadOnly = errors.New("store: read-only")
+	// ErrTaskEnded: the certificate names a task that was ended
+	// (EndTask).
+	ErrTaskEnded = errors.New("store: task ended")
 )
 
 // Certificate is the record of one issued certificate.
@@ -179,8 +182,16 @@ type Store interface {
 	// Issue records iss atomically: the certificate, its log entry
 	// (iss.LogLeaf), the join token's consumption and the replay keys,
 	// or nothing. It returns ErrDuplicateSerial, ErrTokenInvalid or
-	// ErrReplay when a check fails.
+	// ErrReplay when a check fails, and ErrTaskEnded when
+	// iss.Certificate.Task names an ended task (checked in the same
+	// transaction).
 	Issue(ctx context.Context, iss *Issuance) error
+	// EndTask records that task ended at at: from then on Issue refuses
+	// every certificate naming it. Ending an ended task changes nothing.
+	// The caller then revokes the task's certificates
+	// (ListCertificates with Task); none can be added after EndTask
+	// returns.
+	EndTask(ctx context.Context, task string, at time.Time) error
 	// Certificate returns the record for serial, or ErrNotFound.
 	Certificate(ctx context.Context, serial string) (*Certificate, error)
 	// ListCertificates returns records in serial order.

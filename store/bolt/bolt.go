@@ -140,7 +140,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return &Store{db: db, quit: make(chan struct{}), done: done, readOnly: true}, nil
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked, bucketLogEntries, bucketLogIndex, bucketLogNodes, bucketCertExpiry, bucketTokenExpiry} {
+		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked, bucketLogEntries, bucketLogIndex, bucketLogNodes, bucketCertExpiry, bucketTokenExpiry, bucketTasksEnded} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -331,6 +331,9 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		// Checks first; nothing is written until all pass.
 		if certs.Get(serial) != nil {
 			return refuse(store.ErrDuplicateSerial)
+		}
+		if t := iss.Certificate.Task; t != "" && tx.Bucket(bucketTasksEnded).Get([]byte(t)) != nil {
+			return refuse(store.ErrTaskEnded)
 		}
 		var tok store.JoinToken
 		if iss.JoinToken != nil {

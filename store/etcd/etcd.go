@@ -807,6 +807,11 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 	}
 	certKey := s.k.cert(serial)
 	o := &op{keys: []string{certKey}, writes: 2 + len(iss.Once), bytes: len(certJSON) + len(exp) + 200}
+	var taskKey string
+	if rec.Task != "" {
+		taskKey = s.k.taskEnded(rec.Task)
+		o.keys = append(o.keys, taskKey)
+	}
 	var tokKey string
 	if iss.JoinToken != nil {
 		tokKey = s.k.token(iss.JoinToken)
@@ -830,6 +835,13 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 			return err
 		} else if ok {
 			return refuse(store.ErrDuplicateSerial)
+		}
+		if taskKey != "" {
+			if _, ok, err := b.get(taskKey); err != nil {
+				return err
+			} else if ok {
+				return refuse(store.ErrTaskEnded)
+			}
 		}
 		var tok store.JoinToken
 		if tokKey != "" {

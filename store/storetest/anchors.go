@@ -20,6 +20,7 @@ var anchorTests = []struct {
 	{"AnchorsConcurrent", testAnchorsConcurrent},
 	{"IssuerStats", testIssuerStats},
 	{"ListByTask", testListByTask},
+	{"TaskEnded", testTaskEnded},
 }
 
 func testAnchorsEmpty(t *testing.T, s store.Store) {
@@ -165,5 +166,43 @@ func testListByTask(t *testing.T, s store.Store) {
 		if !want[c.Serial] || c.Task != "task-1" {
 			t.Fatalf("unexpected certificate %s (task %q)", c.Serial, c.Task)
 		}
+	}
+}
+
+// testTaskEnded: after EndTask, no certificate naming the task is
+// recorded; other tasks and certificates without one are not affected.
+func testTaskEnded(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := cert(t, "spiffe://example.org/a")
+	c.Task = "ticket-1"
+	if err := s.Issue(ctx, &store.Issuance{Certificate: c, Now: now}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // ending twice is fine
+		if err := s.EndTask(ctx, "ticket-1", now); err != nil {
+			t.Fatalf("EndTask: %v", err)
+		}
+	}
+	again := cert(t, "spiffe://example.org/a")
+	again.Task = "ticket-1"
+	tok := newToken(t, s, "spiffe://example.org/a", time.Hour)
+	if err := s.Issue(ctx, &store.Issuance{Certificate: again, Now: now, JoinToken: tok}); !errors.Is(err, store.ErrTaskEnded) {
+		t.Fatalf("Issue for an ended task: %v, want ErrTaskEnded", err)
+	}
+	if _, err := s.Certificate(ctx, again.Serial); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a refused issuance was recorded: %v", err)
+	}
+	if jt, err := s.JoinToken(ctx, tok); err != nil || jt.UsedBy != "" {
+		t.Fatalf("a refused issuance consumed its token: %+v %v", jt, err)
+	}
+	for _, task := range []string{"ticket-2", ""} {
+		other := cert(t, "spiffe://example.org/a")
+		other.Task = task
+		if err := s.Issue(ctx, &store.Issuance{Certificate: other, Now: now}); err != nil {
+			t.Fatalf("Issue for task %q: %v", task, err)
+		}
+	}
+	if err := s.EndTask(ctx, "", now); err == nil {
+		t.Fatal("EndTask of an empty task: want an error")
 	}
 }
