@@ -64,7 +64,7 @@ func startClientTestCA(t *testing.T) *clientTestCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trust, err := api.NewTrust("example.org", []*x509.Certificate{h.Root}, 1, time.Minute)
+	trust, err := api.NewTrust("example.org", []*x509.Certificate{h.Root}, 1, time.Minute, iss)
 	if err != nil {
 		t.Fatal(err)
 	}

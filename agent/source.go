@@ -249,9 +249,12 @@ func (s *Source) bundleLoop(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		// After a failure, retry within 30 s, never in a tight loop.
+		retry := min(max(wait, 5*time.Second), 30*time.Second)
 		id, err := spiffeid.FromString(s.creds.Load().SPIFFEID)
 		if err != nil {
 			s.log.Warn("cannot refresh the trust bundle", "err", err)
+			wait = retry
 			continue
 		}
 		roots, hint, err := s.client.Bundle(ctx, id.TrustDomain())
@@ -259,7 +262,7 @@ func (s *Source) bundleLoop(ctx context.Context) {
 			if ctx.Err() == nil {
 				s.log.Warn("could not refresh the trust bundle; keeping the current one", "err", err)
 			}
-			wait = min(wait, 30*time.Second)
+			wait = retry
 			continue
 		}
 		s.setRoots(roots)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/store"
 )
 
 // AnchorAdmin runs trust-anchor rotation (the daemon implements it).
@@ -91,6 +92,10 @@ func (s *Server) anchorError(err error) *Error {
 	case errors.Is(err, ca.ErrAnchorState):
 		return errorf(http.StatusConflict, CodeAnchorState, "%s", msg)
 	}
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrClosed) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the store cannot be reached; retry: %s", msg)
+	}
 	s.log.Error("anchor operation failed", "err", err)
 	return errorf(http.StatusInternalServerError, CodeInternal, "the anchor operation failed: %s", msg)
 }
@@ -116,6 +121,10 @@ func (s *Server) stageAnchor(w http.ResponseWriter, r *http.Request) {
 	var req StageRequest
 	if e := decodeJSON(w, r, &req, true); e != nil {
 		writeError(w, e)
+		return
+	}
+	if req.IntermediateOnly && req.CrossSign {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "cross_sign applies to a new root; an intermediate-only anchor already chains to the current root"))
 		return
 	}
 	st, err := s.anchors.StageAnchor(r.Context(), req)

@@ -547,7 +547,7 @@ func (s *Server) extraData(input []byte, cache map[string][]byte) ([]byte, error
 		return b, nil
 	}
 	var chain [][]byte
-	if iss := s.trust.Load().issuer(hex.EncodeToString(aki)); len(aki) > 0 && iss != nil {
+	if iss, ok := s.trust.Load().issuingCert(hex.EncodeToString(aki)); len(aki) > 0 && ok {
 		chain = append(chain, iss.Cert.Raw)
 		if iss.Root != nil && !bytes.Equal(iss.Root.Raw, iss.Cert.Raw) {
 			chain = append(chain, iss.Root.Raw)

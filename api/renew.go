@@ -52,6 +52,11 @@ func (s *Server) clientCertificate(r *http.Request) (*x509.Certificate, *store.C
 	if !known {
 		return nil, nil, errorf(http.StatusUnauthorized, CodeUnknownCertificate, "the client certificate was not issued by this CA")
 	}
+	// Its issuing CA must still answer for it: one retired (even by
+	// force, its root still published under another anchor) does not.
+	if s.trust.Load().issuer(rec.IssuerSKI) == nil {
+		return nil, nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "the client certificate's issuing CA has been retired; enroll again")
+	}
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return nil, nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "the client certificate is not for client authentication")
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,4 +234,21 @@ func TestRenewOverPlainHandlerHasNoTLS(t *testing.T) {
 	rec := httptest.NewRecorder()
 	e.srv.HTTPSHandler().ServeHTTP(rec, req)
 	apiError(t, &response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}, 401, api.CodeClientCertRequired)
+}
+
+// A certificate whose issuing CA no longer answers (its anchor retired,
+// by force while the certificate was valid) cannot renew, even though its
+// root may still be published under another anchor.
+func TestRenewRefusesRetiredIssuer(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	old := e.enroll("spiffe://example.org/agent/retired", "")
+	trust, err := api.NewTrust(testTD, []*x509.Certificate{e.h.Root}, 8, 2*time.Minute) // the root, no answering issuer
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetTrust(trust)
+	r := e.postJSON(e.client(old.tls), "/v1/renew", []byte{})
+	if got := apiError(t, r, http.StatusUnauthorized, api.CodeUnauthorized); !strings.Contains(got.Message, "retired") {
+		t.Errorf("message %q, want it to say the issuing CA was retired", got.Message)
+	}
 }

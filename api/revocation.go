@@ -225,8 +225,8 @@ func (s *Server) crlHandler(w http.ResponseWriter, r *http.Request) {
 // the caIssuers URL of every leaf.
 func (s *Server) issuerCert(w http.ResponseWriter, r *http.Request) {
 	ski := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/ca/"), ".crt")
-	iss := s.trust.Load().issuer(strings.ToLower(ski))
-	if iss == nil {
+	iss, ok := s.trust.Load().issuingCert(strings.ToLower(ski))
+	if !ok {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "no issuing CA %q", truncate(ski, 64)))
 		return
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"github.com/agentca/agentca/ca"
@@ -27,10 +28,36 @@ type Trust struct {
 	// (the active one and those retiring), by hex subject key
 	// identifier: the caIssuers URL and the CT extra_data serve them.
 	Issuers map[string]*ca.Issuer
+
+	// certs are the issuing CA certificates of every anchor, by hex
+	// subject key identifier (see AddIssuingCert).
+	certs map[string]IssuingCert
 }
 
 // issuer returns the issuing CA with subject key identifier ski (hex).
 func (t *Trust) issuer(ski string) *ca.Issuer { return t.Issuers[ski] }
+
+// IssuingCert is an issuing CA certificate with the root that signed it.
+type IssuingCert struct {
+	Cert, Root *x509.Certificate
+}
+
+// AddIssuingCert records the issuing CA of an anchor that no longer (or
+// not yet) answers for certificates: its leaves stay in the issuance log
+// and name it in their caIssuers URL, so it is still served.
+func (t *Trust) AddIssuingCert(cert, root *x509.Certificate) {
+	ski := hex.EncodeToString(cert.SubjectKeyId)
+	if _, ok := t.certs[ski]; !ok {
+		t.certs[ski] = IssuingCert{Cert: cert, Root: root}
+	}
+}
+
+// issuingCert returns the issuing CA certificate with subject key
+// identifier ski (hex), answering or not.
+func (t *Trust) issuingCert(ski string) (IssuingCert, bool) {
+	c, ok := t.certs[ski]
+	return c, ok
+}
 
 // NewTrust encodes roots for trust domain td. sequence is the bundle's
 // spiffe_sequence; refreshHint its spiffe_refresh_hint. issuers are the
@@ -48,8 +75,10 @@ func NewTrust(td string, roots []*x509.Certificate, sequence uint64, refreshHint
 		return nil, fmt.Errorf("api: encode bundle: %w", err)
 	}
 	t := &Trust{Roots: roots, Pool: x509.NewCertPool(), Bundle: bundle, Sequence: sequence, Issuers: map[string]*ca.Issuer{}}
+	t.certs = map[string]IssuingCert{}
 	for _, iss := range issuers {
 		t.Issuers[iss.SKI] = iss
+		t.certs[iss.SKI] = IssuingCert{Cert: iss.Cert, Root: iss.Root}
 	}
 	for _, r := range roots {
 		t.Pool.AddCert(r)

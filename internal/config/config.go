@@ -195,6 +195,11 @@ type LogConfig struct {
 	Level  string `json:"level,omitempty"`  // "debug", "info" (default), "warn", "error"
 }
 
+// ReservedProvisionerPrefix starts the provisioner names the CA records on
+// its own certificates ("agentca-server", "agentca-ocsp"); configured
+// provisioners may not use it.
+const ReservedProvisionerPrefix = "agentca-"
+
 // Provisioner is one entry of "provisioners": the fields every type has,
 // and Options, the type's own fields, which the provisioner's package
 // parses strictly (unknown fields are an error there too).
@@ -473,6 +478,8 @@ func (c *Config) Validate() error {
 			bad(field+".name", "required")
 		} else if seen[p.Name] {
 			bad(field+".name", "duplicate provisioner name %q", p.Name)
+		} else if strings.HasPrefix(p.Name, ReservedProvisionerPrefix) {
+			bad(field+".name", "%q: names starting with %q are the CA's own (its server and OCSP responder certificates)", p.Name, ReservedProvisionerPrefix)
 		}
 		seen[p.Name] = true
 		switch p.Type {

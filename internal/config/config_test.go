@@ -191,6 +191,7 @@ func TestValidateNamesField(t *testing.T) {
 		{"admins[1]", func(c *config.Config) { c.Admins = append(c.Admins, "not a spiffe id") }},
 		{"provisioners", func(c *config.Config) { c.Provisioners = nil }},
 		{"provisioners[0].name", func(c *config.Config) { c.Provisioners[0].Name = "" }},
+		{"provisioners[0].name", func(c *config.Config) { c.Provisioners[0].Name = "agentca-server" }},
 		{"provisioners[1].name", func(c *config.Config) { c.Provisioners = append(c.Provisioners, c.Provisioners[0]) }},
 		{"provisioners[0].type", func(c *config.Config) { c.Provisioners[0].Type = "magic" }},
 		{"provisioners[0].token_ttl", func(c *config.Config) { c.Provisioners[0].TokenTTL = d("-1m") }},

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,9 @@ type anchors struct {
 	// onActivate runs after the active issuer changed (the server
 	// certificate is renewed under it).
 	onActivate func(context.Context)
+	// serverIssuer is the SKI of the issuer of the CA's current HTTPS
+	// certificate: retire refuses that issuer.
+	serverIssuer func() string
 	// setTrust publishes new trust material (api.Server.SetTrust).
 	setTrust func(*api.Trust)
 	// ctx bounds the per-issuer goroutines; wg waits for them.
@@ -69,6 +73,10 @@ type anchors struct {
 	mu       sync.Mutex // serialises apply and the transitions
 	applied  uint64
 	activeID string
+	// lastActiveSKI is the last active issuer that ran here: when a
+	// later apply runs another one, onActivate follows (even when that
+	// issuer could only start on a retry).
+	lastActiveSKI string
 	// activeErr is why the active anchor's issuing CA could not run at
 	// the last apply, if it could not.
 	activeErr error
@@ -161,7 +169,10 @@ func (a *anchors) refresh(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if set.Sequence == a.applied {
+	// The set was read before the lock: a transition may have applied a
+	// newer one meanwhile, which must not be undone. The same set is
+	// applied again only while its active issuer could not start.
+	if set.Sequence < a.applied || set.Sequence == a.applied && a.activeErr == nil {
 		return nil
 	}
 	return a.apply(ctx, set)
@@ -265,6 +276,13 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 	if err != nil {
 		return err
 	}
+	// Retired (and staged) issuing CAs are still served by certificate
+	// (caIssuers, CT extra_data): their leaves stay in the log.
+	for i := range set.Anchors {
+		if p, err := parseAnchor(&set.Anchors[i]); err == nil {
+			trust.AddIssuingCert(p.issuer, p.root)
+		}
+	}
 	crls := map[string]*crl.Publisher{}
 	for id, ri := range a.running {
 		crls[ri.issuer.SKI] = ri.publisher
@@ -273,7 +291,6 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 		}
 	}
 	a.crls.Store(&crls)
-	previous := a.activeID
 	a.authority.SetIssuer(active)
 	a.activeID = activeID
 	a.trust.Store(trust)
@@ -286,21 +303,28 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 	if activeID == "" {
 		a.log.Error("no usable active issuing CA: issuance is refused until one is")
 	}
-	if previous != "" && previous != activeID && active != nil {
-		a.log.Info("active issuing CA changed", "anchor", activeID, "issuer", active.SKI, "previous", previous)
-		if a.onActivate != nil {
-			a.onActivate(ctx)
+	if active != nil {
+		if a.lastActiveSKI != "" && a.lastActiveSKI != active.SKI {
+			a.log.Info("active issuing CA changed", "anchor", activeID, "issuer", active.SKI, "previous_issuer", a.lastActiveSKI)
+			if a.onActivate != nil {
+				a.onActivate(a.ctx)
+			}
 		}
+		a.lastActiveSKI = active.SKI
 	}
 	a.applied = set.Sequence
 	return nil
 }
 
 // start runs the issuing CA of an active or retiring anchor (once).
-func (a *anchors) start(ctx context.Context, an *store.Anchor, p *parsed) (*runningIssuer, error) {
+func (a *anchors) start(_ context.Context, an *store.Anchor, p *parsed) (*runningIssuer, error) {
 	if ri := a.running[an.ID]; ri != nil {
 		return ri, nil
 	}
+	// Not the caller's context (an admin request, a watch event): an
+	// issuer starting must not fail because its trigger went away.
+	ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+	defer cancel()
 	key, err := a.keys.load("issuing", an.IssuerKey, false)
 	if err != nil {
 		return nil, err
@@ -400,20 +424,55 @@ func (a *anchors) Trust() *api.Trust { return a.trust.Load() }
 func (a *anchors) transition(ctx context.Context, op, id string, fn func(*store.AnchorSet) error) (*store.AnchorSet, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	set, err := a.st.UpdateAnchors(ctx, fn)
+	// Every anchor whose state fn changes (an activation also moves the
+	// active one to retiring), from the attempt that was stored.
+	type change struct {
+		id       string
+		from, to store.AnchorState
+	}
+	var changes []change
+	set, err := a.st.UpdateAnchors(ctx, func(set *store.AnchorSet) error {
+		before := map[string]store.AnchorState{}
+		for _, an := range set.Anchors {
+			before[an.ID] = an.State
+		}
+		if err := fn(set); err != nil {
+			return err
+		}
+		changes = changes[:0]
+		for _, an := range set.Anchors {
+			if from, ok := before[an.ID]; !ok || from != an.State {
+				changes = append(changes, change{an.ID, from, an.State})
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		a.log.Warn("anchor transition refused", "audit", "anchor", "op", op, "anchor", id, "err", err)
 		return nil, err
 	}
-	an := set.Find(id)
-	a.transitions.WithLabelValues(string(an.State)).Inc()
-	a.log.Info("anchor transition", "audit", "anchor", "op", op, "anchor", id, "state", an.State,
-		"issuer", an.IssuerSKI, "sequence", set.Sequence)
+	for _, c := range changes {
+		a.transitions.WithLabelValues(string(c.to)).Inc()
+		an := set.Find(c.id)
+		a.log.Info("anchor transition", "audit", "anchor", "op", op, "anchor", c.id, "from", c.from, "state", c.to,
+			"issuer", an.IssuerSKI, "sequence", set.Sequence)
+	}
 	if err := a.apply(ctx, set); err != nil {
-		return nil, fmt.Errorf("the anchors were changed but applying them failed: %w", err)
+		return nil, &appliedError{fmt.Errorf("the anchors were changed (sequence %d) but applying them here failed: %w", set.Sequence, err)}
+	}
+	if a.activeErr != nil {
+		return nil, &appliedError{fmt.Errorf("the anchors were changed (sequence %d) but this process cannot run the active issuing CA (it retries every second): %w", set.Sequence, a.activeErr)}
 	}
 	return set, nil
 }
+
+// appliedError is a transition that was stored but could not be applied
+// here: the store holds the new state (other processes apply it), so what
+// it created must not be undone.
+type appliedError struct{ err error }
+
+func (e *appliedError) Error() string { return e.err.Error() }
+func (e *appliedError) Unwrap() error { return e.err }
 
 // ListAnchors implements api.AnchorAdmin.
 func (a *anchors) ListAnchors(ctx context.Context) ([]api.AnchorStatus, error) {
@@ -567,7 +626,15 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 		return nil
 	})
 	if err != nil {
-		return nil, errors.Join(err, newKeys.cleanup())
+		// Only a definite refusal removes the new keys: after any other
+		// failure (a timeout, an error applying a stored state) the
+		// anchor may be stored, and its keys are what it needs.
+		if errors.Is(err, ca.ErrAnchorState) {
+			return nil, errors.Join(err, newKeys.cleanup())
+		}
+		a.log.Warn("staging failed after the keys were made; they are kept in case the anchor was stored", "anchor", an.ID,
+			"keys", strings.Join(newKeys.refs, ", "), "err", err)
+		return nil, err
 	}
 	return a.status(ctx, set.Find(an.ID))
 }
@@ -612,6 +679,9 @@ func (a *anchors) RetireAnchor(ctx context.Context, id string, force bool) (*api
 	if err != nil {
 		return nil, err
 	}
+	if a.serverIssuer != nil && a.serverIssuer() == an.IssuerSKI && !force {
+		return nil, fmt.Errorf("%w: this CA's own HTTPS certificate is still issued by anchor %s (its renewal under the active anchor is being retried); agents that drop the root would not reach the CA", ca.ErrAnchorUnsafe, id)
+	}
 	set, err = a.transition(ctx, "retire", id, func(set *store.AnchorSet) error {
 		return ca.RetireAnchor(set, id, time.Now(), n, last, force)
 	})
@@ -633,6 +703,7 @@ type newAnchorKeys struct {
 	kt      ca.KeyType
 	tag     string
 	files   []string
+	refs    []string // every key made, for the log
 	kmsKeys *kmsKeys
 }
 
@@ -657,6 +728,7 @@ func (n *newAnchorKeys) create(role string) (crypto.Signer, string, error) {
 		if role == roleIssuing {
 			ref = cfg.Issuing
 		}
+		n.refs = append(n.refs, ref)
 		return s, ref, nil
 	}
 	key, err := ca.GenerateKey(n.kt)
@@ -668,10 +740,12 @@ func (n *newAnchorKeys) create(role string) (crypto.Signer, string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, "", err
 	}
+	// Listed before writing: a failed write may leave a partial file.
+	n.files = append(n.files, path)
+	n.refs = append(n.refs, rel)
 	if err := ca.WriteKey(path, key, n.a.keys.password); err != nil {
 		return nil, "", err
 	}
-	n.files = append(n.files, path)
 	return key, rel, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -160,11 +161,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
 	anch := newAnchors(ctx, &anchors{dir: dir, cfg: cfg, keys: keys, st: st, authority: authority, responder: responder,
-		ocspKey: ocspKey, log: log, minStaged: maxLeafTTL(cfg), onActivate: func(ctx context.Context) {
-			if err := certs.renew(ctx); err != nil {
-				log.Error("server certificate renewal under the new issuing CA failed; the renewal loop retries", "err", err)
-			}
-		}}, reg)
+		ocspKey: ocspKey, log: log, minStaged: maxLeafTTL(cfg), onActivate: certs.renewUnderNewIssuer,
+		serverIssuer: certs.issuerSKI}, reg)
 	// On every return: stop the per-issuer goroutines (CRL, OCSP
 	// responder renewals) and wait for them.
 	defer func() { stop(); anch.Wait() }()
@@ -378,6 +376,36 @@ func (s *serverCerts) renew(ctx context.Context) error {
 	s.cur.Store(&tls.Certificate{Certificate: append([][]byte{issued.DER}, issued.Issuer.ChainDER()...), PrivateKey: key, Leaf: leaf})
 	s.log.Info("server certificate issued", "serial", issued.Serial, "not_after", issued.NotAfter.Format(time.RFC3339))
 	return nil
+}
+
+// issuerSKI is the subject key identifier (hex) of the issuer of the
+// current certificate.
+func (s *serverCerts) issuerSKI() string {
+	if c := s.cur.Load(); c != nil {
+		return hex.EncodeToString(c.Leaf.AuthorityKeyId)
+	}
+	return ""
+}
+
+// renewUnderNewIssuer renews the certificate at once after an anchor
+// activation, retrying (1 s, doubling, at most 30 s) until it succeeds or
+// ctx ends: until then agents that only trust the new root cannot reach
+// the CA, and the old anchor cannot be retired.
+func (s *serverCerts) renewUnderNewIssuer(ctx context.Context) {
+	go func() {
+		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+			err := s.renew(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			s.log.Error("server certificate renewal under the new issuing CA failed; retrying", "err", err, "in", wait.String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
 }
 
 func (s *serverCerts) notAfter() (time.Time, time.Time) {
