@@ -171,6 +171,8 @@ func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err == nil && resp.StatusCode == http.StatusUnauthorized {
 		t.forget(aud, tok) // refused: fetch another next time
 	}
+	// A 503 (the service cannot reach the CA's keys or OCSP right now)
+	// says nothing about the token: it is kept.
 	return resp, err
 }
 
@@ -190,6 +192,15 @@ func (t *TokenTransport) tokenFor(ctx context.Context, cert *tls.Certificate, au
 			conf = t.TLSConfig.Clone()
 		}
 		conf.Certificates, conf.GetCertificate = nil, nil
+		// No session resumption across certificates: a TLS 1.3 ticket
+		// from a connection made with the old certificate would resume
+		// with it (resumption sends no certificate), and the service
+		// would see the old certificate beside a token for the new one.
+		// Each pinned transport gets its own cache.
+		conf.ClientSessionCache = nil
+		if t.TLSConfig != nil && t.TLSConfig.ClientSessionCache != nil {
+			conf.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+		}
 		conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pinned, nil }
 		tr.TLSClientConfig = conf
 		t.inner, t.certFP, t.tokens = tr, fp, map[string]*Token{}

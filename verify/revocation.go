@@ -73,7 +73,7 @@ func (r *revocationChecker) check(ctx context.Context, leaf, issuer *x509.Certif
 		}
 		return nil
 	}
-	err := fmt.Errorf("%w: OCSP: %v; CRL: %v", ErrStatusUnknown, ocspErr, crlErr)
+	err := fmt.Errorf("%w: %w: OCSP: %v; CRL: %v", ErrStatusUnknown, ErrStatusUnavailable, ocspErr, crlErr)
 	if r.opts.SoftFail {
 		r.opts.Logger.Warn("revocation status unknown; accepting (soft-fail)", "serial", serial, "err", err)
 		return nil

@@ -36,6 +36,12 @@ var ErrRevoked = errors.New("verify: certificate revoked")
 // unknown.
 var ErrStatusUnknown = errors.New("verify: revocation status unknown")
 
+// ErrStatusUnavailable is wrapped (beside ErrStatusUnknown) when the
+// status is unknown because neither an OCSP response nor a CRL could be
+// obtained, as opposed to a responder answering "unknown": a transient
+// condition a caller may retry.
+var ErrStatusUnavailable = errors.New("no OCSP response or CRL could be obtained")
+
 // RevokedError carries the revocation details; it wraps ErrRevoked.
 type RevokedError struct {
 	Serial string

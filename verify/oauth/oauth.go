@@ -7,13 +7,16 @@
 // On every request it checks, in order: the peer certificate through a
 // verify.Verifier (chain to the bundle, SPIFFE ID authorisation, revocation
 // by OCSP or CRL, so revoking the certificate voids every token bound to
-// it); the Authorization: Bearer token, a JWT access token (RFC 9068, typ
+// it once the cached status is re-read: within the Verifier's MaxCacheAge,
+// or the OCSP response's or CRL's nextUpdate without one); the Authorization: Bearer token, a JWT access token (RFC 9068, typ
 // at+jwt) whose ES256 signature verifies against the CA's JWKS (fetched
 // and cached); its iss, aud, exp, iat and nbf; its sub (the certificate's
 // SPIFFE ID); its cnf.x5t#S256 against the SHA-256 of the certificate on
 // this connection; and the scopes. Any failure is a 401 with
 // WWW-Authenticate: Bearer error="invalid_token" (a missing token: a bare
-// Bearer challenge, RFC 6750 §3.1), or a 403 insufficient_scope.
+// Bearer challenge, RFC 6750 §3.1), or a 403 insufficient_scope; a 503
+// with a JSON body when the CA's keys or the certificate's revocation
+// status cannot be obtained (retry).
 //
 // It does not issue tokens, introspect them, or keep a deny list: a token
 // is void when its certificate is revoked or when it expires.
@@ -49,8 +52,15 @@ import (
 const (
 	DefaultLeeway          = 5 * time.Second
 	DefaultRefreshInterval = 5 * time.Minute
+	// DefaultMaxStaleness bounds how long keys are used while the CA's
+	// JWKS cannot be fetched.
+	DefaultMaxStaleness = time.Hour
 	// minRefetch bounds JWKS fetches caused by unknown key IDs.
 	minRefetch = 10 * time.Second
+	// maxBackoff bounds the wait between failed fetches.
+	maxBackoff = time.Minute
+	// fetchTimeout bounds one fetch (metadata and JWKS).
+	fetchTimeout = 10 * time.Second
 	// maxToken bounds the Authorization header's token.
 	maxToken = 8 << 10
 	// maxDocument bounds the metadata and JWKS documents read.
@@ -79,9 +89,18 @@ type Options struct {
 	// that trusts the Verifier's current anchors, with a 5 s timeout.
 	HTTPClient *http.Client
 	// RefreshInterval is how long fetched keys are used before they are
-	// fetched again; zero means DefaultRefreshInterval. An unknown key ID
-	// fetches sooner (at most every 10 s).
+	// fetched again; zero means DefaultRefreshInterval. The fetch runs in
+	// the background (one at a time, backing off from 1 s to 1 min after
+	// failures) while requests keep using the keys held. An unknown key
+	// ID fetches sooner (at most every 10 s).
 	RefreshInterval time.Duration
+	// MaxStaleness is how long after the last successful fetch the keys
+	// held are still used when fetching keeps failing; beyond it every
+	// token is refused with 503 until a fetch succeeds (a key the CA
+	// withdrew must not stay trusted while the CA is unreachable). Zero
+	// means DefaultMaxStaleness (1 h); it is raised to RefreshInterval if
+	// below.
+	MaxStaleness time.Duration
 	// Leeway is the clock skew allowed on exp, iat and nbf; zero means
 	// DefaultLeeway, negative none.
 	Leeway time.Duration
@@ -109,7 +128,10 @@ type Claims struct {
 
 // Error is a refusal. Code is an RFC 6750 error code ("invalid_token",
 // "insufficient_scope", "invalid_request"), or empty when the request
-// carried no token at all.
+// carried no token at all, or "temporarily_unavailable" for a 503 (the
+// CA's keys or the certificate's revocation status cannot be obtained;
+// that code is only in the JSON body, never in a WWW-Authenticate
+// challenge, since RFC 6750 does not define it).
 type Error struct {
 	Status      int
 	Code        string
@@ -135,9 +157,13 @@ func invalid(desc string, err error) *Error {
 type Middleware struct {
 	opts Options
 
-	keys      atomic.Pointer[keySet]
+	keys atomic.Pointer[keySet]
+
 	fetchMu   sync.Mutex
-	lastFetch time.Time // guarded by fetchMu
+	inflight  *flight   // the fetch running, if any
+	lastFetch time.Time // when the last fetch started
+	failures  int       // consecutive failed fetches
+	retryAt   time.Time // no fetch before, after a failure
 }
 
 type keySet struct {
@@ -158,6 +184,10 @@ func New(opts Options) (*Middleware, error) {
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = DefaultRefreshInterval
 	}
+	if opts.MaxStaleness <= 0 {
+		opts.MaxStaleness = DefaultMaxStaleness
+	}
+	opts.MaxStaleness = max(opts.MaxStaleness, opts.RefreshInterval)
 	switch {
 	case opts.Leeway == 0:
 		opts.Leeway = DefaultLeeway
@@ -199,17 +229,23 @@ func (m *Middleware) Wrap(next http.Handler) http.Handler {
 	})
 }
 
-// refuse writes the RFC 6750 challenge and a JSON body.
+// refuse writes the RFC 6750 challenge and a JSON body; a 503 (nothing
+// wrong with the credentials) has no challenge, only the body and a
+// Retry-After.
 func (m *Middleware) refuse(w http.ResponseWriter, e *Error) {
-	ch := `Bearer realm="` + quote(m.opts.Audience) + `"`
-	if e.Code != "" {
-		ch += `, error="` + e.Code + `", error_description="` + quote(e.Description) + `"`
-	}
-	if e.Code == "insufficient_scope" {
-		ch += `, scope="` + quote(strings.Join(m.opts.Scopes, " ")) + `"`
-	}
 	h := w.Header()
-	h.Set("WWW-Authenticate", ch)
+	if e.Status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "5")
+	} else {
+		ch := `Bearer realm="` + quote(m.opts.Audience) + `"`
+		if e.Code != "" {
+			ch += `, error="` + e.Code + `", error_description="` + quote(e.Description) + `"`
+		}
+		if e.Code == "insufficient_scope" {
+			ch += `, scope="` + quote(strings.Join(m.opts.Scopes, " ")) + `"`
+		}
+		h.Set("WWW-Authenticate", ch)
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(e.Status)
@@ -247,6 +283,11 @@ func (m *Middleware) Authenticate(r *http.Request) (*Claims, error) {
 	if verr != nil {
 		if errors.Is(verr, verify.ErrRevoked) {
 			return nil, invalid("the client certificate is revoked", verr)
+		}
+		if errors.Is(verr, verify.ErrStatusUnavailable) {
+			// Not the caller's fault, and no verdict on its token:
+			// retry later.
+			return nil, unavailable("the client certificate's revocation status cannot be established right now; retry", verr)
 		}
 		return nil, invalid("the client certificate was not accepted", verr)
 	}
@@ -356,32 +397,44 @@ func (m *Middleware) verifyToken(ctx context.Context, raw string, leaf *x509.Cer
 		Scope: strings.Fields(ac.Scope), Task: ac.Task, ID: ac.ID, IssuedAt: ac.IssuedAt.Time(), Expiry: ac.Expiry.Time()}, nil
 }
 
-// key returns the CA's key kid, fetching the JWKS when the cached set is
-// stale or lacks it.
+// key returns the CA's key kid. Keys are served from the cache however
+// old, up to MaxStaleness; a cache older than RefreshInterval starts one
+// background fetch (single flight, detached from the request, backing off
+// after failures) and is used meanwhile. Only a request that cannot be
+// answered from the cache (no keys yet, or an unknown kid) waits, for the
+// one fetch in flight, never for a fetch of its own.
 func (m *Middleware) key(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
 	now := m.opts.Now()
-	if ks := m.keys.Load(); ks != nil && now.Sub(ks.fetched) < m.opts.RefreshInterval {
+	ks := m.keys.Load()
+	if ks != nil {
+		age := now.Sub(ks.fetched)
+		if age >= m.opts.RefreshInterval {
+			m.startFetch(now, false)
+		}
+		if age >= m.opts.MaxStaleness {
+			return nil, unavailable(fmt.Sprintf("the CA's token keys were last fetched %s ago, beyond the %s allowed", age.Round(time.Second), m.opts.MaxStaleness), nil)
+		}
 		if k := ks.keys[kid]; k != nil {
 			return k, nil
 		}
 	}
-	m.fetchMu.Lock()
-	defer m.fetchMu.Unlock()
-	ks := m.keys.Load()
-	// Another request may have fetched meanwhile; an unknown kid
-	// fetches at most every minRefetch.
-	if ks == nil || now.Sub(ks.fetched) >= m.opts.RefreshInterval ||
-		(ks.keys[kid] == nil && now.Sub(m.lastFetch) >= minRefetch) {
-		m.lastFetch = now
-		if err := m.fetch(ctx); err != nil {
-			m.opts.Logger.Warn("fetching the CA's token keys failed", "err", err)
-			if ks == nil {
-				return nil, &Error{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable",
-					Description: "the CA's token keys cannot be fetched", Err: err}
-			}
-			// Keep using the keys held (the CA may be briefly away).
+	// No keys yet, or an unknown kid (the CA may have rotated its key):
+	// wait for a fetch, at most one at a time and, for unknown kids, at
+	// most every minRefetch.
+	f := m.startFetch(now, ks != nil)
+	if f != nil {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, unavailable("the CA's token keys are being fetched", ctx.Err())
 		}
-		ks = m.keys.Load()
+	}
+	if ks = m.keys.Load(); ks == nil {
+		var err error
+		if f != nil {
+			err = f.err
+		}
+		return nil, unavailable("the CA's token keys cannot be fetched", err)
 	}
 	if k := ks.keys[kid]; k != nil {
 		return k, nil
@@ -389,13 +442,82 @@ func (m *Middleware) key(ctx context.Context, kid string) (*ecdsa.PublicKey, err
 	return nil, invalid("the token is signed by an unknown key", nil)
 }
 
-// Refresh fetches the CA's token keys now (and its metadata, when
-// JWKSURL is not set).
-func (m *Middleware) Refresh(ctx context.Context) error {
+func unavailable(desc string, err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: desc, Err: err}
+}
+
+// flight is one JWKS fetch; done is closed when err is set.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// startFetch returns the fetch in flight, or starts one unless a failure's
+// backoff is running (or, with unknownKid, the last attempt is less than
+// minRefetch ago), in which case it returns nil.
+func (m *Middleware) startFetch(now time.Time, unknownKid bool) *flight {
 	m.fetchMu.Lock()
 	defer m.fetchMu.Unlock()
-	m.lastFetch = m.opts.Now()
-	return m.fetch(ctx)
+	if m.inflight != nil {
+		return m.inflight
+	}
+	if now.Before(m.retryAt) || (unknownKid && now.Sub(m.lastFetch) < minRefetch) {
+		return nil
+	}
+	return m.launch(now)
+}
+
+// launch starts a fetch; fetchMu is held.
+func (m *Middleware) launch(now time.Time) *flight {
+	f := &flight{done: make(chan struct{})}
+	m.inflight, m.lastFetch = f, now
+	go func() {
+		// Detached from any request: a caller hanging up must not fail
+		// the fetch others wait for.
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		err := m.fetch(ctx)
+		cancel()
+		m.fetchMu.Lock()
+		if err != nil {
+			m.failures++
+			m.retryAt = m.opts.Now().Add(backoff(m.failures))
+			m.opts.Logger.Warn("fetching the CA's token keys failed; using the keys held", "err", err,
+				"failures", m.failures, "retry_in", backoff(m.failures))
+		} else {
+			m.failures, m.retryAt = 0, time.Time{}
+		}
+		m.inflight = nil
+		f.err = err
+		m.fetchMu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
+
+// backoff is the wait after n consecutive failed fetches: 1 s doubling,
+// at most maxBackoff.
+func backoff(n int) time.Duration {
+	if n > 7 {
+		return maxBackoff
+	}
+	return min(time.Second<<(n-1), maxBackoff)
+}
+
+// Refresh fetches the CA's token keys now (and its metadata, when
+// JWKSURL is not set), or waits for the fetch in flight.
+func (m *Middleware) Refresh(ctx context.Context) error {
+	m.fetchMu.Lock()
+	f := m.inflight
+	if f == nil {
+		f = m.launch(m.opts.Now())
+	}
+	m.fetchMu.Unlock()
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (m *Middleware) fetch(ctx context.Context) error {

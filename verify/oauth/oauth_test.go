@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,10 +43,23 @@ type world struct {
 	kid      string
 	issuer   string
 	fetches  atomic.Int32
+	failJWKS atomic.Bool
 	handler  http.Handler
+	mw       *oauth.Middleware
+	hc       *http.Client
+	// now is the test's time; clock the middleware's (it reads it from
+	// its background fetches too): set both with setNow.
 	now      time.Time
+	clock    atomic.Int64
 	jwksKeys func() []jose.JSONWebKey
 }
+
+func (w *world) setNow(t time.Time) {
+	w.now = t
+	w.clock.Store(t.UnixNano())
+}
+
+func (w *world) clockNow() time.Time { return time.Unix(0, w.clock.Load()) }
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
@@ -53,7 +67,8 @@ func newWorld(t testing.TB) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, h: h, now: time.Now()}
+	w := &world{t: t, h: h}
+	w.setNow(time.Now())
 	w.a, w.b = w.leaf(idA), w.leaf(idB)
 	w.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	w.kid = "k1"
@@ -63,28 +78,34 @@ func newWorld(t testing.TB) *world {
 	ts := httptest.NewTLSServer(nil)
 	t.Cleanup(ts.Close)
 	w.issuer = ts.URL
+	w.hc = ts.Client()
 	ts.Config.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/.well-known/oauth-authorization-server":
 			_ = json.NewEncoder(rw).Encode(map[string]string{"issuer": ts.URL, "jwks_uri": ts.URL + "/jwks"})
 		case "/jwks":
 			w.fetches.Add(1)
+			if w.failJWKS.Load() {
+				http.Error(rw, "down", http.StatusServiceUnavailable)
+				return
+			}
 			_ = json.NewEncoder(rw).Encode(jose.JSONWebKeySet{Keys: w.jwksKeys()})
 		default:
 			http.NotFound(rw, r)
 		}
 	})
 	v, err := verify.New(verify.Options{TrustDomain: "example.org", Roots: []*x509.Certificate{h.Root}, DisableRevocation: true,
-		Now: func() time.Time { return w.now }})
+		Now: w.clockNow})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
 	m, err := oauth.New(oauth.Options{Verifier: v, Issuer: ts.URL, Audience: audience, Scopes: []string{"tools.read"},
-		HTTPClient: ts.Client(), Leeway: -1, Now: func() time.Time { return w.now }})
+		HTTPClient: ts.Client(), Leeway: -1, Now: w.clockNow})
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.mw = m
 	w.handler = m.Wrap(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		c := oauth.FromContext(r.Context())
 		_, _ = rw.Write([]byte(c.SPIFFEID + " " + c.Task))
@@ -97,7 +118,7 @@ func (w *world) leaf(id string) *x509.Certificate {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	u, _ := url.Parse(id)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), URIs: []*url.URL{u},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, w.h.Issuing, key.Public(), w.h.IssuingKey)
 	if err != nil {
@@ -157,6 +178,9 @@ func TestMiddleware(t *testing.T) {
 		return w.sign(c, w.key, "at+jwt", w.kid)
 	}
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	// renewed has a's SPIFFE ID (a renewal, or another instance of the
+	// same workload): the sub check passes, only cnf can refuse.
+	renewed := w.leaf(idA)
 	tests := []struct {
 		name   string
 		cert   *x509.Certificate
@@ -167,6 +191,10 @@ func TestMiddleware(t *testing.T) {
 		{"bound certificate", w.a, "Bearer " + good, 200, ""},
 		{"scheme is case-insensitive", w.a, "bearer " + good, 200, ""},
 		{"stolen token on another certificate", w.b, "Bearer " + good, 401, "invalid_token"},
+		{"token on another certificate of the same SPIFFE ID", renewed, "Bearer " + good, 401, "invalid_token"},
+		{"cnf of another certificate of the same SPIFFE ID", w.a, "Bearer " + edit(func(c map[string]any) {
+			c["cnf"] = map[string]string{"x5t#S256": x5t(renewed)}
+		}), 401, "invalid_token"},
 		{"no token", w.a, "", 401, ""},
 		{"basic auth", w.a, "Basic Zm9vOmJhcg==", 401, ""},
 		{"no client certificate", nil, "Bearer " + good, 401, "invalid_token"},
@@ -222,7 +250,7 @@ func TestKeyRotationFetchesOnce(t *testing.T) {
 	}
 	// The CA rotates its token key: the unknown kid fetches the JWKS
 	// again (at most every 10 s), once, then the new key verifies.
-	w.now = w.now.Add(11 * time.Second)
+	w.setNow(w.now.Add(11 * time.Second))
 	w.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	w.kid = "k2"
 	before := w.fetches.Load()
@@ -241,6 +269,157 @@ func TestKeyRotationFetchesOnce(t *testing.T) {
 	}
 	if n := w.fetches.Load() - before; n > 1 {
 		t.Errorf("%d JWKS fetches for unknown kids within 10s, want at most 1", n)
+	}
+}
+
+// burst sends n requests at once and returns their statuses.
+func (w *world) burst(n int, cert *x509.Certificate, auth string) map[int]int {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	out := map[int]int{}
+	for range n {
+		wg.Go(func() {
+			rec := w.do(cert, auth)
+			mu.Lock()
+			out[rec.Code]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// waitFetches waits until the JWKS server has been asked n times and the
+// fetch has settled.
+func (w *world) waitFetches(n int32) {
+	w.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for w.fetches.Load() < n {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("%d JWKS fetches, waited for %d", w.fetches.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the failure's backoff is recorded
+}
+
+// TestJWKSOutage: with the CA's JWKS failing, stale keys keep working
+// without every request fetching (one background fetch, then backoff),
+// until MaxStaleness, then 503s; a recovered JWKS is fetched again.
+func TestJWKSOutage(t *testing.T) {
+	w := newWorld(t)
+	tok := func() string { return "Bearer " + w.sign(w.claims(w.a), w.key, "at+jwt", w.kid) }
+	if rec := w.do(w.a, tok()); rec.Code != 200 {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	if n := w.fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+	w.failJWKS.Store(true)
+	w.setNow(w.now.Add(oauth.DefaultRefreshInterval + time.Second))
+	if got := w.burst(20, w.a, tok()); got[200] != 20 {
+		t.Fatalf("stale keys: statuses %v, want 20 × 200", got)
+	}
+	w.waitFetches(2)
+	for range 20 {
+		if rec := w.do(w.a, tok()); rec.Code != 200 {
+			t.Fatalf("stale keys after a failed fetch: %d %s", rec.Code, rec.Body)
+		}
+	}
+	if n := w.fetches.Load(); n != 2 {
+		t.Fatalf("%d fetches for 40 requests with stale keys and a failing JWKS, want 2 (one background fetch)", n)
+	}
+	// The backoff (1 s) over, one more background fetch.
+	w.setNow(w.now.Add(1500 * time.Millisecond))
+	w.burst(20, w.a, tok())
+	w.waitFetches(3)
+	w.burst(20, w.a, tok())
+	if n := w.fetches.Load(); n != 3 {
+		t.Fatalf("%d fetches, want 3 (backoff after the second failure)", n)
+	}
+	// Beyond MaxStaleness the keys are not trusted: 503, no challenge.
+	w.setNow(w.now.Add(oauth.DefaultMaxStaleness))
+	rec := w.do(w.a, tok())
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("WWW-Authenticate") != "" ||
+		!strings.Contains(rec.Body.String(), `"temporarily_unavailable"`) {
+		t.Fatalf("keys beyond MaxStaleness: %d %q %s", rec.Code, rec.Header().Get("WWW-Authenticate"), rec.Body)
+	}
+	// The JWKS is back: the background fetch restores service.
+	w.failJWKS.Store(false)
+	w.setNow(w.now.Add(2 * time.Minute))
+	deadline := time.Now().Add(10 * time.Second)
+	for w.do(w.a, tok()).Code != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("the recovered JWKS was never fetched again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestJWKSNeverFetchedNoStampede: requests arriving before any key was
+// fetched share one fetch; after it fails they get 503 at once.
+func TestJWKSNeverFetchedNoStampede(t *testing.T) {
+	w := newWorld(t)
+	w.failJWKS.Store(true)
+	auth := "Bearer " + w.sign(w.claims(w.a), w.key, "at+jwt", w.kid)
+	if got := w.burst(20, w.a, auth); got[http.StatusServiceUnavailable] != 20 {
+		t.Fatalf("statuses %v, want 20 × 503", got)
+	}
+	if n := w.fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches for 20 concurrent requests, want 1", n)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := w.burst(20, w.a, auth); got[http.StatusServiceUnavailable] != 20 {
+		t.Fatalf("statuses %v, want 20 × 503", got)
+	}
+	if n := w.fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches within the backoff, want 1", n)
+	}
+	w.failJWKS.Store(false)
+	w.setNow(w.now.Add(2 * time.Second))
+	if rec := w.do(w.a, auth); rec.Code != 200 {
+		t.Fatalf("after the backoff: %d %s", rec.Code, rec.Body)
+	}
+	if err := w.mw.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRevocationUnavailable: a certificate whose status cannot be
+// established (OCSP and CRL unreachable) gets 503, not invalid_token.
+func TestRevocationUnavailable(t *testing.T) {
+	w := newWorld(t)
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(idA)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		OCSPServer: []string{down.URL + "/ocsp"}, CRLDistributionPoints: []string{down.URL + "/crl"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, w.h.Issuing, key.Public(), w.h.IssuingKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	v, err := verify.New(verify.Options{TrustDomain: "example.org", Roots: []*x509.Certificate{w.h.Root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	m, err := oauth.New(oauth.Options{Verifier: v, Issuer: w.issuer, Audience: audience, HTTPClient: w.hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.handler = m.Wrap(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {}))
+	w.setNow(time.Now())
+	rec := w.do(leaf, "Bearer "+w.sign(w.claims(leaf), w.key, "at+jwt", w.kid))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("WWW-Authenticate") != "" {
+		t.Fatalf("%d %q %s, want 503 without a challenge", rec.Code, rec.Header().Get("WWW-Authenticate"), rec.Body)
+	}
+	var body map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["error"] != "temporarily_unavailable" {
+		t.Fatalf("body %s", rec.Body)
 	}
 }
 
