@@ -164,20 +164,28 @@ func (r *result) fail(msg string) {
 	}
 }
 
-// post sends one request and reports the status and body on error.
+// post sends one JSON request that must answer 201 and reports the
+// status and body on error.
 func post(ctx context.Context, hc *http.Client, url string, body []byte, verify func([]byte) error) (time.Duration, error) {
+	return send(ctx, hc, url, "application/json", http.StatusCreated, body, verify)
+}
+
+// send POSTs body as contentType; any status but want is an error, and
+// verify (when set) checks the body of a wanted answer. It returns the
+// time from sending to reading the whole answer.
+func send(ctx context.Context, hc *http.Client, url, contentType string, want int, body []byte, verify func([]byte) error) (time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	t0 := time.Now()
 	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err
 	}
 	var b []byte
-	if verify != nil || resp.StatusCode != http.StatusCreated {
+	if verify != nil || resp.StatusCode != want {
 		b, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	} else {
 		_, err = io.Copy(io.Discard, resp.Body)
@@ -187,12 +195,12 @@ func post(ctx context.Context, hc *http.Client, url string, body []byte, verify 
 	if err != nil {
 		return 0, err
 	}
-	if resp.StatusCode != http.StatusCreated {
+	if resp.StatusCode != want {
 		return 0, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b[:min(len(b), 300)])))
 	}
 	if verify != nil {
 		if err := verify(b); err != nil {
-			return 0, fmt.Errorf("201 but bad response: %w", err)
+			return 0, fmt.Errorf("%d but bad response: %w", want, err)
 		}
 	}
 	return lat, nil

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -125,36 +124,7 @@ func (l *load) tokenPhase(ctx context.Context, name string, agents []*agent, dur
 
 // postForm sends one token request; anything but 200 is an error.
 func postForm(ctx context.Context, hc *http.Client, url string, body []byte, check func([]byte) error) (time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(string(body)))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	t0 := time.Now()
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	var b []byte
-	if check != nil || resp.StatusCode != http.StatusOK {
-		b, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	} else {
-		_, err = io.Copy(io.Discard, resp.Body)
-	}
-	resp.Body.Close()
-	lat := time.Since(t0)
-	if err != nil {
-		return 0, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b[:min(len(b), 300)])))
-	}
-	if check != nil {
-		if err := check(b); err != nil {
-			return 0, fmt.Errorf("200 but bad token: %w", err)
-		}
-	}
-	return lat, nil
+	return send(ctx, hc, url, "application/x-www-form-urlencoded", http.StatusOK, body, check)
 }
 
 // checkToken reads a token response and the JWT's claims (the signature
