@@ -35,6 +35,7 @@ const (
 	CodeClientCertRequired  = "client_certificate_required"
 	CodeUnknownCertificate  = "unknown_certificate"
 	CodeIdentityNotAllowed  = "identity_not_allowed"
+	CodeTaskEnded           = "task_ended"
 	CodeAttestationRejected = CodeUnauthorized
 )
 

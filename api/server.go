@@ -63,6 +63,7 @@ type CertStore interface {
 	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error)
 	ReplayKey(ctx context.Context, key string) (string, error)
 	DeleteReplayKey(ctx context.Context, key string) error
+	EndTask(ctx context.Context, task string, at time.Time) error
 }
 
 // Options configure a Server.
@@ -397,6 +398,8 @@ func (s *Server) refusal(err error) *Error {
 		return e
 	case errors.Is(err, provisioners.ErrUnauthorized), errors.Is(err, store.ErrTokenInvalid), errors.Is(err, store.ErrReplay):
 		return errorf(http.StatusUnauthorized, CodeUnauthorized, "the attestation was not accepted")
+	case errors.Is(err, store.ErrTaskEnded):
+		return errorf(http.StatusForbidden, CodeTaskEnded, "the task this certificate names has been ended; no certificate can be issued for it")
 	case errors.Is(err, ca.ErrTTL):
 		return errorf(http.StatusBadRequest, CodeBadTTL, "%s", trimPrefix(err))
 	case errors.Is(err, ca.ErrKeyType):

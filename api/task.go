@@ -30,9 +30,11 @@ type TaskEndResponse struct {
 // taskPage is how many records one listing reads.
 const taskPage = 1000
 
-// endTask is POST /admin/v1/tasks/end: every unexpired certificate issued
-// for the task is revoked, so every access token bound to one of them is
-// void at once (relying services check the certificate's status).
+// endTask is POST /admin/v1/tasks/end: the task is recorded as ended (no
+// certificate can be issued or renewed for it any more), then every
+// unexpired certificate issued for it is revoked, so every access token
+// bound to one of them is refused by relying services once they re-read
+// the certificate's status (within their verify cache age).
 func (s *Server) endTask(w http.ResponseWriter, r *http.Request) {
 	var req TaskEndRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
@@ -55,6 +57,15 @@ func (s *Server) endTask(w http.ResponseWriter, r *http.Request) {
 	// hung up would leave live certificates behind.
 	ctx := context.WithoutCancel(r.Context())
 	now := s.now()
+	// First record the end: from now on the store refuses every
+	// certificate naming the task (sign and renew alike, in the issuing
+	// transaction), so the listing below sees every certificate the task
+	// will ever have. Repeating an end (after a failure below) is safe.
+	if err := s.store.EndTask(ctx, req.Task, now); err != nil {
+		s.log.Error("task end: recording the end failed", "task", req.Task, "err", err)
+		writeError(w, s.refusal(err))
+		return
+	}
 	out := TaskEndResponse{Task: req.Task, Revoked: []string{}}
 	after := ""
 	for {

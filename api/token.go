@@ -313,6 +313,11 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 		}
 		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "%s", ce.Message)
 	}
+	// As at renewal: a certificate vouched for by a provisioner that is
+	// no longer configured authenticates nothing.
+	if (*s.provs.Load())[rec.Provisioner] == nil {
+		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "provisioner %q that vouched for the client certificate is no longer configured; enroll again", truncate(rec.Provisioner, 64))
+	}
 	req, oe := ParseTokenRequest(w, r, s.tokens.opts.MaxTTL)
 	if oe != nil {
 		return oe

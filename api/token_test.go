@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -274,6 +275,21 @@ func TestTokenErrors(t *testing.T) {
 		r, body := e.postForm(e.client(b.tls), tokenForm(testScope, toolsURL))
 		oauthError(t, r, body, 401, "invalid_client")
 	})
+	t.Run("provisioner no longer configured", func(t *testing.T) {
+		b := e.enroll("spiffe://example.org/agent/orphan", "")
+		if r, body := e.postForm(e.client(b.tls), tokenForm(testScope, toolsURL)); r.status != 200 {
+			t.Fatalf("%d %v", r.status, body)
+		}
+		provs := maps.Clone(e.provs)
+		delete(provs, "join")
+		e.srv.SetProvisioners(provs)
+		defer e.srv.SetProvisioners(e.provs)
+		r, body := e.postForm(e.client(b.tls), tokenForm(testScope, toolsURL))
+		oauthError(t, r, body, 401, "invalid_client")
+		if !strings.Contains(body["error_description"].(string), "no longer configured") {
+			t.Errorf("description %v", body["error_description"])
+		}
+	})
 	t.Run("never beyond the certificate", func(t *testing.T) {
 		short := e.enroll("spiffe://example.org/agent/short", "1m")
 		r, body := e.postForm(e.client(short.tls), tokenForm(testScope, toolsURL))
@@ -396,8 +412,31 @@ func TestPolicyAtSignRenewToken(t *testing.T) {
 		}
 		r2, body := e.postForm(e.client(tasked.tls), tokenForm(testScope, toolsURL))
 		oauthError(t, r2, body, 401, "invalid_client")
+		// No new certificate for the ended task: not by enrolling...
+		sr := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, mustKey(t, ca.ECP256), nil), Task: "t-42"})
+		apiError(t, sr, http.StatusForbidden, api.CodeTaskEnded)
+		// ... nor by renewing one of its (revoked) certificates.
+		rr := e.postJSON(e.client(tasked.tls), "/v1/renew", []byte(`{}`))
+		if rr.status != http.StatusForbidden {
+			t.Fatalf("renewal of an ended task's certificate: %d %s", rr.status, rr.body)
+		}
 		bad := do(t, e.admin.Client(), http.MethodPost, e.admin.URL+"/admin/v1/tasks/end", "application/json", strings.NewReader(`{"task":"a b"}`))
 		apiError(t, bad, 400, api.CodeBadRequest)
+	})
+	t.Run("renewal refused by the store once the task ended", func(t *testing.T) {
+		// A certificate of a task ended in the store but not (yet)
+		// revoked, as between EndTask and the revocations: its renewal
+		// is refused in the issuing transaction.
+		key := mustKey(t, ca.ECP256)
+		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), Task: "t-43"})
+		if r.status != http.StatusCreated {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		c := enrolledFrom(t, key, r)
+		if err := e.store.EndTask(context.Background(), "t-43", e.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		apiError(t, e.postJSON(e.client(c.tls), "/v1/renew", []byte(`{}`)), http.StatusForbidden, api.CodeTaskEnded)
 	})
 	t.Run("bad task at sign", func(t *testing.T) {
 		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, mustKey(t, ca.ECP256), nil), Task: "no spaces"})
