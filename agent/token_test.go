@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +20,19 @@ import (
 	"github.com/agentca/agentca/verify/oauth"
 )
 
-func withScopes(c *config.Config) { c.Tokens.Scopes = []string{"tools.read"} }
+// withScopes configures the tools.read scope and a policy that grants
+// it (without a policy the token endpoint issues nothing).
+func withScopes(t *testing.T) func(*config.Config) {
+	path := filepath.Join(t.TempDir(), "policy.json")
+	rules := `{"rules": [{"name": "tools", "endpoints": ["token"], "when": "true", "effect": "allow"}]}`
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func(c *config.Config) {
+		c.Tokens.Scopes = []string{"tools.read"}
+		c.Policy.File = path
+	}
+}
 
 // toolService is an HTTPS service behind the oauth middleware that
 // answers with the caller's SPIFFE ID.
@@ -58,7 +72,7 @@ func enrollCreds(t *testing.T, ca *testca.CA, client *agent.Client, id string) *
 }
 
 func TestTokenTransport(t *testing.T) {
-	ca := testca.Start(t, testca.Options{Configure: withScopes})
+	ca := testca.Start(t, testca.Options{Configure: withScopes(t)})
 	client, err := agent.NewClient(ca.URL, ca.Pool)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +115,7 @@ func TestTokenTransport(t *testing.T) {
 }
 
 func TestTokenErrors(t *testing.T) {
-	ca := testca.Start(t, testca.Options{Configure: withScopes})
+	ca := testca.Start(t, testca.Options{Configure: withScopes(t)})
 	client, err := agent.NewClient(ca.URL, ca.Pool)
 	if err != nil {
 		t.Fatal(err)

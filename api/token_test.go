@@ -55,6 +55,11 @@ func withTokens(t *testing.T, e *env, o *api.TokenOptions, pol *api.Policy) {
 	if len(o.Scopes) == 0 {
 		o.Scopes = []string{testScope, "tools.write"}
 	}
+	if pol == nil {
+		// Without a policy the token endpoint refuses everything.
+		pol = mustPolicy(t, policy.Deny, policy.Rule{Name: "tokens", When: "true", Effect: policy.Allow, Endpoints: []string{"token"}},
+			policy.Rule{Name: "certificates", When: "true", Effect: policy.Allow, Endpoints: []string{"sign", "renew"}})
+	}
 	e.provs["k8s"] = &api.Provisioner{Name: "k8s", Type: "k8s-sa", DefaultTTL: 5 * time.Minute, MaxTTL: time.Hour,
 		Provisioner: &claimsProvisioner{id: provisioners.Identity{SPIFFEID: "spiffe://example.org/ns/sandbox/sa/x",
 			Claims: map[string]string{"namespace": "sandbox", "service_account": "x"}}}}
@@ -304,6 +309,23 @@ func TestTokenErrors(t *testing.T) {
 			t.Errorf("expires_in %v for a certificate with a minute left", body["expires_in"])
 		}
 	})
+}
+
+// TestTokenWithoutPolicy: no policy means no token (fail closed), while
+// certificates are still issued.
+func TestTokenWithoutPolicy(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	withTokens(t, e, nil, nil)
+	e.srv.SetPolicy(nil)
+	a := e.enroll(agentA, "")
+	r, body := e.postForm(e.client(a.tls), tokenForm(testScope, toolsURL))
+	oauthError(t, r, body, http.StatusForbidden, "access_denied")
+	if !strings.Contains(body["error_description"].(string), "no runtime policy") {
+		t.Errorf("description %v", body["error_description"])
+	}
+	if !strings.Contains(e.logs.String(), `"rule":"no-policy"`) {
+		t.Error("the refusal's audit line does not say there is no policy")
+	}
 }
 
 func TestTokenDisabled(t *testing.T) {

@@ -33,14 +33,34 @@ var toolServerBin = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
-// newTokenCA is a CA whose token endpoint knows the tools scopes.
+// newTokenCA is a CA whose token endpoint knows the tools scopes, with a
+// policy that grants them (without one it issues no token).
 func newTokenCA(t *testing.T) *testCA {
 	t.Helper()
 	c := newCA(t, caOptions{})
 	c.editConfig(func(cfg map[string]any) {
 		cfg["tokens"] = map[string]any{"scopes": []string{"tools.read", "tools.write"}}
 	})
+	withPolicy(c, `{"rules": [{"name": "tools", "endpoints": ["token"], "when": "scope.all(s, s.startsWith('tools.'))", "effect": "allow"}]}`)
 	return c
+}
+
+// TestTokenWithoutPolicyIsDenied: scopes configured but no policy: the
+// token endpoint fails closed.
+func TestTokenWithoutPolicyIsDenied(t *testing.T) {
+	c := newCA(t, caOptions{})
+	c.editConfig(func(cfg map[string]any) {
+		cfg["tokens"] = map[string]any{"scopes": []string{"tools.read"}}
+	})
+	c.start()
+	dir := filepath.Join(t.TempDir(), "a")
+	if r := c.enroll(c.token("spiffe://example.org/agent/a"), dir); r.code != 0 {
+		t.Fatalf("enroll:\n%s", r)
+	}
+	r := runCLI(t, "token", "get", "--ca", c.URL, "--out", dir, "--scope", "tools.read", "--resource", "https://tools.example.org")
+	if r.code != 1 || !strings.Contains(r.stderr, "access_denied") || !strings.Contains(r.stderr, "no runtime policy") {
+		t.Fatalf("a token without a policy:\n%s", r)
+	}
 }
 
 // toolServer runs examples/tool-server for resource with credentials
@@ -197,6 +217,36 @@ func TestAccessTokensAgainstToolServer(t *testing.T) {
 		t.Errorf("missing scope: WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
 	}
 
+	// A's renewed certificate has A's SPIFFE ID: only the token's cnf
+	// tells it from the certificate the token was issued for, so a
+	// token of the old certificate must not work with the new one (nor
+	// a token of the new one with the old).
+	renewHC := c.client(a.tlsCert())
+	defer renewHC.CloseIdleConnections()
+	sr, renewedLeaf := wantIssued(t, postJSON(t, renewHC, c.URL+"/v1/renew", map[string]any{}))
+	if got := renewedLeaf.URIs[0].String(); got != idA {
+		t.Fatalf("renewed certificate for %s", got)
+	}
+	renewed := &tls.Certificate{Certificate: [][]byte{renewedLeaf.Raw, parseCerts(t, []byte(sr.Chain[0]))[0].Raw},
+		PrivateKey: a.tlsCert().PrivateKey, Leaf: renewedLeaf}
+	hcA2 := toolClient(c, renewed)
+	defer hcA2.CloseIdleConnections()
+	wantStatus("A's renewed certificate with the old certificate's token", call(t, hcA2, url, tokA), 401)
+	renewedHC := c.client(renewed)
+	defer renewedHC.CloseIdleConnections()
+	tr := do(t, renewedHC, http.MethodPost, c.URL+"/v1/token", "application/x-www-form-urlencoded",
+		strings.NewReader("grant_type=client_credentials&scope=tools.read&resource="+url))
+	var tokA2 struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(tr.body, &tokA2); err != nil || tr.status != 200 {
+		t.Fatalf("token for the renewed certificate: %d %s", tr.status, tr.body)
+	}
+	if r := call(t, hcA2, url, tokA2.AccessToken); r.status != 200 || string(r.body) != idA {
+		t.Fatalf("renewed certificate with its own token: %d %s", r.status, r.body)
+	}
+	wantStatus("A's old certificate with the renewed certificate's token", call(t, hcA, url, tokA2.AccessToken), 401)
+
 	// A token of one second: accepted, then refused once it expired.
 	short := tokenGet(t, c, dirA, "--scope", "tools.read", "--resource", url, "--ttl", "1s")
 	if r := call(t, hcA, url, short); r.status != 200 {
@@ -300,6 +350,14 @@ func TestTaskEnd(t *testing.T) {
 	after := do(t, mtls, http.MethodPost, c.URL+"/v1/token", "application/x-www-form-urlencoded", strings.NewReader(form))
 	if after.status != 401 || !strings.Contains(string(after.body), "invalid_client") {
 		t.Fatalf("token after task end: %d %s", after.status, after.body)
+	}
+	// The ended task gets no new certificate: not by enrolling for it...
+	body = signBody("join", c.token("spiffe://example.org/agent/late"), csrPEM(t, newECKey(t), nil), "")
+	body["task"] = "ticket-7"
+	wantError(t, postJSON(t, hc, c.URL+"/v1/sign", body), http.StatusForbidden, "task_ended")
+	// ... nor by renewing one of its certificates.
+	if rr := postJSON(t, mtls, c.URL+"/v1/renew", map[string]any{}); rr.status != http.StatusForbidden {
+		t.Fatalf("renewal after task end: %d %s", rr.status, rr.body)
 	}
 	if got := runCLI(t, "ocsp", "--cert", writeCert(t, leaf), "--issuer", writeCert(t, parseCerts(t, []byte(sr.Chain[0]))[0])); got.code == 0 {
 		t.Errorf("OCSP says good after task end:\n%s", got)
