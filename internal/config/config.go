@@ -620,7 +620,7 @@ func (s *Storage) validateEtcd(bad func(field, format string, args ...any)) {
 	if t := s.RequestTimeout.Std(); t != 0 && (t < 100*time.Millisecond || t > 5*time.Minute) {
 		bad("storage.request_timeout", "must be between 100ms and 5m")
 	}
-	if s.MaxTxnOps != 0 && (s.MaxTxnOps < 16 || s.MaxTxnOps > 1<<20) {
-		bad("storage.max_txn_ops", "must be between 16 and 1048576 (the cluster's --max-txn-ops)")
+	if s.MaxTxnOps != 0 && (s.MaxTxnOps < 96 || s.MaxTxnOps > 1<<20) {
+		bad("storage.max_txn_ops", "must be between 96 and 1048576 (the cluster's --max-txn-ops; one issuance may need 96 operations in a transaction)")
 	}
 }

@@ -19,11 +19,15 @@
 // writes, so a refused write leaves nothing behind and the others in its
 // batch still commit. A transaction that fails for another reason is
 // retried write by write when it was surely not applied (too many
-// operations, too large); when its outcome is unknown (a timeout, a lost
-// quorum) every write in it fails with store.ErrUnavailable: the caller is
-// told "retry", never that its certificate was issued. Such a write may
-// still have been committed; the record and its log entry then exist
-// together, as in every other case.
+// operations, too large). When its outcome is unknown (a timeout, a lost
+// connection: the etcd client never sends a write again once it reached a
+// member) every write in it fails with store.ErrUnavailable, and so do the
+// refusals that rested on its writes (a join token another write of the
+// batch consumed); Issue then reads its record back, linearizably, and
+// reports success when the transaction did commit, so that an agent is not
+// told "retry" for a certificate whose join token is already spent. A write
+// still unanswered when a transaction fails as unavailable fails at once
+// rather than wait out the timeout again.
 //
 // Every call is bounded by Options.RequestTimeout; a cluster without quorum
 // makes them fail with an error wrapping store.ErrUnavailable and
@@ -46,7 +50,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,8 +95,8 @@ type Options struct {
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// MaxTxnOps is the cluster's --max-txn-ops: the most operations one
-	// transaction may hold; zero means DefaultMaxTxnOps. Batches are
-	// sized to fit it.
+	// transaction may hold; zero means DefaultMaxTxnOps, and less than
+	// MinTxnOps is refused. Batches are sized to fit it.
 	MaxTxnOps int
 	// MaxBatch bounds the writes applied in one transaction; zero means
 	// 1024 (MaxTxnOps usually binds first).
@@ -117,11 +120,13 @@ type Store struct {
 	maxOps    int
 	maxBatch  int
 
-	ops     chan *op
-	quit    chan struct{}
-	done    chan struct{}
-	closeMu sync.RWMutex
-	closed  bool
+	ops    chan *op
+	quit   chan struct{}
+	done   chan struct{}
+	closed atomic.Bool
+	// senders counts the writers between their closed check and their
+	// send (see write and drain).
+	senders atomic.Int64
 
 	onLogAppend func()
 
@@ -130,6 +135,10 @@ type Store struct {
 	// head key as PublishTreeHead last saw it.
 	lastState atomic.Pointer[translog.State]
 	seenSTH   atomic.Pointer[seenSTH]
+
+	// commitHook, when set (by tests), is called by the committer in
+	// place of sending a write transaction; send sends it.
+	commitHook atomic.Pointer[func(send func() (bool, error)) (bool, error)]
 }
 
 // Stats counts the committer's write transactions.
@@ -169,8 +178,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.MaxTxnOps <= 0 {
 		opts.MaxTxnOps = DefaultMaxTxnOps
 	}
-	if opts.MaxTxnOps < 16 {
-		return nil, fmt.Errorf("store: etcd max_txn_ops %d is too small (want at least 16)", opts.MaxTxnOps)
+	if opts.MaxTxnOps < MinTxnOps {
+		return nil, fmt.Errorf("store: etcd max_txn_ops %d is too small: an issuance may need %d operations in one transaction (set the cluster's --max-txn-ops, and max_txn_ops, to at least %d; etcd's default is %d)",
+			opts.MaxTxnOps, MinTxnOps, MinTxnOps, DefaultMaxTxnOps)
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
@@ -262,14 +272,11 @@ func (s *Store) Prefix() string { return s.k.p }
 
 // Close finishes the pending writes and closes the client it dialled.
 func (s *Store) Close() error {
-	s.closeMu.Lock()
-	if s.closed {
-		s.closeMu.Unlock()
+	if !s.closed.CompareAndSwap(false, true) {
+		<-s.done
 		return nil
 	}
-	s.closed = true
 	close(s.quit)
-	s.closeMu.Unlock()
 	<-s.done
 	if s.ownClient {
 		return s.cli.Close()
@@ -277,11 +284,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-func (s *Store) isClosed() bool {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	return s.closed
-}
+func (s *Store) isClosed() bool { return s.closed.Load() }
 
 // reqCtx bounds one call to etcd by the request timeout.
 func (s *Store) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -289,32 +292,62 @@ func (s *Store) reqCtx(ctx context.Context) (context.Context, context.CancelFunc
 }
 
 // wrap turns a client error into the store's: a caller's cancellation
-// stays as it is; a timeout or an unreachable cluster wraps
-// store.ErrUnavailable and context.DeadlineExceeded.
+// stays as it is; a timeout, an unreachable cluster or one that cannot
+// take writes for now (no leader, no space left under its quota, too many
+// requests, unhealthy) wraps store.ErrUnavailable and
+// context.DeadlineExceeded, which the API answers with 503.
 func (s *Store) wrap(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, context.Canceled):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, context.Canceled), errors.Is(err, store.ErrUnavailable):
 		return err
-	case errors.Is(err, clientv3.ErrNoAvailableEndpoints), errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrNoLeader), errors.Is(err, rpctypes.ErrLeaderChanged),
-		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail), errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost),
-		errors.Is(err, rpctypes.ErrStopped), errors.Is(err, rpctypes.ErrNotCapable), isUnavailable(err):
+	case errors.Is(err, rpctypes.ErrNoSpace):
+		// The cluster's NOSPACE alarm: every write fails until an
+		// operator compacts, defragments and disarms it (docs/ha.md).
+		return fmt.Errorf("%w: etcd: %v: the cluster reached its --quota-backend-bytes; compact, defragment and disarm the alarm (see docs/ha.md) (%w)",
+			store.ErrUnavailable, err, context.DeadlineExceeded)
+	case isUnavailable(err):
 		return fmt.Errorf("%w: etcd: %v (%w)", store.ErrUnavailable, err, context.DeadlineExceeded)
 	}
-	if s.isClosed() && strings.Contains(err.Error(), "client connection is closing") {
+	if s.closed.Load() && strings.Contains(err.Error(), "client connection is closing") {
 		return store.ErrClosed
 	}
 	return fmt.Errorf("store: etcd: %w", err)
 }
 
-// isUnavailable matches gRPC's Unavailable and DeadlineExceeded codes,
+// isUnavailable matches the errors of a cluster that cannot answer or take
+// a write for now: timeouts, a lost leader or connection, a full quota,
+// too many requests, and gRPC's Unavailable and DeadlineExceeded codes,
 // which the client returns as status errors.
 func isUnavailable(err error) bool {
+	if notApplied(err) {
+		return true
+	}
+	for _, e := range []error{context.DeadlineExceeded, rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
+		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex, rpctypes.ErrLeaderChanged, rpctypes.ErrStopped} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
 	msg := err.Error()
 	return strings.Contains(msg, "code = Unavailable") || strings.Contains(msg, "code = DeadlineExceeded") ||
 		strings.Contains(msg, "context deadline exceeded")
+}
+
+// notApplied matches the errors etcd returns for a request it refused
+// before applying it: no leader, no space, too many requests, an
+// unhealthy member, a dropped proposal, no endpoint to send it to. A write
+// that failed with another unavailable error (a timeout, a lost
+// connection) may still have been committed.
+func notApplied(err error) bool {
+	for _, e := range []error{clientv3.ErrNoAvailableEndpoints, rpctypes.ErrNoSpace, rpctypes.ErrTooManyRequests,
+		rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrUnhealthy, rpctypes.ErrNotCapable} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return strings.Contains(err.Error(), "raft proposal dropped")
 }
 
 // get reads one key; nil when absent.
@@ -353,6 +386,8 @@ type op struct {
 	// without refusal, before the caller is answered.
 	committed func()
 	done      chan error
+	// queued is when write handed it to the committer.
+	queued time.Time
 }
 
 // refusal marks an error that a write returned after its checks, with
@@ -364,27 +399,50 @@ func (r *refusal) Unwrap() error { return r.err }
 
 func refuse(err error) error { return &refusal{err} }
 
+// outcomeUnknown is the error of a write whose transaction was sent but
+// whose outcome etcd did not report (a timeout, a lost connection): it may
+// have been committed. It wraps the store.ErrUnavailable error; Issue reads
+// the record back to find out.
+type outcomeUnknown struct{ err error }
+
+func (e *outcomeUnknown) Error() string { return e.err.Error() + "; the write may have been committed" }
+func (e *outcomeUnknown) Unwrap() error { return e.err }
+
+// MinTxnOps is the smallest --max-txn-ops (Options.MaxTxnOps) the store
+// accepts: the most operations one write may need in a transaction of its
+// own. An issuance writes its record, expiry entry, join token, replay
+// keys, log entry and hash index, the tree nodes its leaf fixes (at most
+// 64, one per level, plus the leaf's) and the log state; 96 leaves room
+// for 25 replay keys.
+const MinTxnOps = 96
+
 // write hands o to the committer and waits until its transaction has
 // committed (or it was refused, or failed). Once handed over, it waits
 // regardless of ctx, so the caller always learns the outcome the store
-// knows.
+// knows; the committer answers within about the request timeout (see
+// commit and dropStale).
 func (s *Store) write(ctx context.Context, o *op) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	o.ctx, o.done = ctx, make(chan error, 1)
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
+	o.ctx, o.done, o.queued = ctx, make(chan error, 1), time.Now()
+	// senders lets the committer, once closed, wait for the writers
+	// that passed this check before it takes the last ops (drain).
+	s.senders.Add(1)
+	if s.closed.Load() {
+		s.senders.Add(-1)
 		return store.ErrClosed
 	}
 	select {
 	case s.ops <- o:
+		s.senders.Add(-1)
 	case <-ctx.Done():
-		s.closeMu.RUnlock()
+		s.senders.Add(-1)
 		return ctx.Err()
+	case <-s.quit:
+		s.senders.Add(-1)
+		return store.ErrClosed
 	}
-	s.closeMu.RUnlock()
 	return <-o.done
 }
 
@@ -397,19 +455,12 @@ func (s *Store) commitLoop() {
 			case o := <-s.ops:
 				pending = append(pending, o)
 			case <-s.quit:
-				// Writers that got past the closed check are
-				// already in the channel; finish them.
-				for {
-					select {
-					case o := <-s.ops:
-						pending = append(pending, o)
-					default:
-						for len(pending) > 0 {
-							pending = s.commit(pending)
-						}
-						return
-					}
+				// Finish what writers handed over.
+				pending = s.drain(pending)
+				for len(pending) > 0 {
+					pending = s.commit(pending)
 				}
+				return
 			}
 		}
 	fill:
@@ -425,16 +476,91 @@ func (s *Store) commitLoop() {
 	}
 }
 
+// drain, once the store is closed, takes every op left in the channel.
+// A writer counts itself in senders before it checks closed, so once
+// senders is zero no writer can send any more.
+func (s *Store) drain(pending []*op) []*op {
+	for {
+		select {
+		case o := <-s.ops:
+			pending = append(pending, o)
+			continue
+		default:
+		}
+		if s.senders.Load() == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for {
+		select {
+		case o := <-s.ops:
+			pending = append(pending, o)
+		default:
+			return pending
+		}
+	}
+}
+
+// errNotSent is the error of the writes answered without being sent
+// because etcd is unavailable.
+func errNotSent(cause error) error {
+	return fmt.Errorf("%w: etcd: not sent (%v) (%w)", store.ErrUnavailable, cause, context.DeadlineExceeded)
+}
+
+// dropStale answers, without sending them, the ops that waited longer
+// than the request timeout for their turn (the transactions before them
+// were slow), and returns the others.
+func (s *Store) dropStale(ops []*op) []*op {
+	out := ops[:0]
+	for _, o := range ops {
+		if w := time.Since(o.queued); w > s.timeout {
+			o.done <- errNotSent(fmt.Errorf("waited %s for the transactions before it", w.Round(time.Millisecond)))
+			continue
+		}
+		out = append(out, o)
+	}
+	clear(ops[len(out):])
+	return out
+}
+
+// failQueued answers ops, and every op waiting in the channel, with an
+// unavailable error without sending them: the transaction before them just
+// failed as unavailable, and each of theirs would wait out the request
+// timeout in turn.
+func (s *Store) failQueued(ops []*op, cause error) {
+	err := errNotSent(cause)
+	for _, o := range ops {
+		o.done <- err
+	}
+	for {
+		select {
+		case o := <-s.ops:
+			o.done <- err
+		default:
+			return
+		}
+	}
+}
+
 // commit commits as many of ops (in order) as fit one transaction,
 // answers them, and returns the rest. A transaction that lost a race with
-// another writer (a compare failed) is read and tried again.
+// another writer (a compare failed) is read and tried again. When etcd is
+// unavailable, the rest and the ops queued behind fail at once.
 func (s *Store) commit(ops []*op) []*op {
+	if ops = s.dropStale(ops); len(ops) == 0 {
+		return nil
+	}
 	linear := false
 	for attempt := 0; ; attempt++ {
 		b, rest, err := s.prepareN(ops, len(ops), linear)
 		if err != nil {
+			// Nothing was sent.
 			for _, o := range ops {
 				o.done <- err
+			}
+			if errors.Is(err, store.ErrUnavailable) {
+				s.failQueued(nil, err)
 			}
 			return nil
 		}
@@ -471,48 +597,68 @@ func (s *Store) commit(ops []*op) []*op {
 			// again: the keys they read may have changed too).
 			continue
 		case len(b.ops) > 1 && (errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge)):
-			// Surely not applied: commit them one at a time.
-			answered := b.all[:0:0]
+			// Surely not applied: commit them one at a time, with
+			// the refusals that rested on their writes.
+			var answered, alone []*op
 			for _, o := range b.all {
-				if !slices.Contains(b.ops, o) {
+				if slices.Contains(b.ops, o) || b.dependent[o] {
+					alone = append(alone, o)
+				} else {
 					answered = append(answered, o)
 				}
 			}
 			s.answer(&batch{all: answered, errs: b.errsFor(answered)}, nil)
-			for _, o := range b.ops {
-				s.commitAlone(o)
+			for i, o := range alone {
+				if err := s.commitAlone(o); err != nil {
+					s.failQueued(slices.Concat(alone[i+1:], rest), err)
+					return nil
+				}
 			}
 			return rest
 		default:
-			s.answer(b, s.wrap(err))
+			werr := s.wrap(err)
+			s.fail(b, err, werr)
+			if errors.Is(werr, store.ErrUnavailable) {
+				s.failQueued(rest, werr)
+				return nil
+			}
 			return rest
 		}
 	}
 }
 
-// commitAlone commits o in a transaction of its own.
-func (s *Store) commitAlone(o *op) {
+// commitAlone commits o in a transaction of its own. It returns the error
+// when etcd was unavailable.
+func (s *Store) commitAlone(o *op) error {
 	for attempt := 0; ; attempt++ {
 		b, _, err := s.prepareN([]*op{o}, 1, true)
 		if err != nil {
 			o.done <- err
-			return
+			if errors.Is(err, store.ErrUnavailable) {
+				return err
+			}
+			return nil
 		}
 		if len(b.ops) == 0 {
 			s.answer(b, nil)
-			return
+			return nil
 		}
 		ok, err := s.commitBatch(b)
 		switch {
 		case err != nil:
-			s.answer(b, s.wrap(err))
-			return
+			werr := s.wrap(err)
+			s.fail(b, err, werr)
+			if errors.Is(werr, store.ErrUnavailable) {
+				return werr
+			}
+			return nil
 		case ok:
+			s.commits.Add(1)
 			s.answer(b, nil)
-			return
+			return nil
 		case attempt >= 50:
 			s.answer(b, fmt.Errorf("%w: etcd: too much contention (%w)", store.ErrUnavailable, context.DeadlineExceeded))
-			return
+			return nil
 		}
 	}
 }
@@ -535,6 +681,26 @@ func (s *Store) answer(b *batch, err error) {
 	}
 }
 
+// fail answers the ops of a batch whose transaction failed with err (werr
+// as the store reports it). The ops in the transaction get werr, as an
+// *outcomeUnknown when the transaction may have been applied; the
+// refusals that rested on their writes (a join token another op of the
+// batch consumed) get werr too, as those writes may not exist; the other
+// refusals stand.
+func (s *Store) fail(b *batch, err, werr error) {
+	unknown := errors.Is(werr, store.ErrUnavailable) && !notApplied(err)
+	for i, o := range b.all {
+		e := b.errs[i]
+		switch {
+		case e == nil && unknown:
+			e = &outcomeUnknown{werr}
+		case e == nil || b.dependent[o]:
+			e = werr
+		}
+		o.done <- e
+	}
+}
+
 // batch is one transaction of the committer: the values read, the writes
 // of the ops applied so far (which later ops see), the compares, and the
 // log's side (as bolt's logBatch).
@@ -551,6 +717,10 @@ type batch struct {
 	hashes   [][]byte
 
 	refused bool // an op was refused
+	// readOverlay is set when get returned one of the batch's own
+	// writes; dependent holds the refused ops that read one.
+	readOverlay bool
+	dependent   map[*op]bool
 
 	ops   []*op   // applied without refusal: in the transaction
 	all   []*op   // every op decided in this batch
@@ -573,6 +743,7 @@ var errNotRead = errors.New("store: etcd: internal error: a write read a key it 
 // then compares.
 func (b *batch) get(key string) ([]byte, bool, error) {
 	if v, ok := b.overlay[key]; ok {
+		b.readOverlay = true
 		return v, v != nil, nil
 	}
 	kv, ok := b.snap[key]
@@ -662,7 +833,7 @@ func (s *Store) prepareN(ops []*op, n int, linear bool) (*batch, []*op, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	b := &batch{s: s, snap: snap, overlay: map[string][]byte{}, cmps: map[string]int64{}}
+	b := &batch{s: s, snap: snap, overlay: map[string][]byte{}, cmps: map[string]int64{}, dependent: map[*op]bool{}}
 	if kv := snap[s.k.logState()]; kv != nil {
 		if err := b.state.UnmarshalBinary(kv.Value); err != nil {
 			return nil, nil, fmt.Errorf("store: etcd: log state: %w", err)
@@ -676,13 +847,21 @@ func (s *Store) prepareN(ops []*op, n int, linear bool) (*batch, []*op, error) {
 			continue
 		}
 		// Room for o: its writes, the nodes the batch's leaves fix
-		// with o's, the state key, and its compares.
+		// with o's, the state key, and its compares. One that cannot
+		// fit even alone is refused: etcd would refuse it every time.
+		if need, cmps := o.writes+newNodes(b.state.Size(), uint64(o.leaves))+1, len(o.keys)+1; need > s.maxOps || cmps > s.maxOps || o.bytes > maxTxnBytes {
+			b.all = append(b.all, o)
+			b.errs = append(b.errs, fmt.Errorf("store: etcd: this write needs %d operations (%d compares, about %d bytes) in one transaction, more than max_txn_ops %d (or %d bytes) allows",
+				need, cmps, o.bytes, s.maxOps, maxTxnBytes))
+			continue
+		}
 		leaves := uint64(len(b.hashes) + o.leaves)
 		need := writes + o.writes + newNodes(b.state.Size(), leaves) + 1
-		if len(b.ops) > 0 && (need > s.maxOps || len(b.cmps)+len(o.keys)+1 > s.maxOps || b.bytes+o.bytes > maxTxnBytes) {
+		if len(b.all) > 0 && (need > s.maxOps || len(b.cmps)+len(o.keys)+1 > s.maxOps || b.bytes+o.bytes > maxTxnBytes) {
 			return b, ops[i:], nil
 		}
 		nOrder, nHashes, nBytes := len(b.order), len(b.hashes), b.bytes
+		b.readOverlay = false
 		err := o.apply(b)
 		var r *refusal
 		switch {
@@ -692,6 +871,9 @@ func (s *Store) prepareN(ops []*op, n int, linear bool) (*batch, []*op, error) {
 			}
 			b.all, b.errs = append(b.all, o), append(b.errs, r.err)
 			b.refused = true
+			if b.readOverlay {
+				b.dependent[o] = true
+			}
 		case err != nil:
 			// Not a refusal: this op fails alone; what it wrote is
 			// dropped.
@@ -774,11 +956,17 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 	}
 	ctx, cancel := s.reqCtx(context.Background())
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
-	if err != nil {
-		return false, err
+	send := func() (bool, error) {
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+		if err != nil {
+			return false, err
+		}
+		return resp.Succeeded, nil
 	}
-	return resp.Succeeded, nil
+	if h := s.commitHook.Load(); h != nil {
+		return (*h)(send)
+	}
+	return send()
 }
 
 // ---------------------------------------------------------------------
@@ -898,12 +1086,68 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		return nil
 	}
 	if err := s.write(ctx, o); err != nil {
-		return err
+		var unknown *outcomeUnknown
+		if !errors.As(err, &unknown) {
+			return err
+		}
+		// The transaction may have been committed: an agent retrying
+		// would then be refused (its join token or replay keys spent),
+		// so find out.
+		c, rerr := s.recheck(ctx, certKey, rec.DER)
+		if rerr != nil || c == nil {
+			return err
+		}
+		if leaf != nil {
+			if s.onLogAppend != nil {
+				s.onLogAppend()
+			}
+			iss.Certificate.LogIndex, iss.Certificate.LogTimestamp = c.LogIndex, c.LogTimestamp
+		}
+		return nil
 	}
 	if leaf != nil {
 		iss.Certificate.LogIndex, iss.Certificate.LogTimestamp = logIndex, leaf.Timestamp()
 	}
 	return nil
+}
+
+// recheck reads a certificate record linearizably after an issuance whose
+// transaction's outcome is unknown: it returns the record when it holds
+// der (the issuance was committed), nil when etcd answers that it does not
+// (it was not, unless etcd still holds the transaction and applies it
+// later: the caller answers "unavailable" then, as before). It retries
+// while etcd is unavailable, within ctx and a quarter of the request
+// timeout (at least 200 ms), so that a caller is answered about the
+// request timeout after it asked even without quorum.
+func (s *Store) recheck(ctx context.Context, key string, der []byte) (*store.Certificate, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(s.timeout/4, 200*time.Millisecond))
+	defer cancel()
+	for {
+		// Without a leader, fail at once (and try again) rather
+		// than wait.
+		resp, err := s.cli.Get(clientv3.WithRequireLeader(ctx), key)
+		if err == nil {
+			if len(resp.Kvs) == 0 {
+				return nil, nil
+			}
+			var c store.Certificate
+			if err := json.Unmarshal(resp.Kvs[0].Value, &c); err != nil {
+				return nil, fmt.Errorf("store: decode certificate: %w", err)
+			}
+			if !bytes.Equal(c.DER, der) {
+				return nil, nil
+			}
+			return &c, nil
+		}
+		if !isUnavailable(err) {
+			return nil, s.wrap(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, s.wrap(err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // withLogFields adds "log_index" and "log_timestamp" to a certificate

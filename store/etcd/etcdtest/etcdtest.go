@@ -118,6 +118,17 @@ func New(t testing.TB, n int) *Cluster {
 	return c
 }
 
+// NewWith is New with opts.
+func NewWith(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c, err := Start(t.TempDir(), n, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
 // Endpoints returns every member's client URL, stopped ones included (as a
 // client configured before a failure would have them).
 func (c *Cluster) Endpoints() []string {

@@ -1,0 +1,11 @@
+package etcd
+
+// SetCommitHook makes the committer call h in place of sending each write
+// transaction; send sends it. nil removes the hook.
+func SetCommitHook(s *Store, h func(send func() (bool, error)) (bool, error)) {
+	if h == nil {
+		s.commitHook.Store(nil)
+		return
+	}
+	s.commitHook.Store(&h)
+}
