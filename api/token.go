@@ -39,6 +39,9 @@ type TokenOptions struct {
 	// (exactly); empty means any absolute https URL or a SPIFFE ID in the
 	// trust domain.
 	Audiences []string
+	// PreviousKeys are ECDSA P-256 public keys published in the JWKS
+	// beside Signer's (a key rotation), never used to sign.
+	PreviousKeys []crypto.PublicKey
 }
 
 // Token endpoint limits.
@@ -151,12 +154,10 @@ func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
 		return nil, errors.New("api: tokens: DefaultTTL is above MaxTTL")
 	}
 	o.Issuer = strings.TrimSuffix(o.Issuer, "/")
-	jwk := jose.JSONWebKey{Key: pub, Algorithm: string(jose.ES256), Use: "sig"}
-	tp, err := jwk.Thumbprint(crypto.SHA256)
+	jwk, err := es256JWK(pub)
 	if err != nil {
-		return nil, fmt.Errorf("api: tokens: %w", err)
+		return nil, err
 	}
-	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
 	opts := (&jose.SignerOptions{}).WithType("at+jwt").WithHeader(jose.HeaderKey("kid"), jwk.KeyID)
 	var key any = cryptosigner.Opaque(o.Signer)
 	if priv, ok := o.Signer.(*ecdsa.PrivateKey); ok {
@@ -170,7 +171,21 @@ func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
 	for _, s := range o.Scopes {
 		t.scopes[s] = true
 	}
-	if t.jwks, err = json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}}); err != nil {
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}}
+	for _, pk := range o.PreviousKeys {
+		prev, ok := pk.(*ecdsa.PublicKey)
+		if !ok || prev.Curve != elliptic.P256() {
+			return nil, errors.New("api: tokens: a previous token key is not ECDSA P-256")
+		}
+		k, err := es256JWK(prev)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(set.Keys, func(j jose.JSONWebKey) bool { return j.KeyID == k.KeyID }) {
+			set.Keys = append(set.Keys, k)
+		}
+	}
+	if t.jwks, err = json.Marshal(set); err != nil {
 		return nil, err
 	}
 	md := map[string]any{
@@ -188,6 +203,17 @@ func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// es256JWK is pub's JWK, its kid the RFC 7638 thumbprint.
+func es256JWK(pub *ecdsa.PublicKey) (jose.JSONWebKey, error) {
+	jwk := jose.JSONWebKey{Key: pub, Algorithm: string(jose.ES256), Use: "sig"}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return jwk, fmt.Errorf("api: tokens: %w", err)
+	}
+	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	return jwk, nil
 }
 
 // sign makes the compact JWS of c.

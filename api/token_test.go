@@ -3,6 +3,8 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
@@ -126,7 +128,7 @@ func (e *env) verifyToken(raw string) (jose.Header, map[string]any) {
 	e.t.Helper()
 	r := do(e.t, e.client(nil), http.MethodGet, e.ts.URL+"/.well-known/jwks.json", "", nil)
 	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(r.body, &set); err != nil || len(set.Keys) != 1 {
+	if err := json.Unmarshal(r.body, &set); err != nil || len(set.Keys) == 0 {
 		e.t.Fatalf("JWKS %s: %v", r.body, err)
 	}
 	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256})
@@ -193,6 +195,28 @@ func TestTokenClientCredentials(t *testing.T) {
 	}
 	if _, c2 := e.verifyToken(tok2.AccessToken); c2["jti"] == c["jti"] {
 		t.Error("two tokens share a jti")
+	}
+}
+
+// TestTokenJWKSPreviousKeys: during a rotation the previous key is
+// published beside the signing key, which alone signs.
+func TestTokenJWKSPreviousKeys(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	prev := mustKey(t, ca.ECP256)
+	withTokens(t, e, &api.TokenOptions{PreviousKeys: []crypto.PublicKey{prev.Public()}}, nil)
+	r := do(t, e.client(nil), http.MethodGet, e.ts.URL+"/.well-known/jwks.json", "", nil)
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(r.body, &set); err != nil || len(set.Keys) != 2 {
+		t.Fatalf("JWKS %s (%v), want the token key and the previous one", r.body, err)
+	}
+	if k, ok := set.Keys[1].Key.(*ecdsa.PublicKey); !ok || !k.Equal(prev.Public()) || set.Keys[1].KeyID == set.Keys[0].KeyID {
+		t.Fatalf("second key %+v is not the previous key", set.Keys[1])
+	}
+	a := e.enroll(agentA, "")
+	_, body := e.postForm(e.client(a.tls), tokenForm(testScope, toolsURL))
+	h, _ := e.verifyToken(body["access_token"].(string))
+	if h.KeyID != set.Keys[0].KeyID {
+		t.Errorf("token signed by kid %s, want the current key %s", h.KeyID, set.Keys[0].KeyID)
 	}
 }
 

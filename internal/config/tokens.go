@@ -22,6 +22,12 @@ type Tokens struct {
 	// Audiences are the resources (RFC 8707) and audiences tokens may
 	// name; empty means any https URL or SPIFFE ID in the trust domain.
 	Audiences []string `json:"audiences,omitempty"`
+	// PreviousKeys are PEM files of ECDSA P-256 public keys published in
+	// the JWKS beside the token key (relative to the state directory
+	// unless absolute), so that tokens signed with a key being rotated
+	// out (or, during an HA rollout, in) keep verifying. They sign
+	// nothing.
+	PreviousKeys []string `json:"previous_keys,omitempty"`
 }
 
 // Token lifetime defaults.
@@ -91,6 +97,11 @@ func (c *Config) validateTokens(bad func(field, format string, args ...any)) {
 		u, err := url.Parse(a)
 		if err != nil || !u.IsAbs() || u.Fragment != "" || strings.ContainsAny(a, " \t\r\n#") || len(a) > 512 {
 			bad(field, "%q is not an absolute URI without a fragment (or a SPIFFE ID)", a)
+		}
+	}
+	for i, k := range t.PreviousKeys {
+		if strings.TrimSpace(k) == "" || slices.Index(t.PreviousKeys, k) != i {
+			bad(fmt.Sprintf("tokens.previous_keys[%d]", i), "%q is empty or repeated", k)
 		}
 	}
 	p := c.Policy

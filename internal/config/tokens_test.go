@@ -38,6 +38,8 @@ func TestTokensAndPolicyRefused(t *testing.T) {
 		{"max above ceiling", `{"max_ttl": "48h"}`, `{}`, "tokens.max_ttl"},
 		{"bad scope", `{"scopes": ["a b"]}`, `{}`, "tokens.scopes[0]"},
 		{"duplicate scope", `{"scopes": ["a", "a"]}`, `{}`, "tokens.scopes[1]"},
+		{"repeated previous key", `{"previous_keys": ["keys/p.pub", "keys/p.pub"]}`, `{}`, "tokens.previous_keys[1]"},
+		{"empty previous key", `{"previous_keys": [""]}`, `{}`, "tokens.previous_keys[0]"},
 		{"relative audience", `{"audiences": ["/tools"]}`, `{}`, "tokens.audiences[0]"},
 		{"foreign SPIFFE audience", `{"audiences": ["spiffe://other.org/x"]}`, `{}`, "tokens.audiences[0]"},
 		{"unknown field", `{"scope": ["a"]}`, `{}`, "unknown field"},
