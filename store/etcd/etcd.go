@@ -302,7 +302,7 @@ func (s *Store) wrap(err error) error {
 		return nil
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, context.Canceled), errors.Is(err, store.ErrUnavailable):
 		return err
-	case errors.Is(err, rpctypes.ErrNoSpace):
+	case errors.Is(rpctypes.Error(err), rpctypes.ErrNoSpace):
 		// The cluster's NOSPACE alarm: every write fails until an
 		// operator compacts, defragments and disarms it (docs/ha.md).
 		return fmt.Errorf("%w: etcd: %v: the cluster reached its --quota-backend-bytes; compact, defragment and disarm the alarm (see docs/ha.md) (%w)",
@@ -321,6 +321,7 @@ func (s *Store) wrap(err error) error {
 // too many requests, and gRPC's Unavailable and DeadlineExceeded codes,
 // which the client returns as status errors.
 func isUnavailable(err error) bool {
+	err = rpctypes.Error(err) // a gRPC status error as etcd's own
 	if notApplied(err) {
 		return true
 	}
@@ -341,6 +342,7 @@ func isUnavailable(err error) bool {
 // that failed with another unavailable error (a timeout, a lost
 // connection) may still have been committed.
 func notApplied(err error) bool {
+	err = rpctypes.Error(err)
 	for _, e := range []error{clientv3.ErrNoAvailableEndpoints, rpctypes.ErrNoSpace, rpctypes.ErrTooManyRequests,
 		rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrUnhealthy, rpctypes.ErrNotCapable} {
 		if errors.Is(err, e) {

@@ -9,3 +9,6 @@ func SetCommitHook(s *Store, h func(send func() (bool, error)) (bool, error)) {
 	}
 	s.commitHook.Store(&h)
 }
+
+// Wrap is Store.wrap on a store that is not closed.
+func Wrap(err error) error { return (&Store{}).wrap(err) }

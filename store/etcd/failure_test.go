@@ -14,6 +14,7 @@ import (
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/etcd"
 	"github.com/agentca/agentca/store/etcd/etcdtest"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
 // hookState drives etcd.SetCommitHook: each write transaction waits for
@@ -277,5 +278,28 @@ func TestMinTxnOps(t *testing.T) {
 	c2, l2 := logged(t)
 	if err := s.Issue(ctx, &store.Issuance{Certificate: c2, Now: now, LogLeaf: l2}); err != nil {
 		t.Fatalf("the next issuance: %v", err)
+	}
+}
+
+// TestWrapUnavailable: the errors of a cluster that cannot take a write for
+// now (a full quota, too many requests, a lost leader, timeouts) are
+// store.ErrUnavailable (503), not internal errors.
+func TestWrapUnavailable(t *testing.T) {
+	for _, err := range []error{rpctypes.ErrNoSpace, rpctypes.ErrTooManyRequests, rpctypes.ErrUnhealthy, rpctypes.ErrNoLeader,
+		rpctypes.ErrNotLeader, rpctypes.ErrLeaderChanged, rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
+		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex, rpctypes.ErrStopped,
+		rpctypes.ErrGRPCNoSpace, context.DeadlineExceeded, errors.New("rpc error: code = Unknown desc = raft proposal dropped")} {
+		got := etcd.Wrap(err)
+		if !errors.Is(got, store.ErrUnavailable) || !errors.Is(got, context.DeadlineExceeded) {
+			t.Errorf("wrap(%v) = %v, want ErrUnavailable", err, got)
+		}
+	}
+	if got := etcd.Wrap(rpctypes.ErrNoSpace); !strings.Contains(got.Error(), "quota") {
+		t.Errorf("the NOSPACE error does not name the quota: %v", got)
+	}
+	for _, err := range []error{rpctypes.ErrCompacted, rpctypes.ErrPermissionDenied, rpctypes.ErrTooManyOps} {
+		if got := etcd.Wrap(err); errors.Is(got, store.ErrUnavailable) {
+			t.Errorf("wrap(%v) = %v, want an error other than ErrUnavailable", err, got)
+		}
 	}
 }
