@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/cost"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/ext"
 	"cel.dev/cel-go/interpreter"
@@ -60,10 +61,41 @@ const (
 	MaxFileSize   = 1 << 20
 	MaxRules      = 1000
 	MaxExprLength = 4096
-	// costLimit bounds one rule's evaluation (CEL's cost units), so no
-	// rule can make a decision slow, whatever its comprehensions.
+	// costLimit bounds one rule's evaluation (CEL's cost units) at run
+	// time: a rule that reaches it is an evaluation error (a denial).
 	costLimit = 100_000
+	// MaxEstimatedCost bounds a rule's worst-case cost as CEL's checker
+	// estimates it at compile time, from the input sizes in inputSizes:
+	// a rule above it is refused when the policy is loaded, so a rule
+	// that could be expensive does not wait for a large request to fail.
+	MaxEstimatedCost = costLimit
 )
+
+// inputSizes are the sizes the compile-time cost estimate assumes for the
+// variables (lists and maps: entries; strings: bytes), generous bounds on
+// what a request carries.
+var inputSizes = map[string]uint64{
+	"endpoint": 8, "provisioner": 128, "spiffe_id": 2048, "task": 128,
+	"claims": 64, "claims.@keys": 128, "claims.@values": 2048,
+	"dns_names": 100, "dns_names.@items": 253,
+	"scope": 32, "scope.@items": 128,
+	"audience": 8, "audience.@items": 512,
+	"environment": 64, "environment.@keys": 128, "environment.@values": 1024,
+}
+
+// sizeEstimator gives the checker the sizes above.
+type sizeEstimator struct{}
+
+func (sizeEstimator) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
+	if max, ok := inputSizes[strings.Join(n.Path(), ".")]; ok {
+		return &cost.SizeEstimate{Min: 0, Max: max}
+	}
+	return nil
+}
+
+func (sizeEstimator) EstimateCallCost(string, string, *cost.AstNode, []cost.AstNode) *cost.CallEstimate {
+	return nil
+}
 
 // Rule is one entry of the policy file.
 type Rule struct {
@@ -275,6 +307,13 @@ func compileRule(env *cel.Env, r Rule) (compiled, error) {
 	}
 	if !ast.OutputType().IsExactType(types.BoolType) {
 		return c, fmt.Errorf(`"when" is of type %s, not bool`, ast.OutputType())
+	}
+	est, err := env.EstimateCost(ast, sizeEstimator{})
+	if err != nil {
+		return c, fmt.Errorf("cannot estimate its cost: %s", oneLine(err.Error()))
+	}
+	if est.Max > MaxEstimatedCost {
+		return c, fmt.Errorf("its estimated worst-case cost %d exceeds %d: bound its comprehensions (e.g. test a list's size first, avoid nesting them over request lists)", est.Max, MaxEstimatedCost)
 	}
 	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(costLimit))
 	if err != nil {

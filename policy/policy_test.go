@@ -142,3 +142,35 @@ func BenchmarkEvaluate(b *testing.B) {
 		}
 	}
 }
+
+// TestExpensiveRuleRefused: a rule whose estimated worst-case cost is
+// beyond the bound is refused at load time; the documented rules and
+// ordinary guards pass.
+func TestExpensiveRuleRefused(t *testing.T) {
+	expensive := []string{
+		// every DNS name against every other, by regular expression
+		`dns_names.exists(a, dns_names.exists(b, a != b && a.matches(b)))`,
+		`claims.all(k, claims.all(j, claims[k].contains(claims[j])))`,
+	}
+	for _, when := range expensive {
+		_, err := policy.Compile(policy.File{Rules: []policy.Rule{{Name: "slow", When: when, Effect: policy.Deny}}}, policy.Allow)
+		if err == nil || !strings.Contains(err.Error(), "estimated worst-case cost") || !strings.Contains(err.Error(), `"slow"`) {
+			t.Errorf("%s: err = %v, want a cost refusal naming the rule", when, err)
+		}
+	}
+	cheap := []string{
+		`provisioner == 'k8s' && claims['namespace'] == 'sandbox'`,
+		`now.getHours('Europe/Paris') < 7 || now.getHours('Europe/Paris') >= 20`,
+		`'tools.admin' in scope && !spiffe_id.startsWith('spiffe://example.org/ops/')`,
+		`claims.?namespace.orValue('') == 'sandbox'`,
+		`dns_names.all(d, d.endsWith('.example.org'))`,
+		`spiffe_id.matches('^spiffe://example.org/(agent|tool)/[a-z0-9-]+$')`,
+		`scope.all(s, s.startsWith('tools.'))`,
+	}
+	for _, when := range cheap {
+		if _, err := policy.Compile(policy.File{Rules: []policy.Rule{{Name: "ok", When: when, Effect: policy.Deny}}}, policy.Allow); err != nil {
+			t.Errorf("%s: %v", when, err)
+		}
+	}
+	example(t) // the documented policy compiles
+}
