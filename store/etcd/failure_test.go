@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +15,10 @@ import (
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/etcd"
 	"github.com/agentca/agentca/store/etcd/etcdtest"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // hookState drives etcd.SetCommitHook: each write transaction waits for
@@ -300,6 +304,85 @@ func TestWrapUnavailable(t *testing.T) {
 	for _, err := range []error{rpctypes.ErrCompacted, rpctypes.ErrPermissionDenied, rpctypes.ErrTooManyOps} {
 		if got := etcd.Wrap(err); errors.Is(got, store.ErrUnavailable) {
 			t.Errorf("wrap(%v) = %v, want an error other than ErrUnavailable", err, got)
+		}
+	}
+}
+
+// fakeWatcher replays, for the revocation prefix, one watch that reports
+// its creation and one event at the store's current header revision (as
+// etcd does while it sends a backlog), then breaks; it records the
+// revision each watch starts from.
+type fakeWatcher struct {
+	clientv3.Watcher
+	prefix string
+	mu     sync.Mutex
+	revs   []int64
+}
+
+func (f *fakeWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	ch := make(chan clientv3.WatchResponse, 4)
+	if key != f.prefix {
+		return ch // the other watches see nothing
+	}
+	op := clientv3.OpGet(key, opts...)
+	f.mu.Lock()
+	f.revs = append(f.revs, op.Rev())
+	first := len(f.revs) == 1
+	f.mu.Unlock()
+	if first {
+		const current = 5000 // far ahead: the backlog is not sent yet
+		ev := &clientv3.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte(key + "abcd/01"), Value: []byte(`{"serial":"01"}`), ModRevision: op.Rev()}}
+		ch <- clientv3.WatchResponse{Header: &etcdserverpb.ResponseHeader{Revision: current}, Created: true}
+		ch <- clientv3.WatchResponse{Header: &etcdserverpb.ResponseHeader{Revision: current}, Events: []*clientv3.Event{ev}}
+		close(ch) // the watch breaks
+	}
+	return ch
+}
+
+// TestWatchResumesAfterLastEvent: a broken watch resumes after the last
+// event it delivered, not after the header revision of the responses,
+// which during a backlog is the store's current one (that would skip
+// revocations without a resync).
+func TestWatchResumesAfterLastEvent(t *testing.T) {
+	cluster := etcdtest.New(t, 1)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cluster.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	fw := &fakeWatcher{Watcher: cli.Watcher, prefix: "/wr/rev/"}
+	cli.Watcher = fw
+	s, err := etcd.Open(context.Background(), etcd.Options{Client: cli, Prefix: "/wr", MaxTxnOps: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got := make(chan store.Change, 10)
+	go func() { _ = s.Watch(ctx, func(c store.Change) { got <- c }) }()
+	select {
+	case c := <-got:
+		if c.Kind != store.ChangeRevoked {
+			t.Fatalf("change %v, want a revocation", c.Kind)
+		}
+	case <-ctx.Done():
+		t.Fatal("no change reported")
+	}
+	for {
+		fw.mu.Lock()
+		revs := slices.Clone(fw.revs)
+		fw.mu.Unlock()
+		if len(revs) >= 2 {
+			if revs[1] != revs[0]+1 {
+				t.Fatalf("the watch started at %d, delivered the event at %d and resumed at %d; want %d", revs[0], revs[0], revs[1], revs[0]+1)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the watch did not resume")
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

@@ -96,8 +96,18 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 			if err := resp.Err(); err != nil {
 				break
 			}
+			// Only events, and progress notifications (sent once the
+			// watcher has caught up), move next: a response's header
+			// revision is the store's current one, which a watcher
+			// still sending a backlog (etcd sends it in parts, each
+			// with the current revision, and the creation response
+			// has it too) has not reached.
+			if len(resp.Events) > 0 {
+				next = resp.Events[len(resp.Events)-1].Kv.ModRevision + 1
+			} else if resp.IsProgressNotify() && resp.Header.Revision >= next {
+				next = resp.Header.Revision + 1
+			}
 			for _, ev := range resp.Events {
-				next = ev.Kv.ModRevision + 1
 				if ev.Type != mvccpb.PUT {
 					continue
 				}
@@ -110,9 +120,6 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 				if !send(c) {
 					break
 				}
-			}
-			if resp.Header.Revision >= next {
-				next = resp.Header.Revision + 1
 			}
 		}
 		wcancel()
