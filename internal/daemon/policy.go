@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/internal/config"
@@ -46,15 +44,7 @@ func LoadPolicy(dir string, cfg *config.Config) (*api.Policy, error) {
 // parse or a rule that does not compile keeps the running policy, and
 // the log says which rule and why.
 func reloadPolicyOnHUP(ctx context.Context, dir, cfgPath string, srv *api.Server, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-		}
+	onSIGHUP(ctx, func() {
 		cfg, err := config.Load(cfgPath)
 		var p *api.Policy
 		if err == nil {
@@ -62,7 +52,7 @@ func reloadPolicyOnHUP(ctx context.Context, dir, cfgPath string, srv *api.Server
 		}
 		if err != nil {
 			log.Error("policy reload failed; keeping the running policy", "err", err)
-			continue
+			return
 		}
 		srv.SetPolicy(p)
 		rules := 0
@@ -70,5 +60,5 @@ func reloadPolicyOnHUP(ctx context.Context, dir, cfgPath string, srv *api.Server
 			rules = p.Rules.Len()
 		}
 		log.Info("reloaded policy", "file", cfg.Policy.File, "rules", rules, "default", cfg.Policy.DefaultEffect())
-	}
+	})
 }

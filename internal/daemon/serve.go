@@ -313,6 +313,23 @@ func listenAdmin(path string) (net.Listener, error) {
 // reloadOnHUP re-reads agentca.json on SIGHUP and swaps in the new
 // provisioners; a bad file keeps the running set and logs why.
 func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.Server, log *slog.Logger) {
+	onSIGHUP(ctx, func() {
+		cfg, err := config.Load(cfgPath)
+		if err == nil {
+			var provs map[string]*api.Provisioner
+			if provs, err = newProvisioners(cfg, st, log); err == nil {
+				srv.SetProvisioners(provs)
+				log.Info("reloaded provisioners", "count", len(provs))
+				return
+			}
+		}
+		log.Error("reload failed; keeping the running configuration", "err", err)
+	})
+}
+
+// onSIGHUP calls reload after each SIGHUP until ctx is done. Every
+// caller gets every signal.
+func onSIGHUP(ctx context.Context, reload func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -321,17 +338,8 @@ func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.S
 		case <-ctx.Done():
 			return
 		case <-hup:
+			reload()
 		}
-		cfg, err := config.Load(cfgPath)
-		if err == nil {
-			var provs map[string]*api.Provisioner
-			if provs, err = newProvisioners(cfg, st, log); err == nil {
-				srv.SetProvisioners(provs)
-				log.Info("reloaded provisioners", "count", len(provs))
-				continue
-			}
-		}
-		log.Error("reload failed; keeping the running configuration", "err", err)
 	}
 }
 
