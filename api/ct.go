@@ -225,7 +225,19 @@ func (l *Log) refresh(ctx context.Context) {
 		sth, err = l.signer.Sign(st, max(uint64(l.now().UnixMilli()), cur.sth.Timestamp))
 	}
 	if err == nil {
-		sth, err = l.publish(ctx, sth)
+		var got *ct.SignedTreeHead
+		got, err = l.publish(ctx, sth)
+		if errors.Is(err, store.ErrTreeHead) {
+			// A replica whose clock is ahead stored a smaller tree
+			// head with a later timestamp: sign again with that
+			// timestamp, so published timestamps never go back.
+			if prev, perr := l.store.TreeHead(ctx); perr == nil && prev.Timestamp > sth.Timestamp {
+				if sth, err = l.signer.Sign(st, prev.Timestamp); err == nil {
+					got, err = l.publish(ctx, sth)
+				}
+			}
+		}
+		sth = got
 	}
 	var r *logRound
 	if err == nil {

@@ -83,6 +83,10 @@ type TreeHeadPublisher interface {
 	// PublishTreeHead stores sth as the latest signed tree head unless
 	// one of the same or a larger size is stored already; it returns the
 	// stored one (sth, or the other replica's) to publish. It refuses
-	// (ErrTreeHead) a tree head the stored log contradicts.
+	// (ErrTreeHead) a tree head the stored log contradicts, and one
+	// larger than the stored one but timestamped before it (a replica
+	// whose clock is behind), so that published timestamps never go
+	// back: the caller signs again with the stored tree head's timestamp
+	// (TreeHead) and publishes that.
 	PublishTreeHead(ctx context.Context, sth *ct.SignedTreeHead) (*ct.SignedTreeHead, error)
 }

@@ -282,6 +282,9 @@ func (s *Store) PublishTreeHead(ctx context.Context, sth *ct.SignedTreeHead) (*c
 			// not moved below it since.
 			return seen.sth, nil
 		}
+		if err := laterTimestamp(seen.sth, sth); err != nil {
+			return nil, err
+		}
 		rev = seen.rev
 	}
 	for attempt := 0; attempt < 100; attempt++ {
@@ -309,9 +312,23 @@ func (s *Store) PublishTreeHead(ctx context.Context, sth *ct.SignedTreeHead) (*c
 		if prev.TreeSize >= sth.TreeSize {
 			return prev, nil
 		}
+		if err := laterTimestamp(prev, sth); err != nil {
+			return nil, err
+		}
 		rev = kvs[0].ModRevision
 	}
 	return nil, errors.New("store: etcd: the tree head keeps changing")
+}
+
+// laterTimestamp refuses a tree head, larger than the stored prev, that
+// is timestamped before it (its replica's clock is behind): the tree
+// heads served would go back in time.
+func laterTimestamp(prev, sth *ct.SignedTreeHead) error {
+	if sth.Timestamp < prev.Timestamp {
+		return fmt.Errorf("%w: timestamp %d is before the stored tree head's %d (size %d): sign again with a timestamp at least that one",
+			store.ErrTreeHead, sth.Timestamp, prev.Timestamp, prev.TreeSize)
+	}
+	return nil
 }
 
 // seenSTH is the tree head key as PublishTreeHead last saw it.

@@ -239,3 +239,53 @@ func TestQuorumLoss(t *testing.T) {
 		t.Fatalf("read without quorum: err = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestPublishTreeHeadTimestampsForward: a replica whose clock is behind
+// cannot publish a larger tree head timestamped before the stored one; the
+// same tree head signed with the stored timestamp is published.
+func TestPublishTreeHeadTimestampsForward(t *testing.T) {
+	cluster := etcdtest.New(t, 1)
+	a, b := open(t, cluster, "/pt", 0), open(t, cluster, "/pt", 0)
+	ctx := context.Background()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := translog.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func() translog.State {
+		c, l := logged(t)
+		if err := a.Issue(ctx, &store.Issuance{Certificate: c, Now: now, LogLeaf: l}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := a.LogState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	st1 := issue()
+	sth1, _ := signer.Sign(st1, 5000)
+	if _, err := a.PublishTreeHead(ctx, sth1); err != nil {
+		t.Fatal(err)
+	}
+	st2 := issue()
+	if _, err := b.LogState(ctx); err != nil {
+		t.Fatal(err)
+	}
+	behind, _ := signer.Sign(st2, 4000)
+	if _, err := b.PublishTreeHead(ctx, behind); !errors.Is(err, store.ErrTreeHead) {
+		t.Fatalf("a larger tree head timestamped before the stored one: %v, want ErrTreeHead", err)
+	}
+	again, _ := signer.Sign(st2, 5000)
+	if got, err := b.PublishTreeHead(ctx, again); err != nil || got != again {
+		t.Fatalf("signed again with the stored timestamp: %v, %v", got, err)
+	}
+	st3 := issue()
+	behind3, _ := signer.Sign(st3, 4999)
+	if _, err := a.PublishTreeHead(ctx, behind3); !errors.Is(err, store.ErrTreeHead) {
+		t.Fatalf("through the replica that last saw an older tree head: %v, want ErrTreeHead", err)
+	}
+}
