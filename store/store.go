@@ -181,7 +181,9 @@ type Store interface {
 	Log
 	// Issue records iss atomically: the certificate, its log entry
 	// (iss.LogLeaf), the join token's consumption and the replay keys,
-	// or nothing. It returns ErrDuplicateSerial, ErrTokenInvalid or
+	// or nothing. An error wrapping ErrUnavailable may leave the outcome
+	// unknown (store/etcd reads the record back first, and reports
+	// success when the issuance was committed). It returns ErrDuplicateSerial, ErrTokenInvalid or
 	// ErrReplay when a check fails, and ErrTaskEnded when
 	// iss.Certificate.Task names an ended task (checked in the same
 	// transaction).
@@ -212,6 +214,11 @@ type Store interface {
 	// returns ErrNotFound for a key that does not exist.
 	DeleteReplayKey(ctx context.Context, key string) error
 	// CreateJoinTokens stores new tokens atomically, or none of them.
+	// store/etcd is the exception for large requests: it creates them in
+	// transactions of at most --max-txn-ops/2 tokens and deletes the
+	// ones created when a later transaction fails; should that cleanup
+	// fail too (etcd unavailable), some tokens of a request reported as
+	// failed remain until they expire. Nobody holds their secrets.
 	CreateJoinTokens(ctx context.Context, tokens []JoinToken) error
 	// JoinToken returns the token stored under hash, or ErrNotFound.
 	JoinToken(ctx context.Context, hash []byte) (*JoinToken, error)
@@ -220,6 +227,10 @@ type Store interface {
 	// (with their revocation entries) and join tokens whose ExpiresAt
 	// is, oldest first. The issuance log keeps its entries; replay keys
 	// stay. The daemon calls it with now minus the retention.
+	// store/etcd deletes in transactions of at most --max-txn-ops
+	// operations instead: a sweep that fails midway has removed some of
+	// the records (each index entry after its record, so the next sweep
+	// finds the rest).
 	Sweep(ctx context.Context, before time.Time, limit int) (Swept, error)
 	// Anchors returns the trust anchors (an empty set, sequence 0, when
 	// none was ever stored).

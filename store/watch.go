@@ -17,7 +17,9 @@ import (
 // cluster without quorum) within the request timeout. Errors wrapping it
 // also wrap context.DeadlineExceeded, so callers that treat a timeout as
 // "retry later" (the API answers 503) need no new case. The outcome of a
-// write that failed with it may be unknown (see store/etcd).
+// write that failed with it may be unknown: store/etcd's Issue reads its
+// record back before answering, but a revocation, for one, may have been
+// applied (retrying it changes nothing).
 var ErrUnavailable = errors.New("store: unavailable")
 
 // ChangeKind says what a Change is about.

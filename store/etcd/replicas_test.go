@@ -51,9 +51,35 @@ func logged(t *testing.T) (store.Certificate, *translog.Leaf) {
 // one cluster: a shared join token is used once, and the log has one
 // history holding exactly the certificates issued, at the indexes each
 // replica was told.
+//
+// It runs with max_txn_ops 1024 (cluster and store), at etcd's default 128
+// (batches split to fit), and with a store told 1024 on a cluster at 128,
+// so every large batch is refused as too many operations and committed
+// write by write.
 func TestReplicasShareOneLog(t *testing.T) {
-	cluster := etcdtest.New(t, 1)
-	a, b := open(t, cluster, "/r", 0), open(t, cluster, "/r", 0)
+	for _, tc := range []struct {
+		name           string
+		cluster, store int
+	}{{"1024", 1024, 1024}, {"default", etcd.DefaultMaxTxnOps, 0}, {"fallback", etcd.DefaultMaxTxnOps, 1024}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cluster := etcdtest.NewWith(t, 1, etcdtest.Options{MaxTxnOps: uint(tc.cluster)})
+			a, b := openOps(t, cluster, "/r", tc.store), openOps(t, cluster, "/r", tc.store)
+			testReplicasShareOneLog(t, a, b)
+		})
+	}
+}
+
+func openOps(t *testing.T, c *etcdtest.Cluster, prefix string, maxOps int) *etcd.Store {
+	t.Helper()
+	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: c.Endpoints(), Prefix: prefix, MaxTxnOps: maxOps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func testReplicasShareOneLog(t *testing.T, a, b *etcd.Store) {
 	ctx := context.Background()
 	raw := sha256.Sum256([]byte("token"))
 	if err := a.CreateJoinTokens(ctx, []store.JoinToken{{Hash: raw[:], SPIFFEID: "spiffe://example.org/a", Provisioner: "join",
