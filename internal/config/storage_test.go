@@ -40,6 +40,7 @@ func TestParseEtcdStorageRefuses(t *testing.T) {
 		{`{"type": "etcd", "endpoints": ["http://e:2379"], "username": "u"}`, "storage.username"},
 		{`{"type": "etcd", "endpoints": ["http://e:2379"], "request_timeout": "1ms"}`, "storage.request_timeout"},
 		{`{"type": "etcd", "endpoints": ["http://e:2379"], "max_txn_ops": 3}`, "storage.max_txn_ops"},
+		{`{"type": "etcd", "endpoints": ["http://e:2379"], "max_txn_ops": 95}`, "storage.max_txn_ops"},
 		{`{"type": "etcd", "endpoints": ["http://e:2379"], "path": "agentca.db"}`, "storage.path"},
 		{`{"type": "etcd", "endpoints": ["http://e:2379"], "password": "x"}`, "password"},
 		{`{"type": "bbolt", "endpoints": ["http://e:2379"]}`, "storage"},
@@ -49,5 +50,14 @@ func TestParseEtcdStorageRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.field) {
 			t.Errorf("%s: err = %v, want one naming %s", tt.storage, err, tt.field)
 		}
+	}
+}
+
+// 96 operations, the most one issuance may need, is the smallest
+// max_txn_ops accepted.
+func TestStorageMaxTxnOpsMinimum(t *testing.T) {
+	c, err := config.Parse(withStorage(`{"type": "etcd", "endpoints": ["http://e:2379"], "max_txn_ops": 96}`))
+	if err != nil || c.Storage.MaxTxnOps != 96 {
+		t.Fatalf("max_txn_ops 96: %v", err)
 	}
 }
