@@ -292,24 +292,34 @@ func (c *Client) Roots(ctx context.Context) ([]*x509.Certificate, error) {
 	return ParseCertificates(body)
 }
 
-// Bundle fetches the CA's SPIFFE trust bundle (/v1/bundle) for trust
-// domain td and returns its X.509 authorities and its refresh hint (zero
-// when the bundle has none).
-func (c *Client) Bundle(ctx context.Context, td spiffeid.TrustDomain) ([]*x509.Certificate, time.Duration, error) {
+// Bundle is the CA's SPIFFE trust bundle (/v1/bundle).
+type Bundle struct {
+	// Roots are its X.509 authorities: every anchor to trust now.
+	Roots []*x509.Certificate
+	// RefreshHint is its spiffe_refresh_hint; zero when it has none.
+	RefreshHint time.Duration
+	// Sequence is its spiffe_sequence: it grows with every change of the
+	// CA's anchors. Zero when it has none.
+	Sequence uint64
+}
+
+// Bundle fetches the CA's SPIFFE trust bundle for trust domain td.
+func (c *Client) Bundle(ctx context.Context, td spiffeid.TrustDomain) (*Bundle, error) {
 	body, err := c.get(ctx, "/v1/bundle")
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	b, err := spiffebundle.Parse(td, body)
 	if err != nil {
-		return nil, 0, fmt.Errorf("agent: /v1/bundle: %w", err)
+		return nil, fmt.Errorf("agent: /v1/bundle: %w", err)
 	}
-	roots := b.X509Authorities()
-	if len(roots) == 0 {
-		return nil, 0, errors.New("agent: /v1/bundle has no X.509 authority")
+	out := &Bundle{Roots: b.X509Authorities()}
+	if len(out.Roots) == 0 {
+		return nil, errors.New("agent: /v1/bundle has no X.509 authority")
 	}
-	hint, _ := b.RefreshHint()
-	return roots, hint, nil
+	out.RefreshHint, _ = b.RefreshHint()
+	out.Sequence, _ = b.SequenceNumber()
+	return out, nil
 }
 
 // get fetches path from the CA over the trusted TLS connection; anything

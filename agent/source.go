@@ -87,6 +87,8 @@ type Source struct {
 type trustState struct {
 	roots []*x509.Certificate
 	pool  *x509.CertPool
+	// seq is the bundle's spiffe_sequence (0: the configured roots).
+	seq uint64
 }
 
 func newTrustState(roots []*x509.Certificate) *trustState {
@@ -257,7 +259,7 @@ func (s *Source) bundleLoop(ctx context.Context) {
 			wait = retry
 			continue
 		}
-		roots, hint, err := s.client.Bundle(ctx, id.TrustDomain())
+		b, err := s.refreshBundle(ctx, id.TrustDomain())
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("could not refresh the trust bundle; keeping the current one", "err", err)
@@ -265,24 +267,40 @@ func (s *Source) bundleLoop(ctx context.Context) {
 			wait = retry
 			continue
 		}
-		s.setRoots(roots)
 		if s.cfg.Dir != "" {
-			if err := WriteBundle(s.cfg.Dir, roots); err != nil {
+			if err := WriteBundle(s.cfg.Dir, s.Roots()); err != nil {
 				s.log.Warn("could not write the trust bundle", "err", err)
 			}
 		}
 		wait = defaultBundleRefresh
-		if hint > 0 {
-			wait = hint
+		if b.RefreshHint > 0 {
+			wait = b.RefreshHint
 		}
 		wait = min(max(wait, minBundleRefresh), maxBundleRefresh)
 	}
 }
 
-// setRoots makes roots the trust anchors, for peers and for the CA.
-func (s *Source) setRoots(roots []*x509.Certificate) {
-	s.trust.Store(newTrustState(roots))
-	s.client.setRoots(s.trust.Load().pool)
+// refreshBundle fetches the bundle and makes its roots the trust anchors,
+// for peers and for the CA, unless a newer bundle (a higher
+// spiffe_sequence, fetched concurrently by the renewal or the refresh
+// loop) is installed already.
+func (s *Source) refreshBundle(ctx context.Context, td spiffeid.TrustDomain) (*Bundle, error) {
+	b, err := s.client.Bundle(ctx, td)
+	if err != nil {
+		return nil, err
+	}
+	next := newTrustState(b.Roots)
+	next.seq = b.Sequence
+	for {
+		cur := s.trust.Load()
+		if cur.seq > next.seq {
+			return b, nil
+		}
+		if s.trust.CompareAndSwap(cur, next) {
+			s.client.setRoots(s.trust.Load().pool)
+			return b, nil
+		}
+	}
 }
 
 // install checks the log receipt, refreshes the bundle, writes the files
@@ -293,10 +311,10 @@ func (s *Source) install(ctx context.Context, cr *Credentials) error {
 			return err
 		}
 	}
-	if roots, err := s.client.Roots(ctx); err != nil {
+	if id, err := spiffeid.FromString(cr.SPIFFEID); err != nil {
+		s.log.Warn("cannot refresh the trust bundle", "err", err)
+	} else if _, err := s.refreshBundle(ctx, id.TrustDomain()); err != nil {
 		s.log.Warn("could not refresh the trust bundle; keeping the current one", "err", err)
-	} else {
-		s.setRoots(roots)
 	}
 	if s.cfg.Dir != "" {
 		if err := WriteFiles(s.cfg.Dir, cr, s.Roots()); err != nil {
