@@ -410,13 +410,19 @@ func logAudit(c *cli.Context) error {
 		return err
 	}
 	defer st.Close()
-	rep, err := logaudit.Run(c.Context, st, key)
+	// Records of certificates expired past the retention may have been
+	// swept; their entries stay in the log.
+	rep, err := logaudit.RunWithOptions(c.Context, st, logaudit.Options{LogKey: key,
+		SweptBefore: time.Now().Add(-cfg.Storage.RetentionOrDefault())})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	w := c.App.Writer
 	fmt.Fprintf(w, "log entries        %d\n", rep.Entries)
 	fmt.Fprintf(w, "certificates       %d\n", rep.Certificates)
+	if rep.Swept > 0 {
+		fmt.Fprintf(w, "swept records      %d (expired more than %s ago; their entries stay in the log)\n", rep.Swept, cfg.Storage.RetentionOrDefault())
+	}
 	fmt.Fprintf(w, "recomputed root    %x\n", rep.Root)
 	if rep.TreeHead != nil {
 		fmt.Fprintf(w, "signed tree head   size %d, root %x, signed at %s\n", rep.TreeHead.TreeSize,

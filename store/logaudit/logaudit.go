@@ -7,7 +7,8 @@
 // index that points elsewhere, a stored tree state or stored node that is
 // not the entries' tree, a signed tree head that does not verify or whose
 // root the entries do not give, a certificate record without its entry,
-// an entry without its certificate record. It does not judge whether a
+// an entry without its certificate record (unless retention removed the
+// record: see Options.SweptBefore). It does not judge whether a
 // certificate should have been issued, and it cannot see what was removed
 // from the end of the log after the last saved tree head (a relying party
 // that kept a later tree head can: `agentca log verify`).
@@ -22,6 +23,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/translog"
@@ -40,9 +42,24 @@ type Report struct {
 	Root []byte
 	// TreeHead is the last saved signed tree head, nil if none.
 	TreeHead *ct.SignedTreeHead
+	// Swept counts the entries whose record is gone because their
+	// certificate expired before Options.SweptBefore (retention).
+	Swept int
 	// Findings are the divergences, each one sentence naming what
 	// diverged; none means the log is intact.
 	Findings []string
+}
+
+// Options tune an audit.
+type Options struct {
+	// LogKey is the log's public key (D/log.pub.pem); it checks the
+	// saved tree head's signature.
+	LogKey crypto.PublicKey
+	// SweptBefore is now minus the store's retention: the records of
+	// certificates that expired before it may have been removed
+	// (store.Store.Sweep), so an entry of such a certificate without its
+	// record is expected, not a finding. Zero expects every record.
+	SweptBefore time.Time
 }
 
 // maxPerKind bounds the findings of one kind listed one by one; the rest
@@ -53,10 +70,11 @@ const maxPerKind = 20
 const page = 4096
 
 type auditor struct {
-	ctx    context.Context
-	s      store.Store
-	rep    *Report
-	counts map[string]int
+	ctx         context.Context
+	s           store.Store
+	rep         *Report
+	counts      map[string]int
+	sweptBefore time.Time
 }
 
 // finding records a divergence of kind (findings of one kind beyond
@@ -80,7 +98,13 @@ type entryInfo struct {
 // the saved tree head's signature. An error means the audit could not run
 // (the store cannot be read); divergences are in the Report.
 func Run(ctx context.Context, s store.Store, logKey crypto.PublicKey) (*Report, error) {
-	a := &auditor{ctx: ctx, s: s, rep: &Report{}, counts: map[string]int{}}
+	return RunWithOptions(ctx, s, Options{LogKey: logKey})
+}
+
+// RunWithOptions is Run with the retention taken into account.
+func RunWithOptions(ctx context.Context, s store.Store, opts Options) (*Report, error) {
+	logKey := opts.LogKey
+	a := &auditor{ctx: ctx, s: s, rep: &Report{}, counts: map[string]int{}, sweptBefore: opts.SweptBefore}
 	st, err := s.LogState(ctx)
 	if err != nil {
 		a.finding("state", "the stored tree state cannot be read: %v", err)
@@ -282,13 +306,19 @@ func (a *auditor) certificates(infos []entryInfo, complete bool) error {
 			if leaf, err := translog.ParseLeaf(ins[0]); err == nil {
 				if c, err := x509.ParseCertificate(leaf.Certificate()); err == nil {
 					serial = hex.EncodeToString(c.SerialNumber.Bytes())
+					if c.NotAfter.Before(a.sweptBefore) {
+						// Expired past the retention: its record
+						// was swept; the log keeps the entry.
+						a.rep.Swept++
+						continue
+					}
 				}
 			}
 		}
 		a.finding("orphans", "log entry %d (certificate serial %s) has no certificate record naming it", i, serial)
 	}
-	if complete && logged != len(infos) {
-		a.finding("count", "%d certificate records are logged but the log holds %d entries", logged, len(infos))
+	if complete && logged+a.rep.Swept != len(infos) {
+		a.finding("count", "%d certificate records are logged (and %d were swept) but the log holds %d entries", logged, a.rep.Swept, len(infos))
 	}
 	return nil
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
+	"math/big"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,5 +95,84 @@ func TestRun(t *testing.T) {
 		if !strings.Contains(rep.Findings[i], w) {
 			t.Errorf("finding %d %q does not say %q", i, rep.Findings[i], w)
 		}
+	}
+}
+
+// issueReal records a real (self-signed) certificate valid until notAfter,
+// with its log entry.
+func issueReal(t *testing.T, s store.Store, key *ecdsa.PrivateKey, notAfter time.Time) {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	b[0] = b[0]&0x7f | 0x01
+	sn := new(big.Int).SetBytes(b)
+	tmpl := &x509.Certificate{SerialNumber: sn, NotBefore: notAfter.Add(-time.Hour), NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Second)
+	l, err := translog.NewLeaf(der, uint64(now.UnixMilli()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := store.Certificate{Serial: hex.EncodeToString(sn.Bytes()), SPIFFEID: "spiffe://example.org/a", Provisioner: "join", IssuerSKI: "abcd",
+		NotBefore: tmpl.NotBefore, NotAfter: notAfter, DER: der}
+	if err := s.Issue(context.Background(), &store.Issuance{Certificate: c, Now: now, LogLeaf: l}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Retention removes the records of long-expired certificates while the
+// log keeps their entries: with the retention given, the audit counts
+// them as swept, not as orphans; an entry of an unexpired certificate
+// without its record is still a finding.
+func TestRunAfterRetention(t *testing.T) {
+	ctx := context.Background()
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "agentca.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	retention := 7 * 24 * time.Hour
+	for range 3 {
+		issueReal(t, s, key, now.Add(-10*24*time.Hour))
+	}
+	for range 2 {
+		issueReal(t, s, key, now.Add(time.Hour))
+	}
+	signer, err := translog.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.LogState(ctx)
+	sth, err := signer.Sign(st, uint64(now.UnixMilli()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveTreeHead(ctx, sth); err != nil {
+		t.Fatal(err)
+	}
+	if sw, err := s.Sweep(ctx, now.Add(-retention), 100); err != nil || sw.Certificates != 3 {
+		t.Fatalf("Sweep: %+v %v", sw, err)
+	}
+	rep, err := logaudit.RunWithOptions(ctx, s, logaudit.Options{LogKey: key.Public(), SweptBefore: now.Add(-retention)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Findings) != 0 || rep.Swept != 3 || rep.Certificates != 2 || rep.Entries != 5 {
+		t.Fatalf("audit after retention: %+v", rep)
+	}
+	// Without the retention the swept records are orphans.
+	rep, err = logaudit.Run(ctx, s, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Swept != 0 || len(rep.Findings) != 4 || !strings.Contains(rep.Findings[0], "has no certificate record") {
+		t.Fatalf("audit ignoring retention: %+v", rep)
 	}
 }
