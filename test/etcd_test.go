@@ -331,6 +331,26 @@ func TestEtcdReplicas(t *testing.T) {
 		t.Errorf("B saw the revocation after %s (OCSP) and %s (CRL), want within 1s", seenOCSP, seenCRL)
 	}
 
+	// agentca log audit on etcd runs beside the serving replicas, while
+	// they issue.
+	var auditWG sync.WaitGroup
+	for _, tok := range toks[6:8] {
+		csr := csrPEM(t, newECKey(t), &x509.CertificateRequest{})
+		auditWG.Go(func() {
+			if _, err := logE2ESign(hc, b, tok, csr); err != nil {
+				t.Errorf("sign during the audit: %v", err)
+			}
+		})
+	}
+	audit := mustRun(t, "log", "audit", "--dir", a.Dir)
+	auditWG.Wait()
+	if !strings.Contains(audit.stdout, "OK: the entries, the stored tree") {
+		t.Fatalf("log audit on the live etcd store:\n%s", audit)
+	}
+	if again := mustRun(t, "log", "audit", "--dir", b.Dir); !strings.Contains(again.stdout, "OK") {
+		t.Fatalf("log audit after the issuances:\n%s", again)
+	}
+
 	// An anchor staged and activated through A: B publishes its root and
 	// switches issuance to it within a second (B has the new keys, as an
 	// operator deploys them to every replica).

@@ -25,7 +25,6 @@ import (
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/internal/daemon"
 	"github.com/agentca/agentca/internal/fsutil"
-	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/store/logaudit"
 	"github.com/agentca/agentca/translog"
 	ct "github.com/google/certificate-transparency-go"
@@ -386,9 +385,6 @@ func logAudit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Storage.Type != "bbolt" {
-		return fmt.Errorf("log audit reads bbolt stores; this CA uses %q", cfg.Storage.Type)
-	}
 	keyPath := c.String("log-key")
 	if keyPath == "" {
 		keyPath = filepath.Join(dir, daemon.LogPubFile)
@@ -401,11 +397,9 @@ func logAudit(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", keyPath, err)
 	}
-	dbPath := cfg.Storage.Path
-	if !filepath.IsAbs(dbPath) {
-		dbPath = filepath.Join(dir, dbPath)
-	}
-	st, err := bolt.Open(dbPath, bolt.Options{ReadOnly: true})
+	// bbolt: read-only, the daemon stopped (its lock is an error). etcd:
+	// a live audit beside the running replicas.
+	st, err := daemon.OpenStore(c.Context, dir, cfg.Storage)
 	if err != nil {
 		return err
 	}
@@ -413,7 +407,7 @@ func logAudit(c *cli.Context) error {
 	// Records of certificates expired past the retention may have been
 	// swept; their entries stay in the log.
 	rep, err := logaudit.RunWithOptions(c.Context, st, logaudit.Options{LogKey: key,
-		SweptBefore: time.Now().Add(-cfg.Storage.RetentionOrDefault())})
+		SweptBefore: time.Now().Add(-cfg.Storage.RetentionOrDefault()), Live: cfg.Storage.Type == "etcd"})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}

@@ -18,6 +18,20 @@ import (
 	"github.com/agentca/agentca/store/etcd"
 )
 
+// OpenStore opens the store agentca.json's storage section in dir
+// names, for tools that read it beside a running daemon's (agentca log
+// audit on etcd). A bbolt file is opened read-only.
+func OpenStore(ctx context.Context, dir string, sc config.Storage) (store.Store, error) {
+	if sc.Type == "bbolt" || sc.Type == "" {
+		path := sc.Path
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		return bolt.Open(path, bolt.Options{ReadOnly: true})
+	}
+	return openStore(ctx, dir, sc, nil)
+}
+
 // openStore opens the configured store: the bbolt file (relative paths in
 // dir) or the etcd cluster. onLogAppend is called after each local commit
 // that appended to the issuance log (the tree head signer's cue).

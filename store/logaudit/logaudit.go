@@ -60,6 +60,11 @@ type Options struct {
 	// (store.Store.Sweep), so an entry of such a certificate without its
 	// record is expected, not a finding. Zero expects every record.
 	SweptBefore time.Time
+	// Live audits a store that is being written to (etcd, with the
+	// replicas serving): the audit covers the log up to the size it
+	// reads first, and records of certificates appended after that are
+	// skipped rather than reported as naming entries beyond the log.
+	Live bool
 }
 
 // maxPerKind bounds the findings of one kind listed one by one; the rest
@@ -75,6 +80,7 @@ type auditor struct {
 	rep         *Report
 	counts      map[string]int
 	sweptBefore time.Time
+	live        bool
 }
 
 // finding records a divergence of kind (findings of one kind beyond
@@ -104,7 +110,11 @@ func Run(ctx context.Context, s store.Store, logKey crypto.PublicKey) (*Report, 
 // RunWithOptions is Run with the retention taken into account.
 func RunWithOptions(ctx context.Context, s store.Store, opts Options) (*Report, error) {
 	logKey := opts.LogKey
-	a := &auditor{ctx: ctx, s: s, rep: &Report{}, counts: map[string]int{}, sweptBefore: opts.SweptBefore}
+	a := &auditor{ctx: ctx, s: s, rep: &Report{}, counts: map[string]int{}, sweptBefore: opts.SweptBefore, live: opts.Live}
+	// The tree head first: on a live store a later one may be saved
+	// while the audit reads, and it must not be larger than the log the
+	// audit sees.
+	sth, sthErr := s.TreeHead(ctx)
 	st, err := s.LogState(ctx)
 	if err != nil {
 		a.finding("state", "the stored tree state cannot be read: %v", err)
@@ -117,7 +127,10 @@ func RunWithOptions(ctx context.Context, s store.Store, opts Options) (*Report, 
 	infos := make([]entryInfo, 0, st.Size())
 	complete := true
 	for start := uint64(0); start < st.Size(); start += page {
-		inputs, err := s.LogEntries(ctx, start, start+page)
+		inputs, err := s.LogEntries(ctx, start, min(start+page, st.Size()))
+		if want := min(page, st.Size()-start); err == nil && a.live && uint64(len(inputs)) > want {
+			inputs = inputs[:want] // entries appended after the size was read
+		}
 		if err == nil && uint64(len(inputs)) != min(page, st.Size()-start) {
 			err = fmt.Errorf("%d entries returned from index %d, want %d", len(inputs), start, min(page, st.Size()-start))
 		}
@@ -166,7 +179,7 @@ func RunWithOptions(ctx context.Context, s store.Store, opts Options) (*Report, 
 	}
 
 	// 3. The last signed tree head.
-	if err := a.treeHead(&mem, tree.Size(), complete, logKey); err != nil {
+	if err := a.treeHead(&mem, tree.Size(), complete, logKey, sth, sthErr); err != nil {
 		return nil, err
 	}
 
@@ -222,8 +235,7 @@ func (a *auditor) nodes(mem *translog.MemoryNodes, size uint64) error {
 	return nil
 }
 
-func (a *auditor) treeHead(mem *translog.MemoryNodes, size uint64, complete bool, logKey crypto.PublicKey) error {
-	sth, err := a.s.TreeHead(a.ctx)
+func (a *auditor) treeHead(mem *translog.MemoryNodes, size uint64, complete bool, logKey crypto.PublicKey, sth *ct.SignedTreeHead, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		if size > 0 {
@@ -275,6 +287,10 @@ func (a *auditor) certificates(infos []entryInfo, complete bool) error {
 			}
 			logged++
 			if r.LogIndex >= uint64(len(infos)) {
+				if a.live {
+					logged-- // appended after the audit read the log's size
+					continue
+				}
 				if complete {
 					a.finding("unlogged", "certificate %s (%s) names log entry %d, beyond the log's %d entries", r.Serial, r.SPIFFEID, r.LogIndex, len(infos))
 				}

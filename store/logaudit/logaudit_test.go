@@ -176,3 +176,55 @@ func TestRunAfterRetention(t *testing.T) {
 		t.Fatalf("audit ignoring retention: %+v", rep)
 	}
 }
+
+// laggingStore reports the log state it was given: what an audit of a
+// live store sees when certificates are appended after it read the size.
+type laggingStore struct {
+	store.Store
+	st translog.State
+}
+
+func (l laggingStore) LogState(context.Context) (translog.State, error) { return l.st, nil }
+
+func TestRunLive(t *testing.T) {
+	ctx := context.Background()
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "agentca.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	signer, err := translog.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		issue(t, s, true)
+	}
+	st, _ := s.LogState(ctx)
+	sth, err := signer.Sign(st, uint64(time.Now().UnixMilli()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveTreeHead(ctx, sth); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // appended while the audit runs
+		issue(t, s, true)
+	}
+	lag := laggingStore{Store: s, st: st}
+	rep, err := logaudit.RunWithOptions(ctx, lag, logaudit.Options{LogKey: key.Public(), Live: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Findings) != 0 || rep.Entries != 4 {
+		t.Fatalf("live audit: %+v", rep)
+	}
+	rep, err = logaudit.RunWithOptions(ctx, lag, logaudit.Options{LogKey: key.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Findings) == 0 || !strings.Contains(rep.Findings[0], "beyond the log") {
+		t.Fatalf("offline audit of the same store: want records beyond the log, got %q", rep.Findings)
+	}
+}
