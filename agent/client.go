@@ -330,17 +330,12 @@ func (c *Client) get(ctx context.Context, path string) ([]byte, error) {
 		return nil, err
 	}
 	_, hc := c.state()
-	resp, err := hc.Do(req)
+	status, body, err := exchange(hc, req)
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return nil, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent: %s answered %d", path, resp.StatusCode)
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("agent: %s answered %d", path, status)
 	}
 	return body, nil
 }
@@ -523,4 +518,19 @@ func (c *Client) Challenge(ctx context.Context, provisioner string) (string, err
 		return "", errors.New("agent: the CA returned no nonce")
 	}
 	return out.Nonce, nil
+}
+
+// exchange sends req with hc and returns the answer's status and body (at
+// most maxResponse bytes).
+func exchange(hc *http.Client, req *http.Request) (int, []byte, error) {
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("agent: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return 0, nil, fmt.Errorf("agent: reading the answer of %s: %w", req.URL.Path, err)
+	}
+	return resp.StatusCode, body, nil
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -79,17 +78,12 @@ func (c *Client) Token(ctx context.Context, cur *tls.Certificate, req TokenReque
 	}
 	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	start := time.Now()
-	resp, err := hc.Do(hreq)
+	status, body, err := exchange(hc, hreq)
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return nil, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, fmt.Errorf("agent: reading the token endpoint's answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		e := &TokenError{Status: resp.StatusCode}
+	if status != http.StatusOK {
+		e := &TokenError{Status: status}
 		if json.Unmarshal(body, e) != nil || e.Code == "" {
 			e.Code, e.Description = "http_error", strings.TrimSpace(string(body))
 		}
