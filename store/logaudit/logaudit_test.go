@@ -43,18 +43,44 @@ func issue(t *testing.T, s store.Store, logged bool) store.Certificate {
 	return c
 }
 
-func TestRun(t *testing.T) {
-	ctx := context.Background()
+// newLog opens a fresh bbolt store and makes a log key and its signer.
+func newLog(t *testing.T) (*bolt.Store, *ecdsa.PrivateKey, *translog.Signer) {
+	t.Helper()
 	s, err := bolt.Open(filepath.Join(t.TempDir(), "agentca.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	signer, err := translog.NewSigner(key)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, key, signer
+}
+
+// saveHead signs and saves a tree head of the current log; it returns the
+// log's state.
+func saveHead(t *testing.T, s store.Store, signer *translog.Signer) translog.State {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.LogState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sth, err := signer.Sign(st, uint64(time.Now().UnixMilli()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveTreeHead(ctx, sth); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestRun(t *testing.T) {
+	ctx := context.Background()
+	s, key, signer := newLog(t)
 	for range 7 {
 		issue(t, s, true)
 	}
@@ -65,14 +91,7 @@ func TestRun(t *testing.T) {
 	if len(rep.Findings) != 1 || !strings.Contains(rep.Findings[0], "no signed tree head") {
 		t.Fatalf("log without a tree head: findings %q", rep.Findings)
 	}
-	st, _ := s.LogState(ctx)
-	sth, err := signer.Sign(st, uint64(time.Now().UnixMilli()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SaveTreeHead(ctx, sth); err != nil {
-		t.Fatal(err)
-	}
+	saveHead(t, s, signer)
 	rep, err = logaudit.Run(ctx, s, key.Public())
 	if err != nil {
 		t.Fatal(err)
@@ -131,12 +150,7 @@ func issueReal(t *testing.T, s store.Store, key *ecdsa.PrivateKey, notAfter time
 // without its record is still a finding.
 func TestRunAfterRetention(t *testing.T) {
 	ctx := context.Background()
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "agentca.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, key, signer := newLog(t)
 	now := time.Now()
 	retention := 7 * 24 * time.Hour
 	for range 3 {
@@ -145,18 +159,7 @@ func TestRunAfterRetention(t *testing.T) {
 	for range 2 {
 		issueReal(t, s, key, now.Add(time.Hour))
 	}
-	signer, err := translog.NewSigner(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _ := s.LogState(ctx)
-	sth, err := signer.Sign(st, uint64(now.UnixMilli()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SaveTreeHead(ctx, sth); err != nil {
-		t.Fatal(err)
-	}
+	saveHead(t, s, signer)
 	if sw, err := s.Sweep(ctx, now.Add(-retention), 100); err != nil || sw.Certificates != 3 {
 		t.Fatalf("Sweep: %+v %v", sw, err)
 	}
@@ -188,27 +191,11 @@ func (l laggingStore) LogState(context.Context) (translog.State, error) { return
 
 func TestRunLive(t *testing.T) {
 	ctx := context.Background()
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "agentca.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	signer, err := translog.NewSigner(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, key, signer := newLog(t)
 	for range 4 {
 		issue(t, s, true)
 	}
-	st, _ := s.LogState(ctx)
-	sth, err := signer.Sign(st, uint64(time.Now().UnixMilli()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SaveTreeHead(ctx, sth); err != nil {
-		t.Fatal(err)
-	}
+	st := saveHead(t, s, signer)
 	for range 3 { // appended while the audit runs
 		issue(t, s, true)
 	}
