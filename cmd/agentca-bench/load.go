@@ -453,23 +453,35 @@ func (l *load) enroll(ctx context.Context, n int) ([]*agent, error) {
 	return out, nil
 }
 
-// renewPhase has each agent renew over mTLS on its own keep-alive
-// connection, with an empty JSON body {} (renew keeping the key), for at
-// most dur and at most maxRate*dur renewals in all.
-func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, maxRate float64, pprofURL, pprofDir string) *phase {
-	ph := &phase{name: name, kind: "renew"}
-	c := len(agents)
-	clients := make([]*http.Client, c)
+// agentClients gives each agent its own keep-alive mTLS client, with its
+// connection opened; close releases them.
+func (l *load) agentClients(ctx context.Context, agents []*agent) (clients []*http.Client, close func()) {
+	clients = make([]*http.Client, len(agents))
+	trs := make([]*http.Transport, len(agents))
 	for i, a := range agents {
-		tr := l.newTransport(1, a.cert)
-		defer tr.CloseIdleConnections()
-		clients[i] = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+		trs[i] = l.newTransport(1, a.cert)
+		clients[i] = &http.Client{Transport: trs[i], Timeout: 30 * time.Second}
 	}
 	var wg sync.WaitGroup
 	for _, hc := range clients {
 		wg.Go(func() { warmConns(ctx, hc, l.d.https, 1) })
 	}
 	wg.Wait()
+	return clients, func() {
+		for _, tr := range trs {
+			tr.CloseIdleConnections()
+		}
+	}
+}
+
+// renewPhase has each agent renew over mTLS on its own keep-alive
+// connection, with an empty JSON body {} (renew keeping the key), for at
+// most dur and at most maxRate*dur renewals in all.
+func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, maxRate float64, pprofURL, pprofDir string) *phase {
+	ph := &phase{name: name, kind: "renew"}
+	c := len(agents)
+	clients, closeClients := l.agentClients(ctx, agents)
+	defer closeClients()
 	limit := int64(maxRate*dur.Seconds()) + int64(c)
 	var count atomic.Int64
 	url := l.d.https + "/v1/renew"

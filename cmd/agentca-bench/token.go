@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -83,17 +82,8 @@ func runTokenPhase(ctx context.Context, opts options, lg *load, rep *report) err
 func (l *load) tokenPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, pprofURL, pprofDir string) *phase {
 	ph := &phase{name: name, kind: "token"}
 	c := len(agents)
-	clients := make([]*http.Client, c)
-	for i, a := range agents {
-		tr := l.newTransport(1, a.cert)
-		defer tr.CloseIdleConnections()
-		clients[i] = &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	}
-	var wg sync.WaitGroup
-	for _, hc := range clients {
-		wg.Go(func() { warmConns(ctx, hc, l.d.https, 1) })
-	}
-	wg.Wait()
+	clients, closeClients := l.agentClients(ctx, agents)
+	defer closeClients()
 	body := []byte(url.Values{"grant_type": {"client_credentials"}, "scope": {benchScope}, "resource": {benchResource}}.Encode())
 	u := l.d.https + "/v1/token"
 	runtime.GC()
