@@ -107,15 +107,11 @@ func ParseConfig(raw json.RawMessage) (*Config, error) {
 	if len(c.Accounts) == 0 {
 		return bad("accounts", "required (any AWS account can obtain a signed instance identity document)")
 	}
-	for i, a := range c.Accounts {
-		if !accountRE.MatchString(a) {
-			return bad(fmt.Sprintf("accounts[%d]", i), "%q is not a 12-digit AWS account ID", a)
-		}
+	if err := strictjson.Each("accounts", c.Accounts, accountRE.MatchString, "a 12-digit AWS account ID"); err != nil {
+		return nil, fmt.Errorf("awsiid: %w", err)
 	}
-	for i, r := range c.Regions {
-		if !regionRE.MatchString(r) {
-			return bad(fmt.Sprintf("regions[%d]", i), "%q is not an AWS region name", r)
-		}
+	if err := strictjson.Each("regions", c.Regions, regionRE.MatchString, "an AWS region name"); err != nil {
+		return nil, fmt.Errorf("awsiid: %w", err)
 	}
 	if c.CertificatesFile != "" && strings.TrimSpace(c.CertificatesFile) != c.CertificatesFile {
 		return bad("certificates_file", "leading or trailing space")

@@ -125,10 +125,8 @@ func ParseConfig(raw json.RawMessage) (*Config, error) {
 	if len(c.Subscriptions) == 0 {
 		return bad("subscriptions", "required (any Azure subscription can obtain signed attested data)")
 	}
-	for i, s := range c.Subscriptions {
-		if !guidRE.MatchString(s) {
-			return bad(fmt.Sprintf("subscriptions[%d]", i), "%q is not a subscription ID (a GUID)", s)
-		}
+	if err := strictjson.Each("subscriptions", c.Subscriptions, guidRE.MatchString, "a subscription ID (a GUID)"); err != nil {
+		return nil, fmt.Errorf("azureimds: %w", err)
 	}
 	for _, f := range []struct{ name, v string }{{"roots_file", c.RootsFile}, {"intermediates_file", c.IntermediatesFile}} {
 		if f.v != "" && strings.TrimSpace(f.v) != f.v {

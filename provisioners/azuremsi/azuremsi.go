@@ -45,6 +45,7 @@ import (
 
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/provisioners/internal/jwtverify"
+	"github.com/agentca/agentca/provisioners/internal/strictjson"
 )
 
 // DefaultTemplate is the SPIFFE ID template when the configuration gives
@@ -128,15 +129,11 @@ func ParseConfig(raw json.RawMessage) (*Config, error) {
 	case c.JWKSFile != "" && c.JWKSURL != "":
 		return bad("jwks_file", "give jwks_file or jwks_url, not both")
 	}
-	for i, s := range c.Subscriptions {
-		if !guidRE.MatchString(s) {
-			return bad(fmt.Sprintf("subscriptions[%d]", i), "%q is not a GUID", s)
-		}
+	if err := strictjson.Each("subscriptions", c.Subscriptions, guidRE.MatchString, "a GUID"); err != nil {
+		return nil, fmt.Errorf("azuremsi: %w", err)
 	}
-	for i, rg := range c.ResourceGroups {
-		if !rgRE.MatchString(rg) {
-			return bad(fmt.Sprintf("resource_groups[%d]", i), "%q is not a resource group name", rg)
-		}
+	if err := strictjson.Each("resource_groups", c.ResourceGroups, rgRE.MatchString, "a resource group name"); err != nil {
+		return nil, fmt.Errorf("azuremsi: %w", err)
 	}
 	if c.JWKSURL != "" {
 		if err := jwtverify.CheckHTTPSURL(c.JWKSURL); err != nil {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/provisioners/internal/jwtverify"
+	"github.com/agentca/agentca/provisioners/internal/strictjson"
 )
 
 // DefaultTemplate is the SPIFFE ID template when the configuration gives
@@ -102,10 +103,8 @@ func ParseConfig(raw json.RawMessage) (*Config, error) {
 	case c.JWKSFile != "" && c.JWKSURL != "":
 		return bad("jwks_file", "give jwks_file or jwks_url, not both")
 	}
-	for i, p := range c.Projects {
-		if !projectRE.MatchString(p) {
-			return bad(fmt.Sprintf("projects[%d]", i), "%q is not a project ID", p)
-		}
+	if err := strictjson.Each("projects", c.Projects, projectRE.MatchString, "a project ID"); err != nil {
+		return nil, fmt.Errorf("gcpiit: %w", err)
 	}
 	if c.JWKSURL != "" {
 		if err := jwtverify.CheckHTTPSURL(c.JWKSURL); err != nil {

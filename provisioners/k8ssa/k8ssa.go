@@ -44,6 +44,7 @@ import (
 
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/provisioners/internal/jwtverify"
+	"github.com/agentca/agentca/provisioners/internal/strictjson"
 )
 
 // DefaultTemplate is the SPIFFE ID template when the configuration gives
@@ -154,10 +155,8 @@ func ParseConfig(raw json.RawMessage) (*Config, error) {
 			}
 		}
 	}
-	for i, ns := range c.Namespaces {
-		if !dnsLabel.MatchString(ns) {
-			return bad(fmt.Sprintf("namespaces[%d]", i), "%q is not a namespace name", ns)
-		}
+	if err := strictjson.Each("namespaces", c.Namespaces, dnsLabel.MatchString, "a namespace name"); err != nil {
+		return nil, fmt.Errorf("k8ssa: %w", err)
 	}
 	for i, sa := range c.ServiceAccounts {
 		ns, name, ok := strings.Cut(sa, "/")

@@ -95,3 +95,14 @@ func exactKeys(raw []byte, v any, where, prefix string) error {
 	}
 	return nil
 }
+
+// Each checks every element of list, the config field named field, with
+// ok, and names the first one refused: `field[i]: "value" is not what`.
+func Each(field string, list []string, ok func(string) bool, what string) error {
+	for i, v := range list {
+		if !ok(v) {
+			return fmt.Errorf("%s[%d]: %q is not %s", field, i, v, what)
+		}
+	}
+	return nil
+}

@@ -39,3 +39,14 @@ func TestDecode(t *testing.T) {
 		})
 	}
 }
+
+func TestEach(t *testing.T) {
+	digits := func(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
+	if err := strictjson.Each("accounts", []string{"1", "22"}, digits, "a number"); err != nil {
+		t.Fatal(err)
+	}
+	err := strictjson.Each("accounts", []string{"1", "x2", "y"}, digits, "a number")
+	if err == nil || err.Error() != `accounts[1]: "x2" is not a number` {
+		t.Fatalf("Each = %v", err)
+	}
+}
