@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -84,6 +85,15 @@ func runEtcd(ctx context.Context, opts options) error {
 			}
 		}
 	}()
+	serveBin := opts.binary
+	if opts.pprofDir != "" {
+		if serveBin, err = buildProfserve(ctx, tmp); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(opts.pprofDir, 0o755); err != nil {
+			return err
+		}
+	}
 	for i := range daemons {
 		d := &daemon{binary: opts.binary, dir: filepath.Join(tmp, fmt.Sprintf("ca%d", i)), logPath: filepath.Join(tmp, fmt.Sprintf("serve%d.log", i))}
 		httpsAddr, err := freePort()
@@ -126,7 +136,16 @@ func runEtcd(ctx context.Context, opts options) error {
 			return errors.New("roots.pem holds no certificate")
 		}
 		d.https, d.http = "https://"+httpsAddr, "http://"+httpAddr
-		if err := d.spawn(d.binary, nil); err != nil {
+		var env []string
+		if opts.pprofDir != "" {
+			pp, err := freePort()
+			if err != nil {
+				return err
+			}
+			d.pprofURL = "http://" + pp
+			env = []string{"AGENTCA_BENCH_PPROF=" + pp}
+		}
+		if err := d.spawn(serveBin, env); err != nil {
 			return err
 		}
 		daemons[i] = d
@@ -146,7 +165,7 @@ func runEtcd(ctx context.Context, opts options) error {
 		}
 		ph := &phase{name: fmt.Sprintf("sign-etcd c=%d", c), kind: "sign", concurrency: c}
 		tokens := l.takeTokens(len(l.tokens) - l.next)
-		used := etcdSignLoad(ctx, l, daemons, ph, c, opts.duration, tokens, run)
+		used := etcdSignLoad(ctx, l, daemons, ph, c, opts.duration, tokens, run, opts.pprofDir)
 		l.next -= len(tokens) - used
 		logf("%s: %d issued in %s = %.0f/s, %d errors, p50 %s p99 %s", ph.name, ph.ok, ph.elapsed.Round(time.Millisecond),
 			ph.rate(), ph.errors, ph.pct(0.5).Round(10*time.Microsecond), ph.pct(0.99).Round(10*time.Microsecond))
@@ -171,7 +190,7 @@ func runEtcd(ctx context.Context, opts options) error {
 
 // etcdSignLoad is signLoad spread over several daemons: worker w sends
 // its requests to daemon w mod n, on its own keep-alive connection.
-func etcdSignLoad(ctx context.Context, l *load, daemons []*daemon, ph *phase, c int, dur time.Duration, tokens []string, run *etcdRun) int {
+func etcdSignLoad(ctx context.Context, l *load, daemons []*daemon, ph *phase, c int, dur time.Duration, tokens []string, run *etcdRun, pprofDir string) int {
 	clients := make([]*http.Client, len(daemons))
 	for i, d := range daemons {
 		lc := *l
@@ -188,6 +207,18 @@ func etcdSignLoad(ctx context.Context, l *load, daemons []*daemon, ph *phase, c 
 	cpu0 := 0.0
 	for _, d := range daemons {
 		cpu0 += d.cpuSeconds()
+	}
+	// With --pprof: a CPU profile of each replica, and of this process
+	// (the etcd members and the load generator).
+	var profs []*profile
+	for i, d := range daemons {
+		if p := startProfile(ctx, d.pprofURL, pprofDir, fmt.Sprintf("%s replica%d", ph.name, i), dur); p != nil {
+			profs = append(profs, p)
+		}
+	}
+	stopSelf, err := profileSelf(pprofDir, ph.name+" etcd-and-client")
+	if err != nil {
+		logf("profile: %v", err)
 	}
 	self0 := procCPU(os.Getpid())
 	busy0, idle0 := machineCPU()
@@ -226,6 +257,10 @@ func etcdSignLoad(ctx context.Context, l *load, daemons []*daemon, ph *phase, c 
 	}
 	wg.Wait()
 	ph.elapsed = time.Since(start)
+	stopSelf()
+	for _, p := range profs {
+		p.wait()
+	}
 	for _, d := range daemons {
 		ph.daemonCPU += d.cpuSeconds()
 	}
@@ -349,4 +384,26 @@ func binaryRevision(bin string) string {
 		}
 	}
 	return ""
+}
+
+// profileSelf starts a CPU profile of this process in dir (none when dir
+// is empty) and returns the function that stops it.
+func profileSelf(dir, name string) (func(), error) {
+	if dir == "" {
+		return func() {}, nil
+	}
+	path := filepath.Join(dir, strings.NewReplacer(" ", "-", "=", "").Replace(name)+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return func() {}, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		logf("profile %s", path)
+	}, nil
 }
