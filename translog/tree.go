@@ -95,6 +95,17 @@ func (s State) Append(leafHashes [][]byte, write NodeWriter) (State, error) {
 	return State{size: r.End(), hashes: r.Hashes()}, nil
 }
 
+// Border calls fn with each node of s's compact range, the tree's right
+// border (the hashes State keeps), from the largest. They are nodes of
+// the tree, stored when they were fixed: a reader of nodes may cache them.
+func (s State) Border(fn func(id compact.NodeID, hash []byte)) {
+	for i, id := range compact.RangeNodes(0, s.size, nil) {
+		if i < len(s.hashes) {
+			fn(id, s.hashes[i])
+		}
+	}
+}
+
 // stateVersion is the first byte of the State encoding.
 const stateVersion = 1
 

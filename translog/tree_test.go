@@ -479,3 +479,42 @@ func TestMemoryNodes(t *testing.T) {
 		t.Error("modifying Nodes' result changed the stored node")
 	}
 }
+
+// TestBorderIsStoredNodes: the border State.Border reports is the tree's
+// compact range at its size: each node is one Append wrote, with the same
+// hash, and together they give the root.
+func TestBorderIsStoredNodes(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 7, 8, 13, 64, 100} {
+		written := map[compact.NodeID][]byte{}
+		st, err := State{}.Append(testLeafHashes(t, n), func(id compact.NodeID, h []byte) error {
+			written[id] = h
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []compact.NodeID
+		var hashes [][]byte
+		st.Border(func(id compact.NodeID, h []byte) {
+			ids = append(ids, id)
+			hashes = append(hashes, h)
+			if w, ok := written[id]; !ok || !bytes.Equal(w, h) {
+				t.Fatalf("size %d: border node %+v is not a node Append wrote with that hash", n, id)
+			}
+		})
+		if want := compact.RangeNodes(0, uint64(n), nil); len(ids) != len(want) {
+			t.Fatalf("size %d: %d border nodes, want %d", n, len(ids), len(want))
+		}
+		r, err := (&compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}).NewRange(0, uint64(n), hashes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, err := r.GetRootHash(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 && !bytes.Equal(root, st.Root()) {
+			t.Fatalf("size %d: the border's root is not the state's", n)
+		}
+	}
+}
