@@ -6,6 +6,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +85,11 @@ type Log struct {
 
 	mu  sync.Mutex
 	cur *logRound
+	// recent are the last tree heads signed in this replica's commits
+	// (store.CommitSigner), smallest first: a receipt uses the smallest
+	// that covers its entry, whose proof needs only the nodes its batch
+	// wrote and the tree's border before it (cached by the store).
+	recent []*logRound
 
 	saved *ct.SignedTreeHead // only Run (and NewLog) touch it
 }
@@ -95,6 +102,9 @@ type logRound struct {
 	body []byte // get-sth JSON
 	err  error
 	done chan struct{}
+	// stored: sth is saved in the store already (signed in a commit,
+	// or by another replica).
+	stored bool
 }
 
 // NewLog checks the stored log against its last saved tree head (a
@@ -167,7 +177,92 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 	}
 	l.cur = r
 	l.save(ctx)
+	if cs, ok := l.store.(store.CommitSigner); ok {
+		// Each batch's tree head is signed in its transaction: the
+		// committer hands it over before answering the batch's
+		// writers, so Receipt finds it at once.
+		cs.SignTreeHeads(l.signInCommit, func(sth *ct.SignedTreeHead) { l.adopt(sth, true) })
+	}
 	return l, nil
+}
+
+// signInCommit is the store.TreeHeadSigner of a store.CommitSigner.
+func (l *Log) signInCommit(st translog.State, minTimestamp uint64) (*ct.SignedTreeHead, error) {
+	sth, err := l.signer.Sign(st, max(uint64(l.now().UnixMilli()), minTimestamp))
+	if err != nil {
+		l.log.Error("signing the issuance log's tree head", "tree_size", st.Size(), "err", err)
+	}
+	return sth, err
+}
+
+// maxRecent bounds Log.recent.
+const maxRecent = 64
+
+// adopt publishes sth, a tree head the store holds, unless the latest
+// published one is as large. own is set for the tree head of a batch this
+// replica just committed: it is kept for the batch's receipts (recent)
+// even when a larger tree head is published already.
+func (l *Log) adopt(sth *ct.SignedTreeHead, own bool) {
+	r, err := newRound(sth)
+	if err != nil {
+		l.log.Error("publishing the issuance log's tree head", "tree_size", sth.TreeSize, "err", err)
+		return
+	}
+	r.stored = true
+	l.mu.Lock()
+	if own {
+		i, found := slices.BinarySearchFunc(l.recent, sth.TreeSize, bySize)
+		if !found {
+			l.recent = slices.Insert(l.recent, i, r)
+			if len(l.recent) > maxRecent {
+				l.recent = slices.Delete(l.recent, 0, len(l.recent)-maxRecent)
+			}
+		}
+	}
+	old := l.cur
+	if sth.TreeSize <= old.sth.TreeSize {
+		l.mu.Unlock()
+		return
+	}
+	l.cur = r
+	l.mu.Unlock()
+	close(old.done)
+}
+
+func bySize(r *logRound, size uint64) int { return cmp.Compare(r.sth.TreeSize, size) }
+
+// ownRound returns the smallest recent tree head of this replica's own
+// batches that covers size entries, or nil.
+func (l *Log) ownRound(size uint64) *logRound {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(l.recent, size, bySize)
+	if i < len(l.recent) {
+		return l.recent[i]
+	}
+	return nil
+}
+
+// Offer takes a tree head another replica saved (store.ChangeTreeHead):
+// it is published once checked with the log key, if it is larger than the
+// latest. A nil sth (one the store could not read, or changes that may
+// have been missed) makes the signer look at the stored log instead.
+func (l *Log) Offer(sth *ct.SignedTreeHead) {
+	if sth == nil {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if sth.TreeSize <= l.current().sth.TreeSize {
+		return
+	}
+	if err := translog.VerifySTH(l.signer.Public(), sth); err != nil {
+		l.log.Error("a tree head saved by another replica does not verify with the log key; not served", "tree_size", sth.TreeSize, "err", err)
+		return
+	}
+	l.adopt(sth, false)
 }
 
 // newRound publishes sth, with its get-sth encoding.
@@ -280,8 +375,9 @@ func (l *Log) publish(ctx context.Context, sth *ct.SignedTreeHead) (*ct.SignedTr
 
 // save writes the latest tree head to the store unless it already is.
 func (l *Log) save(ctx context.Context) {
-	cur := l.current().sth
-	if cur == l.saved {
+	r := l.current()
+	cur := r.sth
+	if cur == l.saved || r.stored {
 		return
 	}
 	if err := l.store.SaveTreeHead(ctx, cur); err != nil {
@@ -353,9 +449,12 @@ type LogReceipt struct {
 // that includes it (waiting for the signer if need be) and the inclusion
 // proof, checked before it is returned.
 func (l *Log) Receipt(ctx context.Context, index uint64, leaf *translog.Leaf) (*LogReceipt, error) {
-	r, err := l.covering(ctx, index+1)
-	if err != nil {
-		return nil, err
+	r := l.ownRound(index + 1)
+	if r == nil {
+		var err error
+		if r, err = l.covering(ctx, index+1); err != nil {
+			return nil, err
+		}
 	}
 	sth := r.sth
 	path, err := translog.InclusionProof(ctx, l.store, index, sth.TreeSize)

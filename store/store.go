@@ -220,7 +220,11 @@ type Store interface {
 	// fail too (etcd unavailable), some tokens of a request reported as
 	// failed remain until they expire. Nobody holds their secrets.
 	CreateJoinTokens(ctx context.Context, tokens []JoinToken) error
-	// JoinToken returns the token stored under hash, or ErrNotFound.
+	// JoinToken returns the token stored under hash, or ErrNotFound. On
+	// a store shared by replicas (store/etcd) the record may be a moment
+	// stale: a token that exists is always found, but its use by another
+	// replica may not show yet. Issue checks the token again in its
+	// transaction, so a stale record never lets a token be used twice.
 	JoinToken(ctx context.Context, hash []byte) (*JoinToken, error)
 	// Sweep removes, in one transaction, at most limit of the records
 	// that expired before before: certificates whose NotAfter is earlier

@@ -195,7 +195,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	// Replicas sharing the store (etcd): follow what the others change.
 	stopWatch := startStoreWatch(ctx, st, storeHooks{
 		Revoked:    revoked,
-		LogChanged: cueLog,
+		LogChanged: tlog.Offer,
 		AnchorsChanged: func(ctx context.Context) {
 			if err := anch.refresh(ctx); err != nil && ctx.Err() == nil {
 				log.Error("reading the trust anchors failed", "err", err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/agentca/agentca/store"
+	ct "github.com/google/certificate-transparency-go"
 )
 
 // storeHooks are the cache updates a store change calls for. Nil hooks
@@ -17,10 +18,11 @@ type storeHooks struct {
 	// Revoked is what the API's OnRevoke does: drop and re-sign the OCSP
 	// response, rebuild the CRL.
 	Revoked func(ctx context.Context, rec *store.Certificate)
-	// LogChanged cues the issuance log's tree head signer when another
-	// replica saved a tree head; it then adopts the stored tree head
-	// (store.TreeHeadPublisher).
-	LogChanged func()
+	// LogChanged gets the tree head a replica (this one or another)
+	// saved, nil when the store could not decode it or changes may have
+	// been missed: the issuance log then serves it once checked
+	// (api.Log.Offer), or looks at the stored log.
+	LogChanged func(*ct.SignedTreeHead)
 	// AnchorsChanged reloads the trust anchors.
 	AnchorsChanged func(ctx context.Context)
 	// Resync runs when changes may have been missed (the watch fell
@@ -57,13 +59,13 @@ func (h storeHooks) apply(ctx context.Context, c store.Change, log *slog.Logger)
 			h.Revoked(ctx, c.Revoked)
 		}
 	case store.ChangeTreeHead:
-		// Another replica published a tree head: the signer adopts it
-		// (or one at least as large). The log's growth alone
-		// (ChangeLog) is not a cue: the replica that appended signs
-		// and publishes, and signing here too would only double the
-		// tree-head rounds.
+		// A replica saved a tree head: serve it (or one at least as
+		// large). The log's growth alone (ChangeLog) is not a cue: the
+		// replica that appended signs its batch's tree head in the
+		// batch's transaction (store.CommitSigner), and signing here
+		// too would only double the tree-head rounds.
 		if h.LogChanged != nil {
-			h.LogChanged()
+			h.LogChanged(c.TreeHead)
 		}
 	case store.ChangeAnchors:
 		if h.AnchorsChanged != nil {
@@ -72,7 +74,7 @@ func (h storeHooks) apply(ctx context.Context, c store.Change, log *slog.Logger)
 	case store.ChangeResync:
 		log.Warn("the store's change stream was interrupted; refreshing what is cached from it")
 		if h.LogChanged != nil {
-			h.LogChanged()
+			h.LogChanged(nil)
 		}
 		if h.AnchorsChanged != nil {
 			h.AnchorsChanged(ctx)

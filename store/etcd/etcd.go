@@ -12,10 +12,22 @@
 // use across replicas and the issuance log, whose state key every append
 // compares, has one linear history.
 //
+// An issuance usually needs no read: its keys are expected absent, but the
+// join token, which the join token provisioner has just read, and the
+// log's head (state and tree head) is known from the replica's own
+// commits, from the transaction that lost a race (its Else branch returns
+// the head it lost to) and from a watch once another replica appends
+// (head.go). Such a batch is sent with those values as its compares; a
+// wrong one only costs a retry, after a read. A store with a commit
+// signer (store.CommitSigner: the daemon's issuance log) writes each
+// batch's signed tree head in the batch's transaction, so tree heads need
+// no round of their own. Replicas appending at the same time take turns
+// rather than race (awaitTurn).
+//
 // As in store/bolt, writes go through a single committer goroutine per
-// replica that gathers the writes waiting at the moment into one read and
-// one write transaction (group commit), bounded by etcd's --max-txn-ops
-// and request size. Each write checks everything it depends on before it
+// replica that gathers the writes waiting at the moment into one write
+// transaction (group commit), bounded by etcd's --max-txn-ops and request
+// size. Each write checks everything it depends on before it
 // writes, so a refused write leaves nothing behind and the others in its
 // batch still commit. A transaction that fails for another reason is
 // retried write by write when it was surely not applied (too many
@@ -50,11 +62,13 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/translog"
+	ct "github.com/google/certificate-transparency-go"
 	"github.com/transparency-dev/merkle/compact"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -130,11 +144,42 @@ type Store struct {
 
 	onLogAppend func()
 
-	commits, conflicts atomic.Int64
+	commits, conflicts, reads atomic.Int64
 	// lastState is the log state LogState last read; seenSTH the tree
 	// head key as PublishTreeHead last saw it.
 	lastState atomic.Pointer[translog.State]
 	seenSTH   atomic.Pointer[seenSTH]
+
+	// sthSigner, once installed (SignTreeHeads), signs the tree head of
+	// each batch that appends, in the batch's transaction.
+	sthSigner atomic.Pointer[commitSigner]
+	// nodes caches the newest tree nodes (nodecache.go).
+	nodes *nodeCache
+	// tokenHints are the join tokens JoinToken read, for the issuance
+	// that consumes them (op.hints).
+	tokenHints kvHints
+	// head is the newest log state and tree head keys the committer
+	// knows of (its own commits, and what a lost race returned): a
+	// serializable read from a member that has not applied them yet
+	// would only make the next batch lose its compare.
+	head atomic.Pointer[logHead]
+	// headCh wakes a committer waiting for its turn (awaitTurn) when
+	// the head moves; ownRev is the revision of this store's last
+	// commit that appended, otherAt when another replica last appended
+	// (Unix ns), sending the log state the transaction in flight
+	// writes, commitTime the recent time of a write transaction (ns,
+	// moving average).
+	headCh     chan struct{}
+	ownRev     atomic.Int64
+	otherAt    atomic.Int64
+	sending    atomic.Pointer[[]byte]
+	commitTime atomic.Int64
+	// The head watch (watchHead) starts once another replica is seen
+	// appending: a store alone never needs it.
+	headCtx   context.Context
+	stopHead  context.CancelFunc
+	headWatch sync.Once
+	headWG    sync.WaitGroup
 
 	// commitHook, when set (by tests), is called by the committer in
 	// place of sending a write transaction; send sends it.
@@ -145,18 +190,37 @@ type Store struct {
 type Stats struct {
 	// Commits is the number of batches committed; Conflicts the number
 	// of attempts that found a key changed by another writer and were
-	// read and tried again.
-	Commits, Conflicts int64
+	// tried again; Reads the number of attempts that read the keys
+	// their writes depend on first (the others went on hints).
+	Commits, Conflicts, Reads int64
 }
 
 // Stats returns the counts so far.
-func (s *Store) Stats() Stats { return Stats{Commits: s.commits.Load(), Conflicts: s.conflicts.Load()} }
+func (s *Store) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Conflicts: s.conflicts.Load(), Reads: s.reads.Load()}
+}
 
 var (
 	_ store.Store             = (*Store)(nil)
 	_ store.Watcher           = (*Store)(nil)
 	_ store.TreeHeadPublisher = (*Store)(nil)
+	_ store.CommitSigner      = (*Store)(nil)
 )
+
+// commitSigner is what SignTreeHeads installed.
+type commitSigner struct {
+	sign   store.TreeHeadSigner
+	signed func(*ct.SignedTreeHead)
+}
+
+// SignTreeHeads implements store.CommitSigner: from now on each batch
+// that appends also writes P/log/sth, signed by sign over the batch's new
+// log state, in its transaction, which compares the tree head key as it
+// compares the log state. So the tree head key moves with the log state,
+// one tree head per size, and replicas need no publication round.
+func (s *Store) SignTreeHeads(sign store.TreeHeadSigner, signed func(*ct.SignedTreeHead)) {
+	s.sthSigner.Store(&commitSigner{sign: sign, signed: signed})
+}
 
 // Open connects to etcd, checks (or writes, for a new prefix) the schema
 // version and starts the committer. It fails when etcd cannot be reached
@@ -186,7 +250,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.MaxBatch = 1024
 	}
 	s := &Store{cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
-		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend}
+		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend,
+		nodes: newNodeCache(), headCh: make(chan struct{}, 1)}
 	if s.cli == nil {
 		if len(opts.Endpoints) == 0 {
 			return nil, errors.New("store: etcd: no endpoints")
@@ -213,6 +278,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		return nil, err
 	}
+	s.headCtx, s.stopHead = context.WithCancel(context.WithoutCancel(ctx))
 	go s.commitLoop()
 	return s, nil
 }
@@ -278,6 +344,8 @@ func (s *Store) Close() error {
 	}
 	close(s.quit)
 	<-s.done
+	s.stopHead()
+	s.headWG.Wait()
 	if s.ownClient {
 		return s.cli.Close()
 	}
@@ -353,13 +421,13 @@ func notApplied(err error) bool {
 }
 
 // get reads one key; nil when absent.
-func (s *Store) get(ctx context.Context, key string) (*mvccpb.KeyValue, error) {
+func (s *Store) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*mvccpb.KeyValue, error) {
 	ctx, cancel := s.reqCtx(ctx)
 	defer cancel()
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
-	resp, err := s.cli.Get(ctx, key)
+	resp, err := s.cli.Get(ctx, key, opts...)
 	if err != nil {
 		return nil, s.wrap(err)
 	}
@@ -384,6 +452,10 @@ type op struct {
 	// bytes estimates the size of what it writes.
 	bytes int
 	apply func(b *batch) error
+	// hints, when set, are the values of keys the op expects them to
+	// have (nil: absent), with their mod revisions: a batch whose ops
+	// all have hints for every key is not read first (readHinted).
+	hints map[string]*mvccpb.KeyValue
 	// committed runs after a successful commit that applied the op
 	// without refusal, before the caller is answered.
 	committed func()
@@ -464,6 +536,9 @@ func (s *Store) commitLoop() {
 				}
 				return
 			}
+		}
+		if pending[0].leaves > 0 {
+			s.awaitTurn()
 		}
 	fill:
 		for len(pending) < s.maxBatch {
@@ -553,9 +628,9 @@ func (s *Store) commit(ops []*op) []*op {
 	if ops = s.dropStale(ops); len(ops) == 0 {
 		return nil
 	}
-	linear := false
+	mode := readHinted
 	for attempt := 0; ; attempt++ {
-		b, rest, err := s.prepareN(ops, len(ops), linear)
+		b, rest, err := s.prepareN(ops, len(ops), mode)
 		if err != nil {
 			// Nothing was sent.
 			for _, o := range ops {
@@ -566,10 +641,10 @@ func (s *Store) commit(ops []*op) []*op {
 			}
 			return nil
 		}
-		if b.refused && !linear {
+		if b.refused && mode != readLinear {
 			// A refusal must rest on current values: read again,
 			// linearizably, before answering it.
-			linear = true
+			mode = readLinear
 			continue
 		}
 		if len(b.ops) == 0 {
@@ -585,9 +660,16 @@ func (s *Store) commit(ops []*op) []*op {
 			return rest
 		case err == nil:
 			// Conflict: another replica changed a key we read (or
-			// the member read from lagged): read linearizably.
+			// the member read from lagged, or a hint was wrong).
+			// When it appended (the log's head moved; the
+			// transaction returned the new head keys, which prepare
+			// uses), try again at once; otherwise, or when that
+			// keeps failing, read linearizably.
 			s.conflicts.Add(1)
-			linear = true
+			mode = readLinear
+			if b.headMoved && attempt < 2 {
+				mode = readHinted
+			}
 			if attempt > 3 {
 				time.Sleep(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt-3, 5))))
 			}
@@ -633,7 +715,7 @@ func (s *Store) commit(ops []*op) []*op {
 // when etcd was unavailable.
 func (s *Store) commitAlone(o *op) error {
 	for attempt := 0; ; attempt++ {
-		b, _, err := s.prepareN([]*op{o}, 1, true)
+		b, _, err := s.prepareN([]*op{o}, 1, readLinear)
 		if err != nil {
 			o.done <- err
 			if errors.Is(err, store.ErrUnavailable) {
@@ -668,8 +750,17 @@ func (s *Store) commitAlone(o *op) error {
 // answer tells every op of b its outcome: its refusal or context error,
 // else err (nil when the transaction committed).
 func (s *Store) answer(b *batch, err error) {
-	if err == nil && len(b.hashes) > 0 && s.onLogAppend != nil {
-		s.onLogAppend()
+	if err == nil && len(b.hashes) > 0 {
+		b.state.Border(s.nodes.add)
+		for _, n := range b.nodes {
+			s.nodes.add(n.id, n.hash)
+		}
+		if b.sth != nil {
+			s.seenSTH.Store(&seenSTH{rev: b.rev, sth: b.sth})
+			b.signer.signed(b.sth)
+		} else if s.onLogAppend != nil {
+			s.onLogAppend()
+		}
 	}
 	for i, o := range b.all {
 		e := b.errs[i]
@@ -717,6 +808,17 @@ type batch struct {
 	state    translog.State
 	stateRev int64
 	hashes   [][]byte
+	// signer, when set, signs the tree head of the batch's new state
+	// (sth), written in its transaction; rev is the transaction's
+	// revision once committed.
+	signer *commitSigner
+	sth    *ct.SignedTreeHead
+	rev    int64
+	// nodes are the tree nodes the batch writes, cached once committed.
+	nodes []cachedNode
+	// headMoved: the transaction lost the race to another append (the
+	// log's head keys had moved), as opposed to a change of another key.
+	headMoved bool
 
 	refused bool // an op was refused
 	// readOverlay is set when get returned one of the batch's own
@@ -806,17 +908,29 @@ func newNodes(n, k uint64) int {
 // applies them in order, and stops before the first that would not fit a
 // transaction. It returns the batch and the ops left for the next one.
 //
-// Unless linear is set the read is serializable (served by the member
-// the client talks to, without a round of the cluster): what it returns
-// may be stale, but the write transaction compares every key read, so a
-// stale read only costs a retry. Refusals, which commit nothing, are
-// only answered from a linearizable read (see commit).
-func (s *Store) prepareN(ops []*op, n int, linear bool) (*batch, []*op, error) {
+// mode says how (readMode): from the ops' hints and the known log head
+// without reading, when they have them (an issuance's first attempt), or
+// serializable (served by the member the client talks to, without a
+// round of the cluster), or linearizable. Hints and serializable reads
+// may be stale, but the write transaction compares every key the ops
+// read, so a stale value only costs a retry. Refusals, which commit
+// nothing, are only answered from a linearizable read (see commit).
+func (s *Store) prepareN(ops []*op, n int, mode readMode) (*batch, []*op, error) {
 	// Read at most what could fit: every op reads and writes at least
 	// one key.
 	n = min(n, len(ops))
 	seen := map[string]bool{s.k.logState(): true}
 	readKeys := []string{s.k.logState()}
+	// Besides the log state, a batch that appends writes the tree head
+	// when a signer is installed: one more key read, compared and
+	// written.
+	signer := s.sthSigner.Load()
+	logKeys := 1
+	if signer != nil {
+		seen[s.k.logSTH()] = true
+		readKeys = append(readKeys, s.k.logSTH())
+		logKeys = 2
+	}
 	reads := 0
 	for i, o := range ops[:n] {
 		if reads+len(o.keys) > 4*s.maxOps && i > 0 {
@@ -831,11 +945,25 @@ func (s *Store) prepareN(ops []*op, n int, linear bool) (*batch, []*op, error) {
 		}
 		reads += len(o.keys)
 	}
-	snap, err := s.readKeys(readKeys, linear)
-	if err != nil {
-		return nil, nil, err
+	snap := s.hinted(ops[:n], signer != nil, mode)
+	if snap == nil {
+		s.reads.Add(1)
+		var err error
+		snap, err = s.readKeys(readKeys, mode == readLinear)
+		if err != nil {
+			return nil, nil, err
+		}
 	}
-	b := &batch{s: s, snap: snap, overlay: map[string][]byte{}, cmps: map[string]int64{}, dependent: map[*op]bool{}}
+	if h := s.head.Load(); h != nil {
+		// The member read from may not have applied the last commits
+		// yet: the compares make a mix of revisions safe (the
+		// transaction fails unless every key is as used).
+		snap[s.k.logState()] = newer(snap[s.k.logState()], h.state)
+		if signer != nil {
+			snap[s.k.logSTH()] = newer(snap[s.k.logSTH()], h.sth)
+		}
+	}
+	b := &batch{s: s, snap: snap, overlay: map[string][]byte{}, cmps: map[string]int64{}, dependent: map[*op]bool{}, signer: signer}
 	if kv := snap[s.k.logState()]; kv != nil {
 		if err := b.state.UnmarshalBinary(kv.Value); err != nil {
 			return nil, nil, fmt.Errorf("store: etcd: log state: %w", err)
@@ -851,15 +979,15 @@ func (s *Store) prepareN(ops []*op, n int, linear bool) (*batch, []*op, error) {
 		// Room for o: its writes, the nodes the batch's leaves fix
 		// with o's, the state key, and its compares. One that cannot
 		// fit even alone is refused: etcd would refuse it every time.
-		if need, cmps := o.writes+newNodes(b.state.Size(), uint64(o.leaves))+1, len(o.keys)+1; need > s.maxOps || cmps > s.maxOps || o.bytes > maxTxnBytes {
+		if need, cmps := o.writes+newNodes(b.state.Size(), uint64(o.leaves))+logKeys, len(o.keys)+logKeys; need > s.maxOps || cmps > s.maxOps || o.bytes > maxTxnBytes {
 			b.all = append(b.all, o)
 			b.errs = append(b.errs, fmt.Errorf("store: etcd: this write needs %d operations (%d compares, about %d bytes) in one transaction, more than max_txn_ops %d (or %d bytes) allows",
 				need, cmps, o.bytes, s.maxOps, maxTxnBytes))
 			continue
 		}
 		leaves := uint64(len(b.hashes) + o.leaves)
-		need := writes + o.writes + newNodes(b.state.Size(), leaves) + 1
-		if len(b.all) > 0 && (need > s.maxOps || len(b.cmps)+len(o.keys)+1 > s.maxOps || b.bytes+o.bytes > maxTxnBytes) {
+		need := writes + o.writes + newNodes(b.state.Size(), leaves) + logKeys
+		if len(b.all) > 0 && (need > s.maxOps || len(b.cmps)+len(o.keys)+logKeys > s.maxOps || b.bytes+o.bytes > maxTxnBytes) {
 			return b, ops[i:], nil
 		}
 		nOrder, nHashes, nBytes := len(b.order), len(b.hashes), b.bytes
@@ -891,6 +1019,46 @@ func (s *Store) prepareN(ops []*op, n int, linear bool) (*batch, []*op, error) {
 		}
 	}
 	return b, ops[n:], nil
+}
+
+// readMode is how prepareN learns the values of the keys a batch reads.
+type readMode int
+
+const (
+	// readHinted takes the values the ops expect (op.hints) and the
+	// log's head as last known, without reading, when every op has
+	// hints and the head is known; otherwise it reads from the member
+	// the client talks to (serializable).
+	readHinted readMode = iota
+	// readLinear reads through the cluster's leader: current values.
+	readLinear
+)
+
+// hinted returns the snapshot of what ops read made of their hints and
+// the known log head, or nil when the keys must be read. The transaction
+// compares every key as hinted, so a wrong hint only costs a retry.
+func (s *Store) hinted(ops []*op, withSTH bool, mode readMode) map[string]*mvccpb.KeyValue {
+	if mode != readHinted {
+		return nil
+	}
+	h := s.head.Load()
+	if h == nil || h.state == nil || (withSTH && h.sth == nil) {
+		return nil
+	}
+	snap := map[string]*mvccpb.KeyValue{s.k.logState(): h.state}
+	if withSTH {
+		snap[s.k.logSTH()] = h.sth
+	}
+	for _, o := range ops {
+		for _, k := range o.keys {
+			kv, ok := o.hints[k]
+			if !ok {
+				return nil
+			}
+			snap[k] = kv
+		}
+	}
+	return snap
 }
 
 // readKeys reads keys in as few transactions as --max-txn-ops allows.
@@ -929,6 +1097,7 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 	if len(b.hashes) > 0 {
 		next, err := b.state.Append(b.hashes, func(id compact.NodeID, hash []byte) error {
 			b.put(s.k.node(id), hash)
+			b.nodes = append(b.nodes, cachedNode{id, hash})
 			return nil
 		})
 		if err != nil {
@@ -940,13 +1109,31 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 		}
 		b.put(s.k.logState(), v)
 		b.cmps[s.k.logState()] = b.stateRev
+		if b.signer != nil {
+			b.signTreeHead(next)
+		}
+	}
+	// A batch that appends and loses the race gets the log's head keys
+	// back (Else), to try again without reading them.
+	var heads []clientv3.Op
+	if len(b.hashes) > 0 {
+		heads = []clientv3.Op{clientv3.OpGet(s.k.logState()), clientv3.OpGet(s.k.logSTH())}
 	}
 	if len(b.order) == 0 {
 		return true, nil
 	}
+	// The log's head keys first: etcd stops at the first compare that
+	// fails, and they are what a race with another replica changes.
 	cmps := make([]clientv3.Cmp, 0, len(b.cmps))
+	for _, k := range []string{s.k.logState(), s.k.logSTH()} {
+		if rev, ok := b.cmps[k]; ok {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
+		}
+	}
 	for k, rev := range b.cmps {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
+		if k != s.k.logState() && k != s.k.logSTH() {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
+		}
 	}
 	puts := make([]clientv3.Op, 0, len(b.order))
 	for _, k := range b.order {
@@ -959,9 +1146,23 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 	ctx, cancel := s.reqCtx(context.Background())
 	defer cancel()
 	send := func() (bool, error) {
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+		t0 := time.Now()
+		if len(heads) > 0 {
+			v := b.overlay[s.k.logState()]
+			s.sending.Store(&v)
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(heads...).Commit()
+		// Cleared once the head is learnt (ownRev), so the head watch
+		// never takes this commit for another replica's.
+		defer s.sending.Store(nil)
+		took := time.Since(t0)
+		s.commitTime.Store((s.commitTime.Load()*7 + int64(took)) / 8)
 		if err != nil {
 			return false, err
+		}
+		b.rev = resp.Header.Revision
+		if len(heads) > 0 {
+			b.learnHead(resp)
 		}
 		return resp.Succeeded, nil
 	}
@@ -969,6 +1170,72 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 		return (*h)(send)
 	}
 	return send()
+}
+
+// kvHints holds key-values read for a write that follows, each taken
+// once. It is bounded: a read not followed by its write (a refused
+// attestation) is dropped eventually.
+type kvHints struct {
+	mu sync.Mutex
+	m  map[string]*mvccpb.KeyValue
+}
+
+const maxKVHints = 4096
+
+func (h *kvHints) put(kv *mvccpb.KeyValue) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil || len(h.m) >= maxKVHints {
+		h.m = make(map[string]*mvccpb.KeyValue)
+	}
+	h.m[string(kv.Key)] = kv
+}
+
+func (h *kvHints) take(key string) *mvccpb.KeyValue {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	kv := h.m[key]
+	delete(h.m, key)
+	return kv
+}
+
+type cachedNode struct {
+	id   compact.NodeID
+	hash []byte
+}
+
+// signTreeHead signs the tree head of next, the batch's new log state,
+// and adds it to the transaction, compared as read: the first tree head
+// of each size is the only one. A stored tree head it cannot read, or one
+// not smaller than next (the store was altered), or a failed signature
+// leaves the batch without one: its caller signs as it would without a
+// commit signer.
+func (b *batch) signTreeHead(next translog.State) {
+	key := b.s.k.logSTH()
+	kv, ok := b.snap[key]
+	if !ok {
+		return
+	}
+	var rev int64
+	var minTS uint64
+	if kv != nil {
+		prev, err := decodeSTH(kv)
+		if err != nil || prev.TreeSize >= next.Size() {
+			return
+		}
+		rev, minTS = kv.ModRevision, prev.Timestamp
+	}
+	sth, err := b.signer.sign(next, minTS)
+	if err != nil || sth.TreeSize != next.Size() || sth.Timestamp < minTS {
+		return
+	}
+	v, err := json.Marshal(sth)
+	if err != nil {
+		return
+	}
+	b.put(key, v)
+	b.cmps[key] = rev
+	b.sth = sth
 }
 
 // ---------------------------------------------------------------------
@@ -1017,6 +1284,21 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		o.writes += 2
 		o.leaves = 1
 		o.bytes += len(leaf.Input) + 200
+	}
+	// Hints: every key absent (a new serial, task, replay key and leaf),
+	// but the join token, as JoinToken just read it. A batch of hinted
+	// ops is committed without a read first; a wrong hint fails its
+	// compare and the batch is read and decided again.
+	o.hints = make(map[string]*mvccpb.KeyValue, len(o.keys))
+	for _, k := range o.keys {
+		o.hints[k] = nil
+	}
+	if tokKey != "" {
+		if kv := s.tokenHints.take(tokKey); kv != nil {
+			o.hints[tokKey] = kv
+		} else {
+			o.hints = nil
+		}
 	}
 	var logIndex uint64 // set by the apply that commits
 	o.apply = func(b *batch) error {
@@ -1418,13 +1700,22 @@ func (s *Store) JoinToken(ctx context.Context, hash []byte) (*store.JoinToken, e
 	if len(hash) == 0 {
 		return nil, store.ErrNotFound
 	}
-	kv, err := s.get(ctx, s.k.token(hash))
+	// Served by the member the client talks to, without a round of the
+	// cluster: it may lag, so a token it does not hold yet is read again
+	// linearizably (store.Store's JoinToken allows a stale record).
+	kv, err := s.get(ctx, s.k.token(hash), clientv3.WithSerializable())
+	if err == nil && kv == nil {
+		kv, err = s.get(ctx, s.k.token(hash))
+	}
 	if err != nil {
 		return nil, err
 	}
 	if kv == nil {
 		return nil, store.ErrNotFound
 	}
+	// The issuance that follows (join token attestation) uses what was
+	// read as its hint, instead of reading the token again.
+	s.tokenHints.put(kv)
 	var t store.JoinToken
 	if err := json.Unmarshal(kv.Value, &t); err != nil {
 		return nil, fmt.Errorf("store: decode join token: %w", err)

@@ -31,35 +31,46 @@ import (
 
 func indexBytes(i uint64) []byte { return binary.BigEndian.AppendUint64(nil, i) }
 
-// Nodes implements translog.NodeReader (store.Log): one read transaction
-// per --max-txn-ops nodes.
+// Nodes implements translog.NodeReader (store.Log): from the node cache,
+// and for the others one read transaction per --max-txn-ops nodes.
 func (s *Store) Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, error) {
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
 	out := make([][]byte, len(ids))
-	buf := make([]byte, len(ids)*32)
+	if s.nodes.get(ids, out) == 0 {
+		return out, nil
+	}
+	var miss []int // indices in ids of the nodes to read
+	for i, h := range out {
+		if h == nil {
+			miss = append(miss, i)
+		}
+	}
+	buf := make([]byte, len(miss)*32)
 	rctx, cancel := s.reqCtx(ctx)
 	defer cancel()
-	i := 0
-	for chunk := range slices.Chunk(ids, s.maxOps) {
+	n := 0
+	for chunk := range slices.Chunk(miss, s.maxOps) {
 		gets := make([]clientv3.Op, len(chunk))
-		for j, id := range chunk {
-			gets[j] = clientv3.OpGet(s.k.node(id))
+		for j, i := range chunk {
+			gets[j] = clientv3.OpGet(s.k.node(ids[i]))
 		}
 		resp, err := s.cli.Txn(rctx).Then(gets...).Commit()
 		if err != nil {
 			return nil, s.wrap(err)
 		}
 		for j, r := range resp.Responses {
+			id := ids[chunk[j]]
 			kvs := r.GetResponseRange().Kvs
 			if len(kvs) == 0 || len(kvs[0].Value) != 32 {
-				return nil, fmt.Errorf("store: %w: level %d index %d", translog.ErrNodeNotFound, chunk[j].Level, chunk[j].Index)
+				return nil, fmt.Errorf("store: %w: level %d index %d", translog.ErrNodeNotFound, id.Level, id.Index)
 			}
-			h := buf[i*32 : (i+1)*32 : (i+1)*32]
+			h := buf[n*32 : (n+1)*32 : (n+1)*32]
 			copy(h, kvs[0].Value)
-			out[i] = h
-			i++
+			out[chunk[j]] = h
+			s.nodes.add(id, h)
+			n++
 		}
 	}
 	return out, nil

@@ -112,10 +112,13 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 					continue
 				}
 				c := store.Change{Kind: kind}
-				if kind == store.ChangeRevoked {
+				switch kind {
+				case store.ChangeRevoked:
 					if c.Revoked = s.decodeRevocation(ev.Kv); c.Revoked == nil {
 						continue
 					}
+				case store.ChangeTreeHead:
+					c.TreeHead, _ = decodeSTH(ev.Kv)
 				}
 				if !send(c) {
 					break

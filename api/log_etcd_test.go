@@ -1,0 +1,163 @@
+package api_test
+
+// The issuance log on a store shared by replicas that signs each batch's
+// tree head in the batch's transaction (store/etcd, store.CommitSigner).
+// Identifiers start with logE.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentca/agentca/api"
+	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/store/etcd"
+	"github.com/agentca/agentca/store/etcd/etcdtest"
+	"github.com/agentca/agentca/translog"
+)
+
+func logEOpen(t *testing.T, c *etcdtest.Cluster) *etcd.Store {
+	t.Helper()
+	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: c.Endpoints(), Prefix: "/loge", MaxTxnOps: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func logENewLog(t *testing.T, s *etcd.Store, signer *translog.Signer) *api.Log {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := api.NewLog(ctx, api.LogOptions{Store: s, Signer: signer})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return l
+}
+
+// logEIssue stores a certificate with its log entry through s.
+func logEIssue(t *testing.T, s *etcd.Store) (uint64, *translog.Leaf) {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	b[0] = b[0]&0x7f | 1
+	now := time.Now()
+	c := store.Certificate{Serial: hex.EncodeToString(b), SPIFFEID: "spiffe://example.org/a", Provisioner: "join", IssuerSKI: "abcd",
+		NotBefore: now, NotAfter: now.Add(time.Hour), DER: append([]byte{0x30, 0x81}, b...)}
+	leaf, err := translog.NewLeaf(c.DER, uint64(now.UnixMilli()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := &store.Issuance{Certificate: c, Now: now, LogLeaf: leaf}
+	if err := s.Issue(context.Background(), iss); err != nil {
+		t.Fatal(err)
+	}
+	return iss.Certificate.LogIndex, leaf
+}
+
+// TestLogCommitSignerReplicas: two replicas' logs on one etcd prefix,
+// issuing at once. Every receipt is proven by a tree head the log key
+// signed; once the other replica's tree heads are offered (as the store's
+// watch does in the daemon), both serve the same tree head, the stored
+// one; a tree head signed with another key is not served.
+func TestLogCommitSignerReplicas(t *testing.T) {
+	cluster := etcdtest.New(t, 1)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := translog.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, sb := logEOpen(t, cluster), logEOpen(t, cluster)
+	la, lb := logENewLog(t, sa, signer), logENewLog(t, sb, signer)
+	ctx := context.Background()
+	const n = 60
+	var wg sync.WaitGroup
+	for i := range n {
+		s, l := sa, la
+		if i%2 == 1 {
+			s, l = sb, lb
+		}
+		wg.Go(func() {
+			idx, leaf := logEIssue(t, s)
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			rc, err := l.Receipt(rctx, idx, leaf)
+			if err != nil {
+				t.Errorf("receipt of %d: %v", idx, err)
+				return
+			}
+			sth, err := rc.STH.ToSignedTreeHead()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := translog.VerifySTH(&key.PublicKey, sth); err != nil {
+				t.Error(err)
+			}
+			if err := translog.VerifyInclusion(leaf.Hash, idx, rc.TreeSize, rc.InclusionProof, rc.RootHash); err != nil || sth.TreeSize != rc.TreeSize {
+				t.Errorf("entry %d: %v (tree head size %d, receipt %d)", idx, err, sth.TreeSize, rc.TreeSize)
+			}
+		})
+	}
+	wg.Wait()
+	stored, err := sa.TreeHead(ctx)
+	if err != nil || stored.TreeSize != n {
+		t.Fatalf("stored tree head %+v, %v; want size %d", stored, err, n)
+	}
+	for _, l := range []*api.Log{la, lb} {
+		l.Offer(stored)
+		got := l.Latest()
+		if got.TreeSize != n || got.Timestamp != stored.Timestamp || !bytes.Equal(got.TreeHeadSignature.Signature, stored.TreeHeadSignature.Signature) {
+			t.Fatalf("a replica serves tree head size %d ts %d, not the stored one (size %d ts %d)", got.TreeSize, got.Timestamp, stored.TreeSize, stored.Timestamp)
+		}
+	}
+	// A larger tree head signed by another key is not served; the same
+	// one signed by the log key is.
+	idx, _ := logEIssue(t, sa)
+	st, err := sa.LogState(ctx)
+	if err != nil || st.Size() != idx+1 {
+		t.Fatalf("log state %d, %v", st.Size(), err)
+	}
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, err := translog.NewSigner(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := other.Sign(st, stored.Timestamp+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb.Offer(forged)
+	if got := lb.Latest(); got.TreeSize > n && bytes.Equal(got.TreeHeadSignature.Signature, forged.TreeHeadSignature.Signature) {
+		t.Fatal("a tree head signed by another key is served")
+	}
+	grown, err := sa.TreeHead(ctx)
+	if err != nil || grown.TreeSize != n+1 {
+		t.Fatalf("stored tree head %+v, %v; want size %d", grown, err, n+1)
+	}
+	lb.Offer(grown)
+	if got := lb.Latest(); got.TreeSize != n+1 {
+		t.Fatalf("the stored tree head of size %d offered, the replica serves %d", n+1, got.TreeSize)
+	}
+	// A smaller one changes nothing.
+	lb.Offer(stored)
+	if got := lb.Latest(); got.TreeSize != n+1 {
+		t.Fatalf("after a smaller tree head was offered the replica serves %d", got.TreeSize)
+	}
+}
