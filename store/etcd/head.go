@@ -30,9 +30,10 @@ const (
 // their mod revisions (nil: absent or unknown).
 type logHead struct{ state, sth *mvccpb.KeyValue }
 
-// newer returns kv or known, whichever has the later mod revision.
+// newer returns kv or known, whichever has the later mod revision (known
+// when they are of the same one).
 func newer(kv, known *mvccpb.KeyValue) *mvccpb.KeyValue {
-	if known != nil && (kv == nil || known.ModRevision > kv.ModRevision) {
+	if known != nil && (kv == nil || known.ModRevision >= kv.ModRevision) {
 		return known
 	}
 	return kv
