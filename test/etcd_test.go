@@ -344,6 +344,20 @@ func TestEtcdReplicas(t *testing.T) {
 	}
 	audit := mustRun(t, "log", "audit", "--dir", a.Dir)
 	auditWG.Wait()
+	// The etcd store's counts are exported: B has committed writes.
+	if r, err := tryDo(hc, http.MethodGet, "http://"+b.HTTP+"/metrics", "", nil); err != nil || r.status != http.StatusOK {
+		t.Fatalf("B's metrics: %v", err)
+	} else {
+		for _, name := range []string{"agentca_etcd_commits_total ", "agentca_etcd_conflicts_total ", "agentca_etcd_reads_total "} {
+			i := strings.Index(string(r.body), "\n"+name)
+			if i < 0 {
+				t.Fatalf("B's metrics have no %s", name)
+			}
+			if name == "agentca_etcd_commits_total " && strings.HasPrefix(string(r.body[i+1+len(name):]), "0\n") {
+				t.Fatal("B's metrics count no commit")
+			}
+		}
+	}
 	if !strings.Contains(audit.stdout, "OK: the entries, the stored tree") {
 		t.Fatalf("log audit on the live etcd store:\n%s", audit)
 	}

@@ -159,6 +159,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerStoreMetrics(reg, st)
 	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
 	anch := newAnchors(ctx, &anchors{dir: dir, cfg: cfg, keys: keys, st: st, authority: authority, responder: responder,
 		ocspKey: ocspKey, log: log, minStaged: maxLeafTTL(cfg), onActivate: certs.renewUnderNewIssuer,

@@ -16,6 +16,7 @@ import (
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/store/etcd"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // OpenStore opens the store agentca.json's storage section in dir
@@ -124,4 +125,22 @@ func checkEmptyStore(ctx context.Context, st store.Store, sc config.Storage) err
 			sc.Prefix, set.Sequence, ls.Size(), ErrExists)
 	}
 	return nil
+}
+
+// registerStoreMetrics exports the etcd store's committer counts: write
+// transactions committed, lost to another replica (or to a stale read),
+// and preceded by a read. Nothing for bbolt.
+func registerStoreMetrics(reg prometheus.Registerer, st store.Store) {
+	es, ok := st.(*etcd.Store)
+	if !ok {
+		return
+	}
+	counter := func(name, help string, v func(etcd.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v(es.Stats())) })
+	}
+	reg.MustRegister(
+		counter("agentca_etcd_commits_total", "Write transactions the etcd store committed.", func(s etcd.Stats) int64 { return s.Commits }),
+		counter("agentca_etcd_conflicts_total", "Write transactions that lost a compare (another replica wrote a key first, or a value used was stale) and were tried again.", func(s etcd.Stats) int64 { return s.Conflicts }),
+		counter("agentca_etcd_reads_total", "Write attempts that read their keys first (the others were sent on what the replica knew).", func(s etcd.Stats) int64 { return s.Reads }),
+	)
 }
