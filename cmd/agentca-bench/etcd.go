@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,9 @@ const (
 
 // etcdRun is what the etcd mode measured.
 type etcdRun struct {
-	phases    []*phase
+	phases []*phase
+	// stores are the replicas' etcd store counts over each phase.
+	stores    []storeCounts
 	replicaOK [etcdReplicas]int64
 	cpus      int
 	load      string // /proc/loadavg before the run
@@ -165,7 +168,9 @@ func runEtcd(ctx context.Context, opts options) error {
 		}
 		ph := &phase{name: fmt.Sprintf("sign-etcd c=%d", c), kind: "sign", concurrency: c}
 		tokens := l.takeTokens(len(l.tokens) - l.next)
+		before := scrapeStores(ctx, daemons)
 		used := etcdSignLoad(ctx, l, daemons, ph, c, opts.duration, tokens, run, opts.pprofDir)
+		run.stores = append(run.stores, scrapeStores(ctx, daemons).minus(before))
 		l.next -= len(tokens) - used
 		logf("%s: %d issued in %s = %.0f/s, %d errors, p50 %s p99 %s", ph.name, ph.ok, ph.elapsed.Round(time.Millisecond),
 			ph.rate(), ph.errors, ph.pct(0.5).Round(10*time.Microsecond), ph.pct(0.99).Round(10*time.Microsecond))
@@ -306,14 +311,17 @@ func (r *etcdRun) markdown(opts options) string {
 	p("- Setup: %d etcd members in the benchmark's process (loopback, %s, `--max-txn-ops 1024`), %d `agentca serve` replicas sharing them, POST /v1/sign round robin over both with a fresh join token per request, %s per concurrency; binary at %s", etcdMembers, r.fsync(), etcdReplicas, opts.duration, rev)
 	p("- Machine: %d CPUs; load average before the run: %s. Everything (etcd, both replicas, the load generator) shares these CPUs", r.cpus, r.load)
 	p("")
-	p("| phase | issued/s | ok | errors | p50 | p99 | replicas' CPU | etcd + client CPU | other | idle |")
-	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, ph := range r.phases {
-		p("| %s | **%.0f** | %d | %d | %s | %s | %.1f s | %.1f s | %.1f s | %.1f s |", ph.name, ph.rate(), ph.ok, ph.errors,
-			ph.pct(0.5).Round(100*time.Microsecond), ph.pct(0.99).Round(100*time.Microsecond), ph.daemonCPU, ph.clientCPU, ph.otherCPU, ph.idleCPU)
+	p("| phase | issued/s | ok | errors | p50 | p99 | replicas' CPU | etcd + client CPU | other | idle | write txns | lost races | read first |")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for i, ph := range r.phases {
+		sc := r.stores[i]
+		attempts := sc.commits + sc.conflicts
+		p("| %s | **%.0f** | %d | %d | %s | %s | %.1f s | %.1f s | %.1f s | %.1f s | %.0f | %s | %s |", ph.name, ph.rate(), ph.ok, ph.errors,
+			ph.pct(0.5).Round(100*time.Microsecond), ph.pct(0.99).Round(100*time.Microsecond), ph.daemonCPU, ph.clientCPU, ph.otherCPU, ph.idleCPU,
+			attempts, percent(sc.conflicts, attempts), percent(sc.reads, attempts))
 	}
 	p("")
-	p("Issued per replica over the run: %d and %d.", r.replicaOK[0], r.replicaOK[1])
+	p("Issued per replica over the run: %d and %d. Write txns: the replicas' write transactions (agentca_etcd_commits_total + agentca_etcd_conflicts_total); lost races: those that lost a compare and were tried again; read first: attempts that read their keys before writing (the others went on what the replica knew).", r.replicaOK[0], r.replicaOK[1])
 	for _, ph := range r.phases {
 		if ph.concurrency == 64 {
 			p("")
@@ -406,4 +414,51 @@ func profileSelf(dir, name string) (func(), error) {
 		f.Close()
 		logf("profile %s", path)
 	}, nil
+}
+
+// storeCounts are the etcd store counters of the replicas' /metrics,
+// summed.
+type storeCounts struct{ commits, conflicts, reads float64 }
+
+func (a storeCounts) minus(b storeCounts) storeCounts {
+	return storeCounts{a.commits - b.commits, a.conflicts - b.conflicts, a.reads - b.reads}
+}
+
+// scrapeStores sums the replicas' etcd store counters; a replica that
+// does not answer counts zero (the report then shows it).
+func scrapeStores(ctx context.Context, daemons []*daemon) storeCounts {
+	var sc storeCounts
+	for _, d := range daemons {
+		body, err := httpGet(ctx, d.http+"/metrics")
+		if err != nil {
+			logf("metrics of %s: %v", d.http, err)
+			continue
+		}
+		for line := range strings.Lines(string(body)) {
+			name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				continue
+			}
+			switch name {
+			case "agentca_etcd_commits_total":
+				sc.commits += v
+			case "agentca_etcd_conflicts_total":
+				sc.conflicts += v
+			case "agentca_etcd_reads_total":
+				sc.reads += v
+			}
+		}
+	}
+	return sc
+}
+
+func percent(part, whole float64) string {
+	if whole == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f %%", 100*part/whole)
 }
