@@ -310,7 +310,7 @@ func (s *Store) initSchema(ctx context.Context) error {
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(s.k.schema()), "=", 0)).
 		Then(clientv3.OpPut(s.k.schema(), schema), clientv3.OpPut(s.k.logState(), string(st))).
-		Else(clientv3.OpGet(s.k.schema())).Commit()
+		Else(clientv3.OpGet(s.k.schema()), clientv3.OpGet(s.k.migrating())).Commit()
 	if err != nil {
 		return s.wrap(err)
 	}
@@ -318,6 +318,10 @@ func (s *Store) initSchema(ctx context.Context) error {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) != 1 || string(kvs[0].Value) != schema {
 			return fmt.Errorf("store: etcd prefix %s: unsupported schema version %q", s.k.p, valueOf(kvs))
+		}
+		if m := resp.Responses[1].GetResponseRange().Kvs; len(m) > 0 {
+			return fmt.Errorf("store: etcd prefix %s: an import (agentca migrate) into it started at %s and did not finish; run it again after deleting the prefix (etcdctl del --prefix %s/)",
+				s.k.p, m[0].Value, s.k.p)
 		}
 	}
 	return nil

@@ -1,0 +1,254 @@
+package etcd
+
+// Import: a CA's whole state moved into a new prefix (agentca migrate, from
+// a bbolt file). The prefix is marked (P/migrating) before the first key is
+// written and the mark is removed, with the log state and the tree head
+// written, in the last transaction: a store refuses to open a marked
+// prefix, so no replica ever serves half a migration.
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/translog"
+	ct "github.com/google/certificate-transparency-go"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func (k keys) migrating() string { return k.p + "/migrating" }
+
+// ImportStats counts what Import wrote.
+type ImportStats struct {
+	Certificates, Revoked, JoinTokens, ReplayKeys, Tasks, LogEntries int
+	Anchors, TreeHead                                                bool
+}
+
+// ErrNotEmpty is Import's error for a prefix that already holds a CA.
+var ErrNotEmpty = errors.New("store: etcd: the prefix is not empty")
+
+// Import copies everything src holds into the store's prefix, which must
+// hold nothing but what Open writes on a new prefix. Tree nodes and the
+// log state are computed from the entries; a saved tree head that the
+// copied log contradicts fails the import. On failure the prefix stays
+// marked and cannot be opened: delete it (etcdctl del --prefix P/) and
+// import again.
+func (s *Store) Import(ctx context.Context, src store.Exporter) (ImportStats, error) {
+	var st ImportStats
+	if s.isClosed() {
+		return st, store.ErrClosed
+	}
+	rctx, cancel := s.reqCtx(ctx)
+	resp, err := s.cli.Get(rctx, s.k.p+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	cancel()
+	if err != nil {
+		return st, s.wrap(err)
+	}
+	var stateRev int64
+	for _, kv := range resp.Kvs {
+		switch string(kv.Key) {
+		case s.k.schema():
+		case s.k.logState():
+			stateRev = kv.ModRevision
+		default:
+			return st, fmt.Errorf("%w: %s holds %s (import only into a new prefix)", ErrNotEmpty, s.k.p, kv.Key)
+		}
+	}
+	if cur, err := s.LogState(ctx); err != nil || cur.Size() != 0 || stateRev == 0 {
+		return st, fmt.Errorf("%w: %s: its issuance log is not empty (%v)", ErrNotEmpty, s.k.p, err)
+	}
+	rctx, cancel = s.reqCtx(ctx)
+	tr, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(s.k.logState()), "=", stateRev),
+		clientv3.Compare(clientv3.CreateRevision(s.k.migrating()), "=", 0)).
+		Then(clientv3.OpPut(s.k.migrating(), time.Now().UTC().Format(time.RFC3339))).Commit()
+	cancel()
+	if err != nil {
+		return st, s.wrap(err)
+	}
+	if !tr.Succeeded {
+		return st, fmt.Errorf("%w: %s changed while the import started", ErrNotEmpty, s.k.p)
+	}
+
+	w := &importWriter{s: s, ctx: ctx}
+	var state translog.State
+	var leaves [][]byte
+	var sth *ct.SignedTreeHead
+	// flushLeaves appends the entries gathered to the tree, writing the
+	// nodes they fix.
+	flushLeaves := func() error {
+		if len(leaves) == 0 {
+			return nil
+		}
+		next, err := state.Append(leaves, func(id compact.NodeID, hash []byte) error {
+			return w.put(s.k.node(id), hash)
+		})
+		if err != nil {
+			return fmt.Errorf("issuance log: %w", err)
+		}
+		state, leaves = next, leaves[:0]
+		return nil
+	}
+	err = src.Export(ctx, func(it store.Item) error {
+		switch {
+		case it.Certificate != nil:
+			c := it.Certificate
+			sn, err := store.NormalizeSerial(c.Serial)
+			if err != nil {
+				return err
+			}
+			c.Serial = sn
+			v, err := json.Marshal(c)
+			if err != nil {
+				return err
+			}
+			exp, err := json.Marshal(&expiryEntry{Serial: sn, IssuerSKI: c.IssuerSKI, Provisioner: c.Provisioner, NotAfter: c.NotAfter})
+			if err != nil {
+				return err
+			}
+			if err := w.put(s.k.cert(sn), v); err != nil {
+				return err
+			}
+			if err := w.put(s.k.certExpiry(c.NotAfter, sn), exp); err != nil {
+				return err
+			}
+			st.Certificates++
+			if !c.RevokedAt.IsZero() {
+				rv, err := json.Marshal(&store.Revocation{Serial: sn, RevokedAt: c.RevokedAt, Reason: c.RevocationReason, NotAfter: c.NotAfter})
+				if err != nil {
+					return err
+				}
+				st.Revoked++
+				return w.put(s.k.rev(strings.ToLower(c.IssuerSKI), sn), rv)
+			}
+		case it.JoinToken != nil:
+			t := it.JoinToken
+			if len(t.Hash) == 0 {
+				return errors.New("store: a join token without its hash")
+			}
+			v, err := json.Marshal(t)
+			if err != nil {
+				return err
+			}
+			if err := w.put(s.k.token(t.Hash), v); err != nil {
+				return err
+			}
+			st.JoinTokens++
+			return w.put(s.k.tokenExpiry(t.ExpiresAt, t.Hash), []byte(hex.EncodeToString(t.Hash)))
+		case it.ReplayKey != "":
+			st.ReplayKeys++
+			return w.put(s.k.once(it.ReplayKey), []byte(it.ReplaySerial))
+		case it.Task != "":
+			st.Tasks++
+			return w.put(s.k.taskEnded(it.Task), []byte(it.TaskEndedAt.UTC().Format(time.RFC3339Nano)))
+		case it.Anchors != nil:
+			v, err := json.Marshal(it.Anchors)
+			if err != nil {
+				return err
+			}
+			st.Anchors = true
+			return w.put(s.k.anchors(), v)
+		case it.LogEntry != nil:
+			i := state.Size() + uint64(len(leaves))
+			h := rfc6962.DefaultHasher.HashLeaf(it.LogEntry)
+			if err := w.put(s.k.logEntry(i), it.LogEntry); err != nil {
+				return err
+			}
+			if err := w.put(s.k.logHash(h), indexBytes(i)); err != nil {
+				return err
+			}
+			st.LogEntries++
+			leaves = append(leaves, h)
+			if len(leaves) >= 1024 {
+				return flushLeaves()
+			}
+		case it.TreeHead != nil:
+			sth = it.TreeHead
+		}
+		return nil
+	})
+	if err == nil {
+		err = flushLeaves()
+	}
+	if err == nil {
+		err = w.flush()
+	}
+	if err != nil {
+		return st, fmt.Errorf("import into %s (the prefix stays marked %s; delete the prefix before importing again): %w", s.k.p, s.k.migrating(), err)
+	}
+	// Last: the log state, the tree head (checked against the copied
+	// tree) and the mark's removal, in one transaction.
+	v, err := state.MarshalBinary()
+	if err != nil {
+		return st, err
+	}
+	last := []clientv3.Op{clientv3.OpPut(s.k.logState(), string(v)), clientv3.OpDelete(s.k.migrating())}
+	if sth != nil {
+		if err := s.checkRoot(ctx, state, sth); err != nil {
+			return st, fmt.Errorf("import into %s: the saved tree head does not match the copied log (the prefix stays marked): %w", s.k.p, err)
+		}
+		b, err := json.Marshal(sth)
+		if err != nil {
+			return st, err
+		}
+		last = append(last, clientv3.OpPut(s.k.logSTH(), string(b)))
+		st.TreeHead = true
+	}
+	rctx, cancel = s.reqCtx(ctx)
+	defer cancel()
+	tr, err = s.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(s.k.migrating()), ">", 0),
+		clientv3.Compare(clientv3.ModRevision(s.k.logState()), "=", stateRev)).Then(last...).Commit()
+	if err != nil {
+		return st, s.wrap(err)
+	}
+	if !tr.Succeeded {
+		return st, fmt.Errorf("import into %s: the prefix changed during the import", s.k.p)
+	}
+	s.lastState.Store(&state)
+	return st, nil
+}
+
+// importWriter puts keys in transactions of at most --max-txn-ops
+// operations and about half etcd's request limit.
+type importWriter struct {
+	s     *Store
+	ctx   context.Context
+	ops   []clientv3.Op
+	bytes int
+}
+
+func (w *importWriter) put(key string, v []byte) error {
+	if len(w.ops) >= w.s.maxOps || w.bytes+len(key)+len(v) > maxTxnBytes/2 {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	w.ops = append(w.ops, clientv3.OpPut(key, string(v)))
+	w.bytes += len(key) + len(v)
+	return nil
+}
+
+func (w *importWriter) flush() error {
+	if len(w.ops) == 0 {
+		return nil
+	}
+	ctx, cancel := w.s.reqCtx(w.ctx)
+	defer cancel()
+	// Only while the mark is there: a prefix deleted meanwhile is not
+	// written to again.
+	resp, err := w.s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(w.s.k.migrating()), ">", 0)).Then(w.ops...).Commit()
+	if err != nil {
+		return w.s.wrap(err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("store: etcd: the mark %s was removed during the import", w.s.k.migrating())
+	}
+	w.ops, w.bytes = w.ops[:0], 0
+	return nil
+}
