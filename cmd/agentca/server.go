@@ -152,18 +152,24 @@ func initStorage(c *cli.Context) (*config.Storage, error) {
 		}
 		return nil, nil
 	case "etcd":
-		var eps []string
-		for _, v := range c.StringSlice("etcd-endpoints") {
-			for e := range strings.SplitSeq(v, ",") {
-				if e = strings.TrimSpace(e); e != "" {
-					eps = append(eps, e)
-				}
-			}
-		}
+		eps := etcdEndpoints(c)
 		if len(eps) == 0 {
 			return nil, usagef("--storage etcd needs --etcd-endpoints")
 		}
 		return &config.Storage{Type: "etcd", Endpoints: eps, Prefix: c.String("etcd-prefix")}, nil
 	}
 	return nil, usagef("--storage: want bbolt or etcd, got %q", c.String("storage"))
+}
+
+// etcdEndpoints reads --etcd-endpoints: repeated, or comma-separated.
+func etcdEndpoints(c *cli.Context) []string {
+	var eps []string
+	for _, v := range c.StringSlice("etcd-endpoints") {
+		for e := range strings.SplitSeq(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				eps = append(eps, e)
+			}
+		}
+	}
+	return eps
 }
