@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -553,15 +552,7 @@ func TestEtcdFailover(t *testing.T) {
 			t.Fatalf("record of %s: %+v, %v; want logged at %d", sn, rec, err, is.log.Index)
 		}
 	}
-	pubPEM, err := os.ReadFile(filepath.Join(a.Dir, "log.pub.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(pubPEM)
-	logKey, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	logKey, _ := logPublicKey(t, a.Dir)
 	// A's final tree head, then the audit against it.
 	var final *ct.SignedTreeHead
 	eventually(t, 5*time.Second, 20*time.Millisecond, "a tree head covering the whole log", func() bool {

@@ -113,20 +113,30 @@ func logE2ESign(hc *http.Client, c *testCA, tok, csr string) (*logE2EIssued, err
 // head signatures with D/log.pub.pem.
 func logE2EClient(t *testing.T, c *testCA) (*client.LogClient, crypto.PublicKey, []byte) {
 	t.Helper()
-	pubPEM, err := os.ReadFile(filepath.Join(c.Dir, "log.pub.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub, pubPEM := logPublicKey(t, c.Dir)
 	lc, err := client.New("http://"+c.HTTP, &http.Client{Timeout: 30 * time.Second}, jsonclient.Options{PublicKey: string(pubPEM)})
 	if err != nil {
 		t.Fatalf("client.New: %v", err)
 	}
+	return lc, pub, pubPEM
+}
+
+// logPublicKey reads the log's public key, D/log.pub.pem.
+func logPublicKey(t *testing.T, dir string) (crypto.PublicKey, []byte) {
+	t.Helper()
+	pubPEM, err := os.ReadFile(filepath.Join(dir, "log.pub.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	block, _ := pem.Decode(pubPEM)
+	if block == nil {
+		t.Fatal("log.pub.pem holds no PEM block")
+	}
 	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return lc, pub, pubPEM
+	return pub, pubPEM
 }
 
 // logE2ECheckReceipt checks a SignResponse's log object with the CT

@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -104,15 +103,7 @@ func TestMigrateToEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(ca.Dir, "log.pub.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(keyPEM)
-	logKey, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	logKey, _ := logPublicKey(t, ca.Dir)
 	if err := translog.VerifySTH(logKey, final); err != nil {
 		t.Fatal(err)
 	}

@@ -389,13 +389,9 @@ func logAudit(c *cli.Context) error {
 	if keyPath == "" {
 		keyPath = filepath.Join(dir, daemon.LogPubFile)
 	}
-	kb, err := os.ReadFile(keyPath)
+	key, err := daemon.ReadPublicKey(keyPath)
 	if err != nil {
 		return err
-	}
-	key, err := parsePublicKey(kb)
-	if err != nil {
-		return fmt.Errorf("%s: %w", keyPath, err)
 	}
 	// bbolt: read-only, the daemon stopped (its lock is an error). etcd:
 	// a live audit beside the running replicas.

@@ -150,3 +150,20 @@ func loadOrCreateKey(path string, password []byte) (crypto.Signer, error) {
 	}
 	return k, nil
 }
+
+// ReadPublicKey reads a PEM "PUBLIC KEY" file (D/log.pub.pem).
+func ReadPublicKey(path string) (crypto.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: no PUBLIC KEY PEM block", path)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return pub, nil
+}

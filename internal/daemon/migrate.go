@@ -5,8 +5,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -69,17 +67,9 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 	if err := next.Validate(); err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(opts.Dir, LogPubFile))
+	logKey, err := ReadPublicKey(filepath.Join(opts.Dir, LogPubFile))
 	if err != nil {
 		return nil, err
-	}
-	block, _ := pem.Decode(keyPEM)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%s: no PUBLIC KEY block", LogPubFile)
-	}
-	logKey, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", LogPubFile, err)
 	}
 
 	src, err := OpenStore(ctx, opts.Dir, cfg.Storage)

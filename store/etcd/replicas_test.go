@@ -3,8 +3,6 @@ package etcd_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -156,14 +154,7 @@ func TestPublishTreeHeadConverges(t *testing.T) {
 	cluster := etcdtest.New(t, 1)
 	a, b := open(t, cluster, "/p", 0), open(t, cluster, "/p", 0)
 	ctx := context.Background()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := translog.NewSigner(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer := newLogSigner(t)
 	for range 3 {
 		c, l := logged(t)
 		if err := a.Issue(ctx, &store.Issuance{Certificate: c, Now: now, LogLeaf: l}); err != nil {
@@ -273,14 +264,7 @@ func TestPublishTreeHeadTimestampsForward(t *testing.T) {
 	cluster := etcdtest.New(t, 1)
 	a, b := open(t, cluster, "/pt", 0), open(t, cluster, "/pt", 0)
 	ctx := context.Background()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := translog.NewSigner(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer := newLogSigner(t)
 	issue := func() translog.State {
 		c, l := logged(t)
 		if err := a.Issue(ctx, &store.Issuance{Certificate: c, Now: now, LogLeaf: l}); err != nil {
