@@ -297,7 +297,7 @@ func (l *Log) Run(ctx context.Context) {
 		case <-l.kick:
 		}
 		l.refresh(ctx)
-		if saveC == nil && l.current().sth != l.saved {
+		if r := l.current(); saveC == nil && !r.stored && r.sth != l.saved {
 			saveC = time.After(l.saveEvery)
 		}
 	}
@@ -340,10 +340,19 @@ func (l *Log) refresh(ctx context.Context) {
 	}
 	if err != nil {
 		l.log.Error("signing the issuance log's tree head", "err", err)
-		r = &logRound{sth: cur.sth, resp: cur.resp, body: cur.body, err: err, done: make(chan struct{})}
 	}
+	// A tree head adopted meanwhile (a commit of this replica, another
+	// replica's through Offer) may be larger than what this round
+	// signed or published: the published tree head never goes back.
 	l.mu.Lock()
 	old := l.cur
+	switch {
+	case err != nil:
+		r = &logRound{sth: old.sth, resp: old.resp, body: old.body, err: err, done: make(chan struct{}), stored: old.stored}
+	case old != cur && r.sth.TreeSize <= old.sth.TreeSize:
+		l.mu.Unlock()
+		return
+	}
 	l.cur = r
 	l.mu.Unlock()
 	close(old.done)

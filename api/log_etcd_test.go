@@ -11,15 +11,20 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/store/etcd"
 	"github.com/agentca/agentca/store/etcd/etcdtest"
 	"github.com/agentca/agentca/translog"
+	ct "github.com/google/certificate-transparency-go"
 )
 
 func logEOpen(t *testing.T, c *etcdtest.Cluster) *etcd.Store {
@@ -159,5 +164,83 @@ func TestLogCommitSignerReplicas(t *testing.T) {
 	lb.Offer(stored)
 	if got := lb.Latest(); got.TreeSize != n+1 {
 		t.Fatalf("after a smaller tree head was offered the replica serves %d", got.TreeSize)
+	}
+}
+
+// logECommitStore is a bbolt store that signs in commits as store/etcd
+// does (the signed callback is the test's to call), and whose LogState
+// can be held and made to fail: the tree head signer's own round running
+// while commits hand tree heads over.
+type logECommitStore struct {
+	*bolt.Store
+	signed  func(*ct.SignedTreeHead)
+	hold    atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (s *logECommitStore) SignTreeHeads(_ store.TreeHeadSigner, signed func(*ct.SignedTreeHead)) {
+	s.signed = signed
+}
+
+func (s *logECommitStore) LogState(ctx context.Context) (translog.State, error) {
+	if s.hold.Load() {
+		s.held <- struct{}{}
+		<-s.release
+		return translog.State{}, errors.New("etcd: request timed out")
+	}
+	return s.Store.LogState(ctx)
+}
+
+// TestLogRefreshNeverGoesBack: a signer round that started before a
+// commit handed over a larger tree head, and then failed, does not put
+// the smaller one back: get-sth never goes back.
+func TestLogRefreshNeverGoesBack(t *testing.T) {
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "agentca.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	signer, err := translog.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &logECommitStore{Store: b, held: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	l, err := api.NewLog(ctx, api.LogOptions{Store: s, Signer: signer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer close(done); l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	s.hold.Store(true)
+	l.Offer(nil) // changes may have been missed: the signer reads the log
+	<-s.held
+	leaves := make([][]byte, 5)
+	for i := range leaves {
+		leaves[i] = bytes.Repeat([]byte{byte(i + 1)}, 32)
+	}
+	st, err := translog.State{}.Append(leaves, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sth, err := signer.Sign(st, uint64(time.Now().UnixMilli()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.signed(sth) // a commit hands its tree head over
+	if got := l.Latest().TreeSize; got != 5 {
+		t.Fatalf("after the commit: size %d, want 5", got)
+	}
+	s.hold.Store(false)
+	close(s.release) // the signer's read fails
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if got := l.Latest().TreeSize; got != 5 {
+			t.Fatalf("get-sth went back from size 5 to %d", got)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
