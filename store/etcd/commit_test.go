@@ -290,3 +290,37 @@ func TestNodesCachedAndRead(t *testing.T) {
 		t.Fatalf("a node beyond the log: err = %v, want ErrNodeNotFound", err)
 	}
 }
+
+// TestCommitSignerSlow: a log key that does not answer (a hung HSM) does
+// not stop writes: past a quarter of the request timeout the batch
+// commits without a tree head and the caller is cued to sign on its own.
+func TestCommitSignerSlow(t *testing.T) {
+	cluster := etcdtest.New(t, 1)
+	var cued atomic.Int64
+	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: cluster.Endpoints(), Prefix: "/slow", MaxTxnOps: 1024,
+		RequestTimeout: 800 * time.Millisecond, OnLogAppend: func() { cued.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	hung := make(chan struct{})
+	defer close(hung)
+	s.SignTreeHeads(func(translog.State, uint64) (*ct.SignedTreeHead, error) {
+		<-hung
+		return nil, errors.New("unplugged")
+	}, func(*ct.SignedTreeHead) { t.Error("a tree head was handed back") })
+	start := time.Now()
+	c, l := logged(t)
+	if err := s.Issue(context.Background(), &store.Issuance{Certificate: c, Now: now, LogLeaf: l}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 600*time.Millisecond {
+		t.Fatalf("Issue took %s with the log key hung", d)
+	}
+	if cued.Load() != 1 {
+		t.Fatalf("cued %d times, want 1", cued.Load())
+	}
+	if _, err := s.TreeHead(context.Background()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a tree head was stored: %v", err)
+	}
+}

@@ -153,6 +153,8 @@ type Store struct {
 	// sthSigner, once installed (SignTreeHeads), signs the tree head of
 	// each batch that appends, in the batch's transaction.
 	sthSigner atomic.Pointer[commitSigner]
+	// lastSigned is the last tree head sthSigner signed.
+	lastSigned atomic.Pointer[ct.SignedTreeHead]
 	// nodes caches the newest tree nodes (nodecache.go).
 	nodes *nodeCache
 	// tokenHints are the join tokens JoinToken read, for the issuance
@@ -344,6 +346,7 @@ func (s *Store) Prefix() string { return s.k.p }
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		<-s.done
+		s.headWG.Wait()
 		return nil
 	}
 	close(s.quit)
@@ -490,8 +493,8 @@ func (e *outcomeUnknown) Unwrap() error { return e.err }
 // accepts: the most operations one write may need in a transaction of its
 // own. An issuance writes its record, expiry entry, join token, replay
 // keys, log entry and hash index, the tree nodes its leaf fixes (at most
-// 64, one per level, plus the leaf's) and the log state; 96 leaves room
-// for 25 replay keys.
+// 64, one per level, plus the leaf's), the log state and its tree head;
+// 96 leaves room for 24 replay keys.
 const MinTxnOps = 96
 
 // write hands o to the committer and waits until its transaction has
@@ -673,6 +676,16 @@ func (s *Store) commit(ops []*op) []*op {
 			mode = readLinear
 			if b.headMoved && attempt < 2 {
 				mode = readHinted
+				// A value hinted (a join token as attested) may
+				// have failed too: those ops are read.
+				for _, o := range b.all {
+					for _, kv := range o.hints {
+						if kv != nil {
+							o.hints = nil
+							break
+						}
+					}
+				}
 			}
 			if attempt > 3 {
 				time.Sleep(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt-3, 5))))
@@ -1203,6 +1216,39 @@ func (h *kvHints) take(key string) *mvccpb.KeyValue {
 	return kv
 }
 
+// signWithin signs the tree head of st with cs, unless the last tree head
+// signed is of st already (a batch tried again after a compare other than
+// the head's failed), within a quarter of the request timeout: the log key
+// may be in an HSM, and a slow or hung one must not stop every write. A
+// batch whose signature is late commits without a tree head (its caller
+// then signs on its own, outside the committer).
+func (s *Store) signWithin(cs *commitSigner, st translog.State, minTS uint64) (*ct.SignedTreeHead, error) {
+	if last := s.lastSigned.Load(); last != nil && last.TreeSize == st.Size() && last.Timestamp >= minTS &&
+		bytes.Equal(last.SHA256RootHash[:], st.Root()) {
+		return last, nil
+	}
+	type result struct {
+		sth *ct.SignedTreeHead
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		sth, err := cs.sign(st, minTS)
+		ch <- result{sth, err}
+	}()
+	t := time.NewTimer(s.timeout / 4)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r.err == nil {
+			s.lastSigned.Store(r.sth)
+		}
+		return r.sth, r.err
+	case <-t.C:
+		return nil, fmt.Errorf("store: etcd: the log key took more than %s to sign a tree head", s.timeout/4)
+	}
+}
+
 type cachedNode struct {
 	id   compact.NodeID
 	hash []byte
@@ -1229,7 +1275,7 @@ func (b *batch) signTreeHead(next translog.State) {
 		}
 		rev, minTS = kv.ModRevision, prev.Timestamp
 	}
-	sth, err := b.signer.sign(next, minTS)
+	sth, err := b.s.signWithin(b.signer, next, minTS)
 	if err != nil || sth.TreeSize != next.Size() || sth.Timestamp < minTS {
 		return
 	}
