@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -212,4 +213,90 @@ func TestImportInterrupted(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "did not finish") {
 		t.Fatalf("opening a prefix left half imported: %v", err)
 	}
+}
+
+// BenchmarkImport: agentca migrate's copy of a bbolt store of 10,000
+// logged certificates (a fifth revoked, with as many used join tokens) into
+// a single-member etcd (fsync on), at etcd's default max_txn_ops and at
+// 1024. Not in make bench
+// (-short): go test -run '^$' -bench Import ./store/etcd/
+func BenchmarkImport(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a 10,000-certificate store")
+	}
+	ctx := context.Background()
+	src, err := bolt.Open(filepath.Join(b.TempDir(), "agentca.db"), bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	const n = 10000
+	var toks []store.JoinToken
+	for i := range n / 5 {
+		h := sha256.Sum256([]byte{byte(i), byte(i >> 8), 'b'})
+		toks = append(toks, store.JoinToken{Hash: h[:], SPIFFEID: "spiffe://example.org/a", Provisioner: "join", CreatedAt: now, ExpiresAt: now.Add(time.Hour)})
+	}
+	if err := src.CreateJoinTokens(ctx, toks); err != nil {
+		b.Fatal(err)
+	}
+	sem := make(chan struct{}, 64)
+	errs := make(chan error, n)
+	for i := range n {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			c, l := benchLogged(i)
+			iss := &store.Issuance{Certificate: c, Now: now, LogLeaf: l}
+			if i%5 == 0 {
+				iss.JoinToken = toks[i/5].Hash
+			}
+			if err := src.Issue(ctx, iss); err != nil {
+				errs <- err
+				return
+			}
+			if i%5 == 1 {
+				if _, err := src.Revoke(ctx, c.Serial, 1, now); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	for _, ops := range []int{etcd.DefaultMaxTxnOps, 1024} {
+		b.Run(fmt.Sprintf("max_txn_ops=%d", ops), func(b *testing.B) {
+			cluster := etcdtest.NewWith(b, 1, etcdtest.Options{MaxTxnOps: uint(ops)})
+			b.ResetTimer()
+			for i := range b.N {
+				dst, err := etcd.Open(ctx, etcd.Options{Endpoints: cluster.Endpoints(), Prefix: fmt.Sprintf("/bench%d", i), MaxTxnOps: ops})
+				if err != nil {
+					b.Fatal(err)
+				}
+				st, err := dst.Import(ctx, src)
+				if err != nil || st.Certificates != n {
+					b.Fatalf("import: %+v, %v", st, err)
+				}
+				dst.Close()
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "certificates/s")
+		})
+	}
+}
+
+// benchLogged is logged without a *testing.T: certificate i.
+func benchLogged(i int) (store.Certificate, *translog.Leaf) {
+	sn := fmt.Sprintf("%032x", i+1)
+	der := append([]byte{0x30, 0x82}, []byte(sn)...)
+	c := store.Certificate{Serial: sn, SPIFFEID: "spiffe://example.org/a", Provisioner: "join", IssuerSKI: "abcd",
+		NotBefore: now, NotAfter: now.Add(time.Hour), DER: der}
+	l, err := translog.NewLeaf(c.DER, uint64(now.UnixMilli()))
+	if err != nil {
+		panic(err)
+	}
+	return c, l
 }
