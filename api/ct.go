@@ -72,7 +72,12 @@ type LogOptions struct {
 // for each committed batch that grew the log (fewer under load: a
 // signature covers every batch committed while the previous one was being
 // made), each checked before it is published. Run does the signing;
-// Covering waits for a tree head that includes a given entry.
+// Covering waits for a tree head that includes a given entry. On a store
+// that signs in its commits (store.CommitSigner: store/etcd) the store
+// calls the signer for each batch and hands the tree head back before
+// the batch's writers are answered; Run then only signs for batches whose
+// signature failed, and Offer takes the other replicas' tree heads. The
+// published tree head never goes back.
 type Log struct {
 	store     LogStore
 	signer    *translog.Signer
