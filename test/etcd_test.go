@@ -77,19 +77,25 @@ func newEtcdReplicas(t *testing.T, n int) *etcdReplicas {
 	first.Roots = parseCerts(t, first.RootsPEM)
 	r.cas = append(r.cas, first)
 	for i := 1; i < n; i++ {
-		c := &testCA{t: t, base: base, Dir: filepath.Join(base, fmt.Sprintf("ca%d", i)), HTTPS: freeAddr(t), HTTP: freeAddr(t),
-			TrustDomain: first.TrustDomain, RootsPEM: first.RootsPEM, Roots: first.Roots, Fingerprint: first.Fingerprint}
-		c.URL = "https://" + c.HTTPS
-		etcdCopyTree(t, first.Dir, c.Dir)
-		c.editConfig(func(cfg map[string]any) {
-			cfg["listen"] = map[string]any{"https": c.HTTPS, "http": c.HTTP}
-			cfg["public_urls"] = map[string]any{"https": c.URL, "http": "http://" + c.HTTP}
-		})
-		r.cas = append(r.cas, c)
+		r.cas = append(r.cas, first.replica(fmt.Sprintf("ca%d", i)))
 	}
 	for _, c := range r.cas {
 		c.start()
 	}
+	return r
+}
+
+// replica is another replica of c (on etcd storage): a copy of its state
+// directory, in c.base/name, with its own ports. It is not started.
+func (c *testCA) replica(name string) *testCA {
+	r := &testCA{t: c.t, base: c.base, Dir: filepath.Join(c.base, name), HTTPS: freeAddr(c.t), HTTP: freeAddr(c.t),
+		TrustDomain: c.TrustDomain, RootsPEM: c.RootsPEM, Roots: c.Roots, Fingerprint: c.Fingerprint}
+	r.URL = "https://" + r.HTTPS
+	etcdCopyTree(c.t, c.Dir, r.Dir)
+	r.editConfig(func(cfg map[string]any) {
+		cfg["listen"] = map[string]any{"https": r.HTTPS, "http": r.HTTP}
+		cfg["public_urls"] = map[string]any{"https": r.URL, "http": "http://" + r.HTTP}
+	})
 	return r
 }
 

@@ -78,14 +78,7 @@ func TestMigrateToEtcd(t *testing.T) {
 	}
 
 	// A second replica on the same prefix serves the same CA.
-	second := &testCA{t: t, base: ca.base, Dir: filepath.Join(ca.base, "replica"), HTTPS: freeAddr(t), HTTP: freeAddr(t),
-		TrustDomain: ca.TrustDomain, RootsPEM: ca.RootsPEM, Roots: ca.Roots, Fingerprint: ca.Fingerprint}
-	second.URL = "https://" + second.HTTPS
-	etcdCopyTree(t, ca.Dir, second.Dir)
-	second.editConfig(func(cfg map[string]any) {
-		cfg["listen"] = map[string]any{"https": second.HTTPS, "http": second.HTTP}
-		cfg["public_urls"] = map[string]any{"https": second.URL, "http": "http://" + second.HTTP}
-	})
+	second := ca.replica("replica")
 	second.start()
 	viaSecond := etcdSign(t, hc, second, toks[3])
 	if resp, err := etcdOCSP(hc, second, before[0].leaf, issuer); err != nil || resp.Status != ocsp.Revoked {
