@@ -25,8 +25,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -114,18 +112,9 @@ func ParseConfig(raw json.RawMessage) (*Config, error) {
 	return &c, nil
 }
 
-// Options are a provisioner's dependencies. The zero value is usable.
-type Options struct {
-	// SingleUse must be false: Google's tokens have no jti, and each
-	// instance enrolls once anyway.
-	SingleUse bool
-	// HTTPClient fetches the JWKS; nil means a client with timeouts.
-	HTTPClient *http.Client
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-	// Logger records key loads; nil discards.
-	Logger *slog.Logger
-}
+// Options are a provisioner's dependencies (shared by the JWT
+// provisioners). The zero value is usable.
+type Options = jwtverify.Options
 
 // Provisioner is a gcp-iit provisioner.
 type Provisioner struct {

@@ -32,7 +32,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -167,19 +166,9 @@ func ParseConfig(raw json.RawMessage) (*Config, error) {
 	return &c, nil
 }
 
-// Options are a provisioner's dependencies. The zero value is usable.
-type Options struct {
-	// SingleUse makes each token's jti usable once (config single_use).
-	SingleUse bool
-	// HTTPClient fetches the JWKS and discovery document; nil means a
-	// client with timeouts. The API server client is built from
-	// api_ca_file.
-	HTTPClient *http.Client
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-	// Logger records key loads; nil discards.
-	Logger *slog.Logger
-}
+// Options are a provisioner's dependencies (shared by the JWT
+// provisioners). The zero value is usable.
+type Options = jwtverify.Options
 
 // Provisioner is a k8s-sa provisioner.
 type Provisioner struct {

@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/agentca/agentca/provisioners/internal/strictjson"
+	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/agentca/agentca/provisioners/internal/strictjson"
 )
 
 // DecodeStrict decodes a provisioner's type-specific options into v: one
@@ -35,4 +39,21 @@ func CheckHTTPSURL(s string) error {
 		return errors.New("must not have a fragment")
 	}
 	return nil
+}
+
+// Options are the dependencies of a provisioner that verifies JWTs
+// against a JWKS (azure-msi, gcp-iit, k8s-sa: each package's Options is
+// this type). The zero value is usable.
+type Options struct {
+	// SingleUse makes each token usable once (config single_use): its
+	// jti (uti for Azure) is recorded at issuance. gcp-iit refuses it:
+	// Google's tokens have no jti.
+	SingleUse bool
+	// HTTPClient fetches the JWKS (and k8s-sa's discovery document);
+	// nil means a client with timeouts.
+	HTTPClient *http.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger records key loads; nil discards.
+	Logger *slog.Logger
 }
