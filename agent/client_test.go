@@ -24,6 +24,7 @@ import (
 	"github.com/agentca/agentca/agent"
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/internal/testca"
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store/bolt"
 )
@@ -43,28 +44,17 @@ type clientTestCA struct {
 
 func startClientTestCA(t *testing.T) *clientTestCA {
 	t.Helper()
-	h, err := ca.NewHierarchy("agent-test", ca.ECP256, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "agentca.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: "example.org", Issuer: iss, Recorder: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	authority, h := testca.Authority(t, "agent-test", st, nil)
 	join, err := jointoken.New("join", st, 15*time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	trust, err := api.NewTrust("example.org", []*x509.Certificate{h.Root}, 1, time.Minute, iss)
+	trust, err := api.NewTrust("example.org", []*x509.Certificate{h.Root}, 1, time.Minute, authority.Issuer())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/internal/testca"
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/provisioners/azureimds"
 	"github.com/agentca/agentca/store"
@@ -360,18 +361,7 @@ func TestTOFU(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	h, err := ca.NewHierarchy("azure-test", ca.ECP256, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: "example.org", Issuer: iss, Recorder: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	authority, _ := testca.Authority(t, "azure-test", st, nil)
 	tmpl, err := provisioners.NewTemplate(azureimds.DefaultTemplate, nil)
 	if err != nil {
 		t.Fatal(err)

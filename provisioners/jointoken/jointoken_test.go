@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/internal/testca"
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store"
@@ -174,18 +175,7 @@ func TestAttest(t *testing.T) {
 
 	// Consume toUse the way the CA does: in the transaction that records
 	// the certificate.
-	h, err := ca.NewHierarchy("jt-test", ca.ECP256, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: "example.org", Issuer: iss, Recorder: st, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	authority, _ := testca.Authority(t, "jt-test", st, clk.Now)
 	id, err := p.Attest(ctx, toUse)
 	if err != nil {
 		t.Fatal(err)
@@ -282,18 +272,7 @@ func TestSingleUseUnderConcurrency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := ca.NewHierarchy("jt-test", ca.ECP256, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: "example.org", Issuer: iss, Recorder: st, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	authority, _ := testca.Authority(t, "jt-test", st, clk.Now)
 	const n = 32
 	ids := make([]*provisioners.Identity, n)
 	for i := range ids {
