@@ -171,11 +171,17 @@ type Store struct {
 	// (Unix ns), sending the log state the transaction in flight
 	// writes, commitTime the recent time of a write transaction (ns,
 	// moving average).
-	headCh     chan struct{}
-	ownRev     atomic.Int64
-	otherAt    atomic.Int64
-	sending    atomic.Pointer[[]byte]
-	commitTime atomic.Int64
+	headCh  chan struct{}
+	ownRev  atomic.Int64
+	otherAt atomic.Int64
+	// otherRev is the last other replica's commit counted, othersSince
+	// how many were counted since this store's last commit, turnNeed
+	// how many to let go first (awaitTurn).
+	otherRev    atomic.Int64
+	othersSince atomic.Int64
+	turnNeed    atomic.Int64
+	sending     atomic.Pointer[[]byte]
+	commitTime  atomic.Int64
 	// The head watch (watchHead) starts once another replica is seen
 	// appending: a store alone never needs it.
 	headCtx   context.Context

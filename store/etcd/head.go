@@ -18,13 +18,13 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-const (
-	// otherActive is how recently another replica must have appended
-	// for this one to wait for its turn.
-	otherActive = 50 * time.Millisecond
-	// maxTurnWait bounds the wait for the other replicas' commit.
-	maxTurnWait = 20 * time.Millisecond
-)
+// otherActive is how recently another replica must have appended for
+// this one to wait for its turn.
+const otherActive = 50 * time.Millisecond
+
+// maxTurnWait bounds the wait for the other replicas' commits (a variable
+// for tests).
+var maxTurnWait = 20 * time.Millisecond
 
 // logHead is the log state key and the tree head key as last known, with
 // their mod revisions (nil: absent or unknown).
@@ -73,6 +73,10 @@ func (b *batch) learnHead(resp *clientv3.TxnResponse) {
 			sth = &mvccpb.KeyValue{Key: []byte(s.k.logSTH()), Value: b.overlay[s.k.logSTH()], ModRevision: resp.Header.Revision}
 		}
 		s.ownRev.Store(resp.Header.Revision)
+		// Turns: the other replicas' commits since this one's last
+		// are how many to let go before its next (at least one while
+		// another one appends).
+		s.turnNeed.Store(max(1, s.othersSince.Swap(0)))
 		s.learnHead(state, sth)
 		return
 	}
@@ -84,7 +88,7 @@ func (b *batch) learnHead(resp *clientv3.TxnResponse) {
 	}
 	if kvs[0] != nil && kvs[0].ModRevision != b.stateRev {
 		// Another replica appends: follow the head as it moves.
-		s.otherAt.Store(time.Now().UnixNano())
+		s.otherCommitted(kvs[0].ModRevision)
 		s.headWatch.Do(func() {
 			s.headWG.Add(1)
 			go s.watchHead(s.headCtx)
@@ -141,7 +145,7 @@ func (s *Store) watchHead(ctx context.Context) {
 				}
 			}
 			if state != nil && state.ModRevision > s.ownRev.Load() && !s.committing(state) {
-				s.otherAt.Store(time.Now().UnixNano())
+				s.otherCommitted(state.ModRevision)
 			}
 			s.learnHead(state, sth)
 		}
@@ -160,25 +164,44 @@ func (s *Store) committing(state *mvccpb.KeyValue) bool {
 	return p != nil && string(*p) == string(state.Value)
 }
 
-// awaitTurn, before a batch that appends, waits for another replica's
-// commit when this replica appended last while another one is appending
-// too, for at most about one commit's time.
+// otherCommitted counts a commit of another replica (its revision), once.
+func (s *Store) otherCommitted(rev int64) {
+	s.otherAt.Store(time.Now().UnixNano())
+	for {
+		last := s.otherRev.Load()
+		if rev <= last {
+			return
+		}
+		if s.otherRev.CompareAndSwap(last, rev) {
+			s.othersSince.Add(1)
+			return
+		}
+	}
+}
+
+// awaitTurn, before a batch that appends, while other replicas append
+// too, lets as many of their commits go first as came between this
+// replica's last two (one with two replicas: they alternate; with more,
+// a round robin settles), waiting at most about that many commits' time.
 func (s *Store) awaitTurn() {
 	select {
 	case <-s.headCh: // stale wake-ups
 	default:
 	}
-	h := s.head.Load()
-	if h == nil || h.state == nil || h.state.ModRevision != s.ownRev.Load() ||
-		time.Since(time.Unix(0, s.otherAt.Load())) > otherActive {
+	need := s.turnNeed.Load()
+	if s.othersSince.Load() >= need || time.Since(time.Unix(0, s.otherAt.Load())) > otherActive {
 		return
 	}
-	wait := min(2*time.Duration(s.commitTime.Load()), maxTurnWait)
+	wait := min(time.Duration(need+1)*time.Duration(s.commitTime.Load()), maxTurnWait)
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	select {
-	case <-s.headCh:
-	case <-t.C:
-	case <-s.quit:
+	for s.othersSince.Load() < need {
+		select {
+		case <-s.headCh:
+		case <-t.C:
+			return
+		case <-s.quit:
+			return
+		}
 	}
 }
