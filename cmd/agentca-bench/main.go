@@ -53,6 +53,7 @@ type options struct {
 	keep        bool
 	pprofDir    string
 	storage     string // "bbolt", or "etcd" for the replicas mode (etcd.go)
+	replicas    int    // --etcd-replicas
 
 	skip          map[string]bool // phases not to run
 	k8s           bool            // the k8s-sign phase runs (the provisioner is configured)
@@ -82,6 +83,7 @@ func main() {
 	flag.DurationVar(&opts.ceilingDur, "ceiling-duration", 3*time.Second, "how long to measure the machine ceiling")
 	flag.StringVar(&opts.write, "write", "", "write the markdown report into this file (between the agentca-bench markers if it has them)")
 	flag.BoolVar(&opts.keep, "keep", false, "keep the temporary state directory (serve.log, agentca.db)")
+	flag.IntVar(&opts.replicas, "etcd-replicas", 2, "with --storage etcd: how many `agentca serve` replicas share the cluster")
 	flag.StringVar(&opts.storage, "storage", "bbolt", "bbolt: the phases below against one daemon; etcd: only /v1/sign at each --concurrency against two replicas sharing a 3-member etcd cluster started in this process (etcd.go)")
 	var skip string
 	flag.StringVar(&skip, "skip", "", "comma-separated phases not to run: "+strings.Join(skippable, ", "))
@@ -173,6 +175,10 @@ func main() {
 	switch opts.storage {
 	case "bbolt":
 	case "etcd":
+		if opts.replicas < 1 || opts.replicas > 8 {
+			fmt.Fprintf(os.Stderr, "agentca-bench: --etcd-replicas %d: want 1 to 8\n", opts.replicas)
+			os.Exit(2)
+		}
 		if err := runEtcd(ctx, opts); err != nil {
 			fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
 			os.Exit(1)
