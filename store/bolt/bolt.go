@@ -43,6 +43,11 @@ var (
 	schema        = []byte("1")
 )
 
+// allBuckets are the buckets a read-write Open creates; a file that lacks
+// one was last opened by an older agentca.
+var allBuckets = [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked, bucketLogEntries, bucketLogIndex,
+	bucketLogNodes, bucketCertExpiry, bucketTokenExpiry, bucketTasksEnded}
+
 // Options tune the store. The zero value is usable.
 type Options struct {
 	// MaxBatch bounds the writes applied in one transaction; zero means
@@ -140,7 +145,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return &Store{db: db, quit: make(chan struct{}), done: done, readOnly: true}, nil
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked, bucketLogEntries, bucketLogIndex, bucketLogNodes, bucketCertExpiry, bucketTokenExpiry, bucketTasksEnded} {
+		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

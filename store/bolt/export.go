@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,10 +16,23 @@ import (
 
 var _ store.Exporter = (*Store)(nil)
 
+var errOldFile = errors.New("this bbolt file was written by an older agentca: run agentca serve once with this version (it upgrades the file as it starts), stop it, then export it")
+
 // Export implements store.Exporter from one read transaction (it works
 // on a store opened read-only).
 func (s *Store) Export(ctx context.Context, fn func(store.Item) error) error {
 	return wrap(s.db.View(func(tx *bbolt.Tx) error {
+		// A file an older agentca wrote lacks buckets and the indexes
+		// a read-write Open adds (the issuance log, the expiry
+		// indexes): it is upgraded by opening it once, not here.
+		for _, b := range allBuckets {
+			if tx.Bucket(b) == nil {
+				return errOldFile
+			}
+		}
+		if meta := tx.Bucket(bucketMeta); meta.Get(keyLogState) == nil || meta.Get(keyExpiryIndex) == nil {
+			return errOldFile
+		}
 		each := func(bucket []byte, f func(k, v []byte) error) error {
 			c := tx.Bucket(bucket).Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
