@@ -3,9 +3,11 @@ package test
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -51,12 +53,29 @@ func TestMigrateToEtcd(t *testing.T) {
 	if backup, err := os.ReadFile(filepath.Join(ca.Dir, "agentca.json.bbolt")); err != nil || string(backup) != string(cfgBefore) {
 		t.Fatalf("the previous agentca.json was not kept (%v)", err)
 	}
-	ca.editConfig(func(cfg map[string]any) {
-		st := cfg["storage"].(map[string]any)
-		if st["type"] != "etcd" || st["prefix"] != "/mig" {
-			t.Fatalf("agentca.json storage after migrate: %v", st)
-		}
-	})
+	// Only the storage section changed; the file keeps its mode.
+	cfgAfter, err := os.ReadFile(filepath.Join(ca.Dir, "agentca.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var was, is map[string]any
+	if err := json.Unmarshal(cfgBefore, &was); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(cfgAfter, &is); err != nil {
+		t.Fatal(err)
+	}
+	if st := is["storage"].(map[string]any); st["type"] != "etcd" || st["prefix"] != "/mig" {
+		t.Fatalf("agentca.json storage after migrate: %v", st)
+	}
+	delete(was, "storage")
+	delete(is, "storage")
+	if !reflect.DeepEqual(was, is) {
+		t.Fatalf("migrate changed agentca.json beyond its storage section:\nbefore %v\nafter  %v", was, is)
+	}
+	if fi, err := os.Stat(filepath.Join(ca.Dir, "agentca.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agentca.json mode after migrate: %v, %v", fi.Mode(), err)
+	}
 	if r := runCLI(t, "migrate", "--dir", ca.Dir, "--etcd-endpoints", eps, "--etcd-prefix", "/mig2"); r.code != 1 || !strings.Contains(r.stderr, "already keeps the CA in etcd") {
 		t.Fatalf("migrating twice: %s", r)
 	}

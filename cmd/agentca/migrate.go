@@ -16,11 +16,11 @@ func migrateCommand() *cli.Command {
 			dirFlag(),
 			&cli.StringSliceFlag{Name: "etcd-endpoints", Usage: "etcd client URLs, comma-separated", EnvVars: []string{"AGENTCA_ETCD_ENDPOINTS"}},
 			&cli.StringFlag{Name: "etcd-prefix", Usage: "prefix of every etcd key; it must be new", Value: config.DefaultEtcdPrefix, EnvVars: []string{"AGENTCA_ETCD_PREFIX"}},
-			&cli.StringFlag{Name: "etcd-ca-file", Usage: "CA certificates that verify etcd's (https endpoints)"},
-			&cli.StringFlag{Name: "etcd-cert-file", Usage: "client certificate for etcd"},
-			&cli.StringFlag{Name: "etcd-key-file", Usage: "its key"},
+			&cli.StringFlag{Name: "etcd-ca-file", Usage: "CA certificates that verify etcd's (https endpoints); a relative path is in --dir, as in agentca.json"},
+			&cli.StringFlag{Name: "etcd-cert-file", Usage: "client certificate for etcd (relative: in --dir)"},
+			&cli.StringFlag{Name: "etcd-key-file", Usage: "its key (relative: in --dir)"},
 			&cli.StringFlag{Name: "etcd-username", Usage: "etcd user (with --etcd-password-file)"},
-			&cli.StringFlag{Name: "etcd-password-file", Usage: "file holding the etcd user's password"},
+			&cli.StringFlag{Name: "etcd-password-file", Usage: "file holding the etcd user's password (relative: in --dir)"},
 			&cli.IntFlag{Name: "etcd-max-txn-ops", Usage: "the cluster's --max-txn-ops (default: etcd's, 128)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -41,8 +41,12 @@ func migrateCommand() *cli.Command {
 			}
 			w := c.App.Writer
 			s := res.Stats
-			fmt.Fprintf(w, "Copied into etcd: %d certificates (%d revoked), %d join tokens, %d replay keys, %d ended tasks, %d log entries\n",
-				s.Certificates, s.Revoked, s.JoinTokens, s.ReplayKeys, s.Tasks, s.LogEntries)
+			anchors := "no trust anchors (the daemon records them when it starts)"
+			if s.Anchors {
+				anchors = "the trust anchors"
+			}
+			fmt.Fprintf(w, "Copied into etcd: %d certificates (%d revoked), %d join tokens, %d replay keys, %d ended tasks, %d log entries, %s\n",
+				s.Certificates, s.Revoked, s.JoinTokens, s.ReplayKeys, s.Tasks, s.LogEntries, anchors)
 			fmt.Fprintf(w, "Issuance log: size %d, root %x (audited: entries, tree, signed tree head and records agree)\n", res.LogSize, res.Root)
 			fmt.Fprintf(w, "Configuration: %s now uses etcd; the previous one is %s\n", res.ConfigPath, res.Backup)
 			fmt.Fprintf(w, "The bbolt file %s is unchanged and no longer used: keep it until the replicas serve, then remove it\n", res.From)

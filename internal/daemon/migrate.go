@@ -5,10 +5,12 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/agentca/agentca/internal/config"
@@ -95,41 +97,99 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Until FinishImport the prefix is marked: no replica opens it. A
+	// failure below leaves it so, and says so.
+	failed := func(format string, args ...any) error {
+		return fmt.Errorf("migrate: %s; agentca.json is unchanged, and the etcd prefix %s holds an unfinished copy that no replica opens: delete it (etcdctl del --prefix %s/) before migrating again",
+			fmt.Sprintf(format, args...), dst.Prefix(), dst.Prefix())
+	}
 	dstState, err := dst.LogState(ctx)
 	if err != nil {
-		return nil, err
+		return nil, failed("%v", err)
 	}
 	if dstState.Size() != srcState.Size() || string(dstState.Root()) != string(srcState.Root()) {
-		return nil, fmt.Errorf("migrate: the copied log (size %d, root %x) is not the bbolt file's (size %d, root %x); agentca.json is unchanged",
+		return nil, failed("the copied log (size %d, root %x) is not the bbolt file's (size %d, root %x)",
 			dstState.Size(), dstState.Root(), srcState.Size(), srcState.Root())
 	}
 	rep, err := logaudit.RunWithOptions(ctx, dst, logaudit.Options{LogKey: logKey,
 		SweptBefore: time.Now().Add(-cfg.Storage.RetentionOrDefault())})
 	if err != nil {
-		return nil, fmt.Errorf("migrate: audit of the copy: %w", err)
+		return nil, failed("audit of the copy: %v", err)
 	}
 	if len(rep.Findings) > 0 {
-		return nil, fmt.Errorf("migrate: the audit of the copy found %d divergence(s), first: %s; agentca.json is unchanged", len(rep.Findings), rep.Findings[0])
+		return nil, failed("the audit of the copy found %d divergence(s), first: %s", len(rep.Findings), rep.Findings[0])
 	}
 
+	// agentca.json: only the storage section changes; the file keeps its
+	// mode and owner. The previous one is kept beside it.
+	info, err := os.Stat(cfgPath)
+	if err != nil {
+		return nil, failed("%v", err)
+	}
 	old, err := os.ReadFile(cfgPath)
 	if err != nil {
-		return nil, err
+		return nil, failed("%v", err)
+	}
+	updated, err := withStorage(old, to)
+	if err != nil {
+		return nil, failed("%v", err)
 	}
 	backup := cfgPath + ".bbolt"
-	if err := fsutil.WriteFile(backup, old, 0o600); err != nil {
-		return nil, err
+	if _, err := os.Lstat(backup); err == nil {
+		backup = fmt.Sprintf("%s.bbolt-%s", cfgPath, time.Now().UTC().Format("20060102T150405Z"))
 	}
-	b, err := next.Marshal()
-	if err != nil {
-		return nil, err
+	if err := writeLike(backup, old, info); err != nil {
+		return nil, failed("%v", err)
 	}
-	if err := fsutil.WriteFile(cfgPath, b, 0o600); err != nil {
-		return nil, err
+	if err := writeLike(cfgPath, updated, info); err != nil {
+		return nil, failed("%v", err)
+	}
+	if err := dst.FinishImport(ctx); err != nil {
+		// Back to bbolt: the copy is not served.
+		if rerr := writeLike(cfgPath, old, info); rerr != nil {
+			return nil, fmt.Errorf("migrate: %v; restoring agentca.json also failed (%v): copy %s back over it", err, rerr, backup)
+		}
+		return nil, failed("%v", err)
 	}
 	path := cfg.Storage.Path
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(opts.Dir, path)
 	}
 	return &MigrateResult{Stats: stats, LogSize: dstState.Size(), Root: dstState.Root(), From: path, ConfigPath: cfgPath, Backup: backup}, nil
+}
+
+// withStorage returns the agentca.json document raw with its storage
+// section replaced by st, every other field as it was (checked: the result
+// parses and validates).
+func withStorage(raw []byte, st config.Storage) ([]byte, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	v, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	doc["storage"] = v
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, '\n')
+	if _, err := config.Parse(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// writeLike atomically writes data to path with the mode and owner of
+// info (the file it replaces).
+func writeLike(path string, data []byte, info os.FileInfo) error {
+	if err := fsutil.WriteFile(path, data, info.Mode().Perm()); err != nil {
+		return err
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		return os.Chown(path, int(st.Uid), int(st.Gid))
+	}
+	return nil
 }

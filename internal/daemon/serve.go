@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -108,6 +109,14 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			log.Error("closing the store", "err", err)
 		}
 	}()
+	// agentca migrate may have moved the CA to etcd while this process
+	// waited for the bbolt file it released: serve what agentca.json
+	// names now, never the file left behind.
+	if now, err := config.Load(cfgPath); err != nil {
+		return err
+	} else if !reflect.DeepEqual(now.Storage, cfg.Storage) {
+		return fmt.Errorf("%s: the storage section changed while the store was being opened (agentca migrate?); start again", cfgPath)
+	}
 	httpsLn, err := net.Listen("tcp", cfg.Listen.HTTPS)
 	if err != nil {
 		return fmt.Errorf("https listener: %w", err)

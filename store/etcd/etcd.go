@@ -155,6 +155,9 @@ type Store struct {
 	sthSigner atomic.Pointer[commitSigner]
 	// lastSigned is the last tree head sthSigner signed.
 	lastSigned atomic.Pointer[ct.SignedTreeHead]
+	// importRev is the revision of the mark this store's Import wrote
+	// (import.go).
+	importRev atomic.Int64
 	// nodes caches the newest tree nodes (nodecache.go).
 	nodes *nodeCache
 	// tokenHints are the join tokens JoinToken read, for the issuance

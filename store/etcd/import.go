@@ -2,9 +2,9 @@ package etcd
 
 // Import: a CA's whole state moved into a new prefix (agentca migrate, from
 // a bbolt file). The prefix is marked (P/migrating) before the first key is
-// written and the mark is removed, with the log state and the tree head
-// written, in the last transaction: a store refuses to open a marked
-// prefix, so no replica ever serves half a migration.
+// written, and the mark stays until the caller, having checked the copy,
+// calls FinishImport: a store refuses to open a marked prefix, so no
+// replica ever serves half a migration, or one that failed its audit.
 
 import (
 	"context"
@@ -37,16 +37,18 @@ var ErrNotEmpty = errors.New("store: etcd: the prefix is not empty")
 // Import copies everything src holds into the store's prefix, which must
 // hold nothing but what Open writes on a new prefix. Tree nodes and the
 // log state are computed from the entries; a saved tree head that the
-// copied log contradicts fails the import. On failure the prefix stays
-// marked and cannot be opened: delete it (etcdctl del --prefix P/) and
-// import again.
+// copied log contradicts fails the import. The prefix stays marked, and
+// cannot be opened, until FinishImport; on failure it stays so: delete it
+// (etcdctl del --prefix P/) and import again. This store (already open)
+// reads the copy meanwhile.
 func (s *Store) Import(ctx context.Context, src store.Exporter) (ImportStats, error) {
 	var st ImportStats
 	if s.isClosed() {
 		return st, store.ErrClosed
 	}
 	rctx, cancel := s.reqCtx(ctx)
-	resp, err := s.cli.Get(rctx, s.k.p+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	// A new prefix holds two keys (schema, log state): a few keys tell.
+	resp, err := s.cli.Get(rctx, s.k.p+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(4))
 	cancel()
 	if err != nil {
 		return st, s.wrap(err)
@@ -61,8 +63,12 @@ func (s *Store) Import(ctx context.Context, src store.Exporter) (ImportStats, er
 			return st, fmt.Errorf("%w: %s holds %s (import only into a new prefix)", ErrNotEmpty, s.k.p, kv.Key)
 		}
 	}
-	if cur, err := s.LogState(ctx); err != nil || cur.Size() != 0 || stateRev == 0 {
-		return st, fmt.Errorf("%w: %s: its issuance log is not empty (%v)", ErrNotEmpty, s.k.p, err)
+	cur, err := s.LogState(ctx)
+	if err != nil {
+		return st, err
+	}
+	if cur.Size() != 0 || stateRev == 0 {
+		return st, fmt.Errorf("%w: %s: its issuance log is not new", ErrNotEmpty, s.k.p)
 	}
 	rctx, cancel = s.reqCtx(ctx)
 	tr, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(s.k.logState()), "=", stateRev),
@@ -75,6 +81,9 @@ func (s *Store) Import(ctx context.Context, src store.Exporter) (ImportStats, er
 	if !tr.Succeeded {
 		return st, fmt.Errorf("%w: %s changed while the import started", ErrNotEmpty, s.k.p)
 	}
+	// This import's mark: its writes go in only while the mark is this
+	// one (not another import's, after the prefix was deleted).
+	s.importRev.Store(tr.Header.Revision)
 
 	w := &importWriter{s: s, ctx: ctx}
 	var state translog.State
@@ -188,7 +197,7 @@ func (s *Store) Import(ctx context.Context, src store.Exporter) (ImportStats, er
 	if err != nil {
 		return st, err
 	}
-	last := []clientv3.Op{clientv3.OpPut(s.k.logState(), string(v)), clientv3.OpDelete(s.k.migrating())}
+	last := []clientv3.Op{clientv3.OpPut(s.k.logState(), string(v))}
 	if sth != nil {
 		if err := s.checkRoot(ctx, state, sth); err != nil {
 			return st, fmt.Errorf("import into %s: the saved tree head does not match the copied log (the prefix stays marked): %w", s.k.p, err)
@@ -202,16 +211,40 @@ func (s *Store) Import(ctx context.Context, src store.Exporter) (ImportStats, er
 	}
 	rctx, cancel = s.reqCtx(ctx)
 	defer cancel()
-	tr, err = s.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(s.k.migrating()), ">", 0),
+	tr, err = s.cli.Txn(rctx).If(s.ownMark(),
 		clientv3.Compare(clientv3.ModRevision(s.k.logState()), "=", stateRev)).Then(last...).Commit()
 	if err != nil {
 		return st, s.wrap(err)
 	}
 	if !tr.Succeeded {
-		return st, fmt.Errorf("import into %s: the prefix changed during the import", s.k.p)
+		return st, fmt.Errorf("import into %s: the prefix changed during the import (its mark was removed or replaced)", s.k.p)
 	}
 	s.lastState.Store(&state)
 	return st, nil
+}
+
+// ownMark compares the prefix's mark with the one this store's Import
+// wrote.
+func (s *Store) ownMark() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(s.k.migrating()), "=", s.importRev.Load())
+}
+
+// FinishImport removes the mark of the Import this store made, so that
+// replicas open the prefix.
+func (s *Store) FinishImport(ctx context.Context) error {
+	if s.importRev.Load() == 0 {
+		return errors.New("store: etcd: no import to finish")
+	}
+	rctx, cancel := s.reqCtx(ctx)
+	defer cancel()
+	tr, err := s.cli.Txn(rctx).If(s.ownMark()).Then(clientv3.OpDelete(s.k.migrating())).Commit()
+	if err != nil {
+		return s.wrap(err)
+	}
+	if !tr.Succeeded {
+		return fmt.Errorf("store: etcd: %s: the import's mark was removed or replaced meanwhile", s.k.p)
+	}
+	return nil
 }
 
 // importWriter puts keys in transactions of at most --max-txn-ops
@@ -242,12 +275,12 @@ func (w *importWriter) flush() error {
 	defer cancel()
 	// Only while the mark is there: a prefix deleted meanwhile is not
 	// written to again.
-	resp, err := w.s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(w.s.k.migrating()), ">", 0)).Then(w.ops...).Commit()
+	resp, err := w.s.cli.Txn(ctx).If(w.s.ownMark()).Then(w.ops...).Commit()
 	if err != nil {
 		return w.s.wrap(err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("store: etcd: the mark %s was removed during the import", w.s.k.migrating())
+		return fmt.Errorf("store: etcd: the mark %s was removed or replaced during the import", w.s.k.migrating())
 	}
 	w.ops, w.bytes = w.ops[:0], 0
 	return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/agentca/agentca/store/etcd"
 	"github.com/agentca/agentca/store/etcd/etcdtest"
 	"github.com/agentca/agentca/translog"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // importSource fills a bbolt store with one of everything: used and unused
@@ -100,6 +101,18 @@ func TestImportFromBolt(t *testing.T) {
 	if want := (etcd.ImportStats{Certificates: 6, Revoked: 1, JoinTokens: 2, ReplayKeys: 2, Tasks: 1, LogEntries: 6, Anchors: true, TreeHead: true}); stats != want {
 		t.Fatalf("import stats %+v, want %+v", stats, want)
 	}
+	// No replica opens the copy before the importer has checked it and
+	// finished.
+	if _, err := etcd.Open(ctx, etcd.Options{Endpoints: cluster.Endpoints(), Prefix: "/imp", MaxTxnOps: 1024}); err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Fatalf("opening an import not finished: %v", err)
+	}
+	if err := dst.FinishImport(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.FinishImport(ctx); err == nil {
+		t.Fatal("an import finished twice")
+	}
+	open(t, cluster, "/imp", 0) // opens now
 	same := func(what string, a, b any, errA, errB error) {
 		t.Helper()
 		if errA != nil || errB != nil || !reflect.DeepEqual(a, b) {
@@ -200,7 +213,8 @@ func (f failingExporter) Export(ctx context.Context, fn func(store.Item) error) 
 }
 
 // TestImportInterrupted: an import that fails midway leaves its prefix
-// marked, and no store (no replica) opens it.
+// marked, and no store (no replica) opens it. Another import, started
+// after the prefix was deleted, is not written to by the first.
 func TestImportInterrupted(t *testing.T) {
 	ctx := context.Background()
 	src, _, _ := importSource(t)
@@ -212,6 +226,21 @@ func TestImportInterrupted(t *testing.T) {
 	_, err := etcd.Open(ctx, etcd.Options{Endpoints: cluster.Endpoints(), Prefix: "/int", MaxTxnOps: 1024})
 	if err == nil || !strings.Contains(err.Error(), "did not finish") {
 		t.Fatalf("opening a prefix left half imported: %v", err)
+	}
+	// The operator deletes the prefix and imports again through another
+	// store; the first one's mark is not the new one.
+	if _, err := dst.Client().Delete(ctx, "/int/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	again := open(t, cluster, "/int", 0)
+	if _, err := again.Import(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.FinishImport(ctx); err == nil {
+		t.Fatal("the first import finished the second one's")
+	}
+	if err := again.FinishImport(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
