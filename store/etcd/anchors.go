@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentca/agentca/store"
@@ -158,7 +159,7 @@ func (s *Store) Sweep(ctx context.Context, before time.Time, limit int) (store.S
 		isRecord[len(ops)] = true
 		ops = append(ops, clientv3.OpDelete(s.k.cert(e.Serial)))
 		if _, err := hex.DecodeString(e.IssuerSKI); err == nil && e.IssuerSKI != "" {
-			ops = append(ops, clientv3.OpDelete(s.k.rev(e.IssuerSKI, e.Serial)))
+			ops = append(ops, clientv3.OpDelete(s.k.rev(strings.ToLower(e.IssuerSKI), e.Serial)))
 		}
 		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
 	}

@@ -144,7 +144,9 @@ func (s *Store) watchHead(ctx context.Context) {
 					sth = ev.Kv
 				}
 			}
-			if state != nil && state.ModRevision > s.ownRev.Load() && !s.committing(state) {
+			// committing first: the committer stores ownRev before
+			// it clears sending, so one of the two tells an own commit.
+			if state != nil && !s.committing(state) && state.ModRevision > s.ownRev.Load() {
 				s.otherCommitted(state.ModRevision)
 			}
 			s.learnHead(state, sth)
