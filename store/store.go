@@ -81,6 +81,13 @@ type Certificate struct {
 	// Task is the task identifier the agent named at issuance, if any;
 	// ending the task revokes every certificate issued for it.
 	Task string `json:"task,omitempty"`
+	// PublicKeySHA256 is the SHA-256 (hex) of the certificate's
+	// SubjectPublicKeyInfo: how a retried issuance or renewal is
+	// recognised (lineage.go).
+	PublicKeySHA256 string `json:"public_key_sha256,omitempty"`
+	// Claims are the attested claims the certificate was issued on,
+	// carried to its renewals, for the runtime policy at renewal.
+	Claims map[string]string `json:"claims,omitempty"`
 }
 
 // Logged reports whether the certificate was appended to the issuance log.
@@ -186,7 +193,12 @@ type Store interface {
 	// success when the issuance was committed). It returns ErrDuplicateSerial, ErrTokenInvalid or
 	// ErrReplay when a check fails, and ErrTaskEnded when
 	// iss.Certificate.Task names an ended task (checked in the same
-	// transaction).
+	// transaction). A renewal (iss.Certificate.RenewedFrom) is checked
+	// in the transaction too (CheckRenewal): ErrRevoked for a revoked
+	// parent, a *RenewalReusedError (the lineage then revoked) for a
+	// second renewal onto another key. A retry of an issuance or
+	// renewal already made for the same key gets an *AlreadyIssuedError
+	// naming its certificate (FindIssued, FindRenewed).
 	Issue(ctx context.Context, iss *Issuance) error
 	// EndTask records that task ended at at: from then on Issue refuses
 	// every certificate naming it. Ending an ended task changes nothing.
@@ -199,10 +211,17 @@ type Store interface {
 	// ListCertificates returns records in serial order.
 	ListCertificates(ctx context.Context, opts ListOptions) ([]Certificate, error)
 	// Revoke marks the certificate revoked at time at for reason (an RFC
-	// 5280 CRLReason code) and returns its record. Revoking a revoked
-	// certificate changes nothing and returns the first revocation. It
-	// returns ErrNotFound for an unknown serial.
+	// 5280 CRLReason code) and returns its record; every certificate
+	// renewed from it (its descendants) is revoked with it, in the same
+	// transaction. Revoking a revoked certificate returns the first
+	// revocation. It returns ErrNotFound for an unknown serial.
 	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*Certificate, error)
+	// RevokeLineage is Revoke that returns every record it revoked now,
+	// and, with ancestors, revokes the unexpired certificates serial was
+	// renewed from too (store.Lineage), in one transaction. The first
+	// record returned is serial's own, revoked now or before; the
+	// others are those revoked by this call.
+	RevokeLineage(ctx context.Context, serial string, reason int, at time.Time, ancestors bool) ([]Certificate, error)
 	// Revocations returns the revocations of certificates issued by
 	// issuerSKI that are unexpired at now, in serial order.
 	Revocations(ctx context.Context, issuerSKI string, now time.Time) ([]Revocation, error)

@@ -46,7 +46,7 @@ var (
 // allBuckets are the buckets a read-write Open creates; a file that lacks
 // one was last opened by an older agentca.
 var allBuckets = [][]byte{bucketCerts, bucketTokens, bucketOnce, bucketMeta, bucketRevoked, bucketLogEntries, bucketLogIndex,
-	bucketLogNodes, bucketCertExpiry, bucketTokenExpiry, bucketTasksEnded}
+	bucketLogNodes, bucketCertExpiry, bucketTokenExpiry, bucketTasksEnded, bucketRenewals}
 
 // Options tune the store. The zero value is usable.
 type Options struct {
@@ -363,6 +363,13 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 				}
 			}
 		}
+		var renKey, renValue []byte
+		if iss.Certificate.RenewedFrom != "" {
+			var err error
+			if renKey, renValue, err = checkRenewal(tx, iss, rec.Serial); err != nil {
+				return err
+			}
+		}
 		var index uint64
 		if leaf != nil {
 			if tx.Bucket(bucketLogIndex).Get(leaf.Hash) != nil {
@@ -399,6 +406,11 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 				return err
 			}
 		}
+		if renKey != nil {
+			if err := tx.Bucket(bucketRenewals).Put(renKey, renValue); err != nil {
+				return err
+			}
+		}
 		if leaf != nil {
 			if err := s.batch.add(tx, index, leaf); err != nil {
 				return fmt.Errorf("issuance log: %w", err)
@@ -410,7 +422,7 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 	if err == nil && leaf != nil {
 		iss.Certificate.LogIndex, iss.Certificate.LogTimestamp = logIndex, leaf.Timestamp()
 	}
-	return err
+	return s.afterIssue(ctx, iss, err)
 }
 
 // Certificate implements store.Store.
@@ -472,55 +484,6 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 		return nil
 	})
 	return out, wrap(err)
-}
-
-// Revoke implements store.Store.
-func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error) {
-	key, err := serialKey(serial)
-	if err != nil {
-		return nil, err
-	}
-	var out store.Certificate
-	err = s.write(ctx, func(tx *bbolt.Tx) error {
-		certs := tx.Bucket(bucketCerts)
-		v := certs.Get(key)
-		if v == nil {
-			return refuse(store.ErrNotFound)
-		}
-		var c store.Certificate
-		if err := json.Unmarshal(v, &c); err != nil {
-			return fmt.Errorf("decode certificate %x: %w", key, err)
-		}
-		if c.Revoked() {
-			out = c
-			return nil
-		}
-		c.RevokedAt, c.RevocationReason = at.UTC(), reason
-		nv, err := json.Marshal(&c)
-		if err != nil {
-			return err
-		}
-		rv, err := json.Marshal(&store.Revocation{Serial: c.Serial, RevokedAt: c.RevokedAt, Reason: reason, NotAfter: c.NotAfter})
-		if err != nil {
-			return err
-		}
-		ik, err := revokedKey(c.IssuerSKI, key)
-		if err != nil {
-			return err
-		}
-		if err := certs.Put(key, nv); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketRevoked).Put(ik, rv); err != nil {
-			return err
-		}
-		out = c
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &out, nil
 }
 
 // revokedKey is a length byte, the issuer SKI's bytes, then the serial, so

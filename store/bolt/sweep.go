@@ -123,6 +123,9 @@ func (s *Store) Sweep(ctx context.Context, before time.Time, limit int) (store.S
 				if err := certs.Delete(serial); err != nil {
 					return err
 				}
+				if err := tx.Bucket(bucketRenewals).Delete(serial); err != nil {
+					return err
+				}
 				out.Certificates++
 			}
 			if err := ce.Delete(e.key); err != nil {

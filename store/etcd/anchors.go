@@ -157,7 +157,7 @@ func (s *Store) Sweep(ctx context.Context, before time.Time, limit int) (store.S
 			return out, fmt.Errorf("store: decode %s: %w", kv.Key, err)
 		}
 		isRecord[len(ops)] = true
-		ops = append(ops, clientv3.OpDelete(s.k.cert(e.Serial)))
+		ops = append(ops, clientv3.OpDelete(s.k.cert(e.Serial)), clientv3.OpDelete(s.k.renewal(e.Serial)))
 		if _, err := hex.DecodeString(e.IssuerSKI); err == nil && e.IssuerSKI != "" {
 			ops = append(ops, clientv3.OpDelete(s.k.rev(strings.ToLower(e.IssuerSKI), e.Serial)))
 		}

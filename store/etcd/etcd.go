@@ -1338,6 +1338,15 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 	for _, k := range iss.Once {
 		o.keys = append(o.keys, s.k.once(k))
 	}
+	var renKey string
+	if parent := rec.RenewedFrom; parent != "" {
+		// The parent's record and renewal key: read and compared, so
+		// a revocation or another renewal of it is never outrun.
+		renKey = s.k.renewal(parent)
+		o.keys = append(o.keys, s.k.cert(parent), renKey)
+		o.writes++
+		o.bytes += 200
+	}
 	if leaf != nil {
 		o.keys = append(o.keys, s.k.logHash(leaf.Hash))
 		o.writes += 2
@@ -1358,6 +1367,9 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		} else {
 			o.hints = nil
 		}
+	}
+	if renKey != "" {
+		o.hints = nil // the parent's record exists: read it
 	}
 	var logIndex uint64 // set by the apply that commits
 	o.apply = func(b *batch) error {
@@ -1397,6 +1409,13 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 				return refuse(store.ErrReplay)
 			}
 		}
+		var renJSON []byte
+		if renKey != "" {
+			var err error
+			if renJSON, err = checkRenewal(b, iss, serial); err != nil {
+				return err
+			}
+		}
 		if leaf != nil {
 			if _, ok, err := b.get(s.k.logHash(leaf.Hash)); err != nil {
 				return err
@@ -1426,12 +1445,15 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		for _, k := range iss.Once {
 			b.put(s.k.once(k), []byte(serial))
 		}
+		if renKey != "" {
+			b.put(renKey, renJSON)
+		}
 		return nil
 	}
 	if err := s.write(ctx, o); err != nil {
 		var unknown *outcomeUnknown
 		if !errors.As(err, &unknown) {
-			return err
+			return s.afterIssue(ctx, iss, err)
 		}
 		// The transaction may have been committed: an agent retrying
 		// would then be refused (its join token or replay keys spent),
@@ -1567,54 +1589,6 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 	return out, nil
-}
-
-// Revoke implements store.Store.
-func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error) {
-	sn, err := store.NormalizeSerial(serial)
-	if err != nil {
-		return nil, err
-	}
-	key := s.k.cert(sn)
-	var out store.Certificate
-	o := &op{keys: []string{key}, writes: 2, bytes: 4096}
-	o.apply = func(b *batch) error {
-		v, ok, err := b.get(key)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return refuse(store.ErrNotFound)
-		}
-		var c store.Certificate
-		if err := json.Unmarshal(v, &c); err != nil {
-			return fmt.Errorf("decode certificate %s: %w", sn, err)
-		}
-		if c.Revoked() {
-			out = c
-			return nil
-		}
-		if _, err := hex.DecodeString(c.IssuerSKI); err != nil || c.IssuerSKI == "" {
-			return fmt.Errorf("bad issuer SKI %q", c.IssuerSKI)
-		}
-		c.RevokedAt, c.RevocationReason = at.UTC(), reason
-		nv, err := json.Marshal(&c)
-		if err != nil {
-			return err
-		}
-		rv, err := json.Marshal(&store.Revocation{Serial: c.Serial, RevokedAt: c.RevokedAt, Reason: reason, NotAfter: c.NotAfter})
-		if err != nil {
-			return err
-		}
-		b.put(key, nv)
-		b.put(s.k.rev(strings.ToLower(c.IssuerSKI), sn), rv)
-		out = c
-		return nil
-	}
-	if err := s.write(ctx, o); err != nil {
-		return nil, err
-	}
-	return &out, nil
 }
 
 // rangeAll reads every key under prefix, in pages.

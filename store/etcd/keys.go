@@ -10,6 +10,7 @@ package etcd
 //	P/rev/<issuer SKI hex>/<serial>   → revocation (JSON), one issuer's entries contiguous
 //	P/exp/c/<NotAfter s, 16 hex><serial hex>   → expiryEntry (JSON), for Sweep and IssuerStats
 //	P/exp/t/<ExpiresAt s, 16 hex><hash hex>    → token hash hex, for Sweep
+//	P/renewed/<serial hex>            → its one renewal (store.Renewal, JSON; lineage.go)
 //	P/anchors                         → the trust anchors (JSON)
 //	P/migrating                       → start time of an Import not finished (import.go)
 //	P/log/state                       → translog.State.MarshalBinary
