@@ -8,6 +8,9 @@ import (
 type Metrics struct {
 	issuances *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+	// renewalReused counts second renewals of one certificate onto
+	// another key (each revoked a lineage).
+	renewalReused prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -22,8 +25,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to answer a certificate request, by provisioner, operation and outcome.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"provisioner", "operation", "outcome"}),
+		renewalReused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "agentca", Name: "renewal_reused_total",
+			Help: "Second renewals of one certificate onto another key: each revoked the certificate's lineage (keyCompromise).",
+		}),
 	}
-	reg.MustRegister(m.issuances, m.latency)
+	reg.MustRegister(m.issuances, m.latency, m.renewalReused)
 	return m
 }
 

@@ -134,12 +134,20 @@ func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *strin
 	creq := &ca.Request{
 		PublicKey: pub, SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, Provisioner: rec.Provisioner,
 		TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL, RenewedFrom: rec.Serial, Task: rec.Task,
+		Claims: rec.Claims,
 	}
-	if e := s.applyPolicy(r, "renew", nil, creq); e != nil {
+	// The policy sees the claims the lineage was attested with.
+	if e := s.applyPolicy(r, "renew", rec.Claims, creq); e != nil {
 		return nil, rec, e
 	}
 	issued, err := s.ca.Issue(r.Context(), creq)
 	if err != nil {
+		if e := s.renewalReused(r, rec, err); e != nil {
+			return nil, rec, e
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, rec, errorf(http.StatusUnauthorized, CodeUnknownCertificate, "the client certificate is no longer recorded; enroll again")
+		}
 		return nil, rec, s.refusal(err)
 	}
 	return issued, rec, nil

@@ -100,7 +100,9 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, serial, reasonNa
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "crl: ")))
 		return
 	}
-	rec, err := s.store.Revoke(r.Context(), serial, reason, s.now())
+	// Detached from the request: the certificates renewed from serial
+	// are revoked with it and the caches must learn of each.
+	recs, err := s.revokeLineage(context.WithoutCancel(r.Context()), r, serial, reason, s.now(), by)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, errorf(http.StatusNotFound, CodeUnknownCertificate, "this CA issued no certificate with serial %s", serial))
 		return
@@ -109,13 +111,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, serial, reasonNa
 		writeError(w, s.refusal(err))
 		return
 	}
-	if s.onRevoke != nil {
-		// Detached from the request: the caches must follow even if the
-		// caller hangs up.
-		s.onRevoke(context.WithoutCancel(r.Context()), rec)
-	}
-	s.log.Info("audit", "op", "revoke", "serial", rec.Serial, "spiffe_id", rec.SPIFFEID, "reason", crl.ReasonName(rec.RevocationReason),
-		"revoked_at", rec.RevokedAt.Format(time.RFC3339), "by", by, "remote", r.RemoteAddr)
+	rec := &recs[0]
 	writeJSON(w, http.StatusOK, RevokeResponse{Serial: rec.Serial, SPIFFEID: rec.SPIFFEID, RevokedAt: rec.RevokedAt,
 		Reason: crl.ReasonName(rec.RevocationReason)})
 }

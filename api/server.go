@@ -61,6 +61,8 @@ type CertStore interface {
 	Certificate(ctx context.Context, serial string) (*store.Certificate, error)
 	ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error)
 	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error)
+	RevokeLineage(ctx context.Context, serial string, reason int, at time.Time, ancestors bool) ([]store.Certificate, error)
+	TaskEnded(ctx context.Context, task string) (bool, error)
 	ReplayKey(ctx context.Context, key string) (string, error)
 	DeleteReplayKey(ctx context.Context, key string) error
 	EndTask(ctx context.Context, task string, at time.Time) error
@@ -344,7 +346,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 			creq := &ca.Request{
 				PublicKey: csr.PublicKey, SPIFFEID: id.SPIFFEID, DNSNames: id.DNSNames,
 				Provisioner: prov.Name, TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL,
-				JoinToken: id.JoinToken, Once: id.Once, Task: req.Task,
+				JoinToken: id.JoinToken, Once: id.Once, Task: req.Task, Claims: id.Claims,
 			}
 			if e = s.applyPolicy(r, "sign", id.Claims, creq); e == nil {
 				issued, err = s.ca.Issue(r.Context(), creq)
@@ -368,10 +370,15 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, op, prov string,
 		resp.Log, e = s.logReceipt(r.Context(), issued)
 	}
 	outcome := "issued"
-	if e != nil {
+	switch {
+	case e != nil:
 		outcome = e.Code
 		writeError(w, e)
-	} else {
+	case issued.Existing:
+		// A retry: the certificate it already obtained.
+		outcome = "retried"
+		writeJSON(w, http.StatusOK, resp)
+	default:
 		writeJSON(w, http.StatusCreated, resp)
 	}
 	s.metrics.observe(prov, op, outcome, time.Since(start).Seconds())
@@ -398,6 +405,14 @@ func (s *Server) refusal(err error) *Error {
 		return e
 	case errors.Is(err, provisioners.ErrUnauthorized), errors.Is(err, store.ErrTokenInvalid), errors.Is(err, store.ErrReplay):
 		return errorf(http.StatusUnauthorized, CodeUnauthorized, "the attestation was not accepted")
+	case errors.Is(err, store.ErrAlreadyIssued):
+		// A retry whose certificate cannot be given back (made by an
+		// issuing CA since replaced): the attestation is spent.
+		return errorf(http.StatusUnauthorized, CodeUnauthorized, "the attestation was not accepted")
+	case errors.Is(err, store.ErrRenewalReused):
+		return errorf(http.StatusForbidden, CodeRenewalReused, "this certificate was already renewed onto another key; its lineage is revoked")
+	case errors.Is(err, store.ErrRevoked):
+		return errorf(http.StatusForbidden, CodeCertificateRevoked, "the client certificate is revoked")
 	case errors.Is(err, store.ErrTaskEnded):
 		return errorf(http.StatusForbidden, CodeTaskEnded, "the task this certificate names has been ended; no certificate can be issued for it")
 	case errors.Is(err, ca.ErrTTL):
@@ -438,7 +453,11 @@ func (s *Server) audit(r *http.Request, a auditEntry) {
 		attrs = append(attrs, "renewed_from", a.renewedFrom)
 	}
 	if a.e == nil {
-		attrs = append(attrs, "outcome", "issued", "serial", a.issued.Serial, "spiffe_id", a.issued.SPIFFEID,
+		outcome := "issued"
+		if a.issued.Existing {
+			outcome = "retried"
+		}
+		attrs = append(attrs, "outcome", outcome, "serial", a.issued.Serial, "spiffe_id", a.issued.SPIFFEID,
 			"not_after", a.issued.NotAfter.Format(time.RFC3339), "issuer", a.issued.Issuer.SKI)
 		s.log.Info("audit", attrs...)
 		return

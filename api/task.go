@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
-	"time"
 
 	"github.com/agentca/agentca/crl"
 	"github.com/agentca/agentca/store"
@@ -78,7 +78,8 @@ func (s *Server) endTask(w http.ResponseWriter, r *http.Request) {
 			if c.Revoked() || !now.Before(c.NotAfter) {
 				continue
 			}
-			rec, err := s.store.Revoke(ctx, c.Serial, reason, now)
+			// With the certificates renewed from it.
+			recs, err := s.revokeLineage(ctx, r, c.Serial, reason, now, "task-end", "task", req.Task)
 			if errors.Is(err, store.ErrNotFound) {
 				continue // swept meanwhile
 			}
@@ -87,12 +88,11 @@ func (s *Server) endTask(w http.ResponseWriter, r *http.Request) {
 				writeError(w, s.refusal(err))
 				return
 			}
-			if s.onRevoke != nil {
-				s.onRevoke(ctx, rec)
+			for _, rec := range recs {
+				if rec.RevokedAt.Equal(now.UTC()) && !slices.Contains(out.Revoked, rec.Serial) {
+					out.Revoked = append(out.Revoked, rec.Serial)
+				}
 			}
-			s.log.Info("audit", "op", "revoke", "serial", rec.Serial, "spiffe_id", rec.SPIFFEID, "reason", crl.ReasonName(rec.RevocationReason),
-				"revoked_at", rec.RevokedAt.Format(time.RFC3339), "by", "task-end", "task", req.Task, "remote", r.RemoteAddr)
-			out.Revoked = append(out.Revoked, rec.Serial)
 		}
 		if len(recs) < taskPage {
 			break

@@ -358,6 +358,9 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 		return oauthErr(http.StatusBadRequest, OAuthInvalidRequest, "task must be the task the client certificate was issued for")
 	}
 	a.task = rec.Task
+	if oe := s.taskLive(r, a, rec.Task); oe != nil {
+		return oe
+	}
 	for _, sc := range req.Scope {
 		if !s.tokens.scopes[sc] {
 			return oauthErr(http.StatusBadRequest, OAuthInvalidScope, "unknown scope %q", truncate(sc, 64))

@@ -245,6 +245,9 @@ type Request struct {
 	RenewedFrom string
 	// Task is the task the agent named, recorded with the certificate.
 	Task string
+	// Claims are the attested claims, recorded with the certificate
+	// (and carried to its renewals) for the runtime policy.
+	Claims map[string]string
 }
 
 // Issued is a recorded leaf certificate.
@@ -260,6 +263,10 @@ type Issued struct {
 	// index in the log, assigned when the certificate was recorded.
 	LogLeaf  *translog.Leaf
 	LogIndex uint64
+	// Existing is set when the request was a retry: the certificate is
+	// the one the same attestation (or renewal) and key already
+	// obtained, not a new one.
+	Existing bool
 }
 
 // Errors returned by Issue; the API maps them to HTTP status codes.
@@ -348,11 +355,15 @@ func (a *Authority) signAndRecordOnce(ctx context.Context, tmpl *x509.Certificat
 	if err != nil {
 		return nil, fmt.Errorf("ca: log leaf: %w", err)
 	}
+	spki, err := x509.MarshalPKIXPublicKey(req.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
 	rec := &store.Issuance{
 		Certificate: store.Certificate{
 			Serial: out.Serial, SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, Provisioner: req.Provisioner,
 			IssuerSKI: iss.SKI, NotBefore: out.NotBefore, NotAfter: out.NotAfter, DER: der,
-			RenewedFrom: req.RenewedFrom, Task: req.Task,
+			RenewedFrom: req.RenewedFrom, Task: req.Task, PublicKeySHA256: store.PublicKeySHA256(spki), Claims: req.Claims,
 		},
 		JoinToken: req.JoinToken,
 		Once:      req.Once,
@@ -360,10 +371,30 @@ func (a *Authority) signAndRecordOnce(ctx context.Context, tmpl *x509.Certificat
 		LogLeaf:   leaf,
 	}
 	if err := a.rec.Issue(ctx, rec); err != nil {
+		var prev *store.AlreadyIssuedError
+		if errors.As(err, &prev) {
+			return existing(&prev.Certificate, iss, err)
+		}
 		return nil, err
 	}
 	out.LogLeaf, out.LogIndex = leaf, rec.Certificate.LogIndex
 	return out, nil
+}
+
+// existing is the Issued of a certificate a retried request already
+// obtained (the store's *AlreadyIssuedError, err), with its log leaf for
+// the receipt. One made by another issuing CA than iss is refused with
+// err: its chain is no longer the one this CA serves.
+func existing(c *store.Certificate, iss *Issuer, err error) (*Issued, error) {
+	if !strings.EqualFold(c.IssuerSKI, iss.SKI) || !c.Logged() {
+		return nil, err
+	}
+	leaf, lerr := translog.NewLeaf(c.DER, c.LogTimestamp)
+	if lerr != nil {
+		return nil, fmt.Errorf("ca: log leaf: %w", lerr)
+	}
+	return &Issued{DER: c.DER, Serial: c.Serial, SPIFFEID: c.SPIFFEID, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+		Issuer: iss, LogLeaf: leaf, LogIndex: c.LogIndex, Existing: true}, nil
 }
 
 // ResponderProvisioner names OCSP responder certificates in the store.

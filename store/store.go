@@ -206,6 +206,8 @@ type Store interface {
 	// (ListCertificates with Task); none can be added after EndTask
 	// returns.
 	EndTask(ctx context.Context, task string, at time.Time) error
+	// TaskEnded reports whether EndTask recorded task's end.
+	TaskEnded(ctx context.Context, task string) (bool, error)
 	// Certificate returns the record for serial, or ErrNotFound.
 	Certificate(ctx context.Context, serial string) (*Certificate, error)
 	// ListCertificates returns records in serial order.

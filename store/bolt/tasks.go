@@ -26,3 +26,13 @@ func (s *Store) EndTask(ctx context.Context, task string, at time.Time) error {
 		return b.Put([]byte(task), []byte(at.UTC().Format(time.RFC3339Nano)))
 	}))
 }
+
+// TaskEnded implements store.Store.
+func (s *Store) TaskEnded(ctx context.Context, task string) (bool, error) {
+	var ended bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		ended = tx.Bucket(bucketTasksEnded).Get([]byte(task)) != nil
+		return nil
+	})
+	return ended, wrap(err)
+}

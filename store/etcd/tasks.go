@@ -29,3 +29,10 @@ func (s *Store) EndTask(ctx context.Context, task string, at time.Time) error {
 		return nil
 	}})
 }
+
+// TaskEnded implements store.Store (a linearizable read: an end recorded
+// by another replica is seen).
+func (s *Store) TaskEnded(ctx context.Context, task string) (bool, error) {
+	kv, err := s.get(ctx, s.k.taskEnded(task))
+	return kv != nil, err
+}
