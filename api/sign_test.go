@@ -80,8 +80,9 @@ func TestSign(t *testing.T) {
 		t.Fatalf("record = %+v, %v", rec, err)
 	}
 
-	// The token is spent.
-	again := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: tok, CSR: csrFor(t, key, nil)})
+	// The token is spent (for any other key: a retry with the same key
+	// gets this certificate again, TestSignRetryAfterDroppedConnection).
+	again := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: tok, CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
 	apiError(t, again, http.StatusUnauthorized, api.CodeUnauthorized)
 
 	// One audit line per request, and the token is in none of them.
@@ -222,11 +223,13 @@ func TestSignRefusals(t *testing.T) {
 			}},
 		{name: "used token", status: 401, code: api.CodeUnauthorized,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				b, ct := validSign(t, e, nil)
+				b, _ := validSign(t, e, nil)
 				if r := e.postJSON(e.client(nil), "/v1/sign", b); r.status != http.StatusCreated {
 					t.Fatalf("first use: %d %s", r.status, r.body)
 				}
-				return b, ct
+				// Again for another key (the same key would be a
+				// retry, answered with the certificate).
+				return validSign(t, e, func(r *api.SignRequest) { r.Token = e.lastToken })
 			}},
 		{name: "expired token", status: 401, code: api.CodeUnauthorized,
 			build: func(t *testing.T, e *env) ([]byte, string) {

@@ -99,8 +99,10 @@ func (p *Provisioner) Create(ctx context.Context, spiffeID string, ttl time.Dura
 }
 
 // Attest implements provisioners.Provisioner. It accepts a token that
-// exists, belongs to this provisioner, is unexpired and unused; the store
-// checks the last two again when it consumes the token.
+// exists, belongs to this provisioner and is unexpired, or was used (for
+// a retry, which the store answers with the certificate already issued
+// only for the same key); the store checks use and expiry again when it
+// consumes the token.
 func (p *Provisioner) Attest(ctx context.Context, token string) (*provisioners.Identity, error) {
 	if len(token) != len(Prefix)+43 {
 		return nil, fmt.Errorf("%w: malformed join token", provisioners.ErrUnauthorized)
@@ -116,8 +118,11 @@ func (p *Provisioner) Attest(ctx context.Context, token string) (*provisioners.I
 	if subtle.ConstantTimeCompare(rec.Hash, h) != 1 {
 		return nil, fmt.Errorf("%w: unknown join token", provisioners.ErrUnauthorized)
 	}
-	if !rec.Usable(rec.SPIFFEID, p.name, p.now()) {
-		return nil, fmt.Errorf("%w: join token expired, used, or of another provisioner", provisioners.ErrUnauthorized)
+	// A used token passes (its expiry no longer matters): the store
+	// answers a retry with the same key with the certificate the token
+	// already obtained, and refuses every other use in its transaction.
+	if rec.UsedBy == "" && !rec.Usable(rec.SPIFFEID, p.name, p.now()) || rec.Provisioner != p.name {
+		return nil, fmt.Errorf("%w: join token expired or of another provisioner", provisioners.ErrUnauthorized)
 	}
 	return &provisioners.Identity{
 		SPIFFEID:  rec.SPIFFEID,

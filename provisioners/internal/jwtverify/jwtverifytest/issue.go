@@ -18,7 +18,8 @@ const TrustDomain = "example.org"
 // Issue does what the CA does with an Identity: renders tmpl (with
 // "trust_domain" example.org), issues a certificate with a real Authority
 // and bbolt store, recording id.Once. It returns the SPIFFE ID. When
-// id.Once is not empty it issues again and requires store.ErrReplay.
+// id.Once is not empty it issues again for another key and requires
+// store.ErrReplay.
 func Issue(t testing.TB, tmpl string, id *provisioners.Identity) string {
 	t.Helper()
 	tpl, err := provisioners.NewTemplate(tmpl, nil)
@@ -57,7 +58,15 @@ func Issue(t testing.TB, tmpl string, id *provisioners.Identity) string {
 		t.Fatalf("issue %s: %v", spiffeID, err)
 	}
 	if len(id.Once) > 0 {
-		if _, err := authority.Issue(ctx, req); !errors.Is(err, store.ErrReplay) {
+		// A replay with another key is refused (a retry with the same
+		// key gets the certificate already issued).
+		other, err := ca.GenerateKey(ca.ECP256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again := *req
+		again.PublicKey = other.Public()
+		if _, err := authority.Issue(ctx, &again); !errors.Is(err, store.ErrReplay) {
 			t.Fatalf("second issuance with Once %q: err = %v, want store.ErrReplay", id.Once, err)
 		}
 	}
