@@ -77,6 +77,8 @@ type Source struct {
 	staple     atomic.Pointer[staple]
 	now        chan struct{}
 	stapleKick chan struct{}
+	// pending is the key of the attempt under way (pending.go).
+	pending crypto.Signer
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -200,7 +202,7 @@ func (s *Source) enroll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: reading the attestation: %w", err)
 	}
-	key, err := NewKey(s.cfg.KeyType)
+	key, err := s.attemptKey()
 	if err != nil {
 		return err
 	}
@@ -216,7 +218,8 @@ func (s *Source) renew(ctx context.Context) error {
 	cur := s.creds.Load()
 	var newKey crypto.Signer // nil keeps the current key
 	if !s.cfg.ReuseKey {
-		k, err := NewKey(s.cfg.KeyType)
+		// The same key until this renewal succeeds (pending.go).
+		k, err := s.attemptKey()
 		if err != nil {
 			return err
 		}
@@ -322,6 +325,7 @@ func (s *Source) install(ctx context.Context, cr *Credentials) error {
 		}
 	}
 	s.creds.Store(cr)
+	s.installed(cr)
 	select {
 	case s.stapleKick <- struct{}{}:
 	default:
@@ -384,7 +388,7 @@ func (s *Source) loop(ctx context.Context) {
 			continue
 		}
 		var ae *APIError
-		if errors.As(err, &ae) && (ae.Code == "certificate_revoked") {
+		if errors.As(err, &ae) && (ae.Code == "certificate_revoked" || ae.Code == "renewal_reused") {
 			s.stop(fmt.Errorf("agent: renewal refused: %w", err))
 			return
 		}

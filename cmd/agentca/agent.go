@@ -247,7 +247,10 @@ func renewCommand() *cli.Command {
 			}
 			var newKey crypto.Signer // nil keeps the current key
 			if !c.Bool("reuse-key") {
-				if newKey, err = agent.NewKey(agent.KeyTypeOf(cur.Key)); err != nil {
+				// The key of an earlier attempt that did not complete,
+				// if any: a retry with another key would revoke the
+				// lineage (renewal_reused).
+				if newKey, err = agent.NextKey(out, agent.KeyTypeOf(cur.Key), cur); err != nil {
 					return err
 				}
 			}
@@ -259,6 +262,9 @@ func renewCommand() *cli.Command {
 				roots = fresh
 			}
 			if err := agent.WriteFiles(out, cr, roots); err != nil {
+				return err
+			}
+			if err := agent.ClearPendingKey(out); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "Renewed %s (serial %s), valid until %s\n", cr.SPIFFEID, cr.Serial, cr.NotAfter.Format(time.RFC3339))
