@@ -9,7 +9,6 @@ package store
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -212,7 +211,7 @@ type issuedReader interface {
 // FindIssued is how Issue answers a retry after its transaction refused
 // iss with refusal (ErrTokenInvalid or ErrReplay): when the join token, or
 // every replay key, was used by one certificate for the same SPIFFE ID,
-// provisioner and public key (iss.Certificate.PublicKeySHA256), unrevoked
+// provisioner, task and public key (iss.Certificate.PublicKeySHA256), unrevoked
 // and unexpired at iss.Now, it returns an *AlreadyIssuedError with that
 // certificate; otherwise refusal. A used token's or replay key's serial
 // never changes, so reading them after the transaction is as good as in
@@ -244,7 +243,7 @@ func FindIssued(ctx context.Context, r issuedReader, iss *Issuance, refusal erro
 	}
 	c, err := r.Certificate(ctx, serial)
 	if err != nil || c.PublicKeySHA256 != want.PublicKeySHA256 || c.SPIFFEID != want.SPIFFEID ||
-		c.Provisioner != want.Provisioner || c.Revoked() || !iss.Now.Before(c.NotAfter) || !c.Logged() {
+		c.Provisioner != want.Provisioner || c.Task != want.Task || c.Revoked() || !iss.Now.Before(c.NotAfter) || !c.Logged() {
 		return refusal
 	}
 	return &AlreadyIssuedError{Certificate: *c}
@@ -265,13 +264,4 @@ func FindRenewed(ctx context.Context, r issuedReader, iss *Issuance, child strin
 		return ErrRevoked
 	}
 	return &AlreadyIssuedError{Certificate: *c}
-}
-
-// SPKIHash returns PublicKeySHA256 of a certificate's key.
-func SPKIHash(der []byte) (string, error) {
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return "", err
-	}
-	return PublicKeySHA256(c.RawSubjectPublicKeyInfo), nil
 }
