@@ -141,17 +141,31 @@ func NewRenewal(c *Certificate) Renewal {
 	return Renewal{Child: c.Serial, Key: c.PublicKeySHA256}
 }
 
-// MaxLineage bounds the certificates one lineage walk visits.
-const MaxLineage = 1000
+// MaxLineage bounds the certificates one lineage walk visits (a week of
+// renewals every few minutes is a few thousand).
+const MaxLineage = 100_000
 
-// Lineage returns the records a revocation of serial revokes: serial's
-// own first, then its descendants (each certificate renewed from one in
-// the lineage), and with ancestors, the certificates it was renewed from,
-// back to the first that expired before now (its own ancestors expired
-// before it). Records already revoked are included (the caller keeps
-// their first revocation); it returns ErrNotFound when serial is not
-// recorded.
-func Lineage(r LineageReader, serial string, ancestors bool, now time.Time) ([]*Certificate, error) {
+// LineageSet is what a revocation of one certificate revokes.
+type LineageSet struct {
+	// Revoke are the records to revoke: the certificate's own first,
+	// then its unexpired descendants (each certificate renewed from one
+	// in the lineage) and, when asked for, its unexpired ancestors.
+	// Records already revoked are included (the caller keeps their
+	// first revocation).
+	Revoke []*Certificate
+	// Tail is the last certificate of the lineage, whose renewal record
+	// was read absent: a transaction that revokes the set must see it
+	// still absent, or a renewal was added meanwhile ("" when the walk
+	// ended at a swept certificate, which cannot renew).
+	Tail string
+}
+
+// Lineage walks the lineage of serial at now: down through the renewal
+// records, up (with ancestors) through RenewedFrom to the first
+// certificate expired before now (its own ancestors expired before it).
+// Expired descendants are walked through but not revoked. It returns
+// ErrNotFound when serial is not recorded.
+func Lineage(r LineageReader, serial string, ancestors bool, now time.Time) (*LineageSet, error) {
 	c, err := r.Cert(serial)
 	if err != nil {
 		return nil, err
@@ -159,14 +173,18 @@ func Lineage(r LineageReader, serial string, ancestors bool, now time.Time) ([]*
 	if c == nil {
 		return nil, ErrNotFound
 	}
-	out := []*Certificate{c}
+	out := &LineageSet{Revoke: []*Certificate{c}}
 	seen := map[string]bool{c.Serial: true}
 	for cur := c.Serial; ; {
 		ren, err := r.Renewal(cur)
 		if err != nil {
 			return nil, err
 		}
-		if ren == nil || seen[ren.Child] {
+		if ren == nil {
+			out.Tail = cur
+			break
+		}
+		if seen[ren.Child] {
 			break
 		}
 		child, err := r.Cert(ren.Child)
@@ -174,13 +192,15 @@ func Lineage(r LineageReader, serial string, ancestors bool, now time.Time) ([]*
 			return nil, err
 		}
 		if child == nil {
-			break // swept
+			break // swept: it cannot renew
 		}
-		if len(out) >= MaxLineage {
+		if len(seen) >= MaxLineage {
 			return nil, fmt.Errorf("store: the lineage of %s is longer than %d certificates", serial, MaxLineage)
 		}
 		seen[child.Serial] = true
-		out = append(out, child)
+		if now.Before(child.NotAfter) {
+			out.Revoke = append(out.Revoke, child)
+		}
 		cur = child.Serial
 	}
 	for cur := c; ancestors && cur.RenewedFrom != "" && !seen[cur.RenewedFrom]; {
@@ -188,14 +208,11 @@ func Lineage(r LineageReader, serial string, ancestors bool, now time.Time) ([]*
 		if err != nil {
 			return nil, err
 		}
-		if p == nil || !now.Before(p.NotAfter) {
+		if p == nil || !now.Before(p.NotAfter) || len(seen) >= MaxLineage {
 			break
 		}
-		if len(out) >= MaxLineage {
-			return nil, fmt.Errorf("store: the lineage of %s is longer than %d certificates", serial, MaxLineage)
-		}
 		seen[p.Serial] = true
-		out = append(out, p)
+		out.Revoke = append(out.Revoke, p)
 		cur = p
 	}
 	return out, nil

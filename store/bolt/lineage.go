@@ -117,7 +117,7 @@ func (s *Store) RevokeLineage(ctx context.Context, serial string, reason int, at
 		if err != nil {
 			return err
 		}
-		for i, c := range line {
+		for i, c := range line.Revoke {
 			if c.Revoked() {
 				if i == 0 {
 					out = append(out, *c)

@@ -4,9 +4,10 @@ package etcd
 // renewal (store.Renewal, JSON). Issue reads (and so compares) the
 // parent's record and renewal key, so a renewal racing a revocation or
 // another renewal of the same parent either commits before it or is
-// decided again after it. A revocation reads its lineage first, then
-// revokes it in one transaction comparing every key the walk read: a
-// renewal added meanwhile fails the compare, and the walk is made again.
+// decided again after it. A revocation walks its lineage first, then
+// revokes it in one transaction comparing the records it revokes and the
+// last one's renewal key: a renewal added meanwhile fails the compare (or
+// the check), and the walk is made again.
 
 import (
 	"context"
@@ -18,27 +19,20 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func (k keys) renewal(serial string) string { return k.p + "/renewed/" + serial }
 
-// errMoreKeys: the lineage walk inside the transaction reached a key the
-// walk before it had not read (the lineage grew meanwhile).
+// errMoreKeys: the lineage grew between its walk and the transaction.
 var errMoreKeys = errors.New("store: etcd: the lineage changed; reading it again")
 
 // batchReader is store.LineageReader over a batch: only the keys the op
-// declared can be read; another is noted in missing.
-type batchReader struct {
-	b       *batch
-	missing *[]string
-}
+// declared can be read.
+type batchReader struct{ b *batch }
 
 func (r batchReader) read(key string, v any) (bool, error) {
 	raw, ok, err := r.b.get(key)
-	if errors.Is(err, errNotRead) && r.missing != nil {
-		*r.missing = append(*r.missing, key)
-		return false, errMoreKeys
-	}
 	if err != nil || !ok {
 		return false, err
 	}
@@ -66,17 +60,20 @@ func (r batchReader) Renewal(parent string) (*store.Renewal, error) {
 	return &ren, nil
 }
 
-// getReader is store.LineageReader over linearizable reads, noting every
-// key it read: the walk made before the revoking transaction.
+// getReader is store.LineageReader over reads out of a transaction: the
+// walk made before the revoking transaction.
 type getReader struct {
-	s    *Store
-	ctx  context.Context
-	keys []string
+	s            *Store
+	ctx          context.Context
+	serializable bool
 }
 
 func (r *getReader) read(key string, v any) (bool, error) {
-	r.keys = append(r.keys, key)
-	kv, err := r.s.get(r.ctx, key)
+	var opts []clientv3.OpOption
+	if r.serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	kv, err := r.s.get(r.ctx, key, opts...)
 	if err != nil || kv == nil {
 		return false, err
 	}
@@ -148,37 +145,65 @@ func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.T
 // lineageAttempts bounds the walks of a lineage that keeps growing.
 const lineageAttempts = 10
 
-// RevokeLineage implements store.Store.
+// RevokeLineage implements store.Store. The lineage is walked first, out
+// of the transaction (a renewal record, once written, never changes);
+// the transaction then compares the records it revokes and the tail's
+// renewal key (still absent: nothing was renewed from the lineage
+// meanwhile), so only the certificates revoked count against
+// --max-txn-ops, however long the lineage.
 func (s *Store) RevokeLineage(ctx context.Context, serial string, reason int, at time.Time, ancestors bool) ([]store.Certificate, error) {
 	sn, err := store.NormalizeSerial(serial)
 	if err != nil {
 		return nil, err
 	}
-	for range lineageAttempts {
-		pre := &getReader{s: s, ctx: ctx}
+	for attempt := range lineageAttempts {
+		// The first walk may read a member that lags (the compares
+		// catch it); a walk made again reads through the leader.
+		pre := &getReader{s: s, ctx: ctx, serializable: attempt == 0}
 		line, err := store.Lineage(pre, sn, ancestors, at)
 		if err != nil {
 			return nil, err
 		}
 		var out []store.Certificate
-		var missing []string
-		o := &op{keys: pre.keys, writes: 2 * len(line), bytes: 4096 * len(line)}
+		o := &op{writes: 2 * len(line.Revoke), bytes: 4096 * len(line.Revoke)}
+		for _, c := range line.Revoke {
+			o.keys = append(o.keys, s.k.cert(c.Serial))
+		}
+		if line.Tail != "" {
+			o.keys = append(o.keys, s.k.renewal(line.Tail))
+		}
 		o.apply = func(b *batch) error {
-			out, missing = nil, nil
-			line, err := store.Lineage(batchReader{b: b, missing: &missing}, sn, ancestors, at)
-			switch {
-			case errors.Is(err, errMoreKeys), errors.Is(err, store.ErrNotFound):
-				return refuse(err)
-			case err != nil:
-				return err
+			out = nil
+			// Checks first: the tail has no renewal yet, the records
+			// are as walked.
+			if line.Tail != "" {
+				if _, ok, err := b.get(s.k.renewal(line.Tail)); err != nil {
+					return err
+				} else if ok {
+					return refuse(errMoreKeys)
+				}
 			}
-			for i, c := range line {
-				if c.Revoked() {
+			recs := make([]*store.Certificate, 0, len(line.Revoke))
+			for i, c := range line.Revoke {
+				var rec store.Certificate
+				ok, err := batchReader{b: b}.read(s.k.cert(c.Serial), &rec)
+				if err != nil {
+					return err
+				}
+				switch {
+				case !ok && i == 0:
+					return refuse(store.ErrNotFound)
+				case !ok:
+					continue // swept meanwhile
+				case rec.Revoked():
 					if i == 0 {
-						out = append(out, *c)
+						out = append(out, rec)
 					}
 					continue
 				}
+				recs = append(recs, &rec)
+			}
+			for _, c := range recs {
 				if err := s.revokeRecord(b, c, reason, at); err != nil {
 					return err
 				}

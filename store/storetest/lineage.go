@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentca/agentca/store"
 )
@@ -22,6 +23,7 @@ var lineageTests = []struct {
 	{"RenewOnceRetry", testRenewOnceRetry},
 	{"RenewReusedRevokesLineage", testRenewReused},
 	{"RevokeCascades", testRevokeCascades},
+	{"RevokeLongLineage", testRevokeLongLineage},
 	{"RenewRacingRevoke", testRenewRacingRevoke},
 	{"SignRetry", testSignRetry},
 	{"ReplayRetry", testReplayRetry},
@@ -291,5 +293,40 @@ func testTaskEndedRead(t *testing.T, s store.Store) {
 	}
 	if ended, err := s.TaskEnded(ctx, "job-1"); err != nil || !ended {
 		t.Fatalf("TaskEnded after the end = %v, %v", ended, err)
+	}
+}
+
+// testRevokeLongLineage: revoking an old certificate walks through its
+// expired descendants (more than etcd's default --max-txn-ops) and
+// revokes the live ones at the end of the chain.
+func testRevokeLongLineage(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 150
+	var chain []*store.Certificate
+	for i := range n {
+		var iss *store.Issuance
+		if i == 0 {
+			_, iss = keyed(t, "spiffe://example.org/long", "k0")
+		} else {
+			iss = renewal(t, chain[i-1], fmt.Sprintf("k%d", i))
+		}
+		if i < n-2 {
+			// Issued and expired long ago.
+			iss.Certificate.NotBefore = now.Add(-time.Duration(n-i) * time.Hour)
+			iss.Certificate.NotAfter = iss.Certificate.NotBefore.Add(time.Hour)
+		}
+		chain = append(chain, mustIssue(t, s, iss))
+	}
+	recs, err := s.RevokeLineage(ctx, chain[0].Serial, 1, now, false)
+	if err != nil || len(recs) != 3 || recs[0].Serial != chain[0].Serial {
+		t.Fatalf("RevokeLineage of the first of %d = %d records, %v; want it and the 2 live ones", n, len(recs), err)
+	}
+	for _, c := range chain[n-2:] {
+		if !revoked(t, s, c.Serial) {
+			t.Fatalf("live descendant %s not revoked", c.Serial)
+		}
+	}
+	if revoked(t, s, chain[n/2].Serial) {
+		t.Fatal("an expired descendant was revoked (it needs no CRL entry)")
 	}
 }
