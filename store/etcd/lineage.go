@@ -128,9 +128,29 @@ func (s *Store) afterIssue(ctx context.Context, iss *store.Issuance, err error) 
 		recs, rerr := s.RevokeLineage(context.WithoutCancel(ctx), parent, store.KeyCompromise, iss.Now, true)
 		return &store.RenewalReusedError{Parent: parent, Revoked: recs, Err: rerr}
 	case errors.Is(err, store.ErrTokenInvalid), errors.Is(err, store.ErrReplay):
-		return store.FindIssued(ctx, s, iss, err)
+		return store.FindIssued(ctx, linearReader{s}, iss, err)
 	}
 	return err
+}
+
+// linearReader is the Store with a linearizable JoinToken (Store's first
+// reads the member it talks to, which may not show a use made through
+// another replica yet): a retry is recognised on any replica.
+type linearReader struct{ *Store }
+
+func (r linearReader) JoinToken(ctx context.Context, hash []byte) (*store.JoinToken, error) {
+	kv, err := r.get(ctx, r.k.token(hash))
+	if err != nil {
+		return nil, err
+	}
+	if kv == nil {
+		return nil, store.ErrNotFound
+	}
+	var t store.JoinToken
+	if err := json.Unmarshal(kv.Value, &t); err != nil {
+		return nil, fmt.Errorf("store: decode join token: %w", err)
+	}
+	return &t, nil
 }
 
 // Revoke implements store.Store: serial and its descendants.
