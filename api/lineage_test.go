@@ -214,7 +214,7 @@ func TestRenewRacingRevocation(t *testing.T) {
 	issued := make([][]string, n)
 	for i := range n {
 		wg.Go(func() {
-			cur, hc := first[i], e.client(first[i].tls)
+			hc := e.client(first[i].tls)
 			for range 50 {
 				k := mustKey(t, ca.ECP256)
 				r := e.postJSON(hc, "/v1/renew", api.RenewRequest{CSR: csrFor(t, k, nil)})
@@ -224,7 +224,7 @@ func TestRenewRacingRevocation(t *testing.T) {
 					}
 					return
 				}
-				cur = enrolledFrom(t, k, r)
+				cur := enrolledFrom(t, k, r)
 				issued[i] = append(issued[i], cur.resp.Serial)
 				hc = e.client(cur.tls)
 			}
