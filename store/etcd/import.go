@@ -127,6 +127,9 @@ func (s *Store) Import(ctx context.Context, src store.Exporter) (ImportStats, er
 			if err := w.put(s.k.certExpiry(c.NotAfter, sn), exp); err != nil {
 				return err
 			}
+			if err := s.importRenewal(w.put, c); err != nil {
+				return err
+			}
 			st.Certificates++
 			if !c.RevokedAt.IsZero() {
 				rv, err := json.Marshal(&store.Revocation{Serial: sn, RevokedAt: c.RevokedAt, Reason: c.RevocationReason, NotAfter: c.NotAfter})

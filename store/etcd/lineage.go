@@ -261,3 +261,21 @@ func (s *Store) revokeRecord(b *batch, c *store.Certificate, reason int, at time
 	b.put(s.k.rev(strings.ToLower(c.IssuerSKI), c.Serial), rv)
 	return nil
 }
+
+// importRenewal writes the renewal record a migrated certificate's parent
+// would have (a bbolt file keeps them in its own bucket, not exported):
+// renew-once and the lineage hold across a migration.
+func (s *Store) importRenewal(put func(key string, v []byte) error, c *store.Certificate) error {
+	if c.RenewedFrom == "" {
+		return nil
+	}
+	parent, err := store.NormalizeSerial(c.RenewedFrom)
+	if err != nil {
+		return err
+	}
+	v, err := json.Marshal(store.NewRenewal(c))
+	if err != nil {
+		return err
+	}
+	return put(s.k.renewal(parent), v)
+}

@@ -3,11 +3,13 @@ package etcd_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/store/etcd/etcdtest"
 )
 
@@ -130,5 +132,36 @@ func TestRenewalReusedAcrossReplicas(t *testing.T) {
 		if err != nil || !rec.Revoked() || rec.RevocationReason != store.KeyCompromise {
 			t.Fatalf("%s: %+v, %v; want revoked keyCompromise", s, rec, err)
 		}
+	}
+}
+
+// TestImportKeepsLineage: a bbolt file's renewals hold after a
+// migration: a retry gets the child, another key is refused as reuse.
+func TestImportKeepsLineage(t *testing.T) {
+	ctx := context.Background()
+	src, err := bolt.Open(filepath.Join(t.TempDir(), "agentca.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	parent := issueKeyed(t, src, "k0")
+	ren := renewalOf(t, parent, "k1")
+	if err := src.Issue(ctx, ren); err != nil {
+		t.Fatal(err)
+	}
+	cluster := etcdtest.New(t, 1)
+	dst := open(t, cluster, "/imp", 0)
+	if _, err := dst.Import(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.FinishImport(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var prev *store.AlreadyIssuedError
+	if err := dst.Issue(ctx, renewalOf(t, parent, "k1")); !errors.As(err, &prev) || prev.Certificate.Serial != ren.Certificate.Serial {
+		t.Fatalf("retry after the migration: %v, want the child %s", err, ren.Certificate.Serial)
+	}
+	if err := dst.Issue(ctx, renewalOf(t, parent, "k2")); !errors.Is(err, store.ErrRenewalReused) {
+		t.Fatalf("another key after the migration: %v, want ErrRenewalReused", err)
 	}
 }
