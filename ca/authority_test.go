@@ -441,14 +441,18 @@ func TestIssueRecordsAndConsumes(t *testing.T) {
 		CreatedAt: clk.Now(), ExpiresAt: clk.Now().Add(15 * time.Minute)}}); err != nil {
 		t.Fatal(err)
 	}
-	first, _ := issue(t, a, &ca.Request{SPIFFEID: id, JoinToken: hash, Once: []string{"jti-1"}, RenewedFrom: "0abc"})
+	// A renewal's parent must be recorded (the store checks it in the
+	// issuing transaction).
+	parent, _ := issue(t, a, &ca.Request{SPIFFEID: id})
+	firstKey := mustKey(t, ca.ECP256)
+	first, _ := issue(t, a, &ca.Request{SPIFFEID: id, JoinToken: hash, Once: []string{"jti-1"}, RenewedFrom: parent.Serial, PublicKey: firstKey.Public()})
 
 	rec, err := st.Certificate(ctx, first.Serial)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.RenewedFrom != "0abc" {
-		t.Errorf("RenewedFrom = %q, want 0abc", rec.RenewedFrom)
+	if rec.RenewedFrom != parent.Serial {
+		t.Errorf("RenewedFrom = %q, want %s", rec.RenewedFrom, parent.Serial)
 	}
 	tok, err := st.JoinToken(ctx, hash)
 	if err != nil {
@@ -476,11 +480,23 @@ func TestIssueRecordsAndConsumes(t *testing.T) {
 			if got != nil || !errors.Is(err, tt.want) {
 				t.Fatalf("Issue = %v, %v; want no certificate and %v", got != nil, err, tt.want)
 			}
-			if n := countCerts(t, st); n != 1 {
-				t.Fatalf("store holds %d certificates after a refusal, want 1", n)
+			if n := countCerts(t, st); n != 2 {
+				t.Fatalf("store holds %d certificates after a refusal, want 2 (the parent and the first)", n)
 			}
 		})
 	}
+	// The same request for the same key is a retry: the certificate
+	// already issued (Existing), nothing new recorded.
+	t.Run("retry with the same key", func(t *testing.T) {
+		req := ca.Request{SPIFFEID: id, JoinToken: hash, Once: []string{"jti-1"}, RenewedFrom: parent.Serial, PublicKey: firstKey.Public(), Provisioner: "join"}
+		got, err := a.Issue(ctx, &req)
+		if err != nil || !got.Existing || got.Serial != first.Serial || got.LogIndex != first.LogIndex || !bytes.Equal(got.DER, first.DER) {
+			t.Fatalf("retry = %+v, %v; want the first certificate, Existing", got, err)
+		}
+		if n := countCerts(t, st); n != 2 {
+			t.Fatalf("store holds %d certificates after a retry, want 2", n)
+		}
+	})
 }
 
 func TestIssueTokenOfExpiredOrOtherIdentity(t *testing.T) {
