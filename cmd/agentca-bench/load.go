@@ -380,6 +380,34 @@ type agent struct {
 	cert   *tls.Certificate
 	id     string
 	issuer *x509.Certificate // the issuing CA, first in the response's chain
+	// renewed is the certificate of its last renewal (nil: cert): a
+	// certificate renews once, so each renewal renews the last one.
+	renewed atomic.Pointer[tls.Certificate]
+}
+
+// current is the agent's newest certificate.
+func (a *agent) current() *tls.Certificate {
+	if c := a.renewed.Load(); c != nil {
+		return c
+	}
+	return a.cert
+}
+
+// renewedTo makes the leaf in a renewal's answer b (same key) the agent's
+// certificate.
+func (a *agent) renewedTo(b []byte) error {
+	var sr signResponse
+	if err := json.Unmarshal(b, &sr); err != nil {
+		return err
+	}
+	leaves, err := certPEMBlocks([]byte(sr.Certificate))
+	if err != nil {
+		return err
+	}
+	cur := a.current()
+	next := &tls.Certificate{Certificate: append([][]byte{leaves[0].Raw}, cur.Certificate[1:]...), PrivateKey: cur.PrivateKey, Leaf: leaves[0]}
+	a.renewed.Store(next)
+	return nil
 }
 
 // enroll gets one certificate each for n agents through /v1/sign.
@@ -454,12 +482,14 @@ func (l *load) enroll(ctx context.Context, n int) ([]*agent, error) {
 }
 
 // agentClients gives each agent its own keep-alive mTLS client, with its
-// connection opened; close releases them.
+// connection opened, presenting the agent's current certificate (a.cert
+// when the connection is made); close releases them.
 func (l *load) agentClients(ctx context.Context, agents []*agent) (clients []*http.Client, close func()) {
 	clients = make([]*http.Client, len(agents))
 	trs := make([]*http.Transport, len(agents))
 	for i, a := range agents {
-		trs[i] = l.newTransport(1, a.cert)
+		trs[i] = l.newTransport(1, nil)
+		trs[i].TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.current(), nil }
 		clients[i] = &http.Client{Transport: trs[i], Timeout: 30 * time.Second}
 	}
 	var wg sync.WaitGroup
@@ -474,9 +504,11 @@ func (l *load) agentClients(ctx context.Context, agents []*agent) (clients []*ht
 	}
 }
 
-// renewPhase has each agent renew over mTLS on its own keep-alive
-// connection, with an empty JSON body {} (renew keeping the key), for at
-// most dur and at most maxRate*dur renewals in all.
+// renewPhase has each agent renew over mTLS, with an empty JSON body {}
+// (renew keeping the key), for at most dur and at most maxRate*dur
+// renewals in all. A certificate renews once (a second renewal is a
+// retry, answered with the same child), so each renewal renews the
+// previous one's certificate on a new connection, as an agent does.
 func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, maxRate float64, pprofURL, pprofDir string) *phase {
 	ph := &phase{name: name, kind: "renew"}
 	c := len(agents)
@@ -498,13 +530,16 @@ func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, dur
 				countReached.Store(true)
 				return
 			}
-			var verify func([]byte) error
+			verify := a.renewedTo
 			if first {
 				first = false
 				verify = func(b []byte) error {
 					leaf, _, err := l.checkSigned(b, a.id, a.cert.Leaf.PublicKey)
 					if err == nil && leaf.SerialNumber.Cmp(a.cert.Leaf.SerialNumber) == 0 {
 						err = fmt.Errorf("renewal returned the same serial")
+					}
+					if err == nil {
+						err = a.renewedTo(b)
 					}
 					return err
 				}
@@ -517,6 +552,9 @@ func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, dur
 				continue
 			}
 			r.lat = append(r.lat, lat)
+			// The next renewal presents the new certificate: a new
+			// TLS connection.
+			hc.Transport.(*http.Transport).CloseIdleConnections()
 		}
 	})
 	ph.stopReason = "time"
