@@ -100,6 +100,9 @@ func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
 	if exists {
 		return nil, fmt.Errorf("%s: %w", dir, ErrExists)
 	}
+	if err := refuseForeign(dir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, err
 	}
