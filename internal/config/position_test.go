@@ -8,7 +8,7 @@ import (
 // A hand-edited agentca.json with a mistake names the line and column.
 func TestParseNamesLineAndColumn(t *testing.T) {
 	for name, tc := range map[string]struct{ in, want string }{
-		"missing comma": {"{\n  \"trust_domain\": \"example.org\"\n  \"listen\": {}\n}\n", "line 3, column 3"},
+		"missing comma":  {"{\n  \"trust_domain\": \"example.org\"\n  \"listen\": {}\n}\n", "line 3, column 3"},
 		"trailing comma": {"{\n  \"trust_domain\": \"example.org\",\n}\n", "line 3, column 1"},
 		"wrong type":     {"{\n  \"trust_domain\": 7\n}\n", "line 2, column 19"},
 		"truncated":      {"{\n  \"trust_domain\": \"example.org\"", "line 2, column 31"},
