@@ -323,8 +323,12 @@ func listenAdmin(path string) (net.Listener, error) {
 // reloadOnHUP re-reads agentca.json on SIGHUP and swaps in the new
 // provisioners; a bad file keeps the running set and logs why.
 func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.Server, log *slog.Logger) {
+	started, _ := config.Load(cfgPath) // what the running settings came from
 	onSIGHUP(ctx, func() {
 		cfg, err := config.Load(cfgPath)
+		if err == nil && started != nil {
+			warnNotReloaded(log, started, cfg)
+		}
 		if err == nil {
 			var provs map[string]*api.Provisioner
 			if provs, err = newProvisioners(cfg, st, log); err == nil {
