@@ -106,7 +106,7 @@ type refusalCounter struct {
 	m *opMetrics
 }
 
-func (w *refusalCounter) refused(code string)          { w.m.refusals.WithLabelValues(code).Inc() }
+func (w *refusalCounter) refused(code string)         { w.m.refusals.WithLabelValues(code).Inc() }
 func (w *refusalCounter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // countRefusals makes the error answers of h count in refusals_total.

@@ -100,7 +100,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		default:
 		}
 	}
-	st, err := openStore(ctx, dir, cfg.Storage, cueLog)
+	commits := newCommitMetrics()
+	st, err := openStore(ctx, dir, cfg.Storage, cueLog, commits.observe)
 	if err != nil {
 		return err
 	}
@@ -169,6 +170,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, st)
+	reg.MustRegister(commits.latency, commits.size)
 	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
 	anch := newAnchors(ctx, &anchors{dir: dir, cfg: cfg, keys: keys, st: st, authority: authority, responder: responder,
 		ocspKey: ocspKey, log: log, minStaged: maxLeafTTL(cfg), onActivate: certs.renewUnderNewIssuer,
@@ -202,6 +204,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		return err
 	}
 	anch.setTrustFunc(srv.SetTrust)
+	reg.MustRegister(newOpsCollector(anch, responder, certs))
 	// Replicas sharing the store (etcd): follow what the others change.
 	stopWatch := startStoreWatch(ctx, st, storeHooks{
 		Revoked:    revoked,
