@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -225,5 +226,50 @@ func TestMetricsEndToEnd(t *testing.T) {
 				fmt.Fprintf(os.Stderr, "%s %v\n", k, v)
 			}
 		}
+	}
+}
+
+// The Grafana dashboard queries only metrics docs/api.md lists, so it
+// does not rot when a metric is renamed.
+func TestGrafanaDashboardMetrics(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "agentca.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("deploy/grafana/agentca.json: %v", err)
+	}
+	documented := map[string]bool{}
+	for _, n := range documentedMetrics(t) {
+		documented[n] = true
+	}
+	name := regexp.MustCompile(`agentca_[a-z_]+`)
+	queried := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, n := range name.FindAllString(tg.Expr, -1) {
+				queried++
+				base := n
+				for _, suf := range []string{"_bucket", "_sum", "_count"} {
+					if b, ok := strings.CutSuffix(n, suf); ok && documented[b] {
+						base = b
+					}
+				}
+				if !documented[base] {
+					t.Errorf("the dashboard queries %s, which docs/api.md does not list", n)
+				}
+			}
+		}
+	}
+	if queried == 0 {
+		t.Fatal("the dashboard queries no agentca metric")
 	}
 }
