@@ -1,7 +1,9 @@
 package test
 
 import (
+	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,5 +66,44 @@ func TestAgentDaemonExitsAfterExpiryWithoutAttestation(t *testing.T) {
 	}
 	if time.Now().Before(first.leaf.NotAfter) {
 		t.Errorf("the agent gave up at %s, before its certificate expired at %s", time.Now(), first.leaf.NotAfter)
+	}
+}
+
+// serve --ready-file appears once the daemon serves, with the actual
+// addresses (here port 0 picked them), and is gone after SIGTERM;
+// `health` says whether the daemon serves, and --wait waits for it.
+func TestReadyFileAndHealth(t *testing.T) {
+	t.Parallel()
+	c := newCA(t, caOptions{})
+	if r := runCLI(t, "health", "--dir", c.Dir); r.code != 1 {
+		t.Fatalf("health with no daemon: want exit 1:\n%s", r)
+	} else {
+		oneLine(t, r)
+	}
+	ready := filepath.Join(t.TempDir(), "ready.json")
+	p := startProc(t, "serve", filepath.Join(t.TempDir(), "serve.log"), "serve", "--dir", c.Dir,
+		"--https", "127.0.0.1:0", "--http", "127.0.0.1:0", "--ready-file", ready)
+	if r := runCLI(t, "health", "--dir", c.Dir, "--wait", "60s"); r.code != 0 || strings.TrimSpace(r.stdout) != "ok" {
+		t.Fatalf("health --wait:\n%s\nserve log:\n%s", r, p.log())
+	}
+	var addrs struct {
+		HTTPS, HTTP string
+		PID         int
+	}
+	eventually(t, 10*time.Second, 50*time.Millisecond, "the ready file", func() bool {
+		b, err := os.ReadFile(ready)
+		return err == nil && json.Unmarshal(b, &addrs) == nil
+	})
+	if addrs.PID != p.cmd.Process.Pid || strings.HasSuffix(addrs.HTTP, ":0") || addrs.HTTPS == "" {
+		t.Fatalf("ready file %+v, want the actual addresses and pid %d", addrs, p.cmd.Process.Pid)
+	}
+	resp, err := http.Get("http://" + addrs.HTTP + "/health")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /health at the ready file's address: %v", err)
+	}
+	resp.Body.Close()
+	p.stop(t)
+	if _, err := os.Stat(ready); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the ready file outlived the daemon: %v", err)
 	}
 }
