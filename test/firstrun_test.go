@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -105,5 +106,26 @@ func TestReadyFileAndHealth(t *testing.T) {
 	p.stop(t)
 	if _, err := os.Stat(ready); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the ready file outlived the daemon: %v", err)
+	}
+}
+
+// SIGHUP applies the provisioners; a changed setting it cannot apply is
+// named in a WARN line, once per SIGHUP, and the daemon keeps serving.
+func TestSIGHUPWarnsAboutRestartSettings(t *testing.T) {
+	t.Parallel()
+	c := newCA(t, caOptions{})
+	c.start()
+	c.editConfig(func(cfg map[string]any) {
+		cfg["leaf"].(map[string]any)["default_ttl"] = "4m"
+	})
+	c.proc.signal(t, syscall.SIGHUP)
+	eventually(t, 10*time.Second, 50*time.Millisecond, "a WARN naming leaf.default_ttl", func() bool {
+		return strings.Contains(c.proc.log(), "level=WARN") && strings.Contains(c.proc.log(), "setting=leaf.default_ttl")
+	})
+	if strings.Contains(c.proc.log(), "setting=provisioners") {
+		t.Errorf("SIGHUP warned about the provisioners, which it reloads:\n%s", c.proc.log())
+	}
+	if r := runCLI(t, "health", "--dir", c.Dir); r.code != 0 {
+		t.Fatalf("the daemon stopped serving after SIGHUP:\n%s", r)
 	}
 }
