@@ -35,7 +35,7 @@ test: deps lint
 # bench-smoke runs every Go benchmark once (-benchtime=1x, big setups
 # shrunk, -short skips the longest), so a broken benchmark fails make
 # test. Every package with a Benchmark function is included.
-BENCH_ALL := $(shell grep -rl --include='*_test.go' '^func Benchmark' . 2>/dev/null | xargs -r -n1 dirname | sort -u)
+BENCH_ALL = $(shell grep -rl --include='*_test.go' '^func Benchmark' . 2>/dev/null | xargs -r -n1 dirname | sort -u)
 bench-smoke:
 	$(GO) test -short -count=1 -run '^$$' -bench . -benchtime=1x $(BENCH_ALL)
 
