@@ -10,7 +10,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN)/staticcheck
 GOVULNCHECK := $(GOBIN)/govulncheck
 
-.PHONY: all build run test unit e2e lint fmt vet staticcheck govulncheck bench bench-etcd fuzz tools deps clean
+.PHONY: all build run test unit e2e lint fmt vet staticcheck govulncheck bench bench-smoke bench-etcd fuzz tools deps clean
 
 all: build
 
@@ -30,6 +30,14 @@ run: build
 # and the end-to-end tests against the real binary, openssl and zlint.
 test: deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory bench-smoke
+
+# bench-smoke runs every Go benchmark once (-benchtime=1x, big setups
+# shrunk, -short skips the longest), so a broken benchmark fails make
+# test. Every package with a Benchmark function is included.
+BENCH_ALL = $(shell grep -rl --include='*_test.go' '^func Benchmark' . 2>/dev/null | xargs -r -n1 dirname | sort -u)
+bench-smoke:
+	$(GO) test -short -count=1 -run '^$$' -bench . -benchtime=1x $(BENCH_ALL)
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test)

@@ -200,7 +200,7 @@ func (s *Source) enroll(ctx context.Context) error {
 	}
 	token, err := s.cfg.Attest(ctx)
 	if err != nil {
-		return fmt.Errorf("agent: reading the attestation: %w", err)
+		return &attestError{err}
 	}
 	key, err := s.attemptKey()
 	if err != nil {
@@ -370,8 +370,15 @@ func (s *Source) loop(ctx context.Context) {
 			s.log.Warn("certificate expired; enrolling again", "serial", cur.Serial, "not_after", cur.NotAfter.Format(time.RFC3339))
 			err = s.enroll(ctx)
 			var ae *APIError
+			var re *attestError
 			if errors.Is(err, ErrExpired) {
 				s.stop(err)
+				return
+			}
+			if errors.As(err, &re) {
+				// The attestation cannot be re-read (a spent --token, a
+				// missing --token-file): retrying would loop forever.
+				s.stop(fmt.Errorf("%w: %v", ErrExpired, err))
 				return
 			}
 			if errors.As(err, &ae) && !ae.Temporary() {
@@ -400,6 +407,13 @@ func (s *Source) loop(ctx context.Context) {
 		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
+
+// attestError is a failure to obtain the attestation itself (Config.Attest
+// failed), as opposed to the CA refusing or not answering.
+type attestError struct{ err error }
+
+func (e *attestError) Error() string { return "agent: reading the attestation: " + e.err.Error() }
+func (e *attestError) Unwrap() error { return e.err }
 
 func (s *Source) stop(err error) {
 	s.errMu.Lock()

@@ -272,3 +272,38 @@ func TestLogReceiptVerified(t *testing.T) {
 		t.Errorf("no receipt: err = %v, want ErrNoReceipt", err)
 	}
 }
+
+// A certificate that expires while its attestation cannot be read again
+// (a spent token, a missing token file) stops the Source with ErrExpired
+// instead of retrying forever.
+func TestExpiresWhenAttestationUnreadable(t *testing.T) {
+	ca := testca.Start(t, testca.Options{Configure: shortLived})
+	first := newSource(t, ca, "spiffe://example.org/agent/gone", 3*time.Second, nil)
+	initial := first.Current()
+	first.Close()
+	ca.Stop()
+	var reads atomic.Int32
+	src, err := agent.NewSource(context.Background(), agent.Config{
+		CAURL: ca.URL, Roots: ca.Roots, Initial: initial, Provisioner: "join",
+		Attest: func(context.Context) (string, error) {
+			reads.Add(1)
+			return "", errors.New("open /run/secrets/token: no such file or directory")
+		},
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	select {
+	case <-src.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Source still running 30s after its certificate expired with no readable attestation")
+	}
+	if !errors.Is(src.Err(), agent.ErrExpired) {
+		t.Fatalf("Err = %v, want ErrExpired", src.Err())
+	}
+	if reads.Load() != 1 {
+		t.Fatalf("attestation read %d times, want 1", reads.Load())
+	}
+}

@@ -23,7 +23,7 @@ type tokenCreator interface {
 // AdminHandler serves the admin API. It has no authentication of its own:
 // serve it only on the 0600 unix socket (or behind an admin mTLS check).
 func (s *Server) AdminHandler() http.Handler {
-	return recoverer(s.log, s.adminMux())
+	return s.countRefusals(recoverer(s.log, s.adminMux()))
 }
 
 // adminMux routes the admin API; AdminHandler serves it on the unix

@@ -53,6 +53,7 @@ func errorf(status int, code, format string, args ...any) *Error {
 }
 
 func writeError(w http.ResponseWriter, e *Error) {
+	countRefusal(w, e.Code)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Status)

@@ -146,6 +146,7 @@ func (s *Server) ocspHandler(w http.ResponseWriter, r *http.Request) {
 			der, err = decodeBase64(unescaped)
 		}
 		if err != nil {
+			s.ops.ocspAnswer(nil, ocsp.MalformedResponse)
 			s.writeOCSP(w, r, nil, ocsp.MalformedResponse)
 			return
 		}
@@ -158,6 +159,7 @@ func (s *Server) ocspHandler(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Debug("ocsp request refused", "err", err, "remote", r.RemoteAddr)
 	}
+	s.ops.ocspAnswer(resp, body)
 	s.writeOCSP(w, r, resp, body)
 }
 

@@ -115,6 +115,7 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *Metrics
+	ops     *opMetrics
 	now     func() time.Time
 
 	ocsp     *ocsp.Responder
@@ -145,6 +146,15 @@ func New(opts Options) (*Server, error) {
 		s.now = time.Now
 	}
 	s.metrics = NewMetrics(s.reg)
+	s.ops = newOpMetrics(s.reg, s)
+	// Every revocation made here counts by reason, then reaches the caches.
+	onRevoke := s.onRevoke
+	s.onRevoke = func(ctx context.Context, rec *store.Certificate) {
+		s.ops.revoked(rec.RevocationReason)
+		if onRevoke != nil {
+			onRevoke(ctx, rec)
+		}
+	}
 	if opts.Tokens != nil {
 		t, err := newTokenIssuer(*opts.Tokens)
 		if err != nil {
@@ -188,7 +198,7 @@ func (s *Server) HTTPSHandler() http.Handler {
 		mux.HandleFunc("/v1/log-key", allow(http.MethodGet, s.logKey))
 	}
 	mux.HandleFunc("/", notFound)
-	return recoverer(s.log, mux)
+	return s.countRefusals(recoverer(s.log, mux))
 }
 
 // HTTPHandler serves the plain HTTP listener.
@@ -205,11 +215,11 @@ func (s *Server) HTTPHandler() http.Handler {
 		s.routeLog(mux)
 	}
 	mux.HandleFunc("/", notFound)
-	h := recoverer(s.log, mux)
+	h := s.countRefusals(recoverer(s.log, mux))
 	if s.ocsp == nil {
 		return h
 	}
-	ocspH := recoverer(s.log, http.HandlerFunc(s.ocspHandler))
+	ocspH := s.countRefusals(recoverer(s.log, http.HandlerFunc(s.ocspHandler)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; p == "/ocsp" || strings.HasPrefix(p, "/ocsp/") {
 			ocspH.ServeHTTP(w, r)

@@ -272,7 +272,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	outcome := "issued"
 	if e != nil {
 		outcome = e.Code
+		countRefusal(w, e.Code)
 		writeOAuth(w, e.Status, e)
+		s.ops.accessTokens.WithLabelValues("refused").Inc()
+	} else {
+		s.ops.accessTokens.WithLabelValues("issued").Inc()
 	}
 	s.auditToken(r, &a, e)
 	prov := a.prov

@@ -68,6 +68,8 @@ type Publisher struct {
 
 	mu   sync.Mutex // serialises builds so numbers stay increasing
 	last *big.Int
+
+	builds atomic.Uint64
 }
 
 // New checks opts and returns a Publisher; call Build once before serving
@@ -93,6 +95,9 @@ func New(opts Options) (*Publisher, error) {
 
 // Issuer returns the CA whose CRL this is.
 func (p *Publisher) Issuer() *ca.Issuer { return p.opts.Issuer }
+
+// Builds counts the CRLs this Publisher built and published.
+func (p *Publisher) Builds() uint64 { return p.builds.Load() }
 
 // Current returns the latest CRL, nil before the first Build.
 func (p *Publisher) Current() *CRL { return p.cur.Load() }
@@ -149,6 +154,7 @@ func (p *Publisher) Build(ctx context.Context) (*CRL, error) {
 		ETag: `"` + hex.EncodeToString(sum[:16]) + `"`}
 	p.last = number
 	p.cur.Store(c)
+	p.builds.Add(1)
 	return c, nil
 }
 

@@ -85,10 +85,38 @@ type Responder struct {
 	cache   sync.Map // cacheKey → *entry
 	group   sync.Map // cacheKey → *flight (one signing at a time per key)
 	revoked sync.Map // issuerSKI/serial → struct{}: revocations seen
+
+	hits atomic.Uint64 // answers served from the cache (Stats)
+}
+
+// Stats are the responder's counters since it started.
+type Stats struct {
+	// CacheHits counts answers served from the cache of signed
+	// responses, without a store read or a signature.
+	CacheHits uint64
+}
+
+// Stats returns the counters.
+func (r *Responder) Stats() Stats { return Stats{CacheHits: r.hits.Load()} }
+
+// Signers returns each served issuer's current delegated responder.
+func (r *Responder) Signers() []*Signer {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*Signer, 0, len(r.issuers))
+	for _, is := range r.issuers {
+		if s := is.signer.Load(); s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Response is a signed response with the values HTTP caching needs.
 type Response struct {
+	// Status is the certificate status answered: xocsp.Good, Revoked or
+	// Unknown.
+	Status     int
 	DER        []byte
 	ThisUpdate time.Time
 	NextUpdate time.Time
@@ -280,6 +308,7 @@ func (r *Responder) response(ctx context.Context, is *issuerState, h crypto.Hash
 func (r *Responder) cached(key string) *Response {
 	if v, ok := r.cache.Load(key); ok {
 		if e := v.(*entry); r.opts.Now().Before(e.renew) {
+			r.hits.Add(1)
 			return e.resp
 		}
 	}
@@ -336,7 +365,7 @@ func (r *Responder) signNow(ctx context.Context, is *issuerState, h crypto.Hash,
 		return nil, fmt.Errorf("ocsp: sign: %w", err)
 	}
 	sum := sha256.Sum256(der)
-	resp := &Response{DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`}
+	resp := &Response{Status: tmpl.Status, DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`}
 	// Unknown serials are not cached: anyone can ask for any number of
 	// them, and the cache must stay bounded by what the CA issued. A
 	// "good" read from the store before a revocation landed must not

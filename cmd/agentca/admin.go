@@ -83,7 +83,7 @@ func tokenCommand() *cli.Command {
 			Flags: []cli.Flag{
 				dirFlag(),
 				&cli.StringFlag{Name: "spiffe-id", Usage: "the SPIFFE ID the token enrolls, e.g. spiffe://example.org/agent/x", EnvVars: []string{"AGENTCA_SPIFFE_ID"}},
-				&cli.DurationFlag{Name: "ttl", Usage: "how long the token stays usable (default: the provisioner's token_ttl, 15m)", EnvVars: []string{"AGENTCA_TOKEN_TTL"}},
+				&cli.DurationFlag{Name: "ttl", Usage: "how long the token stays usable", DefaultText: "the provisioner's token_ttl, 15m", EnvVars: []string{"AGENTCA_TOKEN_TTL"}},
 				&cli.IntFlag{Name: "count", Usage: "number of tokens, one per line", Value: 1, EnvVars: []string{"AGENTCA_TOKEN_COUNT"}},
 				&cli.StringFlag{Name: "provisioner", Usage: "join-token provisioner name (default: the only one)", EnvVars: []string{"AGENTCA_PROVISIONER"}},
 				&cli.BoolFlag{Name: "json", Usage: "print the tokens as JSON with their expiry"},

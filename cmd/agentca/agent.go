@@ -49,8 +49,8 @@ func enrollCommand() *cli.Command {
 			&cli.StringFlag{Name: "metadata-url", Usage: "override the cloud metadata endpoint (tests, proxies)", EnvVars: []string{"AGENTCA_METADATA_URL"}},
 			outFlag(),
 			&cli.StringFlag{Name: "key-type", Usage: "leaf key type: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
-			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
-			&cli.StringFlag{Name: "task", Usage: "the task these certificates are for (recorded; `agentca task end` revokes them)", EnvVars: []string{"AGENTCA_TASK"}},
+			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for, e.g. 15m", DefaultText: "the CA's", EnvVars: []string{"AGENTCA_TTL"}},
+			&cli.StringFlag{Name: "task", Usage: "the task these certificates are for (recorded; 'agentca task end' revokes them)", EnvVars: []string{"AGENTCA_TASK"}},
 			&cli.BoolFlag{Name: "daemon", Usage: "stay up and renew at 2/3 of the lifetime (SIGHUP renews now, SIGTERM exits 0)", EnvVars: []string{"AGENTCA_DAEMON"}},
 			&cli.StringFlag{Name: "log-key", Usage: "the CA's issuance-log public key (log.pub.pem): refuse any certificate whose log receipt does not verify", EnvVars: []string{"AGENTCA_LOG_KEY"}},
 			&cli.StringFlag{Name: "on-renew", Usage: "with --daemon, shell command run after each renewal", EnvVars: []string{"AGENTCA_ON_RENEW"}},
@@ -225,7 +225,7 @@ func renewCommand() *cli.Command {
 		Usage: "renew the certificate in --out over mTLS (one renewal, fresh key)",
 		Flags: []cli.Flag{
 			caFlag(), outFlag(),
-			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
+			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for, e.g. 15m", DefaultText: "the CA's", EnvVars: []string{"AGENTCA_TTL"}},
 			&cli.BoolFlag{Name: "reuse-key", Usage: "keep the current key instead of making a new one"},
 		},
 		Action: func(c *cli.Context) error {

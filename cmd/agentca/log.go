@@ -81,7 +81,7 @@ func logCommand() *cli.Command {
 				Usage: "prove that a certificate is in the log: find its entry and verify the inclusion proof against the latest signed tree head",
 				Flags: []cli.Flag{caURL(), logKey(),
 					&cli.StringFlag{Name: "cert", Usage: "PEM file whose first certificate is the one to prove (cert.pem)", EnvVars: []string{"AGENTCA_CERT"}},
-					&cli.Int64Flag{Name: "timestamp", Usage: "the entry's timestamp in ms (the SignResponse's log.timestamp); default: the certificate's issuance time, NotBefore plus one minute", EnvVars: []string{"AGENTCA_LOG_TIMESTAMP"}},
+					&cli.Int64Flag{Name: "timestamp", Usage: "the entry's timestamp in ms (the SignResponse's log.timestamp)", DefaultText: "the certificate's issuance time, NotBefore plus one minute", EnvVars: []string{"AGENTCA_LOG_TIMESTAMP"}},
 					&cli.Uint64Flag{Name: "search", Usage: "when the timestamps do not find it, search at most this many entries (oldest first: where an upgraded state directory's certificates are) for the certificate; 0 searches none", Value: 100_000, EnvVars: []string{"AGENTCA_LOG_SEARCH"}}},
 				Action: func(c *cli.Context) error {
 					if c.String("cert") == "" {

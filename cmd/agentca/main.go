@@ -28,6 +28,33 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 // 1 failure (one line on stderr), 2 usage error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	notFound := ""
+	app := newApp(stdout, stderr, &notFound)
+	args, path := reorderArgs(app, args)
+	err := app.RunContext(ctx, args)
+	if notFound != "" {
+		fmt.Fprintf(stderr, "agentca: unknown command %q (see agentca --help)\n", notFound)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	var code exitCode
+	if errors.As(err, &code) {
+		return int(code)
+	}
+	msg := explain(oneLine(err.Error()), err, path)
+	var ue *usageError
+	if errors.As(err, &ue) || strings.HasPrefix(msg, "Required flag") || strings.HasPrefix(msg, "flag provided but not defined") {
+		fmt.Fprintf(stderr, "agentca: %s (see --help)\n", msg)
+		return 2
+	}
+	fmt.Fprintf(stderr, "agentca: %s\n", msg)
+	return 1
+}
+
+// newApp builds the command tree; an unknown command's name goes to
+// *notFound.
+func newApp(stdout, stderr io.Writer, notFound *string) *cli.App {
 	app := &cli.App{
 		Name:      "agentca",
 		Usage:     "a private CA for minutes-lived SPIFFE certificates",
@@ -52,36 +79,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			taskCommand(),
 			anchorsCommand(),
 			migrateCommand(),
+			healthCommand(),
+			versionCommand(),
 		},
+		Version: strings.SplitN(versionText(), "\n", 2)[0],
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return &usageError{err.Error()}
 		},
-		CommandNotFound: func(_ *cli.Context, name string) { notFound = name },
+		CommandNotFound: func(_ *cli.Context, name string) { *notFound = name },
 		ExitErrHandler:  func(*cli.Context, error) {},
 	}
 	for _, c := range app.Commands {
 		setUsageHandler(c)
 	}
-	err := app.RunContext(ctx, args)
-	if notFound != "" {
-		fmt.Fprintf(stderr, "agentca: unknown command %q (see agentca --help)\n", notFound)
-		return 2
-	}
-	if err == nil {
-		return 0
-	}
-	var code exitCode
-	if errors.As(err, &code) {
-		return int(code)
-	}
-	msg := oneLine(err.Error())
-	var ue *usageError
-	if errors.As(err, &ue) || strings.HasPrefix(msg, "Required flag") || strings.HasPrefix(msg, "flag provided but not defined") {
-		fmt.Fprintf(stderr, "agentca: %s (see --help)\n", msg)
-		return 2
-	}
-	fmt.Fprintf(stderr, "agentca: %s\n", msg)
-	return 1
+	prepareFlags(app.Commands, nil)
+	return app
 }
 
 func setUsageHandler(c *cli.Command) {

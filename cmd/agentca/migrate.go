@@ -21,7 +21,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "etcd-key-file", Usage: "its key (relative: in --dir)"},
 			&cli.StringFlag{Name: "etcd-username", Usage: "etcd user (with --etcd-password-file)"},
 			&cli.StringFlag{Name: "etcd-password-file", Usage: "file holding the etcd user's password (relative: in --dir)"},
-			&cli.IntFlag{Name: "etcd-max-txn-ops", Usage: "the cluster's --max-txn-ops (default: etcd's, 128)"},
+			&cli.IntFlag{Name: "etcd-max-txn-ops", Usage: "the cluster's --max-txn-ops", DefaultText: "etcd's, 128"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {

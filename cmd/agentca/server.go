@@ -87,6 +87,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "https", Usage: "HTTPS listen address (overrides agentca.json)", EnvVars: []string{"AGENTCA_HTTPS"}},
 			&cli.StringFlag{Name: "http", Usage: "plain HTTP listen address (overrides agentca.json)", EnvVars: []string{"AGENTCA_HTTP"}},
 			passwordFlag(),
+			&cli.StringFlag{Name: "ready-file", Usage: "write this file (JSON: https, http, pid) once every listener accepts; removed at exit", EnvVars: []string{"AGENTCA_READY_FILE"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -105,7 +106,17 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return daemon.Serve(c.Context, daemon.ServeOptions{Dir: dir, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, Logger: log})
+			opts := daemon.ServeOptions{Dir: dir, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, Logger: log}
+			if f := c.String("ready-file"); f != "" {
+				_ = os.Remove(f) // a stale file from an earlier run must not say ready
+				opts.Ready = func(httpsAddr, httpAddr string) {
+					if err := writeReadyFile(f, httpsAddr, httpAddr); err != nil {
+						log.Error("writing --ready-file", "err", err)
+					}
+				}
+				defer os.Remove(f)
+			}
+			return daemon.Serve(c.Context, opts)
 		},
 	}
 }

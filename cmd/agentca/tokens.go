@@ -20,7 +20,7 @@ func tokenGetCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "resource", Usage: "resource (RFC 8707) the token is for, an absolute URI (repeatable)", EnvVars: []string{"AGENTCA_RESOURCE"}},
 			&cli.StringSliceFlag{Name: "audience", Usage: "audience the token is for, when not a resource URI (repeatable)", EnvVars: []string{"AGENTCA_AUDIENCE"}},
 			&cli.StringFlag{Name: "task", Usage: "the task the certificate was issued for (must match it)", EnvVars: []string{"AGENTCA_TASK"}},
-			&cli.DurationFlag{Name: "ttl", Usage: "token lifetime to ask for (default: the CA's, 5m)", EnvVars: []string{"AGENTCA_TOKEN_LIFETIME"}},
+			&cli.DurationFlag{Name: "ttl", Usage: "token lifetime to ask for, e.g. 15m", DefaultText: "the CA's, 5m", EnvVars: []string{"AGENTCA_TOKEN_LIFETIME"}},
 			&cli.BoolFlag{Name: "json", Usage: "print the token endpoint's JSON answer"},
 		},
 		Action: func(c *cli.Context) error {

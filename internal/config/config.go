@@ -58,7 +58,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q", s)
+		return fmt.Errorf("invalid duration %q: write it like \"15m\", \"90s\" or \"1h30m\"", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -340,7 +340,7 @@ func Parse(b []byte) (*Config, error) {
 	dec.DisallowUnknownFields()
 	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config: %s: %w", FileName, err)
+		return nil, decodeError(b, err)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("config: %s: trailing data after the JSON object", FileName)

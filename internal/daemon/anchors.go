@@ -106,6 +106,9 @@ func newAnchors(ctx context.Context, a *anchors, reg prometheus.Registerer) *anc
 	if reg != nil {
 		reg.MustRegister(a.transitions, a.states)
 	}
+	for _, st := range []string{"staged", "active", "retiring", "retired"} {
+		a.transitions.WithLabelValues(st) // exposed at 0 before the first transition
+	}
 	empty := map[string]*crl.Publisher{}
 	a.crls.Store(&empty)
 	return a

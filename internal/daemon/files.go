@@ -89,6 +89,26 @@ func hasCA(dir string) (bool, error) {
 	return false, nil
 }
 
+// refuseForeign refuses a directory that exists, is not empty and is not
+// an agentca state directory (hasCA said no): the CA's keys must not land
+// among someone else's files (a source tree, a home directory). A
+// volume's lost+found is not counted.
+func refuseForeign(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() != "lost+found" {
+			return fmt.Errorf("%s is not empty (%s) and is not an agentca state directory; give a new or empty directory", dir, e.Name())
+		}
+	}
+	return nil
+}
+
 // ErrExists is returned by Init when the directory already holds a CA.
 var ErrExists = errors.New("a CA already exists there; refusing to overwrite it")
 

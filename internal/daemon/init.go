@@ -100,6 +100,9 @@ func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
 	if exists {
 		return nil, fmt.Errorf("%s: %w", dir, ErrExists)
 	}
+	if err := refuseForeign(dir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, err
 	}
@@ -186,7 +189,7 @@ func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptio
 	if err := fsutil.WriteNew(filepath.Join(stage, config.FileName), b, 0o600); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, stage, cfg.Storage, nil)
+	st, err := openStore(ctx, stage, cfg.Storage, nil, nil)
 	if err != nil {
 		return err
 	}

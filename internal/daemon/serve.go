@@ -100,7 +100,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		default:
 		}
 	}
-	st, err := openStore(ctx, dir, cfg.Storage, cueLog)
+	commits := newCommitMetrics()
+	st, err := openStore(ctx, dir, cfg.Storage, cueLog, commits.observe)
 	if err != nil {
 		return err
 	}
@@ -169,6 +170,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, st)
+	reg.MustRegister(commits.latency, commits.size)
 	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
 	anch := newAnchors(ctx, &anchors{dir: dir, cfg: cfg, keys: keys, st: st, authority: authority, responder: responder,
 		ocspKey: ocspKey, log: log, minStaged: maxLeafTTL(cfg), onActivate: certs.renewUnderNewIssuer,
@@ -202,6 +204,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		return err
 	}
 	anch.setTrustFunc(srv.SetTrust)
+	reg.MustRegister(newOpsCollector(anch, responder, certs))
 	// Replicas sharing the store (etcd): follow what the others change.
 	stopWatch := startStoreWatch(ctx, st, storeHooks{
 		Revoked:    revoked,
@@ -323,8 +326,12 @@ func listenAdmin(path string) (net.Listener, error) {
 // reloadOnHUP re-reads agentca.json on SIGHUP and swaps in the new
 // provisioners; a bad file keeps the running set and logs why.
 func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.Server, log *slog.Logger) {
+	started, _ := config.Load(cfgPath) // what the running settings came from
 	onSIGHUP(ctx, func() {
 		cfg, err := config.Load(cfgPath)
+		if err == nil && started != nil {
+			warnNotReloaded(log, started, cfg)
+		}
 		if err == nil {
 			var provs map[string]*api.Provisioner
 			if provs, err = newProvisioners(cfg, st, log); err == nil {

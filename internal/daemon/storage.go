@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/store"
@@ -30,26 +31,27 @@ func OpenStore(ctx context.Context, dir string, sc config.Storage) (store.Store,
 		}
 		return bolt.Open(path, bolt.Options{ReadOnly: true})
 	}
-	return openStore(ctx, dir, sc, nil)
+	return openStore(ctx, dir, sc, nil, nil)
 }
 
 // openStore opens the configured store: the bbolt file (relative paths in
 // dir) or the etcd cluster. onLogAppend is called after each local commit
 // that appended to the issuance log (the tree head signer's cue).
-func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend func()) (store.Store, error) {
+func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend func(), onCommit func(time.Duration, int)) (store.Store, error) {
 	switch sc.Type {
 	case "bbolt", "":
 		path := sc.Path
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(dir, path)
 		}
-		return bolt.Open(path, bolt.Options{OnLogAppend: onLogAppend})
+		return bolt.Open(path, bolt.Options{OnLogAppend: onLogAppend, OnCommit: onCommit})
 	case "etcd":
 		opts, err := etcdOptions(dir, sc)
 		if err != nil {
 			return nil, err
 		}
 		opts.OnLogAppend = onLogAppend
+		opts.OnCommit = onCommit
 		return etcd.Open(ctx, opts)
 	}
 	return nil, fmt.Errorf("storage: unsupported type %q", sc.Type)

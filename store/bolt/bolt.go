@@ -61,6 +61,10 @@ type Options struct {
 	// batch's callers is answered (the tree head signer's cue). It must
 	// not block.
 	OnLogAppend func()
+	// OnCommit, when set, is called by the committer after each
+	// transaction it committed, with its duration (fsync included) and
+	// the number of writes it applied (metrics). It must not block.
+	OnCommit func(took time.Duration, writes int)
 	// ReadOnly opens the file for reading (a shared lock: the daemon
 	// must not be running); every write returns store.ErrReadOnly. For
 	// offline audits.
@@ -79,6 +83,7 @@ type Store struct {
 	readOnly bool
 
 	onLogAppend func()
+	onCommit    func(time.Duration, int)
 	// batch gathers the leaves the writes of the transaction being
 	// committed append; only the committer touches it.
 	batch logBatch
@@ -176,7 +181,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
 	s := &Store{db: db, ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), maxBatch: opts.MaxBatch,
-		onLogAppend: opts.OnLogAppend}
+		onLogAppend: opts.OnLogAppend, onCommit: opts.OnCommit}
 	go s.commitLoop()
 	return s, nil
 }
@@ -269,6 +274,7 @@ func (s *Store) commitLoop() {
 // op is retried alone so one bad write cannot fail the others.
 func (s *Store) commit(ops []*op) {
 	errs := make([]error, len(ops))
+	began := time.Now()
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		// Each attempt starts from the committed log: a retried write
 		// must not see the leaves of a batch that rolled back.
@@ -299,6 +305,9 @@ func (s *Store) commit(ops []*op) {
 			s.commit([]*op{o})
 		}
 		return
+	}
+	if err == nil && s.onCommit != nil {
+		s.onCommit(time.Since(began), len(ops))
 	}
 	if err == nil && len(s.batch.hashes) > 0 && s.onLogAppend != nil {
 		s.onLogAppend()

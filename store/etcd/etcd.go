@@ -120,6 +120,10 @@ type Options struct {
 	// batch's callers is answered. It must not block. Appends by other
 	// replicas are seen through Watch (store.ChangeLog).
 	OnLogAppend func()
+	// OnCommit, when set, is called after each batch transaction etcd
+	// committed, with its round trip and the number of writes it
+	// applied (metrics). It must not block.
+	OnCommit func(took time.Duration, writes int)
 	// Client, when set, is used instead of dialling Endpoints; Close
 	// does not close it.
 	Client *clientv3.Client
@@ -143,6 +147,7 @@ type Store struct {
 	senders atomic.Int64
 
 	onLogAppend func()
+	onCommit    func(time.Duration, int)
 
 	commits, conflicts, reads atomic.Int64
 	// lastState is the log state LogState last read; seenSTH the tree
@@ -261,7 +266,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.MaxBatch = 1024
 	}
 	s := &Store{cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
-		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend,
+		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend, onCommit: opts.OnCommit,
 		nodes: newNodeCache(), headCh: make(chan struct{}, 1)}
 	if s.cli == nil {
 		if len(opts.Endpoints) == 0 {
@@ -668,10 +673,12 @@ func (s *Store) commit(ops []*op) []*op {
 			s.answer(b, nil)
 			return rest
 		}
+		began := time.Now()
 		ok, err := s.commitBatch(b)
 		switch {
 		case err == nil && ok:
 			s.commits.Add(1)
+			s.observeCommit(began, len(b.ops))
 			s.answer(b, nil)
 			return rest
 		case err == nil:
@@ -739,6 +746,12 @@ func (s *Store) commit(ops []*op) []*op {
 
 // commitAlone commits o in a transaction of its own. It returns the error
 // when etcd was unavailable.
+func (s *Store) observeCommit(began time.Time, writes int) {
+	if s.onCommit != nil {
+		s.onCommit(time.Since(began), writes)
+	}
+}
+
 func (s *Store) commitAlone(o *op) error {
 	for attempt := 0; ; attempt++ {
 		b, _, err := s.prepareN([]*op{o}, 1, readLinear)
@@ -753,6 +766,7 @@ func (s *Store) commitAlone(o *op) error {
 			s.answer(b, nil)
 			return nil
 		}
+		began := time.Now()
 		ok, err := s.commitBatch(b)
 		switch {
 		case err != nil:
@@ -764,6 +778,7 @@ func (s *Store) commitAlone(o *op) error {
 			return nil
 		case ok:
 			s.commits.Add(1)
+			s.observeCommit(began, 1)
 			s.answer(b, nil)
 			return nil
 		case attempt >= 50:
