@@ -87,6 +87,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "https", Usage: "HTTPS listen address (overrides agentca.json)", EnvVars: []string{"AGENTCA_HTTPS"}},
 			&cli.StringFlag{Name: "http", Usage: "plain HTTP listen address (overrides agentca.json)", EnvVars: []string{"AGENTCA_HTTP"}},
 			passwordFlag(),
+			&cli.BoolFlag{Name: "accept-rollback", Usage: "start on a store whose issuance log lacks the last tree head this CA published (an older backup restored), accepting the loss; logged as an audit line (docs/operations.md)", EnvVars: []string{"AGENTCA_ACCEPT_ROLLBACK"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -105,7 +106,8 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return daemon.Serve(c.Context, daemon.ServeOptions{Dir: dir, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, Logger: log})
+			return daemon.Serve(c.Context, daemon.ServeOptions{Dir: dir, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, Logger: log,
+				AcceptRollback: c.Bool("accept-rollback")})
 		},
 	}
 }
