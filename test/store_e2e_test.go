@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -181,6 +182,28 @@ func copyFile(t *testing.T, from, to string) {
 // naming the file, never a panic, for serve, log audit and store check.
 func TestStoreDamaged(t *testing.T) {
 	ca, _ := storeCA(t)
+	// Cut short under the running daemon: a request that reads it gets
+	// 503 and an ERROR line, the daemon stays up and stops cleanly.
+	if err := os.Truncate(filepath.Join(ca.Dir, "agentca.db"), 8192); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "certs", "list", "--dir", ca.Dir)
+	if r.code != 1 || !strings.Contains(r.stderr, "unavailable") {
+		t.Fatalf("certs list on a damaged store: %s", r)
+	}
+	oneLine(t, r)
+	hc := ca.client(nil)
+	if resp := do(t, hc, http.MethodGet, ca.URL+"/health", "", nil); resp.status != http.StatusOK {
+		t.Fatalf("health after the damage: %d", resp.status)
+	}
+	hc.CloseIdleConnections()
+	ca.stop()
+	log := ca.proc.log()
+	if !strings.Contains(log, "the store is damaged") || strings.Contains(log, "panic") || strings.Contains(log, "goroutine") {
+		t.Fatalf("daemon log after a damaged read:\n%s", log)
+	}
+	// Stopped files: a fresh CA, cut and corrupted.
+	ca, _ = storeCA(t)
 	ca.stop()
 	db := filepath.Join(ca.Dir, "agentca.db")
 	good, err := os.ReadFile(db)

@@ -261,6 +261,9 @@ func (s *Store) Close() error {
 		// after a crash does the next start walk the file.
 		s.db.NoFreelistSync = false
 		if err := guard(s.path, func() error { return updateTx(s.db, func(*bbolt.Tx) error { return nil }) }); err != nil {
+			if errors.Is(err, store.ErrDamaged) {
+				return err // the writer lock is held: no clean close
+			}
 			return errors.Join(fmt.Errorf("store: writing the freelist: %w", err), s.db.Close())
 		}
 	}
