@@ -75,7 +75,7 @@ func CheckStore(ctx context.Context, dir string) (*CheckReport, error) {
 		case err != nil:
 			rep.Problems = append(rep.Problems, err.Error())
 		case problem != "":
-			rep.Problems = append(rep.Problems, fmt.Sprintf("the store was rolled back: %s, but the CA published a tree head of size %d (%s)",
+			rep.Problems = append(rep.Problems, fmt.Sprintf("the store %s, but the CA published a tree head of size %d (%s)",
 				problem, saved.TreeSize, filepath.Join(dir, TreeHeadFile)))
 		}
 	}

@@ -82,7 +82,7 @@ func checkRollback(ctx context.Context, dir, name string, st store.Log, logKey c
 	}
 	at := ct.TimestampToTime(saved.Timestamp).UTC().Format(time.RFC3339)
 	if !accept {
-		return fmt.Errorf("%s was rolled back: %s, but this CA published a tree head of size %d (root %x, %s; kept in %s): certificates issued and revocations made since may be lost; restore the newest backup, or start once with --accept-rollback (AGENTCA_ACCEPT_ROLLBACK=true) to accept the loss (docs/operations.md)",
+		return fmt.Errorf("%s %s, but this CA published a tree head of size %d (root %x, %s; kept in %s): certificates issued and revocations made since may be lost; restore the newest backup (agentca log audit and store check tell more), or start once with --accept-rollback (AGENTCA_ACCEPT_ROLLBACK=true) to accept the loss (docs/operations.md)",
 			name, problem, saved.TreeSize, saved.SHA256RootHash[:], at, path)
 	}
 	log.Error("audit: accepting a rolled-back store (--accept-rollback)", "audit", "accept_rollback", "store", name, "found", problem,
@@ -98,14 +98,14 @@ func rollbackProblem(ctx context.Context, st store.Log, saved *ct.SignedTreeHead
 		return "", err
 	}
 	if ls.Size() < saved.TreeSize {
-		return fmt.Sprintf("its issuance log holds %d entries", ls.Size()), nil
+		return fmt.Sprintf("was rolled back: its issuance log holds %d entries", ls.Size()), nil
 	}
 	root, err := translog.RootAt(ctx, st, saved.TreeSize)
 	if err != nil {
 		return "", fmt.Errorf("reading the store's log at size %d: %w (run agentca store check)", saved.TreeSize, err)
 	}
 	if !bytes.Equal(root, saved.SHA256RootHash[:]) {
-		return fmt.Sprintf("its issuance log at size %d has the root %x, not the published one (the log was replaced)", saved.TreeSize, root), nil
+		return fmt.Sprintf("was replaced or altered: its issuance log at size %d has the root %x", saved.TreeSize, root), nil
 	}
 	return "", nil
 }
