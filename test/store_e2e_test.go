@@ -116,9 +116,10 @@ func TestStoreMissingEmptyForeign(t *testing.T) {
 
 // TestStoreRollback: a backup restored after the CA issued more is
 // refused (the log is smaller than the tree head in D/sth.json), also on
-// a later try; --accept-rollback starts and writes an audit line. A
+// a later try, and so is one restored after a later revocation (D/last-
+// revocation.json); --accept-rollback starts and writes an audit line. A
 // backup taken as the last thing restores without the flag, to a CA that
-// issues, with the revocation kept.
+// issues, with the revocations kept.
 func TestStoreRollback(t *testing.T) {
 	ca, serial := storeCA(t)
 	old := filepath.Join(ca.base, "old.db")
@@ -129,7 +130,10 @@ func TestStoreRollback(t *testing.T) {
 	hc := ca.client(nil)
 	hc.Timeout = 15 * time.Second
 	defer hc.CloseIdleConnections()
-	etcdSign(t, hc, ca, ca.token("spiffe://example.org/agent/later"))
+	later := etcdSign(t, hc, ca, ca.token("spiffe://example.org/agent/store")).leaf.SerialNumber.Text(16)
+	beforeRevoke := filepath.Join(ca.base, "before-revoke.db")
+	mustRun(t, "backup", "--dir", ca.Dir, "--out", beforeRevoke)
+	mustRun(t, "revoke", "--dir", ca.Dir, "--serial", later, "--reason", "keyCompromise")
 	latest := filepath.Join(ca.base, "latest.db")
 	mustRun(t, "backup", "--dir", ca.Dir, "--out", latest)
 	ca.stop()
@@ -143,11 +147,16 @@ func TestStoreRollback(t *testing.T) {
 		t.Errorf("the refusal does not name the file it compared with:\n%s", r)
 	}
 	refused(t, "rolled back", "store", "check", "--dir", ca.Dir)
+	// The same log, one revocation less.
+	copyFile(t, beforeRevoke, db)
+	refused(t, "lost a revocation", "serve", "--dir", ca.Dir)
+	refused(t, "lost a revocation", "store", "check", "--dir", ca.Dir)
 
-	// The latest backup: sound, served without the flag, revocation kept.
+	// The latest backup: sound, served without the flag, revocations kept.
 	copyFile(t, latest, db)
 	mustRun(t, "store", "check", "--dir", ca.Dir)
 	wantRevoked(t, ca, serial)
+	wantRevoked(t, ca, later)
 	ca.start()
 	etcdSign(t, hc, ca, ca.token("spiffe://example.org/agent/after-restore"))
 	ca.stop()

@@ -79,6 +79,11 @@ func CheckStore(ctx context.Context, dir string) (*CheckReport, error) {
 				problem, saved.TreeSize, filepath.Join(dir, TreeHeadFile)))
 		}
 	}
+	if problem, err := revocationProblem(ctx, dir, st); err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	} else if problem != "" {
+		rep.Problems = append(rep.Problems, "the store "+problem)
+	}
 	probs, err := checkRecords(ctx, st)
 	if err != nil {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("reading the certificate records: %v", err))

@@ -206,6 +206,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	revoked := func(ctx context.Context, rec *store.Certificate) {
 		responder.Revoked(ctx, rec)
 		anch.revoked(rec)
+		sthFile.noteRevoked(rec)
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
