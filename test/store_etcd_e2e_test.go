@@ -72,8 +72,9 @@ func TestEtcdStoreRefusals(t *testing.T) {
 	old := etcdDump(t, cli, "/a")
 	ca.start()
 	etcdSign(t, hc, ca, toks[1])
+	backup := filepath.Join(base, "backup.etcd")
+	mustRun(t, "backup", "--dir", ca.Dir, "--out", backup)
 	ca.stop()
-	latest := etcdDump(t, cli, "/a")
 
 	// Rolled back to the older copy.
 	etcdRestore(t, cli, "/a", old)
@@ -98,8 +99,13 @@ func TestEtcdStoreRefusals(t *testing.T) {
 	}
 	ca.editConfig(func(cfg map[string]any) { cfg["storage"].(map[string]any)["prefix"] = "/a" })
 
-	// The latest copy: the revocation holds.
-	etcdRestore(t, cli, "/a", latest)
+	// The backup, through store restore (only into an empty prefix):
+	// the revocation holds.
+	etcdRestore(t, cli, "/a", old)
+	refused(t, "empty prefix", "store", "restore", "--dir", ca.Dir, "--from", backup)
+	etcdRestore(t, cli, "/a", nil)
+	mustRun(t, "store", "restore", "--dir", ca.Dir, "--from", backup)
+	mustRun(t, "store", "check", "--dir", ca.Dir)
 	ca.start()
 	for _, c := range ca.certs("spiffe://example.org/agent/store") {
 		if normSerial(t, c.Serial) == normSerial(t, revoked) && !c.Revoked {

@@ -17,7 +17,7 @@ import (
 func backupCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "backup",
-		Usage: "copy the running CA's store to a file, through the admin socket (bbolt; see docs/operations.md)",
+		Usage: "copy the running CA's store to a file, through the admin socket (see docs/operations.md)",
 		Flags: []cli.Flag{
 			dirFlag(),
 			&cli.StringFlag{Name: "out", Usage: "the file to write (replaced atomically once the copy is checked)", EnvVars: []string{"AGENTCA_BACKUP_OUT"}},
@@ -81,7 +81,7 @@ func backup(c *cli.Context, dir, out string) (int64, error) {
 	if done := resp.Trailer.Get(daemon.BackupDoneTrailer); done != fmt.Sprintf("ok %d", n) {
 		return 0, fmt.Errorf("backup to %s: the daemon did not finish the copy (%d bytes received; its log says why); nothing was written", out, n)
 	}
-	if err := daemon.CheckBackup(c.Context, tmp, dir); err != nil {
+	if err := daemon.CheckBackup(c.Context, tmp, resp.Header.Get(daemon.BackupKindHeader), dir); err != nil {
 		return 0, fmt.Errorf("backup to %s: %w; nothing was written", out, err)
 	}
 	if err := os.Rename(tmp, out); err != nil {
@@ -126,6 +126,36 @@ func storeCommand() *cli.Command {
 					fmt.Fprintf(w, "  %s\n", p)
 				}
 				return fmt.Errorf("store check found %d problem(s); first: %s; restore the store from a backup (docs/operations.md)", len(rep.Problems), rep.Problems[0])
+			},
+		}, {
+			Name:  "restore",
+			Usage: "put a backup made by agentca backup back as the CA's store (every daemon stopped; an etcd prefix must be empty)",
+			Flags: []cli.Flag{
+				dirFlag(),
+				&cli.StringFlag{Name: "from", Usage: "the backup file", EnvVars: []string{"AGENTCA_RESTORE_FROM"}},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 0 {
+					return usagef("store restore takes no arguments")
+				}
+				if c.String("from") == "" {
+					return usagef("--from is required")
+				}
+				dir, err := filepath.Abs(c.String("dir"))
+				if err != nil {
+					return err
+				}
+				res, err := daemon.RestoreStore(c.Context, dir, c.String("from"))
+				if err != nil {
+					return err
+				}
+				w := c.App.Writer
+				fmt.Fprintf(w, "Restored %s from %s\n", res.Store, c.String("from"))
+				if res.Kept != "" {
+					fmt.Fprintf(w, "The file it replaced is kept as %s\n", res.Kept)
+				}
+				fmt.Fprintln(w, "Start agentca serve: a backup older than what the CA published is refused unless --accept-rollback (docs/operations.md)")
+				return nil
 			},
 		}},
 	}

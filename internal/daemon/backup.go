@@ -3,7 +3,8 @@ package daemon
 // agentca backup: a consistent copy of the running CA's store, streamed
 // over the admin socket (GET /admin/v1/backup; never on the HTTPS
 // listener). bbolt: the file as of one read transaction (bbolt's
-// Tx.WriteTo), while issuance goes on.
+// Tx.WriteTo), while issuance goes on; etcd: every key under the CA's
+// prefix at one revision (store/etcd Backup).
 
 import (
 	"context"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/store/etcd"
 )
 
 // BackupPath is the admin socket's backup endpoint.
@@ -25,6 +27,7 @@ const (
 	BackupKindHeader  = "Agentca-Backup-Kind"
 	BackupDoneTrailer = "Agentca-Backup-Done"
 	BackupKindBbolt   = "bbolt"
+	BackupKindEtcd    = "etcd"
 )
 
 // backuper is a store that can copy itself (store/bolt).
@@ -46,14 +49,18 @@ func withBackup(admin http.Handler, st store.Store, log *slog.Logger) http.Handl
 		if !ok {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusNotImplemented)
-			_, _ = io.WriteString(w, `{"error":"not_implemented","message":"this store cannot be backed up through the daemon; for etcd, take an etcd snapshot (etcdctl snapshot save; docs/operations.md)"}`)
+			_, _ = io.WriteString(w, `{"error":"not_implemented","message":"this store cannot be backed up through the daemon"}`)
 			return
 		}
 		// A large file takes longer than the admin listener's write
 		// timeout.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set(BackupKindHeader, BackupKindBbolt)
+		kind := BackupKindBbolt
+		if _, ok := st.(*etcd.Store); ok {
+			kind = BackupKindEtcd
+		}
+		w.Header().Set(BackupKindHeader, kind)
 		w.Header().Set("Trailer", BackupDoneTrailer)
 		w.WriteHeader(http.StatusOK)
 		n, err := b.Backup(r.Context(), w)

@@ -117,29 +117,3 @@ func checkRecords(ctx context.Context, st store.Store) ([]string, error) {
 		after = recs[len(recs)-1].Serial
 	}
 }
-
-// CheckBackup checks a bbolt copy that agentca backup received: it opens
-// (read-only), passes bbolt's page check and carries the identity of the
-// store dir is bound to.
-func CheckBackup(ctx context.Context, path, dir string) error {
-	b, err := bolt.Open(path, bolt.Options{ReadOnly: true, MustExist: true})
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	if errs := b.Check(ctx); len(errs) > 0 {
-		return fmt.Errorf("the copy fails bbolt's page check: %v", errs[0])
-	}
-	want, err := readStoreID(dir)
-	if err != nil {
-		return err
-	}
-	got, err := b.StoreID(ctx)
-	if err != nil {
-		return err
-	}
-	if want != "" && got != want {
-		return fmt.Errorf("the copy has the store identity %q, not %s's %s", got, filepath.Join(dir, StoreIDFile), want)
-	}
-	return nil
-}
