@@ -125,10 +125,33 @@ func RestoreStore(ctx context.Context, dir, from string) (*RestoreResult, error)
 // restoreBolt copies from over path, keeping the file it replaces (which
 // must not be held by a daemon) beside it.
 func restoreBolt(path, from string) (string, error) {
+	in, err := os.Open(from)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".restore-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = io.Copy(tmp, in)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
 	kept := ""
 	if _, err := os.Stat(path); err == nil {
-		// Refused while a daemon holds it.
-		// (A damaged or empty file is replaced, and kept.)
+		// Refused while a daemon holds it. (A damaged or empty file is
+		// replaced, and kept.)
 		b, err := bolt.Open(path, bolt.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
 		if err != nil && strings.Contains(err.Error(), "locked by another process") {
 			return "", err
@@ -140,27 +163,6 @@ func restoreBolt(path, from string) (string, error) {
 		if err := os.Rename(path, kept); err != nil {
 			return "", err
 		}
-	}
-	in, err := os.Open(from)
-	if err != nil {
-		return kept, err
-	}
-	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".restore-*")
-	if err != nil {
-		return kept, err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err == nil {
-		if _, err = io.Copy(tmp, in); err == nil {
-			err = tmp.Sync()
-		}
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return kept, err
 	}
 	return kept, os.Rename(tmp.Name(), path)
 }
