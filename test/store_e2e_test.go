@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bbolt "go.etcd.io/bbolt"
 )
 
 // refused runs args and wants exit 1, one line on stderr containing want,
@@ -351,4 +353,47 @@ func otherUser(t *testing.T) (uint32, uint32) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return uint32(uid), uint32(gid)
+}
+
+// unbind makes dir's CA look as before the store binding: no D/store-id,
+// no identity in the bbolt file.
+func unbind(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(dir, "store-id")); err != nil {
+		t.Fatal(err)
+	}
+	logE2EEditDB(t, dir, func(tx *bbolt.Tx) error { return tx.Bucket([]byte("meta")).Delete([]byte("store_id")) })
+}
+
+// TestStoreBindingUpgrade: a state directory from before the binding is
+// bound at its next serve when its store holds this CA's root; another
+// CA's store (from before the binding too) is refused.
+func TestStoreBindingUpgrade(t *testing.T) {
+	ca, serial := storeCA(t)
+	ca.stop()
+	other := newCA(t, caOptions{})
+	other.start()
+	other.stop()
+	unbind(t, ca.Dir)
+	unbind(t, other.Dir)
+	theirs, err := os.ReadFile(filepath.Join(other.Dir, "agentca.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := filepath.Join(ca.base, "ours.db")
+	copyFile(t, filepath.Join(ca.Dir, "agentca.db"), ours)
+	writeFile(t, filepath.Join(ca.Dir, "agentca.db"), theirs)
+	refused(t, "another CA's trust anchors", "serve", "--dir", ca.Dir)
+	copyFile(t, ours, filepath.Join(ca.Dir, "agentca.db"))
+	wantRevoked(t, ca, serial)
+	if !strings.Contains(ca.proc.log(), "bound the state directory to its store") {
+		t.Fatalf("no log line for the binding:\n%s", ca.proc.log())
+	}
+	id, err := os.ReadFile(filepath.Join(ca.Dir, "store-id"))
+	if err != nil || len(strings.TrimSpace(string(id))) != 32 {
+		t.Fatalf("store-id after the upgrade: %q, %v", id, err)
+	}
+	// Bound now: their store is refused as another CA's.
+	writeFile(t, filepath.Join(ca.Dir, "agentca.db"), theirs)
+	refused(t, "no store identity", "serve", "--dir", ca.Dir)
 }
