@@ -344,6 +344,8 @@ func otherUser(t *testing.T) (uint32, uint32) {
 			if _, lerr := user.Lookup(name); lerr != nil { // a parallel test made it
 				t.Fatalf("useradd: %v\n%s", err, out)
 			}
+		} else {
+			t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
 		}
 	}
 	u, err := user.Lookup(name)
