@@ -135,7 +135,7 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 		return nil, fmt.Errorf("api: log key: %w", err)
 	}
 	l.keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-	st, err := l.store.LogState(ctx)
+	st, prev, err := readLogHead(ctx, l.store)
 	if err != nil {
 		return nil, err
 	}
@@ -147,12 +147,7 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 		return nil, fmt.Errorf("api: the stored tree state (size %d) contradicts the stored tree nodes: the store was altered (run agentca log audit)", st.Size())
 	}
 	var ts uint64
-	prev, err := l.store.TreeHead(ctx)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return nil, err
-	default:
+	if prev != nil {
 		if err := translog.VerifySTH(l.signer.Public(), prev); err != nil {
 			return nil, fmt.Errorf("api: the saved tree head does not verify with the log key: %w", err)
 		}
@@ -189,6 +184,25 @@ func NewLog(ctx context.Context, opts LogOptions) (*Log, error) {
 		cs.SignTreeHeads(l.signInCommit, func(sth *ct.SignedTreeHead) { l.adopt(sth, true) })
 	}
 	return l, nil
+}
+
+// readLogHead reads the log's state and its saved tree head (nil when
+// none) at one moment when the store can (store.LogHeadReader): on a
+// store other replicas append to, two reads could see a tree head newer
+// than the state and take it for a lost entry.
+func readLogHead(ctx context.Context, ls LogStore) (translog.State, *ct.SignedTreeHead, error) {
+	if hr, ok := ls.(store.LogHeadReader); ok {
+		return hr.LogHead(ctx)
+	}
+	st, err := ls.LogState(ctx)
+	if err != nil {
+		return st, nil, err
+	}
+	prev, err := ls.TreeHead(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return st, nil, nil
+	}
+	return st, prev, err
 }
 
 // signInCommit is the store.TreeHeadSigner of a store.CommitSigner.

@@ -244,3 +244,46 @@ func TestLogRefreshNeverGoesBack(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestLogStartUnderLoad: a replica's log starts while another replica
+// appends as fast as it can. The log state and the saved tree head are
+// read at one revision, so a start never takes the other replica's
+// newest tree head for entries its own read of the state lacks ("the
+// store lost entries").
+func TestLogStartUnderLoad(t *testing.T) {
+	cluster := etcdtest.New(t, 1)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := translog.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := logEOpen(t, cluster)
+	logENewLog(t, sa, signer)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				logEIssue(t, sa)
+			}
+		})
+	}
+	defer func() { cancel(); wg.Wait() }()
+	deadline := time.Now().Add(3 * time.Second)
+	starts := 0
+	for ; starts < 40 && time.Now().Before(deadline); starts++ {
+		sb, err := etcd.Open(ctx, etcd.Options{Endpoints: cluster.Endpoints(), Prefix: "/loge", MaxTxnOps: 1024, MustExist: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = api.NewLog(ctx, api.LogOptions{Store: sb, Signer: signer})
+		sb.Close()
+		if err != nil {
+			t.Fatalf("start %d under load: %v", starts, err)
+		}
+	}
+	t.Logf("%d starts", starts)
+}

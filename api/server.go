@@ -439,6 +439,9 @@ func (s *Server) refusal(err error) *Error {
 		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA cannot issue: its issuing CA has expired")
 	case errors.Is(err, store.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA is shutting down or overloaded; retry")
+	case errors.Is(err, store.ErrDamaged):
+		s.log.Error("the store is damaged", "err", err)
+		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA's store cannot be read; the CA's log has details")
 	}
 	s.log.Error("internal error", "err", err)
 	return errorf(http.StatusInternalServerError, CodeInternal, "internal error; the CA's log has details")

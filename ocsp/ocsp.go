@@ -264,6 +264,10 @@ func (r *Responder) Respond(ctx context.Context, der []byte) (*Response, []byte,
 		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, TryLaterResponse, err
 		}
+		if errors.Is(err, store.ErrDamaged) {
+			r.opts.Logger.Error("OCSP: the store cannot be read", "err", err)
+			return nil, TryLaterResponse, err
+		}
 		return nil, InternalResponse, err
 	}
 	return resp, resp.DER, nil

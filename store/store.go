@@ -52,6 +52,12 @@ var (
 	// ErrTaskEnded: the certificate names a task that was ended
 	// (EndTask).
 	ErrTaskEnded = errors.New("store: task ended")
+	// ErrNoStore: the store is missing or empty where one was expected
+	// (a store is created only by agentca init or migrate).
+	ErrNoStore = errors.New("store: no store")
+	// ErrDamaged: the store's data cannot be read (a truncated or
+	// corrupted file); the API answers 503.
+	ErrDamaged = errors.New("store: damaged")
 )
 
 // Certificate is the record of one issued certificate.
@@ -272,6 +278,24 @@ type Store interface {
 	IssuerStats(ctx context.Context, issuerSKI string, now time.Time) (IssuerStats, error)
 	// Close releases the store; pending writes finish first.
 	Close() error
+}
+
+// Identity is implemented by stores that carry the identity agentca init
+// binds the state directory to (store/bolt, store/etcd), so that a daemon
+// never serves another CA's store, or a new empty one, by mistake.
+type Identity interface {
+	// StoreID returns the store's identity, "" when it has none.
+	StoreID(ctx context.Context) (string, error)
+	// SetStoreID gives the store identity id; it refuses to change one
+	// it already has.
+	SetStoreID(ctx context.Context, id string) error
+}
+
+// LogHeadReader is implemented by stores that read the log's state and
+// its saved tree head (nil when none) at one moment, so that a start
+// under load never compares a state and a tree head from two moments.
+type LogHeadReader interface {
+	LogHead(ctx context.Context) (translog.State, *ct.SignedTreeHead, error)
 }
 
 // AnchorState is where a trust anchor is in its lifecycle.

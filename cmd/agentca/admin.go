@@ -53,10 +53,7 @@ func (a *adminClient) do(ctx context.Context, method, path string, in, out any) 
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("cannot reach the daemon at %s: is `agentca serve` running for this --dir?", a.sock)
-		}
-		return err
+		return a.reachError(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -71,6 +68,14 @@ func (a *adminClient) do(ctx context.Context, method, path string, in, out any) 
 		return fmt.Errorf("daemon answered %s", resp.Status)
 	}
 	return json.Unmarshal(b, out)
+}
+
+// reachError explains a failure to reach the daemon.
+func (a *adminClient) reachError(err error) error {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("cannot reach the daemon at %s: is `agentca serve` running for this --dir?", a.sock)
+	}
+	return err
 }
 
 func tokenCommand() *cli.Command {

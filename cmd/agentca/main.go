@@ -81,6 +81,8 @@ func newApp(stdout, stderr io.Writer, notFound *string) *cli.App {
 			migrateCommand(),
 			healthCommand(),
 			versionCommand(),
+			backupCommand(),
+			storeCommand(),
 		},
 		Version: strings.SplitN(versionText(), "\n", 2)[0],
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {

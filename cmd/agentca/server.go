@@ -88,6 +88,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "http", Usage: "plain HTTP listen address (overrides agentca.json)", EnvVars: []string{"AGENTCA_HTTP"}},
 			passwordFlag(),
 			&cli.StringFlag{Name: "ready-file", Usage: "write this file (JSON: https, http, pid) once every listener accepts; removed at exit", EnvVars: []string{"AGENTCA_READY_FILE"}},
+			&cli.BoolFlag{Name: "accept-rollback", Usage: "start on a store whose issuance log lacks the last tree head this CA published (an older backup restored), accepting the loss; logged as an audit line (docs/operations.md)", EnvVars: []string{"AGENTCA_ACCEPT_ROLLBACK"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -106,7 +107,8 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			opts := daemon.ServeOptions{Dir: dir, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, Logger: log}
+			opts := daemon.ServeOptions{Dir: dir, HTTPS: c.String("https"), HTTP: c.String("http"), Password: pw, Logger: log,
+				AcceptRollback: c.Bool("accept-rollback")}
 			if f := c.String("ready-file"); f != "" {
 				_ = os.Remove(f) // a stale file from an earlier run must not say ready
 				opts.Ready = func(httpsAddr, httpAddr string) {

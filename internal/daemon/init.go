@@ -197,7 +197,11 @@ func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptio
 		st.Close()
 		return err
 	}
-	return st.Close()
+	id, err := newStoreID()
+	if err == nil {
+		err = bindNewStore(ctx, st, stage, id)
+	}
+	return errors.Join(err, st.Close())
 }
 
 // createKMSKeys creates the CA keys in a KMS, records their names in cfg

@@ -120,6 +120,23 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 		return nil, failed("the audit of the copy found %d divergence(s), first: %s", len(rep.Findings), rep.Findings[0])
 	}
 
+	// The copy carries the state directory's store identity (a new one
+	// for a directory from before the binding, written once the copy is
+	// served).
+	storeID, err := readStoreID(opts.Dir)
+	if err != nil {
+		return nil, failed("%v", err)
+	}
+	newID := storeID == ""
+	if newID {
+		if storeID, err = newStoreID(); err != nil {
+			return nil, failed("%v", err)
+		}
+	}
+	if err := dst.SetStoreID(ctx, storeID); err != nil {
+		return nil, failed("%v", err)
+	}
+
 	// agentca.json: only the storage section changes; the file keeps its
 	// mode and owner. The previous one is kept beside it.
 	info, err := os.Stat(cfgPath)
@@ -150,6 +167,11 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 			return nil, fmt.Errorf("migrate: %v; restoring agentca.json also failed (%v): copy %s back over it", err, rerr, backup)
 		}
 		return nil, failed("%v", err)
+	}
+	if newID {
+		if err := bindNewStore(ctx, dst, opts.Dir, storeID); err != nil {
+			return nil, fmt.Errorf("migrate: the CA is in etcd now, but writing %s failed: %w", filepath.Join(opts.Dir, StoreIDFile), err)
+		}
 	}
 	path := cfg.Storage.Path
 	if !filepath.IsAbs(path) {

@@ -40,6 +40,10 @@ type ServeOptions struct {
 	Logger      *slog.Logger
 	// Ready, when set, is called once every listener is accepting.
 	Ready func(httpsAddr, httpAddr string)
+	// AcceptRollback starts on a store whose issuance log does not hold
+	// the last tree head the CA published (D/sth.json), logging the loss
+	// as an audit line, instead of refusing it.
+	AcceptRollback bool
 }
 
 // Server timeouts; every listener has them.
@@ -68,6 +72,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		return err
 	}
 	cfgPath := filepath.Join(dir, config.FileName)
+	if err := checkStateDir(dir); err != nil {
+		return err
+	}
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
@@ -101,7 +108,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}
 	}
 	commits := newCommitMetrics()
-	st, err := openStore(ctx, dir, cfg.Storage, cueLog, commits.observe)
+	st, err := openBound(ctx, dir, cfg.Storage, cueLog, commits.observe, false, log)
 	if err != nil {
 		return err
 	}
@@ -117,6 +124,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		return err
 	} else if !reflect.DeepEqual(now.Storage, cfg.Storage) {
 		return fmt.Errorf("%s: the storage section changed while the store was being opened (agentca migrate?); start again", cfgPath)
+	}
+	if err := checkRollback(ctx, dir, storeName(dir, cfg.Storage), st, logSigner.Public(), opts.AcceptRollback, log); err != nil {
+		return err
 	}
 	httpsLn, err := net.Listen("tcp", cfg.Listen.HTTPS)
 	if err != nil {
@@ -167,6 +177,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
 	}
+	sthFile := &treeHeadSaver{dir: dir, latest: tlog.Latest, log: log}
+	sthFile.save()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, st)
@@ -196,6 +208,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	revoked := func(ctx context.Context, rec *store.Certificate) {
 		responder.Revoked(ctx, rec)
 		anch.revoked(rec)
+		sthFile.noteRevoked(rec)
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
@@ -238,7 +251,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	servers := []*http.Server{
 		newHTTPServer(srv.HTTPSHandler(), log, tlsConf),
 		newHTTPServer(srv.HTTPHandler(), log, nil),
-		newHTTPServer(srv.AdminHandler(), log, nil),
+		newHTTPServer(withBackup(srv.AdminHandler(), st, log), log, nil),
 	}
 	lns := []net.Listener{tls.NewListener(httpsLn, tlsConf), httpLn, adminLn}
 	errc := make(chan error, len(servers))
@@ -256,7 +269,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}()
 	}
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
+	go func() { defer wg.Done(); sthFile.run(ctx) }()
 	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
 	go func() { defer wg.Done(); anch.watch(ctx) }()
 	go func() { defer wg.Done(); reloadPolicyOnHUP(ctx, dir, cfgPath, srv, log) }()
@@ -288,6 +302,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	wg.Wait()
 	stopLog() // saves the latest tree head
 	<-logDone
+	sthFile.save()
 	log.Info("stopped")
 	return serveErr
 }
@@ -303,24 +318,6 @@ func newHTTPServer(h http.Handler, log *slog.Logger, tlsConf *tls.Config) *http.
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-}
-
-// listenAdmin opens the admin socket with mode 0600. The state directory
-// is 0700 and the store's file lock is held, so a leftover socket is stale
-// and can be removed.
-func listenAdmin(path string) (net.Listener, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	return ln, nil
 }
 
 // reloadOnHUP re-reads agentca.json on SIGHUP and swaps in the new

@@ -22,20 +22,15 @@ import (
 
 // OpenStore opens the store agentca.json's storage section in dir
 // names, for tools that read it beside a running daemon's (agentca log
-// audit on etcd). A bbolt file is opened read-only.
+// audit on etcd). A bbolt file is opened read-only. A store that is
+// missing, empty or not the one dir is bound to is refused.
 func OpenStore(ctx context.Context, dir string, sc config.Storage) (store.Store, error) {
-	if sc.Type == "bbolt" || sc.Type == "" {
-		path := sc.Path
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(dir, path)
-		}
-		return bolt.Open(path, bolt.Options{ReadOnly: true})
-	}
-	return openStore(ctx, dir, sc, nil, nil)
+	return openBound(ctx, dir, sc, nil, nil, sc.Type == "bbolt" || sc.Type == "", nil)
 }
 
-// openStore opens the configured store: the bbolt file (relative paths in
-// dir) or the etcd cluster. onLogAppend is called after each local commit
+// openStore opens, or creates, the configured store: the bbolt file
+// (relative paths in dir) or the etcd cluster, for init and migrate
+// (serve and the tools use openBound). onLogAppend is called after each local commit
 // that appended to the issuance log (the tree head signer's cue).
 func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend func(), onCommit func(time.Duration, int)) (store.Store, error) {
 	switch sc.Type {

@@ -30,7 +30,7 @@ func readAnchors(tx *bbolt.Tx) (*store.AnchorSet, error) {
 // Anchors implements store.Store.
 func (s *Store) Anchors(ctx context.Context) (*store.AnchorSet, error) {
 	var set *store.AnchorSet
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		var err error
 		set, err = readAnchors(tx)
 		return err
@@ -71,7 +71,7 @@ func (s *Store) UpdateAnchors(ctx context.Context, fn func(*store.AnchorSet) err
 func (s *Store) IssuerStats(ctx context.Context, issuerSKI string, now time.Time) (store.IssuerStats, error) {
 	var out store.IssuerStats
 	start := expirySeconds(now)
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		certs := tx.Bucket(bucketCerts)
 		c := tx.Bucket(bucketCertExpiry).Cursor()
 		for k, serial := c.Seek(start); k != nil; k, serial = c.Next() {

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentca/agentca/store"
@@ -69,11 +70,16 @@ type Options struct {
 	// must not be running); every write returns store.ErrReadOnly. For
 	// offline audits.
 	ReadOnly bool
+	// MustExist refuses a file that does not exist or is empty
+	// (store.ErrNoStore) instead of creating a new store: only agentca
+	// init creates one.
+	MustExist bool
 }
 
 // Store is a store.Store on a bbolt file.
 type Store struct {
 	db       *bbolt.DB
+	path     string
 	ops      chan *op
 	quit     chan struct{}
 	done     chan struct{}
@@ -81,6 +87,9 @@ type Store struct {
 	closeMu  sync.RWMutex
 	closed   bool
 	readOnly bool
+	// damaged is set once a write transaction met a damaged page: every
+	// later write gets it (updateTx).
+	damaged atomic.Pointer[error]
 
 	onLogAppend func()
 	onCommit    func(time.Duration, int)
@@ -117,9 +126,48 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = time.Second
 	}
+	if err := checkFile(path, opts.MustExist); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	var s *Store
+	err := guard(path, func() error {
+		if !opts.ReadOnly && opts.MustExist {
+			// A truncated file is named as such before a writer
+			// maps it.
+			ro := opts
+			ro.ReadOnly = true
+			s, err := open(path, ro)
+			if err != nil {
+				return err
+			}
+			if !freelistSynced(path) {
+				// After a crash: opening for writes makes bbolt
+				// walk every page to rebuild its freelist, in a
+				// goroutine where a damaged page cannot be
+				// recovered from. Walk them here first.
+				if err := walk(s.db); err != nil {
+					s.db.Close()
+					return err
+				}
+			}
+			if err := s.db.Close(); err != nil {
+				return fmt.Errorf("store: %s: %w", path, err)
+			}
+		}
+		var err error
+		s, err = open(path, opts)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func open(path string, opts Options) (*Store, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout:        opts.LockTimeout,
 		NoFreelistSync: true,
@@ -127,11 +175,19 @@ func Open(path string, opts Options) (*Store, error) {
 		ReadOnly:       opts.ReadOnly,
 	})
 	if err != nil {
+		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+			return nil, damaged(path, err)
+		}
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("store: %s is locked by another process (is the daemon running?)", path)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	if err := checkSize(db, path); err != nil {
+		db.Close()
+		return nil, err
+	}
+
 	if opts.ReadOnly {
 		err := db.View(func(tx *bbolt.Tx) error {
 			if meta := tx.Bucket(bucketMeta); meta != nil {
@@ -147,9 +203,9 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		done := make(chan struct{})
 		close(done)
-		return &Store{db: db, quit: make(chan struct{}), done: done, readOnly: true}, nil
+		return &Store{db: db, path: path, quit: make(chan struct{}), done: done, readOnly: true}, nil
 	}
-	err = db.Update(func(tx *bbolt.Tx) error {
+	err = updateTx(db, func(tx *bbolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -180,7 +236,7 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
-	s := &Store{db: db, ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), maxBatch: opts.MaxBatch,
+	s := &Store{db: db, path: path, ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), maxBatch: opts.MaxBatch,
 		onLogAppend: opts.OnLogAppend, onCommit: opts.OnCommit}
 	go s.commitLoop()
 	return s, nil
@@ -197,6 +253,11 @@ func (s *Store) Close() error {
 	close(s.quit)
 	s.closeMu.Unlock()
 	<-s.done
+	if s.damaged.Load() != nil {
+		// A write transaction was abandoned holding the writer
+		// lock (updateTx): the file cannot be closed cleanly.
+		return nil
+	}
 	if !s.readOnly {
 		// The commits skip writing bbolt's freelist (NoFreelistSync),
 		// so a file without one makes the next Open rebuild it by
@@ -204,7 +265,10 @@ func (s *Store) Close() error {
 		// a million certificates. A clean close writes it once; only
 		// after a crash does the next start walk the file.
 		s.db.NoFreelistSync = false
-		if err := s.db.Update(func(*bbolt.Tx) error { return nil }); err != nil {
+		if err := guard(s.path, func() error { return updateTx(s.db, func(*bbolt.Tx) error { return nil }) }); err != nil {
+			if errors.Is(err, store.ErrDamaged) {
+				return err // the writer lock is held: no clean close
+			}
 			return errors.Join(fmt.Errorf("store: writing the freelist: %w", err), s.db.Close())
 		}
 	}
@@ -217,6 +281,9 @@ func (s *Store) Close() error {
 func (s *Store) write(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
 	if s.readOnly {
 		return store.ErrReadOnly
+	}
+	if err := s.damaged.Load(); err != nil {
+		return *err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -275,7 +342,44 @@ func (s *Store) commitLoop() {
 func (s *Store) commit(ops []*op) {
 	errs := make([]error, len(ops))
 	began := time.Now()
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.damagedErr()
+	if err == nil {
+		err = guard(s.path, func() error { return s.update(ops, errs) })
+		if errors.Is(err, store.ErrDamaged) {
+			s.damaged.Store(&err)
+		}
+	}
+	if err != nil && len(ops) > 1 && !errors.Is(err, store.ErrDamaged) {
+		for _, o := range ops {
+			s.commit([]*op{o})
+		}
+		return
+	}
+	if err == nil && s.onCommit != nil {
+		s.onCommit(time.Since(began), len(ops))
+	}
+	if err == nil && len(s.batch.hashes) > 0 && s.onLogAppend != nil {
+		s.onLogAppend()
+	}
+	for i, o := range ops {
+		if errs[i] == nil && err != nil {
+			errs[i] = wrap(err)
+		}
+		o.done <- errs[i]
+	}
+}
+
+// damagedErr is the error that marked the store damaged, or nil.
+func (s *Store) damagedErr() error {
+	if err := s.damaged.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// update is commit's transaction.
+func (s *Store) update(ops []*op, errs []error) error {
+	return updateTx(s.db, func(tx *bbolt.Tx) error {
 		// Each attempt starts from the committed log: a retried write
 		// must not see the leaves of a batch that rolled back.
 		s.batch = logBatch{}
@@ -300,24 +404,6 @@ func (s *Store) commit(ops []*op) {
 		}
 		return nil
 	})
-	if err != nil && len(ops) > 1 {
-		for _, o := range ops {
-			s.commit([]*op{o})
-		}
-		return
-	}
-	if err == nil && s.onCommit != nil {
-		s.onCommit(time.Since(began), len(ops))
-	}
-	if err == nil && len(s.batch.hashes) > 0 && s.onLogAppend != nil {
-		s.onLogAppend()
-	}
-	for i, o := range ops {
-		if errs[i] == nil && err != nil {
-			errs[i] = fmt.Errorf("store: %w", err)
-		}
-		o.done <- errs[i]
-	}
 }
 
 // Issue implements store.Store.
@@ -441,7 +527,7 @@ func (s *Store) Certificate(ctx context.Context, serial string) (*store.Certific
 		return nil, err
 	}
 	var c store.Certificate
-	err = s.db.View(func(tx *bbolt.Tx) error {
+	err = s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketCerts).Get(key)
 		if v == nil {
 			return store.ErrNotFound
@@ -468,7 +554,7 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 		}
 	}
 	var out []store.Certificate
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketCerts).Cursor()
 		k, v := c.First()
 		if after != nil {
@@ -515,7 +601,7 @@ func (s *Store) Revocations(ctx context.Context, issuerSKI string, now time.Time
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	var out []store.Revocation
-	err = s.db.View(func(tx *bbolt.Tx) error {
+	err = s.view(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketRevoked).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var r store.Revocation
@@ -534,7 +620,7 @@ func (s *Store) Revocations(ctx context.Context, issuerSKI string, now time.Time
 // ReplayKey implements store.Store.
 func (s *Store) ReplayKey(ctx context.Context, key string) (string, error) {
 	var serial string
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketOnce).Get([]byte(key))
 		if v == nil {
 			return store.ErrNotFound
@@ -594,7 +680,7 @@ func (s *Store) CreateJoinTokens(ctx context.Context, toks []store.JoinToken) er
 // JoinToken implements store.Store.
 func (s *Store) JoinToken(ctx context.Context, hash []byte) (*store.JoinToken, error) {
 	var t store.JoinToken
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketTokens).Get(hash)
 		if v == nil {
 			return store.ErrNotFound
@@ -618,7 +704,8 @@ func serialKey(serial string) ([]byte, error) {
 }
 
 func wrap(err error) error {
-	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, store.ErrDamaged) {
 		return err
 	}
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {

@@ -21,7 +21,7 @@ var errOldFile = errors.New("this bbolt file was written by an older agentca: ru
 // Export implements store.Exporter from one read transaction (it works
 // on a store opened read-only).
 func (s *Store) Export(ctx context.Context, fn func(store.Item) error) error {
-	return wrap(s.db.View(func(tx *bbolt.Tx) error {
+	return wrap(s.view(func(tx *bbolt.Tx) error {
 		// A file an older agentca wrote lacks buckets and the indexes
 		// a read-write Open adds (the issuance log, the expiry
 		// indexes): it is upgraded by opening it once, not here.

@@ -243,7 +243,7 @@ func (t txNodes) Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, err
 // Nodes implements translog.NodeReader (store.Log).
 func (s *Store) Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, error) {
 	var out [][]byte
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		var err error
 		out, err = txNodes{tx}.Nodes(ctx, ids)
 		return err
@@ -260,7 +260,7 @@ func (s *Store) Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, erro
 // LogState implements store.Log.
 func (s *Store) LogState(ctx context.Context) (translog.State, error) {
 	var st translog.State
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		var err error
 		st, err = readState(tx)
 		return err
@@ -271,7 +271,7 @@ func (s *Store) LogState(ctx context.Context) (translog.State, error) {
 // LogEntries implements store.Log.
 func (s *Store) LogEntries(ctx context.Context, start, end uint64) ([][]byte, error) {
 	var out [][]byte
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		st, err := readState(tx)
 		if err != nil {
 			return err
@@ -308,7 +308,7 @@ func (s *Store) LogEntries(ctx context.Context, start, end uint64) ([][]byte, er
 // LogIndex implements store.Log.
 func (s *Store) LogIndex(ctx context.Context, leafHash []byte) (uint64, error) {
 	var i uint64
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketLogIndex)
 		if b == nil || len(leafHash) == 0 {
 			return store.ErrNotFound
@@ -345,7 +345,7 @@ func readTreeHead(tx *bbolt.Tx) (*ct.SignedTreeHead, error) {
 // TreeHead implements store.Log.
 func (s *Store) TreeHead(ctx context.Context) (*ct.SignedTreeHead, error) {
 	var sth *ct.SignedTreeHead
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		var err error
 		sth, err = readTreeHead(tx)
 		return err

@@ -127,6 +127,9 @@ type Options struct {
 	// Client, when set, is used instead of dialling Endpoints; Close
 	// does not close it.
 	Client *clientv3.Client
+	// MustExist refuses a prefix that holds no CA (store.ErrNoStore)
+	// instead of starting a new one: only agentca init and migrate do.
+	MustExist bool
 }
 
 // Store is a store.Store on an etcd cluster.
@@ -288,7 +291,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		s.cli, s.ownClient = cli, true
 	}
-	if err := s.initSchema(ctx); err != nil {
+	check := s.initSchema
+	if opts.MustExist {
+		check = func(ctx context.Context) error {
+			if err := s.checkExists(ctx); err != nil {
+				return err
+			}
+			return s.initSchema(ctx)
+		}
+	}
+	if err := check(ctx); err != nil {
 		if s.ownClient {
 			s.cli.Close()
 		}
