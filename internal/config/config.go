@@ -181,6 +181,11 @@ type OCSP struct {
 	// ResponderTTL is the lifetime of the delegated responder
 	// certificate, renewed at two thirds; default 24h.
 	ResponderTTL Duration `json:"responder_ttl,omitempty"`
+	// MaxStaleness, on storage shared by replicas (etcd), is how long
+	// after its last proof of having seen every revocation a replica
+	// still answers "good" from its cache; past it, the status is read
+	// from the store again (or tryLater). Default 1s.
+	MaxStaleness Duration `json:"max_staleness,omitempty"`
 }
 
 // CRL configures the revocation lists.
@@ -376,6 +381,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.OCSP.ResponderTTL == 0 {
 		c.OCSP.ResponderTTL = Duration(24 * time.Hour)
+	}
+	if c.OCSP.MaxStaleness == 0 {
+		c.OCSP.MaxStaleness = Duration(time.Second)
 	}
 	if c.CRL.Validity == 0 {
 		c.CRL.Validity = Duration(10 * time.Minute)

@@ -143,7 +143,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	responder, err := ocsp.New(ocsp.Options{Store: st, Validity: cfg.OCSP.Validity.Std(), Logger: log})
+	responder, err := ocsp.New(ocsp.Options{Store: st, Validity: cfg.OCSP.Validity.Std(), Logger: log,
+		Fresh: freshWithin(st, cfg.OCSP.MaxStaleness.Std())})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/agentca/agentca/store"
 	ct "github.com/google/certificate-transparency-go"
@@ -83,4 +84,21 @@ func (h storeHooks) apply(ctx context.Context, c store.Change, log *slog.Logger)
 			h.Resync(ctx)
 		}
 	}
+}
+
+// freshnessProver is a store that proves how recently this process has
+// applied every revocation other processes committed (store/etcd).
+type freshnessProver interface {
+	FreshAt() time.Time
+}
+
+// freshWithin is the OCSP responder's Fresh for st: true while st's last
+// proof is at most maxAge old; nil (always fresh) for a store no other
+// process writes.
+func freshWithin(st store.Store, maxAge time.Duration) func() bool {
+	p, ok := st.(freshnessProver)
+	if !ok {
+		return nil
+	}
+	return func() bool { return time.Since(p.FreshAt()) <= maxAge }
 }

@@ -123,6 +123,9 @@ type Options struct {
 	// Client, when set, is used instead of dialling Endpoints; Close
 	// does not close it.
 	Client *clientv3.Client
+	// ProbeInterval is how often Watch proves it is up to date
+	// (FreshAt); zero means DefaultProbeInterval.
+	ProbeInterval time.Duration
 }
 
 // Store is a store.Store on an etcd cluster.
@@ -192,6 +195,11 @@ type Store struct {
 	headWatch sync.Once
 	headWG    sync.WaitGroup
 
+	// fresh is how recently Watch proved it has applied every
+	// revocation (fresh.go); probeInterval how often it asks.
+	fresh         freshness
+	probeInterval time.Duration
+
 	// commitHook, when set (by tests), is called by the committer in
 	// place of sending a write transaction; send sends it.
 	commitHook atomic.Pointer[func(send func() (bool, error)) (bool, error)]
@@ -260,7 +268,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
 	}
-	s := &Store{cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = DefaultProbeInterval
+	}
+	s := &Store{probeInterval: opts.ProbeInterval, cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
 		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend,
 		nodes: newNodeCache(), headCh: make(chan struct{}, 1)}
 	if s.cli == nil {
