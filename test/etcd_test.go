@@ -432,9 +432,20 @@ func TestEtcdReplicas(t *testing.T) {
 			t.Fatalf("OCSP from %s: %+v, %v", c.HTTP, resp, err)
 		}
 	}
+	for _, c := range []*testCA{a, b} {
+		if r := do(t, hc, http.MethodGet, "http://"+c.HTTP+"/ready", "", nil); r.status != http.StatusOK {
+			t.Fatalf("%s /ready with quorum: %d %s", c.HTTP, r.status, r.body)
+		}
+	}
 	reps.cluster.Stop(1)
 	reps.cluster.Stop(2)
 	for _, c := range []*testCA{a, b} {
+		// The load balancer's check: 503 once the replica cannot
+		// read etcd's current state.
+		eventually(t, 5*time.Second, 50*time.Millisecond, c.HTTP+"/ready to answer 503 without quorum", func() bool {
+			r, err := tryDo(hc, http.MethodGet, c.URL+"/ready", "", nil)
+			return err == nil && r.status == http.StatusServiceUnavailable && strings.Contains(string(r.body), `"unavailable"`)
+		})
 		start := time.Now()
 		r := postJSON(t, hc, c.URL+"/v1/sign", signBody("join", toks[4], csrPEM(t, newECKey(t), &x509.CertificateRequest{}), ""))
 		wantError(t, r, http.StatusServiceUnavailable, "unavailable")

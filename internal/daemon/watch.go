@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -101,4 +102,24 @@ func freshWithin(st store.Store, maxAge time.Duration) func() bool {
 		return nil
 	}
 	return func() bool { return time.Since(p.FreshAt()) <= maxAge }
+}
+
+// readyWithin is the API's Ready for st: an error while st's last proof of
+// freshness is older than maxAge (the replica cannot reach a quorum, or
+// its watch is stuck); nil for a store no other process writes.
+func readyWithin(st store.Store, maxAge time.Duration) func() error {
+	p, ok := st.(freshnessProver)
+	if !ok {
+		return nil
+	}
+	return func() error {
+		at := p.FreshAt()
+		if at.IsZero() {
+			return fmt.Errorf("this replica has not yet read etcd's current state")
+		}
+		if age := time.Since(at); age > maxAge {
+			return fmt.Errorf("this replica has not been able to read etcd's current state for %s", age.Round(time.Millisecond))
+		}
+		return nil
+	}
 }
