@@ -48,11 +48,20 @@ type etcdReplicas struct {
 func newEtcdReplicas(t *testing.T, n int) *etcdReplicas {
 	t.Helper()
 	r := &etcdReplicas{cluster: etcdtest.New(t, 3)}
+	r.cas = startEtcdReplicas(t, n, r.cluster.Endpoints())
+	return r
+}
+
+// startEtcdReplicas inits a CA on the etcd cluster at endpoints and starts
+// n replicas of it.
+func startEtcdReplicas(t *testing.T, n int, endpoints []string) []*testCA {
+	t.Helper()
+	var cas []*testCA
 	base := t.TempDir()
 	first := &testCA{t: t, base: base, Dir: filepath.Join(base, "ca0"), HTTPS: freeAddr(t), HTTP: freeAddr(t), TrustDomain: "example.org"}
 	first.URL = "https://" + first.HTTPS
 	res := mustRun(t, "init", "--dir", first.Dir, "--trust-domain", first.TrustDomain, "--https", first.HTTPS, "--http", first.HTTP,
-		"--storage", "etcd", "--etcd-endpoints", strings.Join(r.cluster.Endpoints(), ","), "--etcd-prefix", etcdPrefix)
+		"--storage", "etcd", "--etcd-endpoints", strings.Join(endpoints, ","), "--etcd-prefix", etcdPrefix)
 	if m := fingerprintLine.FindStringSubmatch(res.stdout); m != nil {
 		first.Fingerprint = m[1]
 	}
@@ -75,14 +84,14 @@ func newEtcdReplicas(t *testing.T, n int) *etcdReplicas {
 		t.Fatal(err)
 	}
 	first.Roots = parseCerts(t, first.RootsPEM)
-	r.cas = append(r.cas, first)
+	cas = append(cas, first)
 	for i := 1; i < n; i++ {
-		r.cas = append(r.cas, first.replica(fmt.Sprintf("ca%d", i)))
+		cas = append(cas, first.replica(fmt.Sprintf("ca%d", i)))
 	}
-	for _, c := range r.cas {
+	for _, c := range cas {
 		c.start()
 	}
-	return r
+	return cas
 }
 
 // replica is another replica of c (on etcd storage): a copy of its state

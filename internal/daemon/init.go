@@ -186,7 +186,7 @@ func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptio
 	if err := fsutil.WriteNew(filepath.Join(stage, config.FileName), b, 0o600); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, stage, cfg.Storage, nil)
+	st, err := openStore(ctx, stage, cfg.Storage, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, opts.Dir, to, nil)
+	st, err := openStore(ctx, opts.Dir, to, nil, nil)
 	if err != nil {
 		return nil, err
 	}

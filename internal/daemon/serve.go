@@ -100,7 +100,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		default:
 		}
 	}
-	st, err := openStore(ctx, dir, cfg.Storage, cueLog)
+	st, err := openStore(ctx, dir, cfg.Storage, cueLog, log)
 	if err != nil {
 		return err
 	}
@@ -198,7 +198,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, Policy: pol, OnRevoke: revoked, Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 2*time.Second))})
+		Tokens: tokens, Policy: pol, OnRevoke: revoked, Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,13 +31,14 @@ func OpenStore(ctx context.Context, dir string, sc config.Storage) (store.Store,
 		}
 		return bolt.Open(path, bolt.Options{ReadOnly: true})
 	}
-	return openStore(ctx, dir, sc, nil)
+	return openStore(ctx, dir, sc, nil, nil)
 }
 
 // openStore opens the configured store: the bbolt file (relative paths in
 // dir) or the etcd cluster. onLogAppend is called after each local commit
-// that appended to the issuance log (the tree head signer's cue).
-func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend func()) (store.Store, error) {
+// that appended to the issuance log (the tree head signer's cue); log, when
+// set, gets etcd member health changes.
+func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend func(), log *slog.Logger) (store.Store, error) {
 	switch sc.Type {
 	case "bbolt", "":
 		path := sc.Path
@@ -49,7 +51,7 @@ func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend f
 		if err != nil {
 			return nil, err
 		}
-		opts.OnLogAppend = onLogAppend
+		opts.OnLogAppend, opts.Logger = onLogAppend, log
 		return etcd.Open(ctx, opts)
 	}
 	return nil, fmt.Errorf("storage: unsupported type %q", sc.Type)
@@ -58,7 +60,8 @@ func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend f
 // etcdOptions turns the storage section into etcd.Options, reading the
 // TLS files and the password file (relative paths in dir).
 func etcdOptions(dir string, sc config.Storage) (etcd.Options, error) {
-	opts := etcd.Options{Endpoints: sc.Endpoints, Prefix: sc.Prefix, RequestTimeout: sc.RequestTimeout.Std(), MaxTxnOps: sc.MaxTxnOps}
+	opts := etcd.Options{Endpoints: sc.Endpoints, Prefix: sc.Prefix, RequestTimeout: sc.RequestTimeout.Std(),
+		AttemptTimeout: sc.AttemptTimeout.Std(), MaxTxnOps: sc.MaxTxnOps}
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {
 			return p

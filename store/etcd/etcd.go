@@ -59,6 +59,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -126,6 +127,17 @@ type Options struct {
 	// ProbeInterval is how often Watch proves it is up to date
 	// (FreshAt); zero means DefaultProbeInterval.
 	ProbeInterval time.Duration
+	// HealthInterval is how often each member is checked (health.go);
+	// zero means DefaultHealthInterval.
+	HealthInterval time.Duration
+	// AttemptTimeout bounds one attempt of a transaction or a read, so
+	// that one sent to a member that froze is given up and tried again
+	// (or answered as of unknown outcome) long before RequestTimeout;
+	// zero means DefaultAttemptTimeout, and it is never more than
+	// RequestTimeout.
+	AttemptTimeout time.Duration
+	// Logger gets the member health changes; nil discards.
+	Logger *slog.Logger
 }
 
 // Store is a store.Store on an etcd cluster.
@@ -199,6 +211,10 @@ type Store struct {
 	// revocation (fresh.go); probeInterval how often it asks.
 	fresh         freshness
 	probeInterval time.Duration
+	// health checks the members (health.go); attempt bounds one
+	// attempt of a request.
+	health  *health
+	attempt time.Duration
 
 	// commitHook, when set (by tests), is called by the committer in
 	// place of sending a write transaction; send sends it.
@@ -271,7 +287,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.ProbeInterval <= 0 {
 		opts.ProbeInterval = DefaultProbeInterval
 	}
-	s := &Store{probeInterval: opts.ProbeInterval, cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = DefaultHealthInterval
+	}
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = DefaultAttemptTimeout
+	}
+	opts.AttemptTimeout = min(opts.AttemptTimeout, opts.RequestTimeout)
+	s := &Store{probeInterval: opts.ProbeInterval, attempt: opts.AttemptTimeout, cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
 		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend,
 		nodes: newNodeCache(), headCh: make(chan struct{}, 1)}
 	if s.cli == nil {
@@ -301,6 +324,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.headCtx, s.stopHead = context.WithCancel(context.WithoutCancel(ctx))
+	s.startHealth(opts)
 	go s.commitLoop()
 	return s, nil
 }
@@ -373,6 +397,7 @@ func (s *Store) Close() error {
 	<-s.done
 	s.stopHead()
 	s.headWG.Wait()
+	s.stopHealth()
 	if s.ownClient {
 		return s.cli.Close()
 	}
@@ -454,7 +479,9 @@ func (s *Store) get(ctx context.Context, key string, opts ...clientv3.OpOption) 
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
-	resp, err := s.cli.Get(ctx, key, opts...)
+	resp, err := retryRead(ctx, s, func(ctx context.Context) (*clientv3.GetResponse, error) {
+		return s.cli.Get(ctx, key, opts...)
+	})
 	if err != nil {
 		return nil, s.wrap(err)
 	}
@@ -736,10 +763,21 @@ func (s *Store) commit(ops []*op) []*op {
 				}
 			}
 			return rest
+		case notApplied(err) && !errors.Is(rpctypes.Error(err), rpctypes.ErrNoSpace) && s.timeLeft(ops):
+			// Surely not applied, and for a moment only (an
+			// election, a member that lost its leader): the same
+			// ops again shortly, read afresh, while they are within
+			// their request timeout.
+			time.Sleep(50 * time.Millisecond)
+			mode = readLinear
+			continue
 		default:
 			werr := s.wrap(err)
 			s.fail(b, err, werr)
-			if errors.Is(werr, store.ErrUnavailable) {
+			// The ops queued behind are answered without being sent
+			// only when etcd cannot be read either: one attempt lost
+			// on a member that froze must not fail them all.
+			if errors.Is(werr, store.ErrUnavailable) && !s.reachable() {
 				s.failQueued(rest, werr)
 				return nil
 			}
@@ -1112,7 +1150,9 @@ func (s *Store) readKeys(keys []string, linear bool) (map[string]*mvccpb.KeyValu
 		for i, k := range chunk {
 			gets[i] = clientv3.OpGet(k, opts...)
 		}
-		resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+		resp, err := retryRead(ctx, s, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+			return s.cli.Txn(ctx).Then(gets...).Commit()
+		})
 		if err != nil {
 			return nil, s.wrap(err)
 		}
@@ -1180,8 +1220,13 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 			puts = append(puts, clientv3.OpDelete(k))
 		}
 	}
-	ctx, cancel := s.reqCtx(context.Background())
-	defer cancel()
+	// One attempt: a transaction sent to a member that froze is given
+	// up long before the request timeout (its outcome is unknown: see
+	// fail), and the next goes to another member (health.go).
+	// A member that has lost its leader refuses at once (ErrNoLeader,
+	// surely not applied) instead of holding the transaction.
+	ctx, done, givenUp := s.attemptCtx(clientv3.WithRequireLeader(context.Background()))
+	defer done()
 	send := func() (bool, error) {
 		t0 := time.Now()
 		if len(heads) > 0 {
@@ -1189,6 +1234,7 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 			s.sending.Store(&v)
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(heads...).Commit()
+		err = givenUp(err)
 		// Cleared once the head is learnt (ownRev), so the head watch
 		// never takes this commit for another replica's.
 		defer s.sending.Store(nil)

@@ -17,6 +17,7 @@ package etcd
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,40 @@ type freshness struct {
 	delivered atomic.Int64
 	// at is FreshAt, in Unix nanoseconds.
 	at atomic.Int64
+	// streams cancel the watches now open (restartStreams); stalls
+	// counts the proofs in a row that failed while etcd answered.
+	mu      sync.Mutex
+	streams map[int]context.CancelFunc
+	nextID  int
+	stalls  int
+}
+
+func (f *freshness) addStream(cancel context.CancelFunc) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.streams == nil {
+		f.streams = map[int]context.CancelFunc{}
+	}
+	f.nextID++
+	f.streams[f.nextID] = cancel
+	return f.nextID
+}
+
+func (f *freshness) dropStream(id int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.streams, id)
+}
+
+// restartStreams ends every watch stream; each watch starts again where
+// it stopped, on a new gRPC stream, which the client opens on a member
+// that answers.
+func (f *freshness) restartStreams() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, cancel := range f.streams {
+		cancel()
+	}
 }
 
 // deliveredUpTo raises delivered to rev.
@@ -68,6 +103,7 @@ func (s *Store) FreshAt() time.Time {
 func (s *Store) probe(ctx context.Context, interval time.Duration, out chan<- change) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var lastRestart time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -75,15 +111,28 @@ func (s *Store) probe(ctx context.Context, interval time.Duration, out chan<- ch
 		case <-t.C:
 		}
 		at := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, interval)
-		resp, err := s.cli.Get(rctx, s.k.schema(), clientv3.WithCountOnly())
+		rctx, cancel := context.WithTimeout(ctx, 4*interval)
+		resp, err := retryRead(rctx, s, func(ctx context.Context) (*clientv3.GetResponse, error) {
+			return s.cli.Get(ctx, s.k.schema(), clientv3.WithCountOnly())
+		})
 		cancel()
 		if err != nil {
 			continue
 		}
-		if !s.awaitDelivered(ctx, resp.Header.Revision, interval) {
+		if !s.awaitDelivered(ctx, resp.Header.Revision, 2*interval) {
+			// etcd answers but the watch does not follow: its
+			// stream may sit on a member that froze (the client
+			// keeps a stream until keepalive gives up on it, many
+			// seconds). Two proofs in a row: open new streams,
+			// and give them time to start before doing it again.
+			if s.fresh.stalls++; s.fresh.stalls >= 2 && time.Since(lastRestart) > 8*interval {
+				s.fresh.stalls = 0
+				lastRestart = time.Now()
+				s.fresh.restartStreams()
+			}
 			continue
 		}
+		s.fresh.stalls = 0
 		select {
 		case out <- change{freshAt: at}:
 		case <-ctx.Done():

@@ -96,6 +96,7 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 			opts = append(opts, clientv3.WithPrefix())
 		}
 		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		id := s.fresh.addStream(wcancel)
 		for resp := range s.cli.Watch(wctx, key, opts...) {
 			if resp.CompactRevision > 0 {
 				// History we needed is gone: resume from what is
@@ -148,6 +149,7 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 				s.fresh.deliveredUpTo(next - 1)
 			}
 		}
+		s.fresh.dropStream(id)
 		wcancel()
 		// The watch ended (the member lost its leader, the connection
 		// broke): start again from the first revision not seen, so
