@@ -104,6 +104,10 @@ type Options struct {
 	Tokens *TokenOptions
 	// Policy is the runtime policy (policy.go); nil allows everything.
 	Policy *Policy
+	// Ready, when set, says why this process cannot serve what needs its
+	// store now (GET /ready: a replica cut off from etcd's quorum); nil
+	// means it always can.
+	Ready func() error
 }
 
 // Server holds the handlers' state.
@@ -126,6 +130,7 @@ type Server struct {
 	anchors  AnchorAdmin
 	tokens   *tokenIssuer
 	policy   atomic.Pointer[Policy]
+	ready    func() error
 }
 
 // New checks opts and returns a Server.
@@ -135,7 +140,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
 		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins, tlog: opts.Log,
-		anchors: opts.Anchors}
+		anchors: opts.Anchors, ready: opts.Ready}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -182,6 +187,7 @@ func (s *Server) Trust() *Trust { return s.trust.Load() }
 func (s *Server) HTTPSHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
+	mux.HandleFunc("/ready", allow(http.MethodGet, s.readiness))
 	mux.HandleFunc("/v1/roots", allow(http.MethodGet, s.roots))
 	mux.HandleFunc("/v1/bundle", allow(http.MethodGet, s.bundle))
 	mux.HandleFunc("/v1/challenge", allow(http.MethodPost, s.challenge))
@@ -205,6 +211,7 @@ func (s *Server) HTTPSHandler() http.Handler {
 func (s *Server) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", allow(http.MethodGet, s.health))
+	mux.HandleFunc("/ready", allow(http.MethodGet, s.readiness))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	if s.crls != nil {
 		mux.HandleFunc("/crl", allow(http.MethodGet, s.crlHandler))
@@ -231,6 +238,18 @@ func (s *Server) HTTPHandler() http.Handler {
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readiness is GET /ready, for load balancers: /health's answer while
+// the store can be used, 503 unavailable while it cannot.
+func (s *Server) readiness(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		if err := s.ready(); err != nil {
+			writeError(w, errorf(http.StatusServiceUnavailable, CodeUnavailable, "%s", err))
+			return
+		}
+	}
+	s.health(w, r)
 }
 
 func (s *Server) roots(w http.ResponseWriter, r *http.Request) {

@@ -63,9 +63,14 @@ type countingStore struct {
 	*bolt.Store
 	reads atomic.Int64
 	pause atomic.Pointer[func()]
+	// down makes every read fail as an etcd cluster without quorum does.
+	down atomic.Bool
 }
 
 func (c *countingStore) Certificate(ctx context.Context, serial string) (*store.Certificate, error) {
+	if c.down.Load() {
+		return nil, store.ErrUnavailable
+	}
 	rec, err := c.Store.Certificate(ctx, serial)
 	c.reads.Add(1)
 	if p := c.pause.Load(); p != nil {
@@ -80,6 +85,7 @@ type envOptions struct {
 	name     string        // of the hierarchy; "" means "agentca-ocsp-test"
 	validity time.Duration // the responder's; 0 means its default
 	bolt     *bolt.Store   // share a store with another env; nil opens one
+	fresh    func() bool   // Options.Fresh
 }
 
 // env is an issuing CA recording into a real bolt store, and a responder
@@ -123,7 +129,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.responder, err = ocsp.New(ocsp.Options{Store: e.store, Validity: o.validity, Now: e.clock.Now})
+	e.responder, err = ocsp.New(ocsp.Options{Store: e.store, Validity: o.validity, Now: e.clock.Now, Fresh: o.fresh})
 	if err != nil {
 		t.Fatal(err)
 	}

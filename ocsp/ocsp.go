@@ -73,6 +73,15 @@ type Options struct {
 	// Now nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Fresh, when set, says whether every revocation committed to the
+	// store has reached this responder recently enough (a replica
+	// following a shared store, store/etcd's FreshAt). While it is
+	// false, a cached "good" is not served: the status is read from the
+	// store again and signed (or the request answered tryLater when the
+	// store cannot be read). A cached "revoked" is always served:
+	// revocation is final. Nil means always fresh (one process owns the
+	// store, and every revocation passes through Revoked).
+	Fresh func() bool
 }
 
 // Responder answers OCSP requests.
@@ -124,8 +133,9 @@ type Response struct {
 }
 
 type entry struct {
-	resp  *Response
-	renew time.Time // re-sign after this
+	resp    *Response
+	renew   time.Time // re-sign after this
+	revoked bool
 }
 
 type flight struct {
@@ -303,15 +313,18 @@ func cacheKey(ski string, h crypto.Hash, serial string) string {
 
 func (r *Responder) response(ctx context.Context, is *issuerState, h crypto.Hash, serial *big.Int) (*Response, error) {
 	key := cacheKey(is.ski, h, hex.EncodeToString(serial.Bytes()))
-	if resp := r.cached(key); resp != nil {
+	fresh := r.opts.Fresh == nil || r.opts.Fresh()
+	if resp := r.cached(key, fresh); resp != nil {
 		return resp, nil
 	}
-	return r.sign(ctx, is, h, serial, key)
+	return r.sign(ctx, is, h, serial, key, fresh)
 }
 
-func (r *Responder) cached(key string) *Response {
+// cached returns the cached response for key unless it is due for
+// re-signing, or it says good and the responder is not fresh.
+func (r *Responder) cached(key string, fresh bool) *Response {
 	if v, ok := r.cache.Load(key); ok {
-		if e := v.(*entry); r.opts.Now().Before(e.renew) {
+		if e := v.(*entry); r.opts.Now().Before(e.renew) && (fresh || e.revoked) {
 			r.hits.Add(1)
 			return e.resp
 		}
@@ -321,7 +334,7 @@ func (r *Responder) cached(key string) *Response {
 
 // sign makes a fresh response; concurrent callers for the same key share
 // one signature.
-func (r *Responder) sign(ctx context.Context, is *issuerState, h crypto.Hash, serial *big.Int, key string) (*Response, error) {
+func (r *Responder) sign(ctx context.Context, is *issuerState, h crypto.Hash, serial *big.Int, key string, fresh bool) (*Response, error) {
 	f := &flight{done: make(chan struct{})}
 	if v, loaded := r.group.LoadOrStore(key, f); loaded {
 		other := v.(*flight)
@@ -337,7 +350,7 @@ func (r *Responder) sign(ctx context.Context, is *issuerState, h crypto.Hash, se
 		close(f.done)
 	}()
 	// Another flight may have filled the cache since our first look.
-	if resp := r.cached(key); resp != nil {
+	if resp := r.cached(key, fresh); resp != nil {
 		f.resp = resp
 		return resp, nil
 	}
@@ -376,7 +389,7 @@ func (r *Responder) signNow(ctx context.Context, is *issuerState, h crypto.Hash,
 	// replace what Revoked put there: revocation is final.
 	_, revoked := r.revoked.Load(is.ski + "/" + sn)
 	if known && (tmpl.Status == xocsp.Revoked || !revoked) {
-		r.cache.Store(key, &entry{resp: resp, renew: tmpl.ThisUpdate.Add(r.opts.Validity * 2 / 3)})
+		r.cache.Store(key, &entry{resp: resp, renew: tmpl.ThisUpdate.Add(r.opts.Validity * 2 / 3), revoked: tmpl.Status == xocsp.Revoked})
 	}
 	return resp, nil
 }

@@ -48,11 +48,20 @@ type etcdReplicas struct {
 func newEtcdReplicas(t *testing.T, n int) *etcdReplicas {
 	t.Helper()
 	r := &etcdReplicas{cluster: etcdtest.New(t, 3)}
+	r.cas = startEtcdReplicas(t, n, r.cluster.Endpoints())
+	return r
+}
+
+// startEtcdReplicas inits a CA on the etcd cluster at endpoints and starts
+// n replicas of it.
+func startEtcdReplicas(t *testing.T, n int, endpoints []string) []*testCA {
+	t.Helper()
+	var cas []*testCA
 	base := t.TempDir()
 	first := &testCA{t: t, base: base, Dir: filepath.Join(base, "ca0"), HTTPS: freeAddr(t), HTTP: freeAddr(t), TrustDomain: "example.org"}
 	first.URL = "https://" + first.HTTPS
 	res := mustRun(t, "init", "--dir", first.Dir, "--trust-domain", first.TrustDomain, "--https", first.HTTPS, "--http", first.HTTP,
-		"--storage", "etcd", "--etcd-endpoints", strings.Join(r.cluster.Endpoints(), ","), "--etcd-prefix", etcdPrefix)
+		"--storage", "etcd", "--etcd-endpoints", strings.Join(endpoints, ","), "--etcd-prefix", etcdPrefix)
 	if m := fingerprintLine.FindStringSubmatch(res.stdout); m != nil {
 		first.Fingerprint = m[1]
 	}
@@ -75,14 +84,14 @@ func newEtcdReplicas(t *testing.T, n int) *etcdReplicas {
 		t.Fatal(err)
 	}
 	first.Roots = parseCerts(t, first.RootsPEM)
-	r.cas = append(r.cas, first)
+	cas = append(cas, first)
 	for i := 1; i < n; i++ {
-		r.cas = append(r.cas, first.replica(fmt.Sprintf("ca%d", i)))
+		cas = append(cas, first.replica(fmt.Sprintf("ca%d", i)))
 	}
-	for _, c := range r.cas {
+	for _, c := range cas {
 		c.start()
 	}
-	return r
+	return cas
 }
 
 // replica is another replica of c (on etcd storage): a copy of its state
@@ -422,16 +431,30 @@ func TestEtcdReplicas(t *testing.T) {
 	}
 
 	// Quorum lost: issuance is refused with 503 within a bounded time;
-	// OCSP answers from its cache (responses asked for before, and the
-	// revoked one each replica signed when it learnt of the revocation).
+	// OCSP answers revoked from its cache (the response each replica
+	// signed when it learnt of the revocation), but no longer a cached
+	// good: a replica that cannot prove it has seen every revocation
+	// (ocsp.max_staleness) answers tryLater rather than vouch for a
+	// certificate the majority may have revoked meanwhile.
 	for _, c := range []*testCA{a, b} {
 		if resp, err := etcdOCSP(hc, c, viaA.leaf, etcdIssuerOf(t, viaA)); err != nil || resp.Status != ocsp.Good {
 			t.Fatalf("OCSP from %s: %+v, %v", c.HTTP, resp, err)
 		}
 	}
+	for _, c := range []*testCA{a, b} {
+		if r := do(t, hc, http.MethodGet, "http://"+c.HTTP+"/ready", "", nil); r.status != http.StatusOK {
+			t.Fatalf("%s /ready with quorum: %d %s", c.HTTP, r.status, r.body)
+		}
+	}
 	reps.cluster.Stop(1)
 	reps.cluster.Stop(2)
 	for _, c := range []*testCA{a, b} {
+		// The load balancer's check: 503 once the replica cannot
+		// read etcd's current state.
+		eventually(t, 5*time.Second, 50*time.Millisecond, c.HTTP+"/ready to answer 503 without quorum", func() bool {
+			r, err := tryDo(hc, http.MethodGet, c.URL+"/ready", "", nil)
+			return err == nil && r.status == http.StatusServiceUnavailable && strings.Contains(string(r.body), `"unavailable"`)
+		})
 		start := time.Now()
 		r := postJSON(t, hc, c.URL+"/v1/sign", signBody("join", toks[4], csrPEM(t, newECKey(t), &x509.CertificateRequest{}), ""))
 		wantError(t, r, http.StatusServiceUnavailable, "unavailable")
@@ -440,11 +463,12 @@ func TestEtcdReplicas(t *testing.T) {
 		}
 		for _, l := range []*logE2EIssued{viaA, viaB} {
 			resp, err := etcdOCSP(hc, c, l.leaf, etcdIssuerOf(t, l))
-			if err != nil {
-				t.Fatalf("OCSP from %s without quorum: %v", c.HTTP, err)
-			}
-			if want := map[bool]int{true: ocsp.Revoked, false: ocsp.Good}[l == viaB]; resp.Status != want {
-				t.Errorf("OCSP from %s without quorum: status %d, want %d", c.HTTP, resp.Status, want)
+			var re ocsp.ResponseError
+			switch {
+			case l == viaB && (err != nil || resp.Status != ocsp.Revoked):
+				t.Errorf("OCSP from %s without quorum for the revoked certificate: %+v, %v; want revoked", c.HTTP, resp, err)
+			case l == viaA && (!errors.As(err, &re) || re.Status != ocsp.TryLater):
+				t.Errorf("OCSP from %s without quorum for a good certificate: %+v, %v; want tryLater", c.HTTP, resp, err)
 			}
 		}
 		// A serial no one asked about cannot be looked up: tryLater.

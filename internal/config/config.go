@@ -146,6 +146,10 @@ type Storage struct {
 	// RequestTimeout bounds each call to etcd (default 5s); past it an
 	// issuance is refused with 503.
 	RequestTimeout Duration `json:"request_timeout,omitempty"`
+	// AttemptTimeout bounds one attempt of a transaction or a read
+	// (default 1s, at most RequestTimeout): one sent to a member that
+	// froze is given up and the next goes to another member.
+	AttemptTimeout Duration `json:"attempt_timeout,omitempty"`
 	// MaxTxnOps is the cluster's --max-txn-ops (default 128, etcd's
 	// default); batches of issuances are sized to fit it.
 	MaxTxnOps int `json:"max_txn_ops,omitempty"`
@@ -181,6 +185,11 @@ type OCSP struct {
 	// ResponderTTL is the lifetime of the delegated responder
 	// certificate, renewed at two thirds; default 24h.
 	ResponderTTL Duration `json:"responder_ttl,omitempty"`
+	// MaxStaleness, on storage shared by replicas (etcd), is how long
+	// after its last proof of having seen every revocation a replica
+	// still answers "good" from its cache; past it, the status is read
+	// from the store again (or tryLater). Default 1s.
+	MaxStaleness Duration `json:"max_staleness,omitempty"`
 }
 
 // CRL configures the revocation lists.
@@ -377,6 +386,9 @@ func (c *Config) applyDefaults() {
 	if c.OCSP.ResponderTTL == 0 {
 		c.OCSP.ResponderTTL = Duration(24 * time.Hour)
 	}
+	if c.OCSP.MaxStaleness == 0 {
+		c.OCSP.MaxStaleness = Duration(time.Second)
+	}
 	if c.CRL.Validity == 0 {
 		c.CRL.Validity = Duration(10 * time.Minute)
 	}
@@ -429,7 +441,7 @@ func (c *Config) Validate() error {
 	switch c.Storage.Type {
 	case "bbolt":
 		if len(c.Storage.Endpoints) > 0 || c.Storage.Prefix != "" || c.Storage.CAFile != "" || c.Storage.CertFile != "" ||
-			c.Storage.KeyFile != "" || c.Storage.Username != "" || c.Storage.PasswordFile != "" || c.Storage.RequestTimeout != 0 || c.Storage.MaxTxnOps != 0 {
+			c.Storage.KeyFile != "" || c.Storage.Username != "" || c.Storage.PasswordFile != "" || c.Storage.RequestTimeout != 0 || c.Storage.AttemptTimeout != 0 || c.Storage.MaxTxnOps != 0 {
 			bad("storage", "etcd settings with type bbolt")
 		}
 	case "etcd":
@@ -619,6 +631,9 @@ func (s *Storage) validateEtcd(bad func(field, format string, args ...any)) {
 	}
 	if t := s.RequestTimeout.Std(); t != 0 && (t < 100*time.Millisecond || t > 5*time.Minute) {
 		bad("storage.request_timeout", "must be between 100ms and 5m")
+	}
+	if t := s.AttemptTimeout.Std(); t != 0 && (t < 50*time.Millisecond || t > 5*time.Minute) {
+		bad("storage.attempt_timeout", "must be between 50ms and 5m")
 	}
 	if s.MaxTxnOps != 0 && (s.MaxTxnOps < 96 || s.MaxTxnOps > 1<<20) {
 		bad("storage.max_txn_ops", "must be between 96 and 1048576 (the cluster's --max-txn-ops; one issuance may need 96 operations in a transaction)")

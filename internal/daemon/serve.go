@@ -154,7 +154,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	responder, err := ocsp.New(ocsp.Options{Store: st, Validity: cfg.OCSP.Validity.Std(), Logger: log})
+	responder, err := ocsp.New(ocsp.Options{Store: st, Validity: cfg.OCSP.Validity.Std(), Logger: log,
+		Fresh: freshWithin(st, cfg.OCSP.MaxStaleness.Std())})
 	if err != nil {
 		return err
 	}
@@ -212,7 +213,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, Policy: pol, OnRevoke: revoked})
+		Tokens: tokens, Policy: pol, OnRevoke: revoked, Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,8 @@ func openStore(ctx context.Context, dir string, sc config.Storage, onLogAppend f
 // etcdOptions turns the storage section into etcd.Options, reading the
 // TLS files and the password file (relative paths in dir).
 func etcdOptions(dir string, sc config.Storage) (etcd.Options, error) {
-	opts := etcd.Options{Endpoints: sc.Endpoints, Prefix: sc.Prefix, RequestTimeout: sc.RequestTimeout.Std(), MaxTxnOps: sc.MaxTxnOps}
+	opts := etcd.Options{Endpoints: sc.Endpoints, Prefix: sc.Prefix, RequestTimeout: sc.RequestTimeout.Std(),
+		AttemptTimeout: sc.AttemptTimeout.Std(), MaxTxnOps: sc.MaxTxnOps}
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {
 			return p

@@ -109,7 +109,7 @@ func openBound(ctx context.Context, dir string, sc config.Storage, onLogAppend f
 		if err != nil {
 			return nil, err
 		}
-		opts.OnLogAppend, opts.OnCommit, opts.MustExist = onLogAppend, onCommit, true
+		opts.OnLogAppend, opts.OnCommit, opts.MustExist, opts.Logger = onLogAppend, onCommit, true, log
 		e, err := etcd.Open(ctx, opts)
 		if err != nil {
 			return nil, err

@@ -6,7 +6,9 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/agentca/agentca/store"
 	ct "github.com/google/certificate-transparency-go"
@@ -82,5 +84,42 @@ func (h storeHooks) apply(ctx context.Context, c store.Change, log *slog.Logger)
 		if h.Resync != nil {
 			h.Resync(ctx)
 		}
+	}
+}
+
+// freshnessProver is a store that proves how recently this process has
+// applied every revocation other processes committed (store/etcd).
+type freshnessProver interface {
+	FreshAt() time.Time
+}
+
+// freshWithin is the OCSP responder's Fresh for st: true while st's last
+// proof is at most maxAge old; nil (always fresh) for a store no other
+// process writes.
+func freshWithin(st store.Store, maxAge time.Duration) func() bool {
+	p, ok := st.(freshnessProver)
+	if !ok {
+		return nil
+	}
+	return func() bool { return time.Since(p.FreshAt()) <= maxAge }
+}
+
+// readyWithin is the API's Ready for st: an error while st's last proof of
+// freshness is older than maxAge (the replica cannot reach a quorum, or
+// its watch is stuck); nil for a store no other process writes.
+func readyWithin(st store.Store, maxAge time.Duration) func() error {
+	p, ok := st.(freshnessProver)
+	if !ok {
+		return nil
+	}
+	return func() error {
+		at := p.FreshAt()
+		if at.IsZero() {
+			return fmt.Errorf("this replica has not yet read etcd's current state")
+		}
+		if age := time.Since(at); age > maxAge {
+			return fmt.Errorf("this replica has not been able to read etcd's current state for %s", age.Round(time.Millisecond))
+		}
+		return nil
 	}
 }

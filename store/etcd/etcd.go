@@ -59,6 +59,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -130,6 +131,20 @@ type Options struct {
 	// MustExist refuses a prefix that holds no CA (store.ErrNoStore)
 	// instead of starting a new one: only agentca init and migrate do.
 	MustExist bool
+	// ProbeInterval is how often Watch proves it is up to date
+	// (FreshAt); zero means DefaultProbeInterval.
+	ProbeInterval time.Duration
+	// HealthInterval is how often each member is checked (health.go);
+	// zero means DefaultHealthInterval.
+	HealthInterval time.Duration
+	// AttemptTimeout bounds one attempt of a transaction or a read, so
+	// that one sent to a member that froze is given up and tried again
+	// (or answered as of unknown outcome) long before RequestTimeout;
+	// zero means DefaultAttemptTimeout, and it is never more than
+	// RequestTimeout.
+	AttemptTimeout time.Duration
+	// Logger gets the member health changes; nil discards.
+	Logger *slog.Logger
 }
 
 // Store is a store.Store on an etcd cluster.
@@ -200,6 +215,15 @@ type Store struct {
 	headWatch sync.Once
 	headWG    sync.WaitGroup
 
+	// fresh is how recently Watch proved it has applied every
+	// revocation (fresh.go); probeInterval how often it asks.
+	fresh         freshness
+	probeInterval time.Duration
+	// health checks the members (health.go); attempt bounds one
+	// attempt of a request.
+	health  *health
+	attempt time.Duration
+
 	// commitHook, when set (by tests), is called by the committer in
 	// place of sending a write transaction; send sends it.
 	commitHook atomic.Pointer[func(send func() (bool, error)) (bool, error)]
@@ -268,7 +292,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
 	}
-	s := &Store{cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = DefaultProbeInterval
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = DefaultHealthInterval
+	}
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = DefaultAttemptTimeout
+	}
+	opts.AttemptTimeout = min(opts.AttemptTimeout, opts.RequestTimeout)
+	s := &Store{probeInterval: opts.ProbeInterval, attempt: opts.AttemptTimeout, cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
 		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend, onCommit: opts.OnCommit,
 		nodes: newNodeCache(), headCh: make(chan struct{}, 1)}
 	if s.cli == nil {
@@ -307,6 +341,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.headCtx, s.stopHead = context.WithCancel(context.WithoutCancel(ctx))
+	s.startHealth(opts)
 	go s.commitLoop()
 	return s, nil
 }
@@ -379,6 +414,7 @@ func (s *Store) Close() error {
 	<-s.done
 	s.stopHead()
 	s.headWG.Wait()
+	s.stopHealth()
 	if s.ownClient {
 		return s.cli.Close()
 	}
@@ -460,7 +496,9 @@ func (s *Store) get(ctx context.Context, key string, opts ...clientv3.OpOption) 
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
-	resp, err := s.cli.Get(ctx, key, opts...)
+	resp, err := retryRead(ctx, s, func(ctx context.Context) (*clientv3.GetResponse, error) {
+		return s.cli.Get(ctx, key, opts...)
+	})
 	if err != nil {
 		return nil, s.wrap(err)
 	}
@@ -744,10 +782,21 @@ func (s *Store) commit(ops []*op) []*op {
 				}
 			}
 			return rest
+		case notApplied(err) && !errors.Is(rpctypes.Error(err), rpctypes.ErrNoSpace) && s.timeLeft(ops):
+			// Surely not applied, and for a moment only (an
+			// election, a member that lost its leader): the same
+			// ops again shortly, read afresh, while they are within
+			// their request timeout.
+			time.Sleep(50 * time.Millisecond)
+			mode = readLinear
+			continue
 		default:
 			werr := s.wrap(err)
 			s.fail(b, err, werr)
-			if errors.Is(werr, store.ErrUnavailable) {
+			// The ops queued behind are answered without being sent
+			// only when etcd cannot be read either: one attempt lost
+			// on a member that froze must not fail them all.
+			if errors.Is(werr, store.ErrUnavailable) && !s.reachable() {
 				s.failQueued(rest, werr)
 				return nil
 			}
@@ -1128,7 +1177,9 @@ func (s *Store) readKeys(keys []string, linear bool) (map[string]*mvccpb.KeyValu
 		for i, k := range chunk {
 			gets[i] = clientv3.OpGet(k, opts...)
 		}
-		resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+		resp, err := retryRead(ctx, s, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+			return s.cli.Txn(ctx).Then(gets...).Commit()
+		})
 		if err != nil {
 			return nil, s.wrap(err)
 		}
@@ -1196,8 +1247,13 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 			puts = append(puts, clientv3.OpDelete(k))
 		}
 	}
-	ctx, cancel := s.reqCtx(context.Background())
-	defer cancel()
+	// One attempt: a transaction sent to a member that froze is given
+	// up long before the request timeout (its outcome is unknown: see
+	// fail), and the next goes to another member (health.go).
+	// A member that has lost its leader refuses at once (ErrNoLeader,
+	// surely not applied) instead of holding the transaction.
+	ctx, done, givenUp := s.attemptCtx(clientv3.WithRequireLeader(context.Background()))
+	defer done()
 	send := func() (bool, error) {
 		t0 := time.Now()
 		if len(heads) > 0 {
@@ -1205,6 +1261,7 @@ func (s *Store) commitBatch(b *batch) (bool, error) {
 			s.sending.Store(&v)
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(heads...).Commit()
+		err = givenUp(err)
 		// Cleared once the head is learnt (ownRev), so the head watch
 		// never takes this commit for another replica's.
 		defer s.sending.Store(nil)

@@ -21,7 +21,7 @@ import (
 func (s *Store) Watch(ctx context.Context, fn func(store.Change)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	changes := make(chan store.Change, 256)
+	changes := make(chan change, 256)
 	type target struct {
 		key    string
 		prefix bool
@@ -50,27 +50,40 @@ func (s *Store) Watch(ctx context.Context, fn func(store.Change)) error {
 		case <-time.After(time.Second):
 		}
 	}
+	s.fresh.deliveredUpTo(start)
 	for _, t := range targets {
 		go s.watchOne(ctx, t.key, t.prefix, t.kind, start, changes)
 	}
+	go s.probe(ctx, s.probeInterval, changes)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case c := <-changes:
-			fn(c)
+			if !c.freshAt.IsZero() {
+				s.fresh.mark(c.freshAt)
+				continue
+			}
+			fn(c.Change)
 		}
 	}
+}
+
+// change is what the watches and the prober send the Watch loop: a
+// change, or (freshAt set) a proof of freshness (fresh.go).
+type change struct {
+	store.Change
+	freshAt time.Time
 }
 
 // watchOne watches key (a prefix when prefix is set) from after revision
 // start, sending a Change of kind for each put, until ctx is done. It
 // resumes where it stopped when the watch breaks (no change is lost), and
 // sends ChangeResync when etcd has compacted the history it would need.
-func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind store.ChangeKind, start int64, out chan<- store.Change) {
+func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind store.ChangeKind, start int64, out chan<- change) {
 	send := func(c store.Change) bool {
 		select {
-		case out <- c:
+		case out <- change{Change: c}:
 			return true
 		case <-ctx.Done():
 			return false
@@ -83,6 +96,7 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 			opts = append(opts, clientv3.WithPrefix())
 		}
 		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		id := s.fresh.addStream(wcancel)
 		for resp := range s.cli.Watch(wctx, key, opts...) {
 			if resp.CompactRevision > 0 {
 				// History we needed is gone: resume from what is
@@ -107,6 +121,7 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 			} else if resp.IsProgressNotify() && resp.Header.Revision >= next {
 				next = resp.Header.Revision + 1
 			}
+			sent := true
 			for _, ev := range resp.Events {
 				if ev.Type != mvccpb.PUT {
 					continue
@@ -121,10 +136,20 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 					c.TreeHead, _ = decodeSTH(ev.Kv)
 				}
 				if !send(c) {
+					sent = false
 					break
 				}
 			}
+			if !sent {
+				break
+			}
+			if kind == store.ChangeRevoked {
+				// Every event before next is now in the Watch
+				// loop's channel.
+				s.fresh.deliveredUpTo(next - 1)
+			}
 		}
+		s.fresh.dropStream(id)
 		wcancel()
 		// The watch ended (the member lost its leader, the connection
 		// broke): start again from the first revision not seen, so
