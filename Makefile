@@ -37,8 +37,8 @@ unit:
 e2e: deps
 	$(GO) test -race -count=1 -timeout 20m ./test/...
 
-# deps installs the outside tools the tests drive (openssl, and SoftHSM2
-# for the PKCS#11 test) when absent.
+# deps installs the outside tools the tests drive (openssl, SoftHSM2 for
+# the PKCS#11 test, and nginx for the relying-service tests) when absent.
 deps:
 	@command -v openssl >/dev/null 2>&1 || { \
 		echo "installing openssl"; \
@@ -48,6 +48,10 @@ deps:
 		echo "installing softhsm2"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq softhsm2; \
 		else sudo apt-get update -qq && sudo apt-get install -y -qq softhsm2; fi; }
+	@{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || { \
+		echo "installing nginx"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; fi; }
 
 lint: fmt vet staticcheck govulncheck
 
