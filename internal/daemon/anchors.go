@@ -410,10 +410,11 @@ func (a *anchors) revoked(rec *store.Certificate) {
 	}
 }
 
-// rebuildCRLs rebuilds the CRL of every running issuer.
+// rebuildCRLs rebuilds the CRL of every running issuer (not the roots':
+// they list no revocation of the store).
 func (a *anchors) rebuildCRLs() {
 	for ski, p := range *a.crls.Load() {
-		if ski != "" {
+		if iss := p.Issuer(); ski != "" && iss.Cert != iss.Root {
 			p.Changed()
 		}
 	}
