@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -228,6 +229,22 @@ func spiffeID(r *http.Request) (string, error) {
 	return cert.URIs[0].String(), nil // authorise on this
 }
 
+// spiffeIDFromDER is spiffeID for HAProxy's header (base64 DER).
+func spiffeIDFromDER(h string) (string, error) {
+	der, err := base64.StdEncoding.DecodeString(h)
+	if err != nil {
+		return "", err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "", err
+	}
+	if len(cert.URIs) != 1 {
+		return "", errors.New("not an X.509-SVID")
+	}
+	return cert.URIs[0].String(), nil
+}
+
 // upstream is the service behind nginx: it answers with the SPIFFE ID it
 // received and counts its requests.
 func upstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
@@ -235,6 +252,9 @@ func upstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		id, err := spiffeID(r)
+		if der := r.Header.Get("X-Client-Cert-DER"); der != "" {
+			id, err = spiffeIDFromDER(der)
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
@@ -265,8 +285,17 @@ func enrollAgent(t *testing.T, c *testCA, id string) *nginxAgent {
 // certificate; it returns the status and body.
 func callNginx(t *testing.T, u string, a *nginxAgent) (int, string) {
 	t.Helper()
+	code, body, err := tryCall(u, a)
+	if err != nil {
+		t.Fatalf("GET %s as %s: %v", u, a.id, err)
+	}
+	return code, body
+}
+
+// tryCall is callNginx returning the error.
+func tryCall(u string, a *nginxAgent) (int, string, error) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{
-		InsecureSkipVerify: true, // nginx's own certificate is not what is tested here
+		InsecureSkipVerify: true, // the server's own certificate is not what is tested here
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return a.creds.tlsCert(), nil
 		},
@@ -275,11 +304,11 @@ func callNginx(t *testing.T, u string, a *nginxAgent) (int, string) {
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	resp, err := hc.Get(u)
 	if err != nil {
-		t.Fatalf("GET %s as %s: %v", u, a.id, err)
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(b), nil
 }
 
 // nginxCA starts a CA whose OCSP responses are valid 3 s (so nginx's OCSP
@@ -416,6 +445,32 @@ func wantStapledGood(t *testing.T, u string, c *testCA) {
 	}
 }
 
+// crlRefresher returns a function running the document's refresh script
+// for the CRLs named by a's certificates (its issuing CA's and root's),
+// into crlFile ("" is the script's default), with the reload command it
+// is given.
+func crlRefresher(t *testing.T, files *nginxFiles, a *nginxAgent, crlFile string) func(reload string) {
+	t.Helper()
+	iss := a.creds.chain[0]
+	if len(a.creds.leaf.CRLDistributionPoints) != 1 || len(iss.CRLDistributionPoints) != 1 {
+		t.Fatalf("CRL distribution points: leaf %v, issuing CA %v; want one each", a.creds.leaf.CRLDistributionPoints, iss.CRLDistributionPoints)
+	}
+	urls := a.creds.leaf.CRLDistributionPoints[0] + " " + iss.CRLDistributionPoints[0]
+	script := filepath.Join(t.TempDir(), "agentca-crl-refresh")
+	writeFile(t, script, []byte(files.render(docBlock(t, "agentca-crl-refresh"), nil)))
+	return func(reload string) {
+		t.Helper()
+		cmd := exec.Command("sh", script)
+		cmd.Env = append(os.Environ(), "CRL_URLS="+urls, "RELOAD="+reload)
+		if crlFile != "" {
+			cmd.Env = append(cmd.Env, "CRL_FILE="+crlFile)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("agentca-crl-refresh: %v\n%s", err, out)
+		}
+	}
+}
+
 // TestNginxCRL: nginx with ssl_crl (checked for every certificate of the
 // chain, so the file holds the issuing CA's and the root's CRLs) accepts
 // a valid agent, refuses one of another CA, and refuses a revoked agent
@@ -430,22 +485,7 @@ func TestNginxCRL(t *testing.T) {
 	bad := enrollAgent(t, c, "spiffe://example.org/agent/bad")
 	stranger := enrollAgent(t, other, "spiffe://other.example/agent/stranger")
 
-	// The URLs, from the certificates' CRL distribution points.
-	iss := bad.creds.chain[0]
-	if len(bad.creds.leaf.CRLDistributionPoints) != 1 || len(iss.CRLDistributionPoints) != 1 {
-		t.Fatalf("CRL distribution points: leaf %v, issuing CA %v; want one each", bad.creds.leaf.CRLDistributionPoints, iss.CRLDistributionPoints)
-	}
-	urls := bad.creds.leaf.CRLDistributionPoints[0] + " " + iss.CRLDistributionPoints[0]
-	script := filepath.Join(t.TempDir(), "agentca-crl-refresh")
-	writeFile(t, script, []byte(files.render(docBlock(t, "agentca-crl-refresh"), nil)))
-	refresh := func(reload string) {
-		t.Helper()
-		cmd := exec.Command("sh", script)
-		cmd.Env = append(os.Environ(), "CRL_URLS="+urls, "RELOAD="+reload)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("agentca-crl-refresh: %v\n%s", err, out)
-		}
-	}
+	refresh := crlRefresher(t, files, bad, "")
 	refresh("true") // before nginx starts
 	n := startNginx(t, files, "mtls-crl.conf")
 	u := n.url("8445")
