@@ -3,8 +3,9 @@ package daemon
 // The status of issuing CAs, answered for by their roots (docs/revocation.md,
 // "Issuing CA status"). Every root of a staged, active or retiring anchor
 // runs a delegated OCSP responder (a certificate the root issues for the
-// CA's OCSP key, renewed at two thirds of ocsp.responder_ttl) and a CRL
-// (rebuilt at two thirds of rootCRLValidity). The root's key is read only
+// CA's OCSP key, renewed at two thirds of ocsp.responder_ttl) whose
+// responses are signed ahead of requests, and a CRL (rebuilt at two thirds
+// of rootCRLValidity). The root's key is read only
 // for those two signatures, in the background: the online OCSP key signs
 // the responses, so a root in an HSM (or a key file) is never asked per
 // request. The status source is the anchor set: the issuing CA
@@ -213,6 +214,7 @@ func (a *anchors) startRoot(ski string, an *store.Anchor) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { pub.Run(runCtx) })
 		wg.Go(func() { renewLoop(runCtx, "root OCSP responder certificate", rr.notAfter, rr.renew, rr.log) })
+		wg.Go(func() { a.presignLoop(runCtx, ski) })
 		wg.Wait()
 	}()
 	a.roots[ski] = run
@@ -230,6 +232,22 @@ func (a *anchors) presign(ctx context.Context, ski string) {
 		sn, _ := new(big.Int).SetString(rec.Serial, 16)
 		if _, err := a.responder.Lookup(ctx, ski, sn); err != nil {
 			a.log.Warn("pre-signing an issuing CA's OCSP response failed; the first request signs it", "serial", rec.Serial, "err", err)
+		}
+	}
+}
+
+// presignLoop keeps the responses about root ski's issuing CAs signed
+// ahead of requests: every third of ocsp.validity, so none is older than
+// two thirds of it (when the responder would sign it on a request).
+func (a *anchors) presignLoop(ctx context.Context, ski string) {
+	t := time.NewTicker(max(a.cfg.OCSP.Validity.Std()/3, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.presign(ctx, ski)
 		}
 	}
 }
