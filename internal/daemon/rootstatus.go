@@ -175,6 +175,9 @@ func (a *anchors) retryRoots(ctx context.Context) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if set.Sequence != a.applied {
+		return // refresh applies it, roots and all
+	}
 	a.applyRoots(set)
 	a.publishCRLs()
 }
