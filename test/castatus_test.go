@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -122,4 +123,33 @@ func TestIssuingCAStatus(t *testing.T) {
 		return errors.As(err, &re) && re.Status == ocsp.Unauthorized
 	})
 	wantIssuingGood(t, "the new issuing CA after the retirement", iss2, newRoot)
+}
+
+// TestIssuingCAStatusOfflineRoot: with the root's key away (kept offline
+// by the operator), the CA still starts and issues; only its root's
+// answers about the issuing CA are missing (the OCSP "unauthorized"
+// status), and the log says why.
+func TestIssuingCAStatusOfflineRoot(t *testing.T) {
+	t.Parallel()
+	c := newCA(t, caOptions{})
+	if err := os.Rename(filepath.Join(c.Dir, "keys", "root.key"), filepath.Join(t.TempDir(), "root.key")); err != nil {
+		t.Fatal(err)
+	}
+	c.start()
+	out := filepath.Join(t.TempDir(), "agent")
+	if r := c.enroll(c.token("spiffe://example.org/agent/a"), out); r.code != 0 {
+		t.Fatalf("enroll with the root key offline: %s", r)
+	}
+	cr := readCreds(t, out)
+	_, err := issuingStatus(t, cr.chain[0], c.Roots[0])
+	var re ocsp.ResponseError
+	if !errors.As(err, &re) || re.Status != ocsp.Unauthorized {
+		t.Fatalf("OCSP about the issuing CA with the root key offline: %v, want the unauthorized status", err)
+	}
+	c.mu.Lock()
+	log := c.proc.log()
+	c.mu.Unlock()
+	if !strings.Contains(log, "cannot run the OCSP responder and CRL of a root") {
+		t.Fatalf("the log does not say why the root does not answer:\n%s", log)
+	}
 }
