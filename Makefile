@@ -45,8 +45,9 @@ unit:
 e2e: deps
 	$(GO) test -race -count=1 -timeout 20m ./test/...
 
-# deps installs the outside tools the tests drive (openssl, and SoftHSM2
-# for the PKCS#11 test) when absent.
+# deps installs the outside tools the tests drive (openssl, SoftHSM2 for
+# the PKCS#11 test, nginx and haproxy for the relying-service tests) when
+# absent.
 deps:
 	@command -v openssl >/dev/null 2>&1 || { \
 		echo "installing openssl"; \
@@ -56,6 +57,14 @@ deps:
 		echo "installing softhsm2"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq softhsm2; \
 		else sudo apt-get update -qq && sudo apt-get install -y -qq softhsm2; fi; }
+	@{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || { \
+		echo "installing nginx"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; fi; }
+	@{ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; } || { \
+		echo "installing haproxy"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; fi; }
 
 lint: fmt vet staticcheck govulncheck
 

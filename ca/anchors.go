@@ -42,12 +42,15 @@ func NewRoot(org, tag string, key crypto.Signer, now time.Time) (*x509.Certifica
 
 // NewIssuingCA certifies key as an issuing CA (path length 0) under root,
 // signed with rootKey; it lives IssuingLifetime, cut at the root's expiry.
-func NewIssuingCA(org, tag string, key crypto.Signer, root *x509.Certificate, rootKey crypto.Signer, now time.Time) (*x509.Certificate, error) {
+// Its OCSP responder and CRL are named under httpBase, the CA's public
+// HTTP URL ("" names none).
+func NewIssuingCA(org, tag string, key crypto.Signer, root *x509.Certificate, rootKey crypto.Signer, now time.Time, httpBase string) (*x509.Certificate, error) {
 	lifetime := min(IssuingLifetime, root.NotAfter.Sub(now))
 	if lifetime < 24*time.Hour {
 		return nil, fmt.Errorf("ca: the root expires at %s, too soon for a new issuing CA", root.NotAfter.Format(time.RFC3339))
 	}
 	tmpl := caTemplate(anchorName(org, "Issuing CA", tag), now, lifetime, 0)
+	addStatusURLs(tmpl, root, httpBase)
 	iss, err := createCert(tmpl, root, key.Public(), rootKey)
 	if err != nil {
 		return nil, fmt.Errorf("ca: create issuing CA: %w", err)
@@ -58,8 +61,9 @@ func NewIssuingCA(org, tag string, key crypto.Signer, root *x509.Certificate, ro
 // CrossSign certifies the name and key of the issuing CA iss under another
 // root (signed with that root's key), so that relying services trusting
 // only that root can verify what iss issues. The certificate lives as
-// long as iss, cut at the root's expiry.
-func CrossSign(iss, root *x509.Certificate, rootKey crypto.Signer, now time.Time) (*x509.Certificate, error) {
+// long as iss, cut at the root's expiry; its status is named under
+// httpBase as for NewIssuingCA (answered for by root).
+func CrossSign(iss, root *x509.Certificate, rootKey crypto.Signer, now time.Time, httpBase string) (*x509.Certificate, error) {
 	if err := keyMatches(root, rootKey); err != nil {
 		return nil, err
 	}
@@ -70,6 +74,7 @@ func CrossSign(iss, root *x509.Certificate, rootKey crypto.Signer, now time.Time
 		tmpl.NotAfter = root.NotAfter
 	}
 	tmpl.SubjectKeyId = iss.SubjectKeyId
+	addStatusURLs(tmpl, root, httpBase)
 	cross, err := createCert(tmpl, root, iss.PublicKey, rootKey)
 	if err != nil {
 		return nil, fmt.Errorf("ca: cross-sign: %w", err)

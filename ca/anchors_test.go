@@ -21,18 +21,18 @@ func TestNewAnchorCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := ca.NewIssuingCA("agentca", "2", issKey, root, rootKey, now)
+	iss, err := ca.NewIssuingCA("agentca", "2", issKey, root, rootKey, now, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if root.Subject.CommonName != "agentca Root CA 2" || iss.Subject.CommonName != "agentca Issuing CA 2" || !iss.IsCA || iss.MaxPathLen != 0 {
 		t.Fatalf("names/constraints: %q %q", root.Subject.CommonName, iss.Subject.CommonName)
 	}
-	cross, err := ca.CrossSign(iss, old.Root, old.RootKey, now)
+	cross, err := ca.CrossSign(iss, old.Root, old.RootKey, now, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ca.CrossSign(iss, old.Root, rootKey, now); err == nil {
+	if _, err := ca.CrossSign(iss, old.Root, rootKey, now, ""); err == nil {
 		t.Fatal("CrossSign with a key that is not the root's: want an error")
 	}
 	issuer, err := ca.NewIssuer(iss, issKey, root)

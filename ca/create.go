@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/big"
+	"strings"
 	"time"
 
 	"go.step.sm/crypto/x509util"
@@ -28,7 +30,9 @@ type Hierarchy struct {
 }
 
 // NewHierarchy creates a self-signed root and an issuing CA under it, both
-// with keys of type kt, named after name (for example "agentca").
+// with keys of type kt, named after name (for example "agentca"). The
+// issuing CA names no OCSP responder or CRL; the CA's own hierarchy is made
+// by NewHierarchyWithKeys with its public HTTP URL.
 func NewHierarchy(name string, kt KeyType, now time.Time) (*Hierarchy, error) {
 	rootKey, err := GenerateKey(kt)
 	if err != nil {
@@ -38,17 +42,7 @@ func NewHierarchy(name string, kt KeyType, now time.Time) (*Hierarchy, error) {
 	if err != nil {
 		return nil, err
 	}
-	rootTmpl := caTemplate(pkix.Name{Organization: []string{name}, CommonName: name + " Root CA"}, now, RootLifetime, 1)
-	root, err := createCert(rootTmpl, rootTmpl, rootKey.Public(), rootKey)
-	if err != nil {
-		return nil, fmt.Errorf("ca: create root: %w", err)
-	}
-	issTmpl := caTemplate(pkix.Name{Organization: []string{name}, CommonName: name + " Issuing CA"}, now, IssuingLifetime, 0)
-	iss, err := createCert(issTmpl, root, issKey.Public(), rootKey)
-	if err != nil {
-		return nil, fmt.Errorf("ca: create issuing CA: %w", err)
-	}
-	return &Hierarchy{Root: root, RootKey: rootKey, Issuing: iss, IssuingKey: issKey}, nil
+	return NewHierarchyWithKeys(name, rootKey, issKey, now, "")
 }
 
 func caTemplate(subject pkix.Name, now time.Time, lifetime time.Duration, pathLen int) *x509.Certificate {
@@ -62,6 +56,20 @@ func caTemplate(subject pkix.Name, now time.Time, lifetime time.Duration, pathLe
 		MaxPathLen:            pathLen,
 		MaxPathLenZero:        pathLen == 0,
 	}
+}
+
+// addStatusURLs names, in the certificate of an issuing CA certified by
+// root, where its status is answered (docs/certificates.md): the OCSP
+// responder at httpBase/ocsp (answering for root with a responder
+// certificate root issued) and root's CRL at httpBase/crl/<root SKI hex>.
+// An empty httpBase adds nothing.
+func addStatusURLs(tmpl, root *x509.Certificate, httpBase string) {
+	httpBase = strings.TrimSuffix(httpBase, "/")
+	if httpBase == "" {
+		return
+	}
+	tmpl.OCSPServer = []string{httpBase + "/ocsp"}
+	tmpl.CRLDistributionPoints = []string{httpBase + "/crl/" + hex.EncodeToString(root.SubjectKeyId)}
 }
 
 func createCert(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) (*x509.Certificate, error) {

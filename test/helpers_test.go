@@ -275,6 +275,8 @@ type caOptions struct {
 	// leaf sets fields of agentca.json's "leaf" object after init, e.g.
 	// {"min_ttl": "2s"}.
 	leaf map[string]string
+	// trustDomain is agentca init --trust-domain; empty means example.org.
+	trustDomain string
 }
 
 type testCA struct {
@@ -302,6 +304,9 @@ func newCA(t *testing.T, opts caOptions) *testCA {
 	t.Helper()
 	base := t.TempDir()
 	c := &testCA{t: t, base: base, Dir: filepath.Join(base, "ca"), HTTPS: freeAddr(t), HTTP: freeAddr(t), TrustDomain: "example.org"}
+	if opts.trustDomain != "" {
+		c.TrustDomain = opts.trustDomain
+	}
 	c.URL = "https://" + c.HTTPS
 	args := []string{"init", "--dir", c.Dir, "--trust-domain", c.TrustDomain, "--https", c.HTTPS, "--http", c.HTTP}
 	if opts.keyType != "" {

@@ -40,8 +40,9 @@ var zlintSources = lint.SourceList{lint.RFC5280, lint.RFC5480, lint.RFC3279, lin
 var zlintAllowed = map[string]string{}
 
 // TestZlint lints the leaf, the issuing CA, the root, the HTTPS server
-// certificate, the OCSP responder certificate and the CRL of CAs of every
-// key type; nothing may warn or fail apart from zlintAllowed.
+// certificate, the OCSP responder certificates (of the issuing CA and of
+// the root) and the CRLs (of the issuing CA and of the root) of CAs of
+// every key type; nothing may warn or fail apart from zlintAllowed.
 func TestZlint(t *testing.T) {
 	t.Parallel()
 	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: zlintSources})
@@ -82,6 +83,9 @@ func TestZlint(t *testing.T) {
 				"root":                ca.Roots[0],
 				"server cert":         serverCert(t, ca),
 				"OCSP responder cert": ocspResponderCert(t, cr.leaf, cr.chain[0]),
+				// The root answers for the issuing CA with its own
+				// delegated responder.
+				"root OCSP responder cert": ocspResponderCert(t, cr.chain[0], ca.Roots[0]),
 			}
 			var problems []string
 			for what, c := range certs {
@@ -99,6 +103,10 @@ func TestZlint(t *testing.T) {
 			crl := fetchCRL(t, cr.leaf, revoked)
 			for _, p := range lintCRL(t, reg, crl) {
 				problems = append(problems, "CRL: "+p)
+			}
+			// The root's CRL (of issuing CAs; empty).
+			for _, p := range lintCRL(t, reg, fetchRootCRL(t, cr.chain[0], ca.Roots[0])) {
+				problems = append(problems, "root CRL: "+p)
 			}
 			for _, p := range problems {
 				name, _, _ := strings.Cut(strings.SplitN(p, ": ", 2)[1], ":")
@@ -186,6 +194,30 @@ func fetchCRL(t *testing.T, leaf, revoked *x509.Certificate) []byte {
 		return false
 	})
 	return der
+}
+
+// fetchRootCRL gets the CRL from the issuing CA's distribution point and
+// checks that root signed it and that it lists nothing.
+func fetchRootCRL(t *testing.T, iss, root *x509.Certificate) []byte {
+	t.Helper()
+	if len(iss.CRLDistributionPoints) != 1 {
+		t.Fatalf("issuing CA has CRL distribution points %v, want one", iss.CRLDistributionPoints)
+	}
+	r := do(t, &http.Client{Timeout: 10 * time.Second}, http.MethodGet, iss.CRLDistributionPoints[0], "", nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", iss.CRLDistributionPoints[0], r.status, r.body)
+	}
+	crl, err := x509.ParseRevocationList(r.body)
+	if err != nil {
+		t.Fatalf("root CRL: %v", err)
+	}
+	if err := crl.CheckSignatureFrom(root); err != nil {
+		t.Fatalf("root CRL: %v", err)
+	}
+	if len(crl.RevokedCertificateEntries) != 0 {
+		t.Fatalf("root CRL lists %d issuing CAs, want none", len(crl.RevokedCertificateEntries))
+	}
+	return r.body
 }
 
 // ocspResponderCert asks the leaf's OCSP responder about the leaf and

@@ -81,8 +81,15 @@ type anchors struct {
 	// the last apply, if it could not.
 	activeErr error
 	running   map[string]*runningIssuer // by anchor ID
-	trust     atomic.Pointer[api.Trust]
-	crls      atomic.Pointer[map[string]*crl.Publisher] // by issuer SKI; "" is the active one
+	// caRecords are the issuing CAs as the OCSP responder reads them;
+	// roots run the OCSP responder and CRL of each root in use, by SKI
+	// (rootstatus.go); rootsFailed is set while one could not start.
+	caRecords    *caRecords
+	roots        map[string]*runningRoot
+	rootsFailed  bool
+	rootsRetryAt time.Time
+	trust        atomic.Pointer[api.Trust]
+	crls         atomic.Pointer[map[string]*crl.Publisher] // by issuer SKI; "" is the active one
 }
 
 // runningIssuer is an active or retiring issuing CA with its CRL and OCSP
@@ -97,6 +104,7 @@ type runningIssuer struct {
 func newAnchors(ctx context.Context, a *anchors, reg prometheus.Registerer) *anchors {
 	a.ctx = ctx
 	a.running = map[string]*runningIssuer{}
+	a.roots = map[string]*runningRoot{}
 	a.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agentca_anchor_transitions_total", Help: "Trust-anchor transitions made by this process, by the state entered.",
 	}, []string{"state"})
@@ -195,6 +203,7 @@ func (a *anchors) watch(ctx context.Context) {
 		if err := a.refresh(ctx); err != nil && ctx.Err() == nil {
 			a.log.Error("reading the trust anchors failed", "err", err)
 		}
+		a.retryRoots(ctx)
 	}
 }
 
@@ -286,16 +295,10 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 			trust.AddIssuingCert(p.issuer, p.root)
 		}
 	}
-	crls := map[string]*crl.Publisher{}
-	for id, ri := range a.running {
-		crls[ri.issuer.SKI] = ri.publisher
-		if id == activeID {
-			crls[""] = ri.publisher
-		}
-	}
-	a.crls.Store(&crls)
-	a.authority.SetIssuer(active)
 	a.activeID = activeID
+	a.applyRoots(set)
+	a.publishCRLs()
+	a.authority.SetIssuer(active)
 	a.trust.Store(trust)
 	if a.setTrust != nil {
 		a.setTrust(trust)
@@ -410,10 +413,11 @@ func (a *anchors) revoked(rec *store.Certificate) {
 	}
 }
 
-// rebuildCRLs rebuilds the CRL of every running issuer.
+// rebuildCRLs rebuilds the CRL of every running issuer (not the roots':
+// they list no revocation of the store).
 func (a *anchors) rebuildCRLs() {
 	for ski, p := range *a.crls.Load() {
-		if ski != "" {
+		if iss := p.Issuer(); ski != "" && iss.Cert != iss.Root {
 			p.Changed()
 		}
 	}
@@ -600,7 +604,7 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 				return nil, err
 			}
 		}
-		iss, err := ca.NewIssuingCA(org, tag, issKey, root, rootKey, now)
+		iss, err := ca.NewIssuingCA(org, tag, issKey, root, rootKey, now, a.cfg.PublicURLs.HTTP)
 		if err != nil {
 			return nil, err
 		}
@@ -609,7 +613,7 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 			if err != nil {
 				return nil, fmt.Errorf("the current root's key: %w", err)
 			}
-			cross, err := ca.CrossSign(iss, curP.root, oldRootKey, now)
+			cross, err := ca.CrossSign(iss, curP.root, oldRootKey, now, a.cfg.PublicURLs.HTTP)
 			if err != nil {
 				return nil, err
 			}

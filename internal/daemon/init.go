@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -145,12 +146,12 @@ func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptio
 			}
 			err = errors.Join(err, kms.Close())
 		}()
-		if h, err = createKMSKeys(created, &cfg.Keys, opts); err != nil {
+		if h, err = createKMSKeys(created, &cfg.Keys, opts, statusBase(cfg)); err != nil {
 			return err
 		}
 		keys.kms, keys.cfg = kms, cfg.Keys
 	} else {
-		if h, err = ca.NewHierarchy(opts.Name, opts.KeyType, time.Now()); err != nil {
+		if h, err = newFileHierarchy(opts.Name, opts.KeyType, statusBase(cfg)); err != nil {
 			return err
 		}
 		if err := ca.WriteKey(filepath.Join(stage, RootKeyFile), h.RootKey, opts.Password); err != nil {
@@ -206,7 +207,7 @@ func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptio
 
 // createKMSKeys creates the CA keys in a KMS, records their names in cfg
 // and signs the root and issuing certificates with them.
-func createKMSKeys(m *kmsKeys, cfg *config.Keys, opts InitOptions) (*ca.Hierarchy, error) {
+func createKMSKeys(m *kmsKeys, cfg *config.Keys, opts InitOptions, httpBase string) (*ca.Hierarchy, error) {
 	tag, err := newKMSTag()
 	if err != nil {
 		return nil, err
@@ -225,7 +226,32 @@ func createKMSKeys(m *kmsKeys, cfg *config.Keys, opts InitOptions) (*ca.Hierarch
 			return nil, err
 		}
 	}
-	return ca.NewHierarchyWithKeys(opts.Name, rootKey, issKey, time.Now())
+	return ca.NewHierarchyWithKeys(opts.Name, rootKey, issKey, time.Now(), httpBase)
+}
+
+// newFileHierarchy generates the root and issuing keys (written to files
+// by the caller) and certifies them.
+func newFileHierarchy(name string, kt ca.KeyType, httpBase string) (*ca.Hierarchy, error) {
+	rootKey, err := ca.GenerateKey(kt)
+	if err != nil {
+		return nil, err
+	}
+	issKey, err := ca.GenerateKey(kt)
+	if err != nil {
+		return nil, err
+	}
+	return ca.NewHierarchyWithKeys(name, rootKey, issKey, time.Now(), httpBase)
+}
+
+// statusBase is the public HTTP URL the issuing CA names for its own
+// status (OCSP and CRL, answered for by the root), or "" while it is not
+// known: a listener on port 0 gets its port only when it starts.
+func statusBase(cfg *config.Config) string {
+	u, err := url.Parse(cfg.PublicURLs.HTTP)
+	if err != nil || u.Port() == "0" {
+		return ""
+	}
+	return cfg.PublicURLs.HTTP
 }
 
 // moveInto moves stage's entries into dir, which may not exist yet or may

@@ -154,7 +154,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	responder, err := ocsp.New(ocsp.Options{Store: st, Validity: cfg.OCSP.Validity.Std(), Logger: log,
+	caRecs := &caRecords{Store: st} // issuing CAs, answered for by their roots (rootstatus.go)
+	responder, err := ocsp.New(ocsp.Options{Store: caRecs, Validity: cfg.OCSP.Validity.Std(), Logger: log,
 		Fresh: freshWithin(st, cfg.OCSP.MaxStaleness.Std())})
 	if err != nil {
 		return err
@@ -186,7 +187,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	reg.MustRegister(commits.latency, commits.size)
 	certs := &serverCerts{authority: authority, cfg: cfg, log: log}
 	anch := newAnchors(ctx, &anchors{dir: dir, cfg: cfg, keys: keys, st: st, authority: authority, responder: responder,
-		ocspKey: ocspKey, log: log, minStaged: maxLeafTTL(cfg), onActivate: certs.renewUnderNewIssuer,
+		ocspKey: ocspKey, caRecords: caRecs, log: log, minStaged: maxLeafTTL(cfg), onActivate: certs.renewUnderNewIssuer,
 		serverIssuer: certs.issuerSKI}, reg)
 	// On every return: stop the per-issuer goroutines (CRL, OCSP
 	// responder renewals) and wait for them.
