@@ -276,6 +276,11 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 			active = ri.issuer
 		}
 	}
+	if a.applied == 0 && a.activeErr != nil {
+		// At start-up the daemon stops on this (ActiveError) with one
+		// line: start nothing more (root responders, CRLs).
+		return nil
+	}
 	for id, ri := range a.running {
 		if !want[id] {
 			a.stop(id, ri)
