@@ -31,7 +31,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
 	}
 	prov := (*s.provs.Load())[req.Provisioner]
 	if prov == nil {
-		writeError(w, errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %q", truncate(req.Provisioner, 64)))
+		writeError(w, errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %s", fingerprint(req.Provisioner)))
 		return
 	}
 	c, ok := prov.Provisioner.(challenger)

@@ -61,7 +61,7 @@ func (s *Server) selfRevoke(w http.ResponseWriter, r *http.Request) {
 	if req.Serial != "" {
 		n, err := store.NormalizeSerial(req.Serial)
 		if err != nil {
-			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "%s", trimPrefix(err)))
+			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "bad serial %s (want up to 40 hex digits)", echo(req.Serial)))
 			return
 		}
 		if n != rec.Serial {
@@ -88,7 +88,7 @@ func (s *Server) adminRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	serial, err := store.NormalizeSerial(req.Serial)
 	if err != nil {
-		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "serial: %s", trimPrefix(err)))
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "serial: bad serial %s (want up to 40 hex digits)", echo(req.Serial)))
 		return
 	}
 	s.revoke(w, r, serial, req.Reason, "admin-socket")
@@ -97,7 +97,7 @@ func (s *Server) adminRevoke(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request, serial, reasonName, by string) {
 	reason, err := crl.ParseReason(reasonName)
 	if err != nil {
-		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "crl: ")))
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "unknown revocation reason %s (want one of %v)", echo(reasonName), crl.ReasonNames()))
 		return
 	}
 	rec, err := s.store.Revoke(r.Context(), serial, reason, s.now())

@@ -265,7 +265,7 @@ func ParseTTL(s string) (time.Duration, *Error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return 0, errorf(http.StatusBadRequest, CodeBadTTL, "ttl %q is not a positive Go duration such as \"5m\"", truncate(s, 32))
+		return 0, errorf(http.StatusBadRequest, CodeBadTTL, "ttl %s is not a positive Go duration such as \"5m\"", echo(s))
 	}
 	return d, nil
 }
@@ -332,7 +332,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if e == nil && prov == nil {
-		e = errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %q", truncate(req.Provisioner, 64))
+		e = errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %s", fingerprint(req.Provisioner))
 	}
 	var issued *ca.Issued
 	if e == nil {

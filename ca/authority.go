@@ -245,6 +245,10 @@ type Request struct {
 	RenewedFrom string
 	// Task is the task the agent named, recorded with the certificate.
 	Task string
+	// CAIdentity is set only for the CA's own certificates (its HTTPS
+	// server certificate): without it a SPIFFE ID under the reserved path
+	// (config.ReservedSPIFFEPath) is refused.
+	CAIdentity bool
 }
 
 // Issued is a recorded leaf certificate.
@@ -275,7 +279,11 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 	if err := CheckPublicKey(req.PublicKey); err != nil {
 		return nil, err
 	}
-	if err := config.ValidateSPIFFEID(req.SPIFFEID, a.td); err != nil {
+	validate := config.ValidateWorkloadSPIFFEID
+	if req.CAIdentity {
+		validate = config.ValidateSPIFFEID
+	}
+	if err := validate(req.SPIFFEID, a.td); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
 	}
 	uri, err := url.Parse(req.SPIFFEID)

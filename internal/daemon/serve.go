@@ -50,7 +50,6 @@ const (
 	idleTimeout       = 2 * time.Minute
 	drainTimeout      = 20 * time.Second
 	serverCertTTL     = config.Ceiling
-	serverSPIFFEPath  = "/agentca/server"
 	serverProvisioner = "agentca-server"
 )
 
@@ -380,7 +379,7 @@ func (s *serverCerts) renew(ctx context.Context) error {
 		}
 	}
 	issued, err := s.authority.Issue(ctx, &ca.Request{
-		PublicKey: key.Public(), SPIFFEID: "spiffe://" + s.cfg.TrustDomain + serverSPIFFEPath,
+		PublicKey: key.Public(), SPIFFEID: config.ServerSPIFFEID(s.cfg.TrustDomain), CAIdentity: true,
 		DNSNames: s.cfg.ServerDNSNames, IPAddresses: ips, Provisioner: serverProvisioner,
 		TTL: serverCertTTL, MaxTTL: serverCertTTL,
 	})
