@@ -2,7 +2,9 @@ package ca_test
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
+	"math/big"
 	"testing"
 
 	"github.com/agentca/agentca/ca"
@@ -18,4 +20,17 @@ func TestIssueReservedID(t *testing.T) {
 	}
 	req.CAIdentity = true
 	issue(t, a, req)
+}
+
+// TestRSAKeyCap: RSA keys over 4096 bits are refused (before any
+// signature made with them is checked: ParseCSR checks the key first).
+func TestRSAKeyCap(t *testing.T) {
+	n := new(big.Int).Lsh(big.NewInt(1), 4096) // 4097 bits
+	n.SetBit(n, 0, 1)
+	if err := ca.CheckPublicKey(&rsa.PublicKey{N: n, E: 65537}); !errors.Is(err, ca.ErrKeyType) {
+		t.Fatalf("RSA-4097: %v", err)
+	}
+	if err := ca.CheckPublicKey(loadTestKey(t, "rsa-4096.key.pem").Public()); err != nil {
+		t.Fatalf("RSA-4096: %v", err)
+	}
 }
