@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,7 +68,7 @@ func (s *Server) selfRevoke(w http.ResponseWriter, r *http.Request) {
 			if len(leaf.URIs) == 1 {
 				caller = leaf.URIs[0].String()
 			}
-			if rec.Revoked() || !slices.Contains(s.admins, caller) {
+			if rec.Revoked() || !s.isAdmin(caller) {
 				writeError(w, errorf(http.StatusForbidden, CodeForbidden, "only the certificate itself or an admin may revoke serial %s", n))
 				return
 			}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -118,7 +119,7 @@ type Server struct {
 	ocsp     *ocsp.Responder
 	crls     CRLs
 	onRevoke func(ctx context.Context, rec *store.Certificate)
-	admins   []string
+	admins   atomic.Pointer[[]string]
 	tlog     *Log
 	anchors  AnchorAdmin
 	tokens   *tokenIssuer
@@ -131,7 +132,7 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
-		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins, tlog: opts.Log,
+		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log,
 		anchors: opts.Anchors}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -151,6 +152,7 @@ func New(opts Options) (*Server, error) {
 		s.tokens = t
 	}
 	s.policy.Store(opts.Policy)
+	s.SetAdmins(opts.Admins)
 	s.trust.Store(opts.Trust)
 	s.SetProvisioners(opts.Provisioners)
 	return s, nil
@@ -159,6 +161,17 @@ func New(opts Options) (*Server, error) {
 // SetProvisioners swaps the provisioner set; requests in flight finish
 // with the one they started with.
 func (s *Server) SetProvisioners(p map[string]*Provisioner) { s.provs.Store(&p) }
+
+// SetAdmins swaps the admin SPIFFE IDs: a request that starts after the
+// swap is judged by the new list (a removed admin loses its rights at
+// once).
+func (s *Server) SetAdmins(ids []string) {
+	ids = slices.Clone(ids)
+	s.admins.Store(&ids)
+}
+
+// isAdmin reports whether id is one of the configured admins.
+func (s *Server) isAdmin(id string) bool { return slices.Contains(*s.admins.Load(), id) }
 
 // SetTrust swaps the published trust material.
 func (s *Server) SetTrust(t *Trust) { s.trust.Store(t) }

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,6 +72,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	// As read, before flags and the listeners change it: what a SIGHUP
+	// compares the file with.
+	started := *cfg
 	if opts.HTTPS != "" {
 		cfg.Listen.HTTPS = opts.HTTPS
 	}
@@ -256,7 +260,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
 	go func() { defer wg.Done(); anch.watch(ctx) }()
 	go func() { defer wg.Done(); reloadPolicyOnHUP(ctx, dir, cfgPath, srv, log) }()
-	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, st, srv, log) }()
+	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, &started, st, srv, log) }()
 	go func() { defer wg.Done(); sweepLoop(ctx, st, cfg.Storage.RetentionOrDefault(), log) }()
 
 	log.Info("serving", "https", httpsLn.Addr().String(), "http", httpLn.Addr().String(),
@@ -320,15 +324,23 @@ func listenAdmin(path string) (net.Listener, error) {
 }
 
 // reloadOnHUP re-reads agentca.json on SIGHUP and swaps in the new
-// provisioners; a bad file keeps the running set and logs why.
-func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.Server, log *slog.Logger) {
+// provisioners and admins together (the policy has its own reload,
+// reloadPolicyOnHUP); a bad file keeps the running set and logs why.
+// Every other setting that differs from what serve started with is named
+// in a WARN line: it takes effect at the next start.
+func reloadOnHUP(ctx context.Context, cfgPath string, started *config.Config, st store.Store, srv *api.Server, log *slog.Logger) {
 	onSIGHUP(ctx, func() {
 		cfg, err := config.Load(cfgPath)
 		if err == nil {
 			var provs map[string]*api.Provisioner
 			if provs, err = newProvisioners(cfg, st, log); err == nil {
 				srv.SetProvisioners(provs)
-				log.Info("reloaded provisioners", "count", len(provs))
+				srv.SetAdmins(cfg.Admins)
+				log.Info("reloaded provisioners and admins", "provisioners", len(provs), "admins", len(cfg.Admins))
+				if changed := needRestart(started, cfg); len(changed) > 0 {
+					log.Warn("agentca.json: these settings changed but apply only at the next start; restart agentca serve",
+						"settings", strings.Join(changed, ", "))
+				}
 				return
 			}
 		}
