@@ -84,6 +84,7 @@ type Config struct {
 	Keys           Keys          `json:"keys,omitzero"`
 	Tokens         Tokens        `json:"tokens,omitzero"`
 	Policy         Policy        `json:"policy,omitzero"`
+	Limits         Limits        `json:"limits,omitzero"`
 }
 
 // Keys says where each CA key lives: a PEM file (a path, relative to the
@@ -536,6 +537,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTokens(bad)
+	c.Limits.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -37,3 +37,16 @@ func TestNeedRestart(t *testing.T) {
 		t.Fatalf("needRestart = %v, want %v", got, want)
 	}
 }
+
+func TestConnectionBounds(t *testing.T) {
+	h, p, a := connectionBounds(config.Limits{}, 65536)
+	if a != config.DefaultAdminConnections || h+p+a+fdReserve > 65536 || h < 3*p-3 {
+		t.Fatalf("derived bounds https %d http %d admin %d", h, p, a)
+	}
+	if h, p, a := connectionBounds(config.Limits{HTTPSConnections: 20, HTTPConnections: 30, AdminConnections: 4}, 65536); h != 20 || p != 30 || a != 4 {
+		t.Fatalf("configured bounds ignored: %d %d %d", h, p, a)
+	}
+	if h, p, _ := connectionBounds(config.Limits{}, 256); h < minConnections || p < minConnections {
+		t.Fatalf("a small file limit gives %d / %d", h, p)
+	}
+}

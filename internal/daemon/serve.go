@@ -59,6 +59,7 @@ const (
 // from agentca.json.
 func Serve(ctx context.Context, opts ServeOptions) error {
 	tuneGC()
+	nofile := raiseFileLimit()
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -240,7 +241,18 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		newHTTPServer(srv.HTTPHandler(), log, nil),
 		newHTTPServer(srv.AdminHandler(), log, nil),
 	}
-	lns := []net.Listener{tls.NewListener(httpsLn, tlsConf), httpLn, adminLn}
+	nHTTPS, nHTTP, nAdmin := connectionBounds(cfg.Limits, nofile)
+	if sum := uint64(nHTTPS + nHTTP + nAdmin + fdReserve); sum > nofile {
+		log.Warn("the connection limits add up to more than the process's file limit: connections beyond it fail with 'too many open files', and the admin socket may not answer",
+			"limits", fmt.Sprintf("https=%d http=%d admin=%d", nHTTPS, nHTTP, nAdmin), "file_limit", nofile, "reserve", fdReserve)
+	}
+	lm := newListenerMetrics(reg)
+	bounded := []*boundedListener{newBoundedListener(httpsLn, "https", nHTTPS, log, lm),
+		newBoundedListener(httpLn, "http", nHTTP, log, lm), newBoundedListener(adminLn, "admin", nAdmin, log, lm)}
+	for i, b := range bounded {
+		servers[i].ConnState = b.connState
+	}
+	lns := []net.Listener{tls.NewListener(bounded[0], tlsConf), bounded[1], bounded[2]}
 	errc := make(chan error, len(servers))
 	// The log's signer outlives the listeners' drain: a request whose
 	// certificate is committed waits for the tree head that includes it.
@@ -265,6 +277,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 
 	log.Info("serving", "https", httpsLn.Addr().String(), "http", httpLn.Addr().String(),
 		"admin", adminLn.Addr().String(), "trust_domain", cfg.TrustDomain, "issuer", issuer.SKI,
+		"max_connections", fmt.Sprintf("https=%d http=%d admin=%d (file limit %d)", nHTTPS, nHTTP, nAdmin, nofile),
 		"root_sha256", Fingerprint(issuer.Root))
 	if opts.Ready != nil {
 		opts.Ready(httpsLn.Addr().String(), httpLn.Addr().String())
