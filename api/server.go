@@ -283,6 +283,9 @@ func ParseTTL(s string) (time.Duration, *Error) {
 	return d, nil
 }
 
+// maxReason bounds the reason in an audit line.
+const maxReason = 512
+
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "…"
@@ -461,7 +464,8 @@ func (s *Server) audit(r *http.Request, a auditEntry) {
 	}
 	attrs = append(attrs, "outcome", "refused", "error", a.e.Code)
 	if a.detail != nil {
-		attrs = append(attrs, "reason", a.detail.Error())
+		// A provisioner's reason may quote what the caller sent.
+		attrs = append(attrs, "reason", truncate(a.detail.Error(), maxReason))
 	} else {
 		attrs = append(attrs, "reason", a.e.Message)
 	}

@@ -327,7 +327,7 @@ func (s *Server) auditToken(r *http.Request, a *tokenAudit, e *OAuthError) {
 	}
 	reason := e.Description
 	if a.detail != "" {
-		reason = a.detail
+		reason = truncate(a.detail, maxReason)
 	}
 	s.log.Warn("audit", append(attrs, "outcome", "refused", "error", e.Code, "reason", reason)...)
 }
