@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentca/agentca/provisioners/k8ssa"
 	jt "github.com/agentca/agentca/provisioners/internal/jwtverify/jwtverifytest"
+	"github.com/agentca/agentca/provisioners/k8ssa"
 )
 
 // TestTokenReviewBounded: without the cluster's keys, tokens whose
