@@ -41,7 +41,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
 	}
 	nonce, exp, err := c.Challenge(r.Context())
 	if err != nil {
-		// The only failure is too many outstanding challenges.
+		// The only failure is the random source.
 		writeError(w, errorf(http.StatusServiceUnavailable, CodeUnavailable, "cannot issue a challenge now; retry"))
 		s.log.Warn("challenge refused", "provisioner", prov.Name, "err", err)
 		return

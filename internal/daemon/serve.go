@@ -349,7 +349,7 @@ func reloadOnHUP(ctx context.Context, cfgPath string, started *config.Config, st
 			if provs, err = newProvisioners(cfg, st, log); err == nil {
 				srv.SetProvisioners(provs)
 				srv.SetAdmins(cfg.Admins)
-				log.Info("reloaded provisioners and admins", "provisioners", len(provs), "admins", len(cfg.Admins))
+				log.Info("reloaded provisioners", "count", len(provs), "admins", len(cfg.Admins))
 				if changed := needRestart(started, cfg); len(changed) > 0 {
 					log.Warn("agentca.json: these settings changed but apply only at the next start; restart agentca serve",
 						"settings", strings.Join(changed, ", "))
