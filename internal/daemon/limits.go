@@ -13,7 +13,10 @@ package daemon
 
 import (
 	"container/list"
+	"crypto/rsa"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -252,4 +255,28 @@ func (l *boundedListener) connState(nc net.Conn, st http.ConnState) {
 	for _, v := range stale {
 		_ = v.Close()
 	}
+}
+
+// maxClientRSABits is the largest RSA client-certificate key the HTTPS
+// listener lets into a handshake: the client's CertificateVerify
+// signature is checked with it before any request is read, and the CA
+// never issues larger keys (ca.CheckPublicKey).
+const maxClientRSABits = 4096
+
+// capClientKey is the HTTPS listener's VerifyPeerCertificate hook: it
+// refuses, before the client's handshake signature is verified, a leaf
+// with an RSA key over maxClientRSABits. Nothing else is checked here
+// (the API authenticates the certificate against its records).
+func capClientKey(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+	if len(rawCerts) == 0 {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(rawCerts[0])
+	if err != nil {
+		return err
+	}
+	if k, ok := leaf.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() > maxClientRSABits {
+		return fmt.Errorf("client certificate key RSA-%d is larger than %d bits", k.N.BitLen(), maxClientRSABits)
+	}
+	return nil
 }

@@ -235,6 +235,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		MinVersion:     tls.VersionTLS12,
 		ClientAuth:     tls.RequestClientCert,
 		GetCertificate: certs.get,
+		// Before the client's handshake signature is checked.
+		VerifyPeerCertificate: capClientKey,
 	}
 	servers := []*http.Server{
 		newHTTPServer(srv.HTTPSHandler(), log, tlsConf),
