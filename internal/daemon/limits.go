@@ -120,26 +120,32 @@ func newBoundedListener(ln net.Listener, name string, max int, log *slog.Logger,
 	return &boundedListener{Listener: ln, name: name, max: max, log: log, metrics: m, idle: list.New(), fresh: list.New()}
 }
 
-// boundedConn is one counted connection.
+// boundedConn is one counted connection. Its fields are guarded by l.mu.
 type boundedConn struct {
 	net.Conn
-	l     *boundedListener
-	once  sync.Once
-	elem  *list.Element // in l.idle or l.fresh, or nil
-	where *list.List
-	since time.Time // when it last became idle
+	l      *boundedListener
+	closed bool          // counted out
+	elem   *list.Element // in l.idle or l.fresh, or nil
+	where  *list.List
+	since  time.Time // when it last became idle
 }
 
 func (c *boundedConn) Close() error {
-	c.once.Do(func() {
-		l := c.l
-		l.mu.Lock()
-		c.unlist()
-		l.open--
-		l.metrics.open.WithLabelValues(l.name).Set(float64(l.open))
-		l.mu.Unlock()
-	})
+	c.l.mu.Lock()
+	c.release()
+	c.l.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// release counts c out, once; the caller holds l.mu.
+func (c *boundedConn) release() {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.unlist()
+	c.l.open--
+	c.l.metrics.open.WithLabelValues(c.l.name).Set(float64(c.l.open))
 }
 
 // unlist takes c off its list; the caller holds l.mu.
@@ -178,8 +184,8 @@ func (l *boundedListener) Accept() (net.Conn, error) {
 			l.metrics.reached.WithLabelValues(l.name).Inc()
 		}
 		if victim != nil {
-			// Its own Close updates the count.
-			_ = victim.Close()
+			// Counted out already (evictable).
+			_ = victim.Conn.Close()
 		}
 		if warn != nil {
 			l.log.Warn("listener connection limit reached; closing the connection idle the longest, or the new one if every connection is busy",
@@ -195,13 +201,13 @@ func (l *boundedListener) Accept() (net.Conn, error) {
 
 // evictable picks the connection to close at the bound: the one idle the
 // longest, else the oldest that has sent no request; nil when every
-// connection is busy. The caller holds l.mu; the victim is taken off its
-// list and counted out by its Close.
+// connection is busy. The caller holds l.mu and closes the victim's
+// socket; it is counted out here.
 func (l *boundedListener) evictable() *boundedConn {
 	for _, ls := range []*list.List{l.idle, l.fresh} {
 		if e := ls.Front(); e != nil {
 			v := e.Value.(*boundedConn)
-			v.unlist()
+			v.release()
 			return v
 		}
 	}
@@ -233,6 +239,10 @@ func (l *boundedListener) connState(nc net.Conn, st http.ConnState) {
 	}
 	var stale []*boundedConn
 	l.mu.Lock()
+	if c.closed {
+		l.mu.Unlock()
+		return
+	}
 	switch st {
 	case http.StateActive, http.StateHijacked, http.StateClosed:
 		c.unlist()
@@ -247,13 +257,13 @@ func (l *boundedListener) connState(nc net.Conn, st http.ConnState) {
 			if time.Since(v.since) < idleNearBound {
 				break
 			}
-			v.unlist()
+			v.release()
 			stale = append(stale, v)
 		}
 	}
 	l.mu.Unlock()
 	for _, v := range stale {
-		_ = v.Close()
+		_ = v.Conn.Close()
 	}
 }
 
