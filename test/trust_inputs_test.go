@@ -5,7 +5,9 @@ package test
 
 import (
 	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -93,5 +95,42 @@ func TestNoSecretInDaemonLog(t *testing.T) {
 	}
 	if !strings.Contains(string(log), "unknown_provisioner") {
 		t.Fatalf("the refusals were not logged:\n%s", log)
+	}
+}
+
+// TestNoSecretInTokenEndpoint: a join token sent in every field of an
+// access-token request is in no answer and no log line.
+func TestNoSecretInTokenEndpoint(t *testing.T) {
+	t.Parallel()
+	c := newTokenCA(t)
+	c.start()
+	secret := c.token("spiffe://example.org/secret/holder")
+	dir := filepath.Join(t.TempDir(), "a")
+	if r := c.enroll(c.token("spiffe://example.org/agent/a"), dir); r.code != 0 {
+		t.Fatalf("enroll:\n%s", r)
+	}
+	hc := c.client(readCreds(t, dir).tlsCert())
+	defer hc.CloseIdleConnections()
+	base := url.Values{"grant_type": {"client_credentials"}, "scope": {"tools.read"}, "resource": {"https://tools.example.org"}}
+	for _, field := range []string{"grant_type", "scope", "resource", "audience", "ttl", "task", "client_id", secret} {
+		form := url.Values{}
+		for k, v := range base {
+			form[k] = v
+		}
+		form.Set(field, secret)
+		r, err := tryDo(hc, http.MethodPost, c.URL+"/v1/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if field != secret && r.status < 400 {
+			t.Errorf("%s: status %d", field, r.status)
+		}
+		if strings.Contains(string(r.body), secret[len(secret)/2:]) {
+			t.Errorf("%s: the answer echoes the token: %s", field, r.body)
+		}
+	}
+	c.stop()
+	if log := c.proc.log(); strings.Contains(log, secret[len(secret)/2:]) {
+		t.Fatalf("the daemon's log holds the token:\n%s", log)
 	}
 }
