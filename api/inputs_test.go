@@ -85,3 +85,27 @@ func TestSPIFFEIDInputs(t *testing.T) {
 		}
 	})
 }
+
+// TestTokenRefusesDisallowedID: a certificate issued before the checks
+// with an ID the CA no longer issues (under /agentca) gets no access token.
+func TestTokenRefusesDisallowedID(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	withTokens(t, e, nil, nil)
+	key := mustKey(t, ca.ECP256)
+	got, err := e.authority.Issue(context.Background(), &ca.Request{PublicKey: key.Public(),
+		SPIFFEID: "spiffe://example.org/agentca/agent", Provisioner: "join", TTL: time.Hour, MaxTTL: time.Hour, CAIdentity: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := &tls.Certificate{Certificate: [][]byte{got.DER}, PrivateKey: key}
+	r, body := e.postForm(e.client(cert), tokenForm(testScope, toolsURL))
+	oauthError(t, r, body, http.StatusUnauthorized, "invalid_client")
+	if d, _ := body["error_description"].(string); !strings.Contains(d, "no longer allowed") {
+		t.Fatalf("error_description %q", d)
+	}
+	// A regular agent still gets one.
+	ok := e.enroll(agentA, "")
+	if r, body := e.postForm(e.client(ok.tls), tokenForm(testScope, toolsURL)); r.status != http.StatusOK {
+		t.Fatalf("a regular agent: %d %v", r.status, body)
+	}
+}
