@@ -90,7 +90,8 @@ func NewClient(caURL string, roots *x509.CertPool) (*Client, error) {
 
 func newHTTPClient(roots *x509.CertPool, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, GetClientCertificate: getCert}
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, GetClientCertificate: getCert,
+		VerifyConnection: VerifyCAServer}
 	tr.MaxIdleConnsPerHost = 4
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
@@ -418,6 +419,9 @@ func Bootstrap(ctx context.Context, caURL, fingerprint string) ([]*x509.Certific
 	}
 	if _, err := peer[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: u.Hostname()}); err != nil {
 		return nil, fmt.Errorf("agent: the CA's server certificate does not chain to the pinned root: %w", err)
+	}
+	if err := checkCAServer(peer[0]); err != nil {
+		return nil, err
 	}
 	return roots, nil
 }

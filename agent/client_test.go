@@ -80,7 +80,7 @@ func (c *clientTestCA) serverCert(t *testing.T, ips []string) *tls.Certificate {
 		t.Fatal(err)
 	}
 	got, err := c.authority.Issue(context.Background(), &ca.Request{PublicKey: key.Public(), SPIFFEID: "spiffe://example.org/agentca/server",
-		IPAddresses: ips, DNSNames: []string{"localhost"}, Provisioner: "agentca-server", TTL: time.Hour, MaxTTL: 24 * time.Hour})
+		IPAddresses: ips, DNSNames: []string{"localhost"}, Provisioner: "agentca-server", CAIdentity: true, TTL: time.Hour, MaxTTL: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentca/agentca/internal/config"
@@ -72,8 +73,13 @@ func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if err := config.ValidateSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()); err != nil {
-		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "spiffe_id: %v", err))
+	if err := config.ValidateWorkloadSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()); err != nil {
+		msg := err.Error()
+		if !strings.HasPrefix(req.SPIFFEID, "spiffe://") {
+			// Not even the shape of an ID: perhaps a token in the wrong field.
+			msg = strings.ReplaceAll(msg, strconv.Quote(req.SPIFFEID), echo(req.SPIFFEID))
+		}
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "spiffe_id: %s", msg))
 		return
 	}
 	if req.Count < 0 || req.Count > MaxTokensPerRequest {
@@ -103,7 +109,7 @@ func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
 		creator, name = tc, n
 	}
 	if creator == nil {
-		writeError(w, errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no join-token provisioner named %q", req.Provisioner))
+		writeError(w, errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no join-token provisioner named %s", fingerprint(req.Provisioner)))
 		return
 	}
 	created, err := creator.Create(r.Context(), req.SPIFFEID, ttl, req.Count)

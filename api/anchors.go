@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/agentca/agentca/ca"
@@ -169,7 +168,7 @@ func (s *Server) adminOverTLS(next http.Handler) http.Handler {
 			writeError(w, e)
 			return
 		}
-		if !slices.Contains(s.admins, rec.SPIFFEID) {
+		if !s.isAdmin(rec.SPIFFEID) {
 			s.log.Warn("admin request refused", "audit", "admin", "spiffe_id", rec.SPIFFEID, "path", r.URL.Path)
 			writeError(w, errorf(http.StatusForbidden, CodeForbidden, "%s is not an admin of this CA", rec.SPIFFEID))
 			return

@@ -31,7 +31,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
 	}
 	prov := (*s.provs.Load())[req.Provisioner]
 	if prov == nil {
-		writeError(w, errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %q", truncate(req.Provisioner, 64)))
+		writeError(w, errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %s", fingerprint(req.Provisioner)))
 		return
 	}
 	c, ok := prov.Provisioner.(challenger)
@@ -41,7 +41,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
 	}
 	nonce, exp, err := c.Challenge(r.Context())
 	if err != nil {
-		// The only failure is too many outstanding challenges.
+		// The only failure is the random source.
 		writeError(w, errorf(http.StatusServiceUnavailable, CodeUnavailable, "cannot issue a challenge now; retry"))
 		s.log.Warn("challenge refused", "provisioner", prov.Name, "err", err)
 		return

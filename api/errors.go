@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
+	"strings"
 )
 
 // MaxBody is the largest request body accepted; larger ones get 413.
@@ -78,7 +80,11 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
-			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "the body must be application/json, not %q", truncate(ct, 64))
+			got := echo(ct)
+			if err == nil {
+				got = strconv.Quote(truncate(mt, 64))
+			}
+			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "the body must be application/json, not %s", got)
 		}
 	}
 	tooLarge := errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "the body is larger than %d bytes", MaxBody)
@@ -118,6 +124,14 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 // on without echoing large inputs.
 func jsonProblem(err error) string {
 	s := err.Error()
+	// An unknown field's name is caller text (perhaps a secret pasted as
+	// a key): quoted only when short.
+	if name, ok := strings.CutPrefix(s, `json: unknown field "`); ok {
+		if u, err := strconv.Unquote(`"` + name); err == nil {
+			name = u
+		}
+		s = "json: unknown field " + echo(strings.TrimSuffix(name, `"`))
+	}
 	if len(s) > 200 {
 		s = s[:200] + "…"
 	}

@@ -28,34 +28,44 @@ type RenewRequest struct {
 // unrevoked. Expiry is judged on the record, so an expired leaf gets 403,
 // not 401.
 //
-// A leaf recorded byte for byte and issued by the active issuing CA needs
-// no signature check: the CA made exactly these bytes, and its issuer
-// chains to the anchors by construction. Anything else (a leaf of another
-// issuer, or one the store does not know) goes through full chain
-// verification, which also tells "another CA" (401 unauthorized) from "not
-// issued here" (401 unknown_certificate).
+// Nothing is verified before the store has recognised the leaf: a serial
+// out of range (zero, negative, over 160 bits) or unknown, or a leaf that
+// differs from the record, is 401 unknown_certificate at the cost of one
+// read, whatever chain came with it. A leaf recorded byte for byte and
+// issued by the active issuing CA needs no signature check: the CA made
+// exactly these bytes, and its issuer chains to the anchors by
+// construction. One of another issuing CA still answering for its
+// certificates is verified with that CA's own certificates, never with
+// intermediates the client sent.
 func (s *Server) clientCertificate(r *http.Request) (*x509.Certificate, *store.Certificate, *Error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return nil, nil, errorf(http.StatusUnauthorized, CodeClientCertRequired, "present your current certificate as a TLS client certificate")
 	}
 	leaf := r.TLS.PeerCertificates[0]
+	unknown := errorf(http.StatusUnauthorized, CodeUnknownCertificate, "the client certificate was not issued by this CA")
+	if n := leaf.SerialNumber; n == nil || n.Sign() <= 0 || n.BitLen() > 160 {
+		return nil, nil, unknown
+	}
 	rec, err := s.store.Certificate(r.Context(), leaf.SerialNumber.Text(16))
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, unknown
+	}
+	if err != nil {
 		return nil, nil, s.refusal(err)
 	}
-	known := err == nil && bytes.Equal(rec.DER, leaf.Raw)
-	if active := s.ca.Issuer(); !known || active == nil || rec.IssuerSKI != active.SKI {
-		if e := s.verifyChain(r, leaf); e != nil {
-			return nil, nil, e
-		}
-	}
-	if !known {
-		return nil, nil, errorf(http.StatusUnauthorized, CodeUnknownCertificate, "the client certificate was not issued by this CA")
+	if !bytes.Equal(rec.DER, leaf.Raw) {
+		return nil, nil, unknown
 	}
 	// Its issuing CA must still answer for it: one retired (even by
 	// force, its root still published under another anchor) does not.
-	if s.trust.Load().issuer(rec.IssuerSKI) == nil {
+	iss := s.trust.Load().issuer(rec.IssuerSKI)
+	if iss == nil {
 		return nil, nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "the client certificate's issuing CA has been retired; enroll again")
+	}
+	if active := s.ca.Issuer(); active == nil || rec.IssuerSKI != active.SKI {
+		if e := s.verifyChain(leaf, iss); e != nil {
+			return nil, nil, e
+		}
 	}
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return nil, nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "the client certificate is not for client authentication")
@@ -69,12 +79,15 @@ func (s *Server) clientCertificate(r *http.Request) (*x509.Certificate, *store.C
 	return leaf, rec, nil
 }
 
-// verifyChain checks that leaf chains to a published anchor for client
-// authentication, at a moment it was valid (expiry has its own status).
-func (s *Server) verifyChain(r *http.Request, leaf *x509.Certificate) *Error {
+// verifyChain checks that leaf, recorded as issued by iss, chains through
+// iss's own certificates (never the client's) to a published anchor for
+// client authentication, at a moment it was valid (expiry has its own
+// status).
+func (s *Server) verifyChain(leaf *x509.Certificate, iss *ca.Issuer) *Error {
 	inter := x509.NewCertPool()
-	for _, c := range r.TLS.PeerCertificates[1:] {
-		inter.AddCert(c)
+	inter.AddCert(iss.Cert)
+	if iss.Cross != nil {
+		inter.AddCert(iss.Cross)
 	}
 	at := s.now()
 	if at.After(leaf.NotAfter) {

@@ -110,7 +110,7 @@ func TestRenewRefusals(t *testing.T) {
 	}{
 		{"no client certificate", 401, api.CodeClientCertRequired,
 			func(t *testing.T, e *env) (*tls.Certificate, any) { e.enroll(id, ""); return nil, []byte{} }},
-		{"certificate of another CA", 401, api.CodeUnauthorized,
+		{"certificate of another CA", 401, api.CodeUnknownCertificate,
 			func(t *testing.T, e *env) (*tls.Certificate, any) {
 				h, err := ca.NewHierarchy("other", ca.ECP256, time.Now())
 				if err != nil {
@@ -119,7 +119,7 @@ func TestRenewRefusals(t *testing.T) {
 				other := newEnv(t, envOptions{hierarchy: h})
 				return other.enroll(id, "").tls, []byte{}
 			}},
-		{"self-signed certificate", 401, api.CodeUnauthorized,
+		{"self-signed certificate", 401, api.CodeUnknownCertificate,
 			func(t *testing.T, e *env) (*tls.Certificate, any) {
 				h, err := ca.NewHierarchy("self", ca.ECP256, time.Now())
 				if err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,7 +60,7 @@ func (s *Server) selfRevoke(w http.ResponseWriter, r *http.Request) {
 	if req.Serial != "" {
 		n, err := store.NormalizeSerial(req.Serial)
 		if err != nil {
-			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "%s", trimPrefix(err)))
+			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "bad serial %s (want up to 40 hex digits)", echo(req.Serial)))
 			return
 		}
 		if n != rec.Serial {
@@ -69,7 +68,7 @@ func (s *Server) selfRevoke(w http.ResponseWriter, r *http.Request) {
 			if len(leaf.URIs) == 1 {
 				caller = leaf.URIs[0].String()
 			}
-			if rec.Revoked() || !slices.Contains(s.admins, caller) {
+			if rec.Revoked() || !s.isAdmin(caller) {
 				writeError(w, errorf(http.StatusForbidden, CodeForbidden, "only the certificate itself or an admin may revoke serial %s", n))
 				return
 			}
@@ -88,7 +87,7 @@ func (s *Server) adminRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	serial, err := store.NormalizeSerial(req.Serial)
 	if err != nil {
-		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "serial: %s", trimPrefix(err)))
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "serial: bad serial %s (want up to 40 hex digits)", echo(req.Serial)))
 		return
 	}
 	s.revoke(w, r, serial, req.Reason, "admin-socket")
@@ -97,7 +96,7 @@ func (s *Server) adminRevoke(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request, serial, reasonName, by string) {
 	reason, err := crl.ParseReason(reasonName)
 	if err != nil {
-		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "crl: ")))
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "unknown revocation reason %s (want one of %v)", echo(reasonName), crl.ReasonNames()))
 		return
 	}
 	// Detached from the request: the certificates renewed from serial

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -125,7 +126,7 @@ type Server struct {
 	ocsp     *ocsp.Responder
 	crls     CRLs
 	onRevoke func(ctx context.Context, rec *store.Certificate)
-	admins   []string
+	admins   atomic.Pointer[[]string]
 	tlog     *Log
 	anchors  AnchorAdmin
 	tokens   *tokenIssuer
@@ -139,7 +140,7 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
-		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins, tlog: opts.Log,
+		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log,
 		anchors: opts.Anchors, ready: opts.Ready}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -168,6 +169,7 @@ func New(opts Options) (*Server, error) {
 		s.tokens = t
 	}
 	s.policy.Store(opts.Policy)
+	s.SetAdmins(opts.Admins)
 	s.trust.Store(opts.Trust)
 	s.SetProvisioners(opts.Provisioners)
 	return s, nil
@@ -176,6 +178,17 @@ func New(opts Options) (*Server, error) {
 // SetProvisioners swaps the provisioner set; requests in flight finish
 // with the one they started with.
 func (s *Server) SetProvisioners(p map[string]*Provisioner) { s.provs.Store(&p) }
+
+// SetAdmins swaps the admin SPIFFE IDs: a request that starts after the
+// swap is judged by the new list (a removed admin loses its rights at
+// once).
+func (s *Server) SetAdmins(ids []string) {
+	ids = slices.Clone(ids)
+	s.admins.Store(&ids)
+}
+
+// isAdmin reports whether id is one of the configured admins.
+func (s *Server) isAdmin(id string) bool { return slices.Contains(*s.admins.Load(), id) }
 
 // SetTrust swaps the published trust material.
 func (s *Server) SetTrust(t *Trust) { s.trust.Store(t) }
@@ -296,10 +309,13 @@ func ParseTTL(s string) (time.Duration, *Error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return 0, errorf(http.StatusBadRequest, CodeBadTTL, "ttl %q is not a positive Go duration such as \"5m\"", truncate(s, 32))
+		return 0, errorf(http.StatusBadRequest, CodeBadTTL, "ttl %s is not a positive Go duration such as \"5m\"", echo(s))
 	}
 	return d, nil
 }
+
+// maxReason bounds the reason in an audit line.
+const maxReason = 512
 
 func truncate(s string, n int) string {
 	if len(s) > n {
@@ -363,7 +379,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if e == nil && prov == nil {
-		e = errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %q", truncate(req.Provisioner, 64))
+		e = errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %s", fingerprint(req.Provisioner))
 	}
 	var issued *ca.Issued
 	if e == nil {
@@ -499,7 +515,8 @@ func (s *Server) audit(r *http.Request, a auditEntry) {
 	}
 	attrs = append(attrs, "outcome", "refused", "error", a.e.Code)
 	if a.detail != nil {
-		attrs = append(attrs, "reason", a.detail.Error())
+		// A provisioner's reason may quote what the caller sent.
+		attrs = append(attrs, "reason", truncate(a.detail.Error(), maxReason))
 	} else {
 		attrs = append(attrs, "reason", a.e.Message)
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/policy"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
@@ -304,11 +305,23 @@ func (s *Server) auditToken(r *http.Request, a *tokenAudit, e *OAuthError) {
 	if a.task != "" {
 		attrs = append(attrs, "task", a.task)
 	}
+	// Requested scopes and audiences are caller text until a token is
+	// issued for them: a refusal names the long ones by hash only.
+	quote := func(v []string) string { return strings.Join(v, " ") }
+	if e != nil {
+		quote = func(v []string) string {
+			q := make([]string, len(v))
+			for i, x := range v {
+				q[i] = echo(x)
+			}
+			return strings.Join(q, " ")
+		}
+	}
 	if len(a.scope) > 0 {
-		attrs = append(attrs, "scope", strings.Join(a.scope, " "))
+		attrs = append(attrs, "scope", quote(a.scope))
 	}
 	if len(a.aud) > 0 {
-		attrs = append(attrs, "aud", strings.Join(a.aud, " "))
+		attrs = append(attrs, "aud", quote(a.aud))
 	}
 	if a.rule != "" {
 		attrs = append(attrs, "rule", a.rule, "effect", a.effect)
@@ -319,7 +332,7 @@ func (s *Server) auditToken(r *http.Request, a *tokenAudit, e *OAuthError) {
 	}
 	reason := e.Description
 	if a.detail != "" {
-		reason = a.detail
+		reason = truncate(a.detail, maxReason)
 	}
 	s.log.Warn("audit", append(attrs, "outcome", "refused", "error", e.Code, "reason", reason)...)
 }
@@ -342,6 +355,11 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 			return oauthErr(http.StatusServiceUnavailable, OAuthUnavailable, "the CA cannot authenticate clients right now; retry")
 		}
 		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "%s", ce.Message)
+	}
+	// As at renewal: an identity the CA would no longer issue (over
+	// 2,048 bytes, or under its reserved path) gets no token.
+	if err := config.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
+		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "the client certificate's SPIFFE ID is no longer allowed (%d bytes); enroll again", len(rec.SPIFFEID))
 	}
 	// As at renewal: a certificate vouched for by a provisioner that is
 	// no longer configured authenticates nothing.
@@ -367,12 +385,12 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	}
 	for _, sc := range req.Scope {
 		if !s.tokens.scopes[sc] {
-			return oauthErr(http.StatusBadRequest, OAuthInvalidScope, "unknown scope %q", truncate(sc, 64))
+			return oauthErr(http.StatusBadRequest, OAuthInvalidScope, "unknown scope %s", echo(sc))
 		}
 	}
 	for _, au := range req.Audience {
 		if !s.audienceAllowed(au) {
-			return oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource or audience %q is not allowed", truncate(au, 128))
+			return oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource or audience %s is not allowed", echo(au))
 		}
 	}
 	now := s.now()
@@ -451,7 +469,7 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 		return oauthErr(http.StatusBadRequest, OAuthInvalidRequest, format, args...)
 	}
 	if ct := r.Header.Get("Content-Type"); !isFormType(ct) {
-		return nil, bad("the body must be application/x-www-form-urlencoded, not %q", truncate(ct, 64))
+		return nil, bad("the body must be application/x-www-form-urlencoded, not %s", echo(ct))
 	}
 	if r.Header.Get("Authorization") != "" {
 		return nil, bad("authenticate with the TLS client certificate only (tls_client_auth), not an Authorization header")
@@ -470,7 +488,7 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 	form := r.PostForm
 	for k, v := range form {
 		if len(v) > 1 && k != "resource" && k != "audience" {
-			return nil, bad("parameter %q appears more than once", truncate(k, 32))
+			return nil, bad("parameter %s appears more than once", echo(k))
 		}
 	}
 	if _, ok := form["client_secret"]; ok {
@@ -481,12 +499,12 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 	case "":
 		return nil, bad("grant_type is required")
 	default:
-		return nil, oauthErr(http.StatusBadRequest, OAuthUnsupportedGrantType, "grant_type %q is not supported; use client_credentials", truncate(gt, 64))
+		return nil, oauthErr(http.StatusBadRequest, OAuthUnsupportedGrantType, "grant_type %s is not supported; use client_credentials", echo(gt))
 	}
 	req := &AccessTokenRequest{ClientID: form.Get("client_id"), Task: form.Get("task")}
 	for sc := range strings.FieldsSeq(form.Get("scope")) {
 		if !validScopeToken(sc) {
-			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "scope %q has characters RFC 6749 does not allow", truncate(sc, 64))
+			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "scope %s has characters RFC 6749 does not allow", echo(sc))
 		}
 		if !slices.Contains(req.Scope, sc) {
 			req.Scope = append(req.Scope, sc)
@@ -500,7 +518,7 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 	}
 	for _, res := range form["resource"] {
 		if !absoluteNoFragment(res) {
-			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource %q is not an absolute URI without a fragment", truncate(res, 128))
+			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource %s is not an absolute URI without a fragment", echo(res))
 		}
 		if !slices.Contains(req.Audience, res) {
 			req.Audience = append(req.Audience, res)
@@ -508,7 +526,7 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 	}
 	for _, au := range form["audience"] {
 		if au == "" || len(au) > maxAudienceLength || strings.ContainsAny(au, " \t\r\n") {
-			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "audience %q is empty, too long or has white space", truncate(au, 128))
+			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "audience %s is empty, too long or has white space", echo(au))
 		}
 		if !slices.Contains(req.Audience, au) {
 			req.Audience = append(req.Audience, au)
@@ -526,7 +544,7 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 	if t := form.Get("ttl"); t != "" {
 		d, err := time.ParseDuration(t)
 		if err != nil || d < time.Second || d > maxTTL {
-			return nil, bad("ttl %q is not a Go duration between 1s and %s", truncate(t, 32), maxTTL)
+			return nil, bad("ttl %s is not a Go duration between 1s and %s", echo(t), maxTTL)
 		}
 		req.TTL = d
 	}

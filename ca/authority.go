@@ -248,6 +248,10 @@ type Request struct {
 	// Claims are the attested claims, recorded with the certificate
 	// (and carried to its renewals) for the runtime policy.
 	Claims map[string]string
+	// CAIdentity is set only for the CA's own certificates (its HTTPS
+	// server certificate): without it a SPIFFE ID under the reserved path
+	// (config.ReservedSPIFFEPath) is refused.
+	CAIdentity bool
 }
 
 // Issued is a recorded leaf certificate.
@@ -282,7 +286,11 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 	if err := CheckPublicKey(req.PublicKey); err != nil {
 		return nil, err
 	}
-	if err := config.ValidateSPIFFEID(req.SPIFFEID, a.td); err != nil {
+	validate := config.ValidateWorkloadSPIFFEID
+	if req.CAIdentity {
+		validate = config.ValidateSPIFFEID
+	}
+	if err := validate(req.SPIFFEID, a.td); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
 	}
 	uri, err := url.Parse(req.SPIFFEID)

@@ -396,7 +396,7 @@ func TestIssueRefusesIdentity(t *testing.T) {
 
 func TestIssueDNSAndIPSANs(t *testing.T) {
 	a, _, _ := testAuthority(t, nil)
-	_, leaf := issue(t, a, &ca.Request{SPIFFEID: "spiffe://example.org/agentca/server",
+	_, leaf := issue(t, a, &ca.Request{SPIFFEID: "spiffe://example.org/agentca/server", CAIdentity: true,
 		DNSNames: []string{"localhost", "ca.example.org"}, IPAddresses: []string{"127.0.0.1", "::1"}})
 	if len(leaf.URIs) != 1 || len(leaf.DNSNames) != 2 || len(leaf.IPAddresses) != 2 {
 		t.Fatalf("SANs: uri %v dns %v ip %v", leaf.URIs, leaf.DNSNames, leaf.IPAddresses)

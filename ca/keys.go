@@ -58,10 +58,10 @@ func GenerateKey(kt KeyType) (crypto.Signer, error) {
 var ErrKeyType = errors.New("ca: unsupported key type")
 
 // Largest RSA modulus accepted in a leaf; larger keys only cost the CA CPU.
-const maxRSABits = 8192
+const maxRSABits = 4096
 
 // CheckPublicKey accepts ECDSA P-256/P-384, Ed25519 and RSA keys of 2048 to
-// 8192 bits, and refuses everything else with an error wrapping ErrKeyType.
+// 4096 bits, and refuses everything else with an error wrapping ErrKeyType.
 func CheckPublicKey(pub crypto.PublicKey) error {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:

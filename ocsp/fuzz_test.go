@@ -32,6 +32,7 @@ func FuzzRespond(f *testing.F) {
 	unknown := *good
 	unknown.SerialNumber = new(big.Int).Add(good.SerialNumber, big.NewInt(1))
 	f.Add(e.request(&unknown, 0))
+	f.Add(joinRequests(f, e.request(good, 0), e.request(revoked, 0)))
 	valid := e.request(good, 0)
 	f.Add(valid[:len(valid)-3])
 	f.Add([]byte{})

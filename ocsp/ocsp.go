@@ -8,7 +8,9 @@
 // Answers: good or revoked (time, reason) for a certificate this CA
 // issued; unknown for a serial it never issued; the OCSP "unauthorized"
 // status for an issuer it does not serve; "malformedRequest" for anything
-// that does not parse. It never answers with an HTTP 500.
+// that does not parse, and for a request naming more than one certificate
+// (never a response for the first only). It never answers with an HTTP
+// 500.
 //
 // Not supported: nonces. golang.org/x/crypto/ocsp can only place
 // extensions in singleExtensions, while RFC 8954 puts the nonce in
@@ -93,7 +95,10 @@ type Responder struct {
 
 	cache   sync.Map // cacheKey → *entry
 	group   sync.Map // cacheKey → *flight (one signing at a time per key)
-	revoked sync.Map // issuerSKI/serial → struct{}: revocations seen
+	revoked sync.Map // issuerSKI/serial → time.Time: revocations seen, with the certificate's notAfter
+	// unknowns counts the cached answers for serials this CA never
+	// issued, bounded by maxUnknown.
+	unknowns atomic.Int64
 
 	hits atomic.Uint64 // answers served from the cache (Stats)
 }
@@ -121,6 +126,13 @@ func (r *Responder) Signers() []*Signer {
 	return out
 }
 
+// maxUnknown bounds the cached "unknown" answers: a relying service that
+// asks again about a certificate this CA never issued gets the answer
+// signed the first time, and a caller asking for ever-new serials cannot
+// grow the cache past this (beyond it, unknown answers are signed per
+// request, as before).
+const maxUnknown = 10_000
+
 // Response is a signed response with the values HTTP caching needs.
 type Response struct {
 	// Status is the certificate status answered: xocsp.Good, Revoked or
@@ -136,6 +148,7 @@ type entry struct {
 	resp    *Response
 	renew   time.Time // re-sign after this
 	revoked bool
+	unknown bool      // counted in Responder.unknowns
 }
 
 type flight struct {
@@ -255,6 +268,12 @@ func (r *Responder) Respond(ctx context.Context, der []byte) (*Response, []byte,
 	req, err := xocsp.ParseRequest(der)
 	if err != nil {
 		return nil, MalformedResponse, fmt.Errorf("ocsp: malformed request: %w", err)
+	}
+	if n, err := requestCount(der); err != nil || n != 1 {
+		if err == nil {
+			err = errSeveral
+		}
+		return nil, MalformedResponse, err
 	}
 	if req.HashAlgorithm != crypto.SHA1 && req.HashAlgorithm != crypto.SHA256 {
 		return nil, MalformedResponse, fmt.Errorf("ocsp: unsupported CertID hash %v", req.HashAlgorithm)
@@ -383,13 +402,25 @@ func (r *Responder) signNow(ctx context.Context, is *issuerState, h crypto.Hash,
 	}
 	sum := sha256.Sum256(der)
 	resp := &Response{Status: tmpl.Status, DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`}
-	// Unknown serials are not cached: anyone can ask for any number of
-	// them, and the cache must stay bounded by what the CA issued. A
-	// "good" read from the store before a revocation landed must not
-	// replace what Revoked put there: revocation is final.
+	// A "good" read from the store before a revocation landed must not
+	// replace what Revoked put there: revocation is final. Unknown
+	// serials are cached up to maxUnknown: anyone can ask for any number
+	// of them, and the cache must stay bounded.
 	_, revoked := r.revoked.Load(is.ski + "/" + sn)
-	if known && (tmpl.Status == xocsp.Revoked || !revoked) {
-		r.cache.Store(key, &entry{resp: resp, renew: tmpl.ThisUpdate.Add(r.opts.Validity * 2 / 3), revoked: tmpl.Status == xocsp.Revoked})
+	renew := tmpl.ThisUpdate.Add(r.opts.Validity * 2 / 3)
+	switch {
+	case known && (tmpl.Status == xocsp.Revoked || !revoked):
+		if old, loaded := r.cache.Swap(key, &entry{resp: resp, renew: renew, revoked: tmpl.Status == xocsp.Revoked}); loaded && old.(*entry).unknown {
+			r.unknowns.Add(-1)
+		}
+	case !known:
+		if _, loaded := r.cache.Load(key); loaded || r.unknowns.Add(1) <= maxUnknown {
+			if old, loaded := r.cache.Swap(key, &entry{resp: resp, renew: renew, unknown: true}); loaded && old.(*entry).unknown {
+				r.unknowns.Add(-1)
+			}
+		} else {
+			r.unknowns.Add(-1)
+		}
 	}
 	return resp, nil
 }
@@ -398,9 +429,11 @@ func (r *Responder) signNow(ctx context.Context, is *issuerState, h crypto.Hash,
 // serial revoked (so no good response signed before the revocation can be
 // cached any more), drops its cached responses, and signs the revoked one.
 func (r *Responder) Revoked(ctx context.Context, rec *store.Certificate) {
-	r.revoked.Store(rec.IssuerSKI+"/"+rec.Serial, struct{}{})
+	r.revoked.Store(rec.IssuerSKI+"/"+rec.Serial, rec.NotAfter)
 	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
-		r.cache.Delete(cacheKey(rec.IssuerSKI, h, rec.Serial))
+		if old, loaded := r.cache.LoadAndDelete(cacheKey(rec.IssuerSKI, h, rec.Serial)); loaded && old.(*entry).unknown {
+			r.unknowns.Add(-1)
+		}
 	}
 	serial, ok := new(big.Int).SetString(rec.Serial, 16)
 	is := r.issuerBySKI(rec.IssuerSKI)
@@ -416,13 +449,26 @@ func (r *Responder) Revoked(ctx context.Context, rec *store.Certificate) {
 
 // Forget drops cached responses whose nextUpdate is before cutoff: no one
 // asked for them for a whole validity period. It keeps the cache bounded
-// by the certificates relying services still check.
+// by the certificates relying services still check. It also drops the
+// revocation marks of certificates expired for a whole validity period
+// (whatever cutoff is): no response signed before their revocation can
+// still be in flight, so the set of marks shrinks with the certificates
+// that matter.
 func (r *Responder) Forget(cutoff time.Time) int {
 	n := 0
 	r.cache.Range(func(k, v any) bool {
-		if v.(*entry).resp.NextUpdate.Before(cutoff) {
-			r.cache.Delete(k)
+		if e := v.(*entry); e.resp.NextUpdate.Before(cutoff) {
+			if r.cache.CompareAndDelete(k, v) && e.unknown {
+				r.unknowns.Add(-1)
+			}
 			n++
+		}
+		return true
+	})
+	expired := r.opts.Now().Add(-r.opts.Validity)
+	r.revoked.Range(func(k, v any) bool {
+		if notAfter, ok := v.(time.Time); ok && notAfter.Before(expired) {
+			r.revoked.Delete(k)
 		}
 		return true
 	})

@@ -116,13 +116,14 @@ func TestSIGHUPWarnsAboutRestartSettings(t *testing.T) {
 	c := newCA(t, caOptions{})
 	c.start()
 	c.editConfig(func(cfg map[string]any) {
-		cfg["leaf"].(map[string]any)["default_ttl"] = "4m"
+		cfg["crl"] = map[string]any{"validity": "9m"}
+		cfg["leaf"].(map[string]any)["min_ttl"] = "2m"
 	})
 	c.proc.signal(t, syscall.SIGHUP)
-	eventually(t, 10*time.Second, 50*time.Millisecond, "a WARN naming leaf.default_ttl", func() bool {
-		return strings.Contains(c.proc.log(), "level=WARN") && strings.Contains(c.proc.log(), "setting=leaf.default_ttl")
+	eventually(t, 10*time.Second, 50*time.Millisecond, "a WARN naming crl and leaf.min_ttl", func() bool {
+		return strings.Contains(c.proc.log(), "level=WARN") && strings.Contains(c.proc.log(), `settings="crl, leaf.min_ttl"`)
 	})
-	if strings.Contains(c.proc.log(), "setting=provisioners") {
+	if strings.Contains(c.proc.log(), "provisioners,") {
 		t.Errorf("SIGHUP warned about the provisioners, which it reloads:\n%s", c.proc.log())
 	}
 	if r := runCLI(t, "health", "--dir", c.Dir); r.code != 0 {

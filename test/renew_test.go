@@ -134,7 +134,7 @@ func TestRenew(t *testing.T) {
 		foreign := readCreds(t, out)
 		hc := ca.client(foreign.tlsCert())
 		defer hc.CloseIdleConnections()
-		wantError(t, postJSON(t, hc, renewURL, map[string]string{"csr": csrPEM(t, newECKey(t), nil)}), http.StatusUnauthorized, "unauthorized")
+		wantError(t, postJSON(t, hc, renewURL, map[string]string{"csr": csrPEM(t, newECKey(t), nil)}), http.StatusUnauthorized, "unknown_certificate")
 	})
 
 	t.Run("expired certificate", func(t *testing.T) {

@@ -106,6 +106,6 @@ func endTaskOverTLS(c *cli.Context, req api.TaskEndRequest, out *api.TaskEndResp
 }
 
 func tlsClientConfig(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
-	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12,
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, VerifyConnection: agent.VerifyCAServer,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }}
 }

@@ -84,6 +84,7 @@ type Config struct {
 	Keys           Keys          `json:"keys,omitzero"`
 	Tokens         Tokens        `json:"tokens,omitzero"`
 	Policy         Policy        `json:"policy,omitzero"`
+	Limits         Limits        `json:"limits,omitzero"`
 }
 
 // Keys says where each CA key lives: a PEM file (a path, relative to the
@@ -494,6 +495,9 @@ func (c *Config) Validate() error {
 			bad(field+".name", "%q: names starting with %q are the CA's own (its server and OCSP responder certificates)", p.Name, ReservedProvisionerPrefix)
 		}
 		seen[p.Name] = true
+		if p.SPIFFEIDTemplate != "" && templateReserved(p.SPIFFEIDTemplate, c.TrustDomain) {
+			bad(field+".spiffe_id_template", "%q names IDs under %s, reserved for the CA's own identities", p.SPIFFEIDTemplate, ReservedSPIFFEPath+"/")
+		}
 		switch p.Type {
 		case TypeJoinToken:
 			if p.TokenTTL < 0 {
@@ -545,6 +549,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTokens(bad)
+	c.Limits.validate(bad)
 	return errors.Join(errs...)
 }
 
@@ -593,6 +598,9 @@ func ValidateTrustDomain(td string) error {
 // ValidateSPIFFEID checks that id is a SPIFFE ID with a non-empty path in
 // trust domain td, with go-spiffe's rules.
 func ValidateSPIFFEID(id, td string) error {
+	if err := checkSPIFFEIDLength(id); err != nil {
+		return err
+	}
 	sid, err := spiffeid.FromString(id)
 	if err != nil {
 		return fmt.Errorf("%q is not a SPIFFE ID: %w", id, err)

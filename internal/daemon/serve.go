@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,7 +55,6 @@ const (
 	idleTimeout       = 2 * time.Minute
 	drainTimeout      = 20 * time.Second
 	serverCertTTL     = config.Ceiling
-	serverSPIFFEPath  = "/agentca/server"
 	serverProvisioner = "agentca-server"
 )
 
@@ -63,6 +63,7 @@ const (
 // from agentca.json.
 func Serve(ctx context.Context, opts ServeOptions) error {
 	tuneGC()
+	nofile := raiseFileLimit()
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -79,6 +80,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	// As read, before flags and the listeners change it: what a SIGHUP
+	// compares the file with.
+	started := *cfg
 	if opts.HTTPS != "" {
 		cfg.Listen.HTTPS = opts.HTTPS
 	}
@@ -249,13 +253,26 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		MinVersion:     tls.VersionTLS12,
 		ClientAuth:     tls.RequestClientCert,
 		GetCertificate: certs.get,
+		// Before the client's handshake signature is checked.
+		VerifyPeerCertificate: capClientKey,
 	}
 	servers := []*http.Server{
 		newHTTPServer(srv.HTTPSHandler(), log, tlsConf),
 		newHTTPServer(srv.HTTPHandler(), log, nil),
 		newHTTPServer(withBackup(srv.AdminHandler(), st, log), log, nil),
 	}
-	lns := []net.Listener{tls.NewListener(httpsLn, tlsConf), httpLn, adminLn}
+	nHTTPS, nHTTP, nAdmin := connectionBounds(cfg.Limits, nofile)
+	if sum := uint64(nHTTPS + nHTTP + nAdmin + fdReserve); sum > nofile {
+		log.Warn("the connection limits add up to more than the process's file limit: connections beyond it fail with 'too many open files', and the admin socket may not answer",
+			"limits", fmt.Sprintf("https=%d http=%d admin=%d", nHTTPS, nHTTP, nAdmin), "file_limit", nofile, "reserve", fdReserve)
+	}
+	lm := newListenerMetrics(reg)
+	bounded := []*boundedListener{newBoundedListener(httpsLn, "https", nHTTPS, log, lm),
+		newBoundedListener(httpLn, "http", nHTTP, log, lm), newBoundedListener(adminLn, "admin", nAdmin, log, lm)}
+	for i, b := range bounded {
+		servers[i].ConnState = b.connState
+	}
+	lns := []net.Listener{tls.NewListener(bounded[0], tlsConf), bounded[1], bounded[2]}
 	errc := make(chan error, len(servers))
 	// The log's signer outlives the listeners' drain: a request whose
 	// certificate is committed waits for the tree head that includes it.
@@ -276,11 +293,12 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	go func() { defer wg.Done(); renewLoop(ctx, "server certificate", certs.notAfter, certs.renew, log) }()
 	go func() { defer wg.Done(); anch.watch(ctx) }()
 	go func() { defer wg.Done(); reloadPolicyOnHUP(ctx, dir, cfgPath, srv, log) }()
-	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, st, srv, log) }()
+	go func() { defer wg.Done(); reloadOnHUP(ctx, cfgPath, &started, st, srv, log) }()
 	go func() { defer wg.Done(); sweepLoop(ctx, st, cfg.Storage.RetentionOrDefault(), log) }()
 
 	log.Info("serving", "https", httpsLn.Addr().String(), "http", httpLn.Addr().String(),
 		"admin", adminLn.Addr().String(), "trust_domain", cfg.TrustDomain, "issuer", issuer.SKI,
+		"max_connections", fmt.Sprintf("https=%d http=%d admin=%d (file limit %d)", nHTTPS, nHTTP, nAdmin, nofile),
 		"root_sha256", Fingerprint(issuer.Root))
 	if opts.Ready != nil {
 		opts.Ready(httpsLn.Addr().String(), httpLn.Addr().String())
@@ -323,19 +341,23 @@ func newHTTPServer(h http.Handler, log *slog.Logger, tlsConf *tls.Config) *http.
 }
 
 // reloadOnHUP re-reads agentca.json on SIGHUP and swaps in the new
-// provisioners; a bad file keeps the running set and logs why.
-func reloadOnHUP(ctx context.Context, cfgPath string, st store.Store, srv *api.Server, log *slog.Logger) {
-	started, _ := config.Load(cfgPath) // what the running settings came from
+// provisioners and admins together (the policy has its own reload,
+// reloadPolicyOnHUP); a bad file keeps the running set and logs why.
+// Every other setting that differs from what serve started with is named
+// in a WARN line: it takes effect at the next start.
+func reloadOnHUP(ctx context.Context, cfgPath string, started *config.Config, st store.Store, srv *api.Server, log *slog.Logger) {
 	onSIGHUP(ctx, func() {
 		cfg, err := config.Load(cfgPath)
-		if err == nil && started != nil {
-			warnNotReloaded(log, started, cfg)
-		}
 		if err == nil {
 			var provs map[string]*api.Provisioner
 			if provs, err = newProvisioners(cfg, st, log); err == nil {
 				srv.SetProvisioners(provs)
-				log.Info("reloaded provisioners", "count", len(provs))
+				srv.SetAdmins(cfg.Admins)
+				log.Info("reloaded provisioners", "count", len(provs), "admins", len(cfg.Admins))
+				if changed := needRestart(started, cfg); len(changed) > 0 {
+					log.Warn("agentca.json: these settings changed but apply only at the next start; restart agentca serve",
+						"settings", strings.Join(changed, ", "))
+				}
 				return
 			}
 		}
@@ -386,7 +408,7 @@ func (s *serverCerts) renew(ctx context.Context) error {
 		}
 	}
 	issued, err := s.authority.Issue(ctx, &ca.Request{
-		PublicKey: key.Public(), SPIFFEID: "spiffe://" + s.cfg.TrustDomain + serverSPIFFEPath,
+		PublicKey: key.Public(), SPIFFEID: config.ServerSPIFFEID(s.cfg.TrustDomain), CAIdentity: true,
 		DNSNames: s.cfg.ServerDNSNames, IPAddresses: ips, Provisioner: serverProvisioner,
 		TTL: serverCertTTL, MaxTTL: serverCertTTL,
 	})

@@ -272,8 +272,7 @@ func loadPool(field, file string, shipped []byte, shippedName string) (*x509.Cer
 }
 
 // Challenge issues a nonce for one attestation and says until when it is
-// usable. It returns ErrTooManyChallenges when MaxChallenges are
-// outstanding.
+// usable. At MaxChallenges outstanding, the oldest makes room.
 func (p *Provisioner) Challenge(ctx context.Context) (nonce string, expiresAt time.Time, err error) {
 	if err := ctx.Err(); err != nil {
 		return "", time.Time{}, err

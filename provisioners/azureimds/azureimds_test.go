@@ -304,12 +304,16 @@ func TestNonceSingleUse(t *testing.T) {
 	})
 }
 
+// TestChallengeLimit: at the bound, a new challenge evicts the oldest
+// outstanding nonce instead of being refused.
 func TestChallengeLimit(t *testing.T) {
 	ctx := context.Background()
+	c := testChain(t)
 	clk := newClock(now())
 	p := newProvisioner(t, "azure", testOptions, clk, 3)
 	seen := map[string]bool{}
-	for range 3 {
+	var nonces []string
+	for range 4 {
 		n, _, err := p.Challenge(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -318,14 +322,18 @@ func TestChallengeLimit(t *testing.T) {
 			t.Fatalf("nonce %s issued twice", n)
 		}
 		seen[n] = true
+		nonces = append(nonces, n)
 	}
-	if _, _, err := p.Challenge(ctx); !errors.Is(err, azureimds.ErrTooManyChallenges) {
-		t.Fatalf("fourth Challenge = %v, want ErrTooManyChallenges", err)
+	attest := func(nonce string) error {
+		doc := azureDoc(nonce, testSubscription, testVM, clk.Now(), clk.Now().Add(6*time.Hour))
+		_, err := p.Attest(ctx, attestedToken(nonce, sign(doc, c, false, pkcs7.OIDDigestAlgorithmSHA256)))
+		return err
 	}
-	// Expired nonces make room.
-	clk.Advance(azureimds.DefaultNonceTTL)
-	if _, _, err := p.Challenge(ctx); err != nil {
-		t.Fatalf("Challenge after expiry: %v", err)
+	if err := attest(nonces[0]); err == nil || !strings.Contains(err.Error(), "not issued") {
+		t.Fatalf("the evicted oldest nonce: %v, want a refusal", err)
+	}
+	if err := attest(nonces[1]); err != nil {
+		t.Fatalf("a nonce within the bound: %v", err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
@@ -334,21 +342,33 @@ func TestChallengeLimit(t *testing.T) {
 	}
 }
 
-// TestChallengeDefaultLimit fills the default bound of 100,000.
-func TestChallengeDefaultLimit(t *testing.T) {
+// TestChallengeFlood: anonymous callers asking for challenges as fast as
+// they can, far beyond the default bound of 100,000, never get a refusal,
+// and an agent that asks in the middle of the flood still attests.
+func TestChallengeFlood(t *testing.T) {
 	if testing.Short() {
-		t.Skip("fills 100,000 nonces")
+		t.Skip("issues 250,000 nonces")
 	}
 	ctx := context.Background()
-	p := newProvisioner(t, "azure", testOptions, newClock(now()), 0)
-	for i := range azureimds.DefaultMaxChallenges {
-		if _, _, err := p.Challenge(ctx); err != nil {
-			t.Fatalf("Challenge %d: %v", i, err)
+	c := testChain(t)
+	clk := newClock(now())
+	p := newProvisioner(t, "azure", testOptions, clk, 0)
+	flood := func(n int) {
+		for i := range n {
+			if _, _, err := p.Challenge(ctx); err != nil {
+				t.Fatalf("Challenge %d: %v", i, err)
+			}
 		}
 	}
-	if _, _, err := p.Challenge(ctx); !errors.Is(err, azureimds.ErrTooManyChallenges) {
-		t.Fatalf("Challenge beyond the bound = %v, want ErrTooManyChallenges", err)
+	flood(azureimds.DefaultMaxChallenges + 50_000)
+	var wg sync.WaitGroup
+	wg.Go(func() { flood(azureimds.DefaultMaxChallenges / 2) })
+	tok := attestedFor(t, p, c, clk)
+	wg.Go(func() { flood(azureimds.DefaultMaxChallenges / 2) })
+	if _, err := p.Attest(ctx, tok); err != nil {
+		t.Fatalf("an agent's attestation during the flood: %v", err)
 	}
+	wg.Wait()
 }
 
 // TestTOFU issues through a real CA and store: a VM's second enrollment,

@@ -9,11 +9,18 @@ import (
 	"time"
 )
 
-// ErrTooManyChallenges is returned by Challenge when MaxChallenges nonces
-// are outstanding; the caller should answer "try later".
+// ErrTooManyChallenges was returned by Challenge when MaxChallenges nonces
+// were outstanding. Challenge no longer refuses (the oldest outstanding
+// nonce makes room); the error stays for callers that test for it.
 var ErrTooManyChallenges = errors.New("azureimds: too many outstanding challenges")
 
 // DefaultMaxChallenges bounds the outstanding nonces of one provisioner.
+// When the bound is reached, a new challenge evicts the oldest outstanding
+// nonce: anonymous callers asking for challenges can never make the CA
+// refuse one (which once kept every VM from enrolling until the flood's
+// nonces expired). An agent's nonce is lost only if MaxChallenges newer
+// ones were issued between its challenge and its attestation (100,000
+// within the second or so an agent needs), and the agent then asks again.
 const DefaultMaxChallenges = 100_000
 
 // NonceDigits is the length of a nonce. Azure documents the attested-data
@@ -33,9 +40,12 @@ type challenge struct {
 type challenges struct {
 	mu        sync.Mutex
 	pending   map[string]challenge
+	order     []string // nonces in issue order, oldest first; some may be gone from pending
 	max       int
 	ttl       time.Duration
 	lastSweep time.Time
+	// Evicted counts the nonces dropped unused to make room.
+	evicted int
 }
 
 var nonceSpace = big.NewInt(10_000_000_000) // 10^NonceDigits
@@ -44,11 +54,21 @@ var nonceSpace = big.NewInt(10_000_000_000) // 10^NonceDigits
 func (c *challenges) issue(now time.Time) (string, time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now.Sub(c.lastSweep) >= c.ttl || len(c.pending) >= c.max {
+	// Sweeping is O(outstanding): once per TTL, never per call (a full
+	// table evicts its oldest nonce below instead).
+	if now.Sub(c.lastSweep) >= c.ttl {
 		c.sweep(now)
 	}
-	if len(c.pending) >= c.max {
-		return "", time.Time{}, ErrTooManyChallenges
+	for len(c.pending) >= c.max && len(c.order) > 0 {
+		oldest := c.order[0]
+		c.order = c.order[1:]
+		if _, ok := c.pending[oldest]; ok {
+			delete(c.pending, oldest)
+			c.evicted++
+		}
+	}
+	if len(c.order) > 2*c.max {
+		c.compact()
 	}
 	for {
 		n, err := rand.Int(rand.Reader, nonceSpace)
@@ -61,6 +81,7 @@ func (c *challenges) issue(now time.Time) (string, time.Time, error) {
 		}
 		exp := now.Add(c.ttl)
 		c.pending[nonce] = challenge{issued: now, expires: exp}
+		c.order = append(c.order, nonce)
 		return nonce, exp, nil
 	}
 }
@@ -73,6 +94,19 @@ func (c *challenges) sweep(now time.Time) {
 		}
 	}
 	c.lastSweep = now
+	c.compact()
+}
+
+// compact drops from order the nonces no longer pending. The caller holds
+// mu.
+func (c *challenges) compact() {
+	kept := make([]string, 0, len(c.pending))
+	for _, n := range c.order {
+		if _, ok := c.pending[n]; ok {
+			kept = append(kept, n)
+		}
+	}
+	c.order = kept
 }
 
 // errNonce says why a nonce is not accepted.

@@ -178,6 +178,9 @@ type Provisioner struct {
 	verifier  *jwtverify.Verifier
 	signed    bool // the signature is verified here
 	review    *reviewer
+	// reviews bounds the TokenReview calls of unsigned (claims-only)
+	// tokens; nil when the signature is checked first.
+	reviews *bucket
 }
 
 var _ provisioners.Provisioner = (*Provisioner)(nil)
@@ -210,6 +213,9 @@ func New(name string, cfg *Config, opts Options) (*Provisioner, error) {
 	if cfg.APIServer != "" {
 		if p.review, err = newReviewer(cfg); err != nil {
 			return nil, err
+		}
+		if !p.signed {
+			p.reviews = newBucket(ReviewRate, ReviewBurst, opts.Now)
 		}
 	}
 	return p, nil
@@ -254,6 +260,9 @@ func (p *Provisioner) Attest(ctx context.Context, token string) (*provisioners.I
 		once = []string{"jti:" + p.name + ":" + tok.ID}
 	}
 	if p.review != nil {
+		if p.reviews != nil && !p.reviews.allow() {
+			return nil, refuse("TokenReview: more than %d calls a second to the API server for tokens whose signature the CA cannot check (no jwks_file or jwks_url); retry later", ReviewRate)
+		}
 		if err := p.review.check(ctx, token, p.cfg.Audience, s); err != nil {
 			return nil, err
 		}
@@ -303,18 +312,20 @@ func podClaims(tok *jwtverify.Token) (*sa, error) {
 		return nil, refuse("%v", err)
 	}
 	switch {
+	// The claims may not be signed yet (TokenReview mode): what the
+	// refusals quote is truncated.
 	case !dnsLabel.MatchString(s.namespace):
-		return nil, refuse("namespace %q malformed", s.namespace)
+		return nil, refuse("namespace %q malformed", trunc(s.namespace))
 	case !isSubdomain(s.name):
-		return nil, refuse("service account name %q malformed", s.name)
+		return nil, refuse("service account name %q malformed", trunc(s.name))
 	case !isSubdomain(s.pod):
-		return nil, refuse("pod name %q malformed", s.pod)
+		return nil, refuse("pod name %q malformed", trunc(s.pod))
 	case !uuidRE.MatchString(s.uid) || !uuidRE.MatchString(s.podUID):
 		return nil, refuse("service account or pod uid malformed")
 	case s.node != "" && !isSubdomain(s.node):
-		return nil, refuse("node name %q malformed", s.node)
+		return nil, refuse("node name %q malformed", trunc(s.node))
 	case tok.Subject != "system:serviceaccount:"+s.namespace+":"+s.name:
-		return nil, refuse("sub %q does not name service account %s/%s", tok.Subject, s.namespace, s.name)
+		return nil, refuse("sub %q does not name service account %s/%s", trunc(tok.Subject), s.namespace, s.name)
 	}
 	return &s, nil
 }
