@@ -148,7 +148,7 @@ type entry struct {
 	resp    *Response
 	renew   time.Time // re-sign after this
 	revoked bool
-	unknown bool      // counted in Responder.unknowns
+	unknown bool // counted in Responder.unknowns
 }
 
 type flight struct {
