@@ -84,6 +84,7 @@ type Config struct {
 	Keys           Keys          `json:"keys,omitzero"`
 	Tokens         Tokens        `json:"tokens,omitzero"`
 	Policy         Policy        `json:"policy,omitzero"`
+	JWTSVID        JWTSVID       `json:"jwt_svid,omitzero"`
 }
 
 // Keys says where each CA key lives: a PEM file (a path, relative to the
@@ -533,6 +534,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTokens(bad)
+	c.validateJWTSVID(bad)
 	return errors.Join(errs...)
 }
 

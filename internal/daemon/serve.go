@@ -179,6 +179,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err := anch.bootstrap(ctx); err != nil {
 		return fmt.Errorf("trust anchors: %w", err)
 	}
+	if err := anch.ensureJWTKey(ctx); err != nil {
+		return fmt.Errorf("trust anchors: JWT-SVID key: %w", err)
+	}
 	if err := anch.refresh(ctx); err != nil {
 		return fmt.Errorf("trust anchors: %w", err)
 	}
@@ -197,7 +200,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, Policy: pol, OnRevoke: revoked})
+		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked})
 	if err != nil {
 		return err
 	}
