@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			tokenCommand(),
 			enrollCommand(),
 			renewCommand(),
+			jwtSVIDCommand(),
 			certsCommand(),
 			revokeCommand(),
 			ocspCommand(),
