@@ -179,9 +179,6 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err := anch.bootstrap(ctx); err != nil {
 		return fmt.Errorf("trust anchors: %w", err)
 	}
-	if err := anch.ensureJWTKey(ctx); err != nil {
-		return fmt.Errorf("trust anchors: JWT-SVID key: %w", err)
-	}
 	if err := anch.refresh(ctx); err != nil {
 		return fmt.Errorf("trust anchors: %w", err)
 	}
@@ -191,6 +188,12 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			return err
 		}
 		return errors.New("no active trust anchor; refusing to start")
+	}
+	// A JWT-SVID key problem costs JWT-SVIDs (503), not the X.509 CA.
+	if err := anch.ensureJWTKey(ctx); err != nil {
+		log.Error("the active anchor has no JWT-SVID key; JWT-SVIDs are refused until one is made at a later start", "err", err)
+	} else if err := anch.refresh(ctx); err != nil {
+		return fmt.Errorf("trust anchors: %w", err)
 	}
 	// A revocation, made here or by another replica, shows at once in
 	// OCSP and (debounced) in its issuer's CRL.
