@@ -9,10 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentca/agentca/verify"
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 )
 
@@ -108,6 +110,29 @@ func TestJWTSVID(t *testing.T) {
 	}
 	if _, err := provider.Verifier(&oidc.Config{ClientID: "https://other.example.org"}).Verify(ctx, tok); err == nil {
 		t.Error("go-oidc accepted the JWT-SVID for another audience")
+	}
+
+	// The verify library: keys from BundleURL, audience, then Authorize.
+	v, err := verify.New(verify.Options{TrustDomain: c.TrustDomain, Roots: c.Roots, BundleURL: c.URL + "/v1/bundle"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if got, err := v.ValidateJWTSVID(ctx, tok, jwtAudience); err != nil || got.ID.String() != "spiffe://example.org/agent/a" {
+		t.Errorf("verify.ValidateJWTSVID: %v %v", got, err)
+	}
+	if _, err := v.ValidateJWTSVID(ctx, tok, "https://other.example.org"); err == nil {
+		t.Error("verify accepted the JWT-SVID for another audience")
+	}
+	only := spiffeid.RequireFromString("spiffe://example.org/agent/b")
+	vb, err := verify.New(verify.Options{TrustDomain: c.TrustDomain, Roots: c.Roots, BundleURL: c.URL + "/v1/bundle",
+		Authorize: tlsconfig.AuthorizeID(only)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vb.Close()
+	if _, err := vb.ValidateJWTSVID(ctx, tok, jwtAudience); err == nil {
+		t.Error("verify accepted a subject its Authorize refuses")
 	}
 
 	// Refusals.
