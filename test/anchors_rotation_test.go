@@ -41,6 +41,8 @@ func rotationCA(t *testing.T) *testca.CA {
 		c.Leaf.DefaultTTL = config.Duration(rotTTL)
 		c.Leaf.MaxTTL = config.Duration(rotTTL)
 		c.OCSP.Validity = config.Duration(time.Minute)
+		// retire also waits for the old JWT-SVID key's last token.
+		c.JWTSVID.MaxTTL = config.Duration(rotTTL)
 	}})
 }
 
