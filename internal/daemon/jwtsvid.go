@@ -149,15 +149,21 @@ func (a *anchors) jwtKeys(set *store.AnchorSet) ([]crypto.PublicKey, crypto.Sign
 	return pubs, active
 }
 
+// jwtRetireMargin is how long after an activation another replica may
+// still sign with the previous JWT key: until it applies the new anchor
+// set (polled every anchorsPollInterval, or told by a watch).
+const jwtRetireMargin = 2 * anchorsPollInterval
+
 // checkJWTRetire refuses (without force) to retire an anchor whose JWT key
 // may still have valid JWT-SVIDs out: those signed up to its successor's
-// activation (RetiringAt) live at most maxTTL.
+// activation (RetiringAt, plus jwtRetireMargin for other replicas) live at
+// most maxTTL.
 func checkJWTRetire(set *store.AnchorSet, id string, now time.Time, maxTTL time.Duration, force bool) error {
 	an := set.Find(id)
 	if an == nil || force || an.JWTKey == "" || an.State != store.AnchorRetiring || an.RetiringAt.IsZero() {
 		return nil
 	}
-	if until := an.RetiringAt.Add(maxTTL); now.Before(until) {
+	if until := an.RetiringAt.Add(jwtRetireMargin + maxTTL); now.Before(until) {
 		return fmt.Errorf("%w: anchor %s's JWT-SVID key signed until %s and JWT-SVIDs live up to jwt_svid.max_ttl (%s): its last may be valid until %s; wait or use --force",
 			ca.ErrAnchorUnsafe, id, an.RetiringAt.Format(time.RFC3339), maxTTL, until.Format(time.RFC3339))
 	}

@@ -19,15 +19,15 @@ func TestCheckJWTRetire(t *testing.T) {
 		{ID: "nokey", State: store.AnchorRetiring, RetiringAt: at},
 		{ID: "staged", State: store.AnchorStaged, JWTKey: "k"},
 	}}
-	if err := checkJWTRetire(set, "old", at.Add(59*time.Minute), time.Hour, false); !errors.Is(err, ca.ErrAnchorUnsafe) {
-		t.Errorf("59m after activation with max_ttl 1h: want ErrAnchorUnsafe, got %v", err)
+	if err := checkJWTRetire(set, "old", at.Add(time.Hour+time.Second), time.Hour, false); !errors.Is(err, ca.ErrAnchorUnsafe) {
+		t.Errorf("1h1s after activation with max_ttl 1h (another replica may have signed 2s late): want ErrAnchorUnsafe, got %v", err)
 	}
 	for _, c := range []struct {
 		id    string
 		now   time.Time
 		force bool
 	}{
-		{"old", at.Add(time.Hour), false},
+		{"old", at.Add(time.Hour + jwtRetireMargin), false},
 		{"old", at.Add(time.Minute), true},
 		{"nokey", at, false},
 		{"staged", at, false},
