@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentca/agentca/verify"
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -250,4 +251,81 @@ func headerKID(t *testing.T, tok string) any {
 		t.Fatal(err)
 	}
 	return m["kid"]
+}
+
+// TestEtcdJWTSVID: two replicas on etcd sign with the same JWT key
+// (init's keys/jwt.key, recorded once in the shared anchor set) and
+// publish the same keys; a key staged through one is published by the
+// other within seconds; after activation, a replica without the new key
+// file answers 503 jwt_key_unavailable until the file is copied, then
+// signs with it without a restart.
+func TestEtcdJWTSVID(t *testing.T) {
+	reps := newEtcdReplicas(t, 2)
+	a, b := reps.cas[0], reps.cas[1]
+	dir := filepath.Join(t.TempDir(), "a")
+	if r := a.enroll(a.token("spiffe://example.org/agent/a"), dir); r.code != 0 {
+		t.Fatalf("enroll:\n%s", r)
+	}
+	tokA, tokB := fetchJWT(t, a, dir), fetchJWT(t, b, dir)
+	if headerKID(t, tokA) != headerKID(t, tokB) {
+		t.Fatal("the replicas sign with different JWT keys")
+	}
+	bundleA, keysA := jwtBundle(t, a)
+	bundleB, keysB := jwtBundle(t, b)
+	if len(keysA) != 1 || len(keysB) != 1 || keysA[0]["kid"] != keysB[0]["kid"] {
+		t.Fatalf("replicas publish different JWT keys: %v / %v", keysA, keysB)
+	}
+	if _, err := jwtsvid.ParseAndValidate(tokA, bundleB, []string{jwtAudience}); err != nil {
+		t.Errorf("A's token with B's bundle: %v", err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(tokB, bundleA, []string{jwtAudience}); err != nil {
+		t.Errorf("B's token with A's bundle: %v", err)
+	}
+
+	mustRun(t, "anchors", "stage", "--dir", a.Dir)
+	eventually(t, 10*time.Second, 100*time.Millisecond, "B to publish the JWT key staged through A", func() bool {
+		_, keys := jwtBundle(t, b)
+		return len(keys) == 2
+	})
+	if rr := do(t, a.client(nil), http.MethodGet, a.URL+"/v1/roots", "", nil); rr.status == http.StatusOK {
+		a.Roots = parseCerts(t, rr.body)
+		b.Roots = a.Roots
+	}
+	var list []map[string]any
+	if err := json.Unmarshal([]byte(mustRun(t, "anchors", "list", "--json", "--dir", a.Dir).stdout), &list); err != nil {
+		t.Fatal(err)
+	}
+	newID := ""
+	for _, an := range list {
+		if an["state"] == "staged" {
+			newID = an["id"].(string)
+		}
+	}
+	mustRun(t, "anchors", "activate", "--dir", a.Dir, "--force", newID)
+	hcB := b.client(readCreds(t, dir).tlsCert())
+	eventually(t, 10*time.Second, 100*time.Millisecond, "B to refuse JWT-SVIDs without the new key", func() bool {
+		r, err := tryDo(hcB, http.MethodPost, b.URL+"/v1/jwt-svid", "application/json", strings.NewReader(`{"audience":["`+jwtAudience+`"]}`))
+		return err == nil && r.status == http.StatusServiceUnavailable && strings.Contains(string(r.body), "jwt_key_unavailable")
+	})
+	etcdCopyTree(t, filepath.Join(a.Dir, "keys", "anchors"), filepath.Join(b.Dir, "keys", "anchors"))
+	var tok string
+	eventually(t, 10*time.Second, 200*time.Millisecond, "B to sign with the new key once its file is there", func() bool {
+		r, err := tryDo(hcB, http.MethodPost, b.URL+"/v1/jwt-svid", "application/json", strings.NewReader(`{"audience":["`+jwtAudience+`"]}`))
+		if err != nil || r.status != http.StatusOK {
+			return false
+		}
+		var resp struct{ Token string }
+		if json.Unmarshal(r.body, &resp) != nil {
+			return false
+		}
+		tok = resp.Token
+		return true
+	})
+	if headerKID(t, tok) == keysA[0]["kid"] {
+		t.Error("B still signs with the old key after the activation")
+	}
+	jb, _ := jwtBundle(t, a)
+	if _, err := jwtsvid.ParseAndValidate(tok, jb, []string{jwtAudience}); err != nil {
+		t.Errorf("B's new-key token with A's bundle: %v", err)
+	}
 }

@@ -83,8 +83,13 @@ type anchors struct {
 	running   map[string]*runningIssuer // by anchor ID
 	trust     atomic.Pointer[api.Trust]
 	crls      atomic.Pointer[map[string]*crl.Publisher] // by issuer SKI; "" is the active one
-	// jwtSigners are the loaded JWT-SVID keys, by anchor ID (jwtsvid.go).
-	jwtSigners map[string]crypto.Signer
+	// jwtSigners are the loaded JWT-SVID keys, by anchor ID; jwtErr is why
+	// the active anchor's could not be loaded at the last apply (refresh
+	// then applies again), jwtErrLogged the last such error logged
+	// (jwtsvid.go).
+	jwtSigners   map[string]crypto.Signer
+	jwtErr       error
+	jwtErrLogged string
 }
 
 // runningIssuer is an active or retiring issuing CA with its CRL and OCSP
@@ -173,8 +178,9 @@ func (a *anchors) refresh(ctx context.Context) error {
 	defer a.mu.Unlock()
 	// The set was read before the lock: a transition may have applied a
 	// newer one meanwhile, which must not be undone. The same set is
-	// applied again only while its active issuer could not start.
-	if set.Sequence < a.applied || set.Sequence == a.applied && a.activeErr == nil {
+	// applied again only while its active issuer could not start (or its
+	// JWT-SVID key could not be loaded).
+	if set.Sequence < a.applied || set.Sequence == a.applied && a.activeErr == nil && a.jwtErr == nil {
 		return nil
 	}
 	return a.apply(ctx, set)

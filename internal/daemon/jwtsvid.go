@@ -107,6 +107,7 @@ func (a *anchors) ensureJWTKey(ctx context.Context) error {
 func (a *anchors) jwtKeys(set *store.AnchorSet) ([]crypto.PublicKey, crypto.Signer) {
 	var pubs []crypto.PublicKey
 	var active crypto.Signer
+	a.jwtErr = nil
 	if a.jwtSigners == nil {
 		a.jwtSigners = map[string]crypto.Signer{}
 	}
@@ -132,21 +133,42 @@ func (a *anchors) jwtKeys(set *store.AnchorSet) ([]crypto.PublicKey, crypto.Sign
 		s := a.jwtSigners[an.ID]
 		if s == nil {
 			var err error
-			if s, err = a.keys.load(roleJWT, an.JWTKey, false); err != nil {
-				a.log.Error("cannot load the active anchor's JWT-SVID key: JWT-SVIDs are refused (503) until it is here (copy it from the replica that made it)",
-					"anchor", an.ID, "key", an.JWTKey, "err", err)
-				continue
-			}
-			type equaler interface{ Equal(crypto.PublicKey) bool }
-			if k, ok := s.Public().(equaler); !ok || !k.Equal(pub) {
-				a.log.Error("the active anchor's JWT-SVID key file does not hold the stored key; JWT-SVIDs are refused", "anchor", an.ID, "key", an.JWTKey)
+			if s, err = a.loadJWTSigner(an, pub); err != nil {
+				a.jwtErr = err
 				continue
 			}
 			a.jwtSigners[an.ID] = s
 		}
 		active = s
 	}
+	if active != nil {
+		a.jwtErr = nil
+		a.jwtErrLogged = ""
+	}
 	return pubs, active
+}
+
+// loadJWTSigner loads an's JWT key and checks it is pub. Its failure is
+// logged once per distinct error: refresh retries every second (a key
+// file copied from the replica that made it is picked up then).
+func (a *anchors) loadJWTSigner(an *store.Anchor, pub crypto.PublicKey) (crypto.Signer, error) {
+	s, err := a.keys.load(roleJWT, an.JWTKey, false)
+	if err == nil {
+		type equaler interface{ Equal(crypto.PublicKey) bool }
+		if k, ok := s.Public().(equaler); !ok || !k.Equal(pub) {
+			err = errors.New("the key file does not hold the stored public key")
+		}
+	}
+	if err != nil {
+		err = fmt.Errorf("anchor %s: JWT-SVID key %s: %w", an.ID, an.JWTKey, err)
+		if msg := err.Error(); msg != a.jwtErrLogged {
+			a.jwtErrLogged = msg
+			a.log.Error("cannot load the active anchor's JWT-SVID key: JWT-SVIDs are refused (503) until it is here (copy it, 0600, from the replica that made it); retrying every second",
+				"anchor", an.ID, "key", an.JWTKey, "err", err)
+		}
+		return nil, err
+	}
+	return s, nil
 }
 
 // jwtRetireMargin is how long after an activation another replica may
