@@ -100,6 +100,7 @@ func JWTKeyID(pub crypto.PublicKey) (string, error) {
 // the Trust is shared.
 func (t *Trust) SetJWTKeys(pubs []crypto.PublicKey, active crypto.Signer) error {
 	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
+	sb := t.sb.Clone() // t changes only on success
 	for _, p := range pubs {
 		k, ok := p.(*ecdsa.PublicKey)
 		if !ok || k.Curve != elliptic.P256() {
@@ -113,11 +114,11 @@ func (t *Trust) SetJWTKeys(pubs []crypto.PublicKey, active crypto.Signer) error 
 			continue
 		}
 		set.Keys = append(set.Keys, jwk)
-		if err := t.sb.AddJWTAuthority(jwk.KeyID, k); err != nil {
+		if err := sb.AddJWTAuthority(jwk.KeyID, k); err != nil {
 			return fmt.Errorf("api: bundle: %w", err)
 		}
 	}
-	bundle, err := t.sb.Marshal()
+	bundle, err := sb.Marshal()
 	if err != nil {
 		return fmt.Errorf("api: encode bundle: %w", err)
 	}
@@ -141,7 +142,7 @@ func (t *Trust) SetJWTKeys(pubs []crypto.PublicKey, active crypto.Signer) error 
 			return fmt.Errorf("api: JWT-SVID signer: %w", err)
 		}
 	}
-	t.Bundle, t.jwt = bundle, jk
+	t.Bundle, t.jwt, t.sb = bundle, jk, sb
 	return nil
 }
 

@@ -285,7 +285,8 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 		return err
 	}
 	if err := trust.SetJWTKeys(a.jwtKeys(set)); err != nil {
-		return err
+		// JWT-SVIDs are refused (503); the X.509 CA runs on.
+		a.log.Error("cannot publish the JWT-SVID keys", "err", err)
 	}
 	// Retired (and staged) issuing CAs are still served by certificate
 	// (caIssuers, CT extra_data): their leaves stay in the log.
