@@ -329,3 +329,26 @@ func TestEtcdJWTSVID(t *testing.T) {
 		t.Errorf("B's new-key token with A's bundle: %v", err)
 	}
 }
+
+// TestJWTSVIDCLIErrors: missing flags are usage errors (exit 2), missing
+// credentials one stderr line with exit 1.
+func TestJWTSVIDCLIErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"jwt-svid", "--out", dir, "--audience", "a"},
+		{"jwt-svid", "--ca", "https://127.0.0.1:1", "--out", dir},
+		{"jwt-svid", "--ca", "https://127.0.0.1:1", "--audience", "a"},
+	} {
+		r := runCLI(t, args...)
+		if r.code != 2 {
+			t.Errorf("want exit 2:\n%s", r)
+		}
+		oneLine(t, r)
+	}
+	r := runCLI(t, "jwt-svid", "--ca", "https://127.0.0.1:1", "--out", filepath.Join(dir, "none"), "--audience", "a")
+	if r.code != 1 {
+		t.Errorf("no credentials: want exit 1:\n%s", r)
+	}
+	oneLine(t, r)
+}
