@@ -103,6 +103,9 @@ type Options struct {
 	// Tokens configure the OAuth 2.0 token endpoint (/v1/token) and its
 	// JWKS and metadata (token.go); nil serves none of them.
 	Tokens *TokenOptions
+	// JWTSVID configures POST /v1/jwt-svid, its keys and OIDC discovery
+	// (jwtsvid.go); nil serves none of them.
+	JWTSVID *JWTSVIDOptions
 	// Policy is the runtime policy (policy.go); nil allows everything.
 	Policy *Policy
 	// Ready, when set, says why this process cannot serve what needs its
@@ -130,6 +133,7 @@ type Server struct {
 	tlog     *Log
 	anchors  AnchorAdmin
 	tokens   *tokenIssuer
+	jwt      *jwtSVIDIssuer
 	policy   atomic.Pointer[Policy]
 	ready    func() error
 }
@@ -167,6 +171,13 @@ func New(opts Options) (*Server, error) {
 			return nil, err
 		}
 		s.tokens = t
+	}
+	if opts.JWTSVID != nil {
+		j, err := newJWTSVIDIssuer(*opts.JWTSVID)
+		if err != nil {
+			return nil, err
+		}
+		s.jwt = j
 	}
 	s.policy.Store(opts.Policy)
 	s.SetAdmins(opts.Admins)
@@ -211,6 +222,11 @@ func (s *Server) HTTPSHandler() http.Handler {
 		mux.HandleFunc("/v1/token", s.token)
 		mux.HandleFunc("/.well-known/jwks.json", allow(http.MethodGet, s.jwksHandler))
 		mux.HandleFunc("/.well-known/oauth-authorization-server", allow(http.MethodGet, s.oauthMetadata))
+	}
+	if s.jwt != nil {
+		mux.HandleFunc("/v1/jwt-svid", allow(http.MethodPost, s.jwtSVID))
+		mux.HandleFunc(JWTKeysPath, allow(http.MethodGet, s.jwtKeysHandler))
+		mux.HandleFunc("/.well-known/openid-configuration", allow(http.MethodGet, s.openIDConfiguration))
 	}
 	mux.Handle("/admin/", s.adminOverTLS(s.adminMux()))
 	if s.tlog != nil {

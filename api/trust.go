@@ -32,6 +32,10 @@ type Trust struct {
 	// certs are the issuing CA certificates of every anchor, by hex
 	// subject key identifier (see AddIssuingCert).
 	certs map[string]IssuingCert
+	// sb is the bundle Bundle encodes; jwt the JWT-SVID keys
+	// (SetJWTKeys), nil when there are none.
+	sb  *spiffebundle.Bundle
+	jwt *jwtKeys
 }
 
 // issuer returns the issuing CA with subject key identifier ski (hex).
@@ -75,7 +79,7 @@ func NewTrust(td string, roots []*x509.Certificate, sequence uint64, refreshHint
 		return nil, fmt.Errorf("api: encode bundle: %w", err)
 	}
 	t := &Trust{Roots: roots, Pool: x509.NewCertPool(), Bundle: bundle, Sequence: sequence, Issuers: map[string]*ca.Issuer{}}
-	t.certs = map[string]IssuingCert{}
+	t.certs, t.sb = map[string]IssuingCert{}, b
 	for _, iss := range issuers {
 		t.Issuers[iss.SKI] = iss
 		t.certs[iss.SKI] = IssuingCert{Cert: iss.Cert, Root: iss.Root}

@@ -36,11 +36,14 @@ const (
 	EndpointSign  = "sign"
 	EndpointRenew = "renew"
 	EndpointToken = "token"
+	// EndpointJWTSVID is POST /v1/jwt-svid (and, later, the node
+	// agent's FetchJWTSVID): Audience holds the JWT-SVID's audiences.
+	EndpointJWTSVID = "jwt-svid"
 )
 
 // Endpoints lists every endpoint, the default of a rule without
 // "endpoints".
-var Endpoints = []string{EndpointSign, EndpointRenew, EndpointToken}
+var Endpoints = []string{EndpointSign, EndpointRenew, EndpointToken, EndpointJWTSVID}
 
 // Effect is what a matching rule decides.
 type Effect string
@@ -120,7 +123,7 @@ type File struct {
 // Input is what a rule sees. Each field is a CEL variable of the same name
 // in snake case (see docs/policy.md).
 type Input struct {
-	// Endpoint is "sign", "renew" or "token".
+	// Endpoint is "sign", "renew", "token" or "jwt-svid".
 	Endpoint string
 	// Provisioner is the name of the provisioner that vouched for the
 	// caller (at renew and token time, the one that vouched for its
@@ -133,7 +136,8 @@ type Input struct {
 	// TTL is the lifetime asked for: the certificate's at sign and
 	// renew, the token's at token.
 	TTL time.Duration
-	// Scope and Audience are the token's (token only).
+	// Scope and Audience are the token's (token only); Audience is also
+	// the JWT-SVID's (jwt-svid).
 	Scope    []string
 	Audience []string
 	// Task is the task id the agent named, or "".

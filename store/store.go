@@ -331,6 +331,13 @@ type Anchor struct {
 	// IssuerSKI is the issuing CA's subject key identifier, lowercase hex
 	// (Certificate.IssuerSKI of what it issued).
 	IssuerSKI string `json:"issuer_ski"`
+	// JWTKey locates the anchor's JWT-SVID signing key (ES256; a path
+	// relative to the state directory, or a KMS URI) and JWTPublicKey is
+	// its public key (PKIX DER), published in the bundle while the anchor
+	// is staged, active or retiring; only the active anchor's key signs.
+	// Both are empty for an anchor made before JWT-SVIDs.
+	JWTKey       string `json:"jwt_key,omitempty"`
+	JWTPublicKey []byte `json:"jwt_public_key,omitempty"`
 	// The times of the transitions; zero until they happen.
 	StagedAt    time.Time `json:"staged_at"`
 	ActivatedAt time.Time `json:"activated_at,omitzero"`

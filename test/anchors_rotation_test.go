@@ -41,6 +41,9 @@ func rotationCA(t *testing.T) *testca.CA {
 		c.Leaf.DefaultTTL = config.Duration(rotTTL)
 		c.Leaf.MaxTTL = config.Duration(rotTTL)
 		c.OCSP.Validity = config.Duration(time.Minute)
+		// retire also waits for the old JWT-SVID key's last token
+		// (max_ttl + 2 s after the activation): shorter than the leaves.
+		c.JWTSVID.MaxTTL = config.Duration(2 * time.Second)
 	}})
 }
 

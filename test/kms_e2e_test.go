@@ -229,7 +229,7 @@ func TestKeyPasswordE2E(t *testing.T) {
 	wrong := filepath.Join(t.TempDir(), "wrong")
 	writeFile(t, wrong, []byte("battery staple\n"))
 	c := kmsInit(t, "--password-file", pw)
-	for _, name := range []string{"root.key", "issuing.key", "ocsp.key", "log.key"} {
+	for _, name := range []string{"root.key", "issuing.key", "ocsp.key", "log.key", "jwt.key"} {
 		b, err := os.ReadFile(filepath.Join(c.Dir, "keys", name))
 		if err != nil {
 			t.Fatal(err)
@@ -258,7 +258,7 @@ func TestKeyPasswordE2E(t *testing.T) {
 	// The keys of a staged anchor are encrypted with the same password.
 	kmsRotate(t, c)
 	keys, err := filepath.Glob(filepath.Join(c.Dir, "keys", "anchors", "*.key"))
-	if err != nil || len(keys) != 2 {
+	if err != nil || len(keys) != 3 { // root, issuing CA, JWT-SVID
 		t.Fatalf("keys of the staged anchor: %v %v", keys, err)
 	}
 	for _, k := range keys {

@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"log/slog"
 	"net/http"
@@ -112,6 +113,10 @@ type Verifier struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
+
+	// jwt holds the JWT-SVID keys of the last bundle fetched from
+	// BundleURL (jwtsvid.go).
+	jwt atomic.Pointer[jwtbundle.Bundle]
 }
 
 // New builds a Verifier and starts refreshing the bundle when a source to
@@ -316,6 +321,9 @@ func (v *Verifier) fetchBundle(ctx context.Context) ([]*x509.Certificate, error)
 	}
 	if h, ok := b.RefreshHint(); ok {
 		v.hint.Store(int64(h))
+	}
+	if len(b.X509Authorities()) > 0 {
+		v.jwt.Store(jwtbundle.FromJWTAuthorities(v.td, b.JWTAuthorities()))
 	}
 	return b.X509Authorities(), nil
 }

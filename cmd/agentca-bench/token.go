@@ -34,7 +34,8 @@ const benchPolicy = `{"rules": [
   {"name": "no-sandbox", "endpoints": ["sign", "renew"], "when": "claims.?namespace.orValue('') == 'sandbox'", "effect": "deny"},
   {"name": "admin-scope-ops-only", "endpoints": ["token"], "when": "'tools.admin' in scope && !spiffe_id.startsWith('spiffe://bench.example.org/ops/')", "effect": "deny"},
   {"name": "office-hours", "endpoints": ["token"], "when": "environment['hours'] == 'office' && (now.getHours('UTC') < 7 || now.getHours('UTC') >= 20)", "effect": "deny"},
-  {"name": "task-tokens-short", "endpoints": ["token"], "when": "task != ''", "effect": "cap", "max_ttl": "2m"}
+  {"name": "task-tokens-short", "endpoints": ["token"], "when": "task != ''", "effect": "cap", "max_ttl": "2m"},
+  {"name": "payments-billing-only", "endpoints": ["jwt-svid"], "when": "'https://payments.bench.example.org' in audience && !spiffe_id.startsWith('spiffe://bench.example.org/billing/')", "effect": "deny"}
 ]}`
 
 // configureTokens gives the daemon's agentca.json the token scopes and

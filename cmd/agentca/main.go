@@ -70,6 +70,7 @@ func newApp(stdout, stderr io.Writer, notFound *string) *cli.App {
 			tokenCommand(),
 			enrollCommand(),
 			renewCommand(),
+			jwtSVIDCommand(),
 			certsCommand(),
 			revokeCommand(),
 			ocspCommand(),

@@ -85,6 +85,7 @@ type Config struct {
 	Tokens         Tokens        `json:"tokens,omitzero"`
 	Policy         Policy        `json:"policy,omitzero"`
 	Limits         Limits        `json:"limits,omitzero"`
+	JWTSVID        JWTSVID       `json:"jwt_svid,omitzero"`
 }
 
 // Keys says where each CA key lives: a PEM file (a path, relative to the
@@ -550,6 +551,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateTokens(bad)
 	c.Limits.validate(bad)
+	c.validateJWTSVID(bad)
 	return errors.Join(errs...)
 }
 

@@ -90,6 +90,13 @@ type anchors struct {
 	rootsRetryAt time.Time
 	trust        atomic.Pointer[api.Trust]
 	crls         atomic.Pointer[map[string]*crl.Publisher] // by issuer SKI; "" is the active one
+	// jwtSigners are the loaded JWT-SVID keys, by anchor ID; jwtErr is why
+	// the active anchor's could not be loaded at the last apply (refresh
+	// then applies again), jwtErrLogged the last such error logged
+	// (jwtsvid.go).
+	jwtSigners   map[string]crypto.Signer
+	jwtErr       error
+	jwtErrLogged string
 }
 
 // runningIssuer is an active or retiring issuing CA with its CRL and OCSP
@@ -182,8 +189,9 @@ func (a *anchors) refresh(ctx context.Context) error {
 	defer a.mu.Unlock()
 	// The set was read before the lock: a transition may have applied a
 	// newer one meanwhile, which must not be undone. The same set is
-	// applied again only while its active issuer could not start.
-	if set.Sequence < a.applied || set.Sequence == a.applied && a.activeErr == nil {
+	// applied again only while its active issuer could not start (or its
+	// JWT-SVID key could not be loaded).
+	if set.Sequence < a.applied || set.Sequence == a.applied && a.activeErr == nil && a.jwtErr == nil {
 		return nil
 	}
 	return a.apply(ctx, set)
@@ -292,6 +300,10 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 	trust, err := api.NewTrust(a.cfg.TrustDomain, roots, set.Sequence, a.cfg.Leaf.DefaultTTL.Std()/2, issuers...)
 	if err != nil {
 		return err
+	}
+	if err := trust.SetJWTKeys(a.jwtKeys(set)); err != nil {
+		// JWT-SVIDs are refused (503); the X.509 CA runs on.
+		a.log.Error("cannot publish the JWT-SVID keys", "err", err)
 	}
 	// Retired (and staged) issuing CAs are still served by certificate
 	// (caIssuers, CT extra_data): their leaves stay in the log.
@@ -625,6 +637,15 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 			an.CrossSigned = cross.Raw
 		}
 		an.ID, an.Root, an.Issuer, an.IssuerKey, an.IssuerSKI = ca.AnchorID(iss), root.Raw, iss.Raw, issRef, skiHex(iss)
+		// Its JWT-SVID key, published from now on, signs from activation.
+		jwtKey, jwtRef, err := newKeys.create(roleJWT)
+		if err != nil {
+			return nil, err
+		}
+		if an.JWTPublicKey, err = x509.MarshalPKIXPublicKey(jwtKey.Public()); err != nil {
+			return nil, err
+		}
+		an.JWTKey = jwtRef
 		return an, nil
 	}()
 	if err != nil {
@@ -694,8 +715,13 @@ func (a *anchors) RetireAnchor(ctx context.Context, id string, force bool) (*api
 	if a.serverIssuer != nil && a.serverIssuer() == an.IssuerSKI && !force {
 		return nil, fmt.Errorf("%w: this CA's own HTTPS certificate is still issued by anchor %s (its renewal under the active anchor is being retried); agents that drop the root would not reach the CA", ca.ErrAnchorUnsafe, id)
 	}
+	jwtMax := a.jwtMaxTTLNow()
 	set, err = a.transition(ctx, "retire", id, func(set *store.AnchorSet) error {
-		return ca.RetireAnchor(set, id, time.Now(), n, last, force)
+		now := time.Now()
+		if err := checkJWTRetire(set, id, now, jwtMax, force); err != nil {
+			return err
+		}
+		return ca.RetireAnchor(set, id, now, n, last, force)
 	})
 	if err != nil {
 		return nil, err
@@ -720,6 +746,10 @@ type newAnchorKeys struct {
 }
 
 func (n *newAnchorKeys) create(role string) (crypto.Signer, string, error) {
+	kt := n.kt
+	if role == roleJWT {
+		kt = ca.ECP256 // ES256, whatever the CA's key type
+	}
 	if n.tag == "" {
 		tag, err := newKMSTag()
 		if err != nil {
@@ -732,18 +762,15 @@ func (n *newAnchorKeys) create(role string) (crypto.Signer, string, error) {
 			n.kmsKeys = &kmsKeys{kms: n.a.keys.kms}
 		}
 		var cfg config.Keys
-		s, err := n.kmsKeys.create(&cfg, role, n.tag, n.kt)
+		s, err := n.kmsKeys.create(&cfg, role, n.tag, kt)
 		if err != nil {
 			return nil, "", err
 		}
-		ref := cfg.Root
-		if role == roleIssuing {
-			ref = cfg.Issuing
-		}
+		ref := n.kmsKeys.names[len(n.kmsKeys.names)-1]
 		n.refs = append(n.refs, ref)
 		return s, ref, nil
 	}
-	key, err := ca.GenerateKey(n.kt)
+	key, err := ca.GenerateKey(kt)
 	if err != nil {
 		return nil, "", err
 	}

@@ -173,6 +173,11 @@ func build(ctx context.Context, stage string, cfg *config.Config, opts InitOptio
 	if _, err := keys.signer(roleToken, true); err != nil { // access tokens (docs/tokens.md)
 		return err
 	}
+	if keys.kms == nil { // JWT-SVIDs (docs/jwt-svid.md); with a KMS, serve makes it there
+		if _, err := loadOrCreateKey(filepath.Join(stage, JWTKeyFile), opts.Password); err != nil {
+			return err
+		}
+	}
 	files := map[string][]byte{
 		RootCertFile: certPEM(h.Root),
 		IssuingCert:  certPEM(h.Issuing),

@@ -20,6 +20,7 @@ const (
 	roleOCSP    = "ocsp"
 	roleLog     = "log"
 	roleToken   = "token"
+	roleJWT     = "jwt"
 )
 
 // caKeys finds the CA keys where agentca.json's "keys" says they live: PEM
@@ -67,6 +68,8 @@ func (k *caKeys) ref(role string) string {
 		r, def = k.cfg.Log, LogKeyFile
 	case roleToken:
 		r, def = k.cfg.Token, TokenKeyFile
+	case roleJWT:
+		def = JWTKeyFile
 	}
 	if r == "" {
 		return def

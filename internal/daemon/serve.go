@@ -209,6 +209,12 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}
 		return errors.New("no active trust anchor; refusing to start")
 	}
+	// A JWT-SVID key problem costs JWT-SVIDs (503), not the X.509 CA.
+	if err := anch.ensureJWTKey(ctx); err != nil {
+		log.Error("the active anchor has no JWT-SVID key; JWT-SVIDs are refused until one is made at a later start", "err", err)
+	} else if err := anch.refresh(ctx); err != nil {
+		return fmt.Errorf("trust anchors: %w", err)
+	}
 	// A revocation, made here or by another replica, shows at once in
 	// OCSP and (debounced) in its issuer's CRL.
 	revoked := func(ctx context.Context, rec *store.Certificate) {
@@ -218,7 +224,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, Policy: pol, OnRevoke: revoked, Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
+		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked,
+		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {
 		return err
 	}
