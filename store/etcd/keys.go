@@ -11,6 +11,7 @@ package etcd
 //	P/exp/c/<NotAfter s, 16 hex><serial hex>   → expiryEntry (JSON), for Sweep and IssuerStats
 //	P/exp/t/<ExpiresAt s, 16 hex><hash hex>    → token hash hex, for Sweep
 //	P/anchors                         → the trust anchors (JSON)
+//	P/workloads                       → the workload definitions (JSON, workloads.go)
 //	P/migrating                       → start time of an Import not finished (import.go)
 //	P/log/state                       → translog.State.MarshalBinary
 //	P/log/sth                         → the last signed tree head (JSON)
