@@ -152,7 +152,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.srv, err = api.New(api.Options{Authority: e.authority, Store: st, Trust: trust, Provisioners: e.provs,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now})
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now, Workloads: st})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,6 +116,13 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, serial, reasonNa
 	}
 	s.log.Info("audit", "op", "revoke", "serial", rec.Serial, "spiffe_id", rec.SPIFFEID, "reason", crl.ReasonName(rec.RevocationReason),
 		"revoked_at", rec.RevokedAt.Format(time.RFC3339), "by", by, "remote", r.RemoteAddr)
+	// A node's workload SVIDs go with it (repeating a revocation
+	// finishes what a failure here left).
+	if _, err := s.revokeWorkloads(context.WithoutCancel(r.Context()), r, rec.Serial, s.now()); err != nil {
+		s.log.Error("revoke: revoking the node's workload SVIDs failed; revoke the node again", "serial", rec.Serial, "err", err)
+		writeError(w, s.refusal(err))
+		return
+	}
 	writeJSON(w, http.StatusOK, RevokeResponse{Serial: rec.Serial, SPIFFEID: rec.SPIFFEID, RevokedAt: rec.RevokedAt,
 		Reason: crl.ReasonName(rec.RevocationReason)})
 }

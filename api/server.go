@@ -102,6 +102,9 @@ type Options struct {
 	Tokens *TokenOptions
 	// Policy is the runtime policy (policy.go); nil allows everything.
 	Policy *Policy
+	// Workloads keeps the workload definitions (workload.go); nil serves
+	// neither their admin API nor the node agent endpoints.
+	Workloads WorkloadStore
 }
 
 // Server holds the handlers' state.
@@ -123,6 +126,8 @@ type Server struct {
 	anchors  AnchorAdmin
 	tokens   *tokenIssuer
 	policy   atomic.Pointer[Policy]
+
+	workloads WorkloadStore
 }
 
 // New checks opts and returns a Server.
@@ -132,7 +137,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
 		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, admins: opts.Admins, tlog: opts.Log,
-		anchors: opts.Anchors}
+		anchors: opts.Anchors, workloads: opts.Workloads}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -176,6 +181,8 @@ func (s *Server) HTTPSHandler() http.Handler {
 	mux.HandleFunc("/v1/sign", allow(http.MethodPost, s.sign))
 	mux.HandleFunc("/v1/renew", allow(http.MethodPost, s.renew))
 	mux.HandleFunc("/v1/revoke", allow(http.MethodPost, s.selfRevoke))
+	mux.HandleFunc("/v1/workload/sign", allow(http.MethodPost, s.workloadSign))
+	mux.HandleFunc("/v1/workload/definitions", allow(http.MethodGet, s.workloadDefinitions))
 	if s.tokens != nil {
 		mux.HandleFunc("/v1/token", s.token)
 		mux.HandleFunc("/.well-known/jwks.json", allow(http.MethodGet, s.jwksHandler))
@@ -424,6 +431,7 @@ type auditEntry struct {
 	op, prov    string
 	spiffeID    string // the identity asked for, when known
 	renewedFrom string
+	parent      string // the node of a workload SVID
 	issued      *ca.Issued
 	e           *Error
 	// detail is the internal reason of a refusal; it never contains a
@@ -436,6 +444,9 @@ func (s *Server) audit(r *http.Request, a auditEntry) {
 	attrs := []any{"op", a.op, "provisioner", a.prov, "remote", r.RemoteAddr}
 	if a.renewedFrom != "" {
 		attrs = append(attrs, "renewed_from", a.renewedFrom)
+	}
+	if a.parent != "" {
+		attrs = append(attrs, "parent", a.parent)
 	}
 	if a.e == nil {
 		attrs = append(attrs, "outcome", "issued", "serial", a.issued.Serial, "spiffe_id", a.issued.SPIFFEID,

@@ -93,6 +93,12 @@ func (s *Server) endTask(w http.ResponseWriter, r *http.Request) {
 			s.log.Info("audit", "op", "revoke", "serial", rec.Serial, "spiffe_id", rec.SPIFFEID, "reason", crl.ReasonName(rec.RevocationReason),
 				"revoked_at", rec.RevokedAt.Format(time.RFC3339), "by", "task-end", "task", req.Task, "remote", r.RemoteAddr)
 			out.Revoked = append(out.Revoked, rec.Serial)
+			children, err := s.revokeWorkloads(ctx, r, rec.Serial, now)
+			out.Revoked = append(out.Revoked, children...)
+			if err != nil {
+				writeError(w, s.refusal(err))
+				return
+			}
 		}
 		if len(recs) < taskPage {
 			break

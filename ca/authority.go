@@ -245,6 +245,9 @@ type Request struct {
 	RenewedFrom string
 	// Task is the task the agent named, recorded with the certificate.
 	Task string
+	// Parent is the serial of the node certificate that asked for this
+	// workload SVID, recorded with it.
+	Parent string
 }
 
 // Issued is a recorded leaf certificate.
@@ -352,7 +355,7 @@ func (a *Authority) signAndRecordOnce(ctx context.Context, tmpl *x509.Certificat
 		Certificate: store.Certificate{
 			Serial: out.Serial, SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, Provisioner: req.Provisioner,
 			IssuerSKI: iss.SKI, NotBefore: out.NotBefore, NotAfter: out.NotAfter, DER: der,
-			RenewedFrom: req.RenewedFrom, Task: req.Task,
+			RenewedFrom: req.RenewedFrom, Task: req.Task, Parent: req.Parent,
 		},
 		JoinToken: req.JoinToken,
 		Once:      req.Once,

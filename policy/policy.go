@@ -36,11 +36,15 @@ const (
 	EndpointSign  = "sign"
 	EndpointRenew = "renew"
 	EndpointToken = "token"
+	// EndpointWorkload is a node agent asking for a workload SVID
+	// (claims: "node", "node_provisioner", "definition", and each of the
+	// workload's selectors as a key with an empty value).
+	EndpointWorkload = "workload"
 )
 
 // Endpoints lists every endpoint, the default of a rule without
 // "endpoints".
-var Endpoints = []string{EndpointSign, EndpointRenew, EndpointToken}
+var Endpoints = []string{EndpointSign, EndpointRenew, EndpointToken, EndpointWorkload}
 
 // Effect is what a matching rule decides.
 type Effect string
@@ -120,7 +124,7 @@ type File struct {
 // Input is what a rule sees. Each field is a CEL variable of the same name
 // in snake case (see docs/policy.md).
 type Input struct {
-	// Endpoint is "sign", "renew" or "token".
+	// Endpoint is "sign", "renew", "token" or "workload".
 	Endpoint string
 	// Provisioner is the name of the provisioner that vouched for the
 	// caller (at renew and token time, the one that vouched for its

@@ -213,7 +213,7 @@ func (d *Definition) Render(selectors []string) (string, bool) {
 				v, n = rest, n+1
 			}
 		}
-		return v, n == 1 && spiffeid.ValidatePathSegment("/"+v) == nil
+		return v, n == 1 && spiffeid.ValidatePathSegment(v) == nil
 	})
 	if err != nil {
 		return "", false

@@ -197,7 +197,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, Policy: pol, OnRevoke: revoked})
+		Tokens: tokens, Policy: pol, OnRevoke: revoked, Workloads: st})
 	if err != nil {
 		return err
 	}
