@@ -7,6 +7,8 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"slices"
@@ -84,6 +86,11 @@ func (s *Server) createWorkload(w http.ResponseWriter, r *http.Request) {
 	if e := decodeJSON(w, r, &d, false); e != nil {
 		writeError(w, e)
 		return
+	}
+	if d.ID == "" {
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		d.ID = "w-" + hex.EncodeToString(b)
 	}
 	if err := d.Validate(s.ca.TrustDomain()); err != nil {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "workloads: invalid definition: ")))

@@ -51,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			policyCommand(),
 			taskCommand(),
 			anchorsCommand(),
+			workloadsCommand(),
+			nodeAgentCommand(),
 			migrateCommand(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/agentca/agentca/agent"
+	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/nodeagent"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/urfave/cli/v2"
+)
+
+func nodeAgentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "node agent: attest the node once, keep its certificate in --data-dir, serve the SPIFFE Workload API on --socket",
+		Flags: append(attestationFlags(),
+			&cli.StringFlag{Name: "data-dir", Usage: "directory for the node's cert.pem, key.pem and bundle.pem (a restart resumes from them)", EnvVars: []string{"AGENTCA_DATA_DIR"}},
+			&cli.StringFlag{Name: "socket", Usage: "the Workload API's unix socket (give it to workloads as SPIFFE_ENDPOINT_SOCKET=unix://PATH)", EnvVars: []string{"AGENTCA_SOCKET"}},
+			&cli.StringFlag{Name: "key-type", Usage: "key type of the node's and the workloads' keys: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
+			&cli.DurationFlag{Name: "ttl", Usage: "the node certificate's lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
+			&cli.DurationFlag{Name: "poll-interval", Usage: "how often to fetch the workload definitions and check the bundle", Value: 2 * time.Second, EnvVars: []string{"AGENTCA_POLL_INTERVAL"}},
+		),
+		Action: nodeAgent,
+	}
+}
+
+func nodeAgent(c *cli.Context) error {
+	caURL, dir, sock := c.String("ca"), c.String("data-dir"), c.String("socket")
+	if caURL == "" || dir == "" || sock == "" {
+		return usagef("--ca, --data-dir and --socket are required")
+	}
+	if (c.String("root") == "") == (c.String("fingerprint") == "") {
+		return usagef("give exactly one of --root FILE or --fingerprint SHA256")
+	}
+	kind, err := attestationKind(c)
+	if err != nil {
+		return err
+	}
+	if _, err := agent.NewKey(c.String("key-type")); err != nil {
+		return usagef("--key-type: %v", err)
+	}
+	if p := c.Duration("poll-interval"); p < 100*time.Millisecond || p > time.Minute {
+		return usagef("--poll-interval must be between 100ms and 1m")
+	}
+	log, err := newLogger(c, config.LogConfig{})
+	if err != nil {
+		return err
+	}
+	roots, err := trustAnchors(c.Context, caURL, c.String("root"), c.String("fingerprint"))
+	if err != nil {
+		return err
+	}
+	provisioner := c.String("provisioner")
+	if !c.IsSet("provisioner") && kind.provisioner != "" {
+		provisioner = kind.provisioner
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	cfg := agent.Config{CAURL: caURL, Roots: roots, Provisioner: provisioner, Attest: kind.attest(c, caURL, roots, provisioner),
+		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: dir}
+	resume(c, &cfg, kind, roots, log)
+	cfg.Logger = log
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	src, err := agent.NewSource(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	node, err := spiffeid.FromString(src.Current().SPIFFEID)
+	if err != nil {
+		return err
+	}
+	ca, err := agent.NewNodeClient(caURL, src.Pool, src.GetClientCertificate)
+	if err != nil {
+		return err
+	}
+	na, err := nodeagent.New(nodeagent.Config{CA: ca, Roots: src.Roots, TrustDomain: node.TrustDomain(),
+		KeyType: c.String("key-type"), Poll: c.Duration("poll-interval"), Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := na.Refresh(ctx); err != nil {
+		log.Warn("fetching workload definitions failed; retrying", "err", err)
+	}
+	lis, err := nodeagent.Listen(sock)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(sock)
+	srv := na.NewServer()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	go na.Run(ctx)
+	log.Info("node agent running", "spiffe_id", node.String(), "serial", src.Current().Serial, "socket", sock, "dir", dir)
+	select {
+	case <-ctx.Done():
+		log.Info("stopping on signal")
+		srv.Stop()
+		return nil
+	case <-src.Done():
+		srv.Stop()
+		return src.Err()
+	case err := <-served:
+		if err != nil {
+			return errors.New("serving the Workload API: " + err.Error())
+		}
+		return nil
+	}
+}
