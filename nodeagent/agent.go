@@ -69,6 +69,7 @@ type entry struct {
 	selectors []string // the caller's selectors it was signed for
 	sign      sync.Mutex
 	creds     *agent.Credentials // nil until signed
+	got       time.Time          // when creds arrived
 	lastUsed  time.Time
 	retryAt   time.Time
 }
@@ -178,12 +179,13 @@ func (a *Agent) rotate(ctx context.Context, now time.Time) {
 		if cr == nil || now.Before(e.retryAt) {
 			continue
 		}
-		life := cr.NotAfter.Sub(cr.NotBefore)
+		// The CA backdates NotBefore: the lifetime counts from arrival.
+		life := cr.NotAfter.Sub(e.got)
 		if now.Sub(e.lastUsed) > life || !now.Before(cr.NotAfter) {
 			delete(a.svids, id)
 			continue
 		}
-		if !now.Before(cr.NotBefore.Add(life / 2)) {
+		if !now.Before(e.got.Add(life / 2)) {
 			due = append(due, e)
 		}
 	}
@@ -226,7 +228,7 @@ func (a *Agent) signEntry(ctx context.Context, e *entry) (*agent.Credentials, er
 		return nil, err
 	}
 	a.mu.Lock()
-	e.creds = cr
+	e.creds, e.got = cr, time.Now()
 	a.mu.Unlock()
 	return cr, nil
 }

@@ -1,0 +1,128 @@
+// Command wlclient is the end-to-end tests' Workload API client: it uses
+// only go-spiffe's workloadapi, as any SPIFFE workload would.
+//
+//	wlclient -socket unix:///path fetch DIR   one X.509 context: prints the SVID's ID (or the gRPC code), writes DIR/svid.pem and DIR/bundle.pem
+//	wlclient -socket unix:///path watch N     prints one JSON line per update until N updates
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/status"
+)
+
+// update is one line of watch output.
+type update struct {
+	IDs      []string  `json:"ids"`
+	Serials  []string  `json:"serials"`
+	NotAfter time.Time `json:"not_after"`
+	At       time.Time `json:"at"`
+	Roots    int       `json:"roots"`
+}
+
+func main() {
+	socket := flag.String("socket", "", "the Workload API socket (unix:///path)")
+	timeout := flag.Duration("timeout", 30*time.Second, "give up after")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if err := run(ctx, *socket, flag.Args()); err != nil {
+		fmt.Fprintln(os.Stderr, "wlclient:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, socket string, args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("usage: wlclient -socket S fetch DIR | watch N")
+	}
+	addr := workloadapi.WithAddr(socket)
+	switch args[0] {
+	case "fetch":
+		svid, err := workloadapi.FetchX509SVID(ctx, addr)
+		if err != nil {
+			fmt.Println("error", status.Code(err))
+			return nil
+		}
+		bundles, err := workloadapi.FetchX509Bundles(ctx, addr)
+		if err != nil {
+			return err
+		}
+		b, err := bundles.GetX509BundleForTrustDomain(svid.ID.TrustDomain())
+		if err != nil {
+			return err
+		}
+		if err := writePEM(filepath.Join(args[1], "svid.pem"), svid.Certificates); err != nil {
+			return err
+		}
+		if err := writePEM(filepath.Join(args[1], "bundle.pem"), b.X509Authorities()); err != nil {
+			return err
+		}
+		fmt.Println("svid", svid.ID)
+		return nil
+	case "watch":
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		w := &watcher{n: n, done: make(chan struct{})}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			<-w.done
+			cancel()
+		}()
+		err = workloadapi.WatchX509Context(ctx, w, addr)
+		if w.seen >= n {
+			return nil
+		}
+		return err
+	}
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+type watcher struct {
+	n, seen int
+	done    chan struct{}
+}
+
+func (w *watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	var u update
+	for _, s := range c.SVIDs {
+		u.IDs = append(u.IDs, s.ID.String())
+		u.Serials = append(u.Serials, s.Certificates[0].SerialNumber.Text(16))
+		u.NotAfter = s.Certificates[0].NotAfter
+	}
+	u.At = time.Now()
+	for _, b := range c.Bundles.Bundles() {
+		u.Roots += len(b.X509Authorities())
+	}
+	line, _ := json.Marshal(u)
+	fmt.Println(string(line))
+	w.seen++
+	if w.seen == w.n {
+		close(w.done)
+	}
+}
+
+func (w *watcher) OnX509ContextWatchError(err error) {
+	fmt.Fprintln(os.Stderr, "watch error:", status.Code(err), err)
+}
+
+func writePEM(path string, certs []*x509.Certificate) error {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return os.WriteFile(path, out, 0o644)
+}
