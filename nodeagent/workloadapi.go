@@ -12,8 +12,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/agentca/agentca/agent"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,18 +28,18 @@ import (
 // the value "true" (SPIFFE Workload Endpoint specification).
 const HeaderKey = "workload.spiffe.io"
 
-// NewServer returns a gRPC server with the Workload API, attesting callers
+// NewServer returns a gRPC server with the Workload API and Envoy SDS, attesting callers
 // from the unix socket's peer credentials.
 func (a *Agent) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 	opts = append([]grpc.ServerOption{grpc.Creds(peerCredentials{}),
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := checkHeader(ctx); err != nil {
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := checkHeader(ctx, info.FullMethod); err != nil {
 				return nil, err
 			}
 			return h(ctx, req)
 		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := checkHeader(ss.Context()); err != nil {
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := checkHeader(ss.Context(), info.FullMethod); err != nil {
 				return err
 			}
 			return h(srv, ss)
@@ -45,10 +47,16 @@ func (a *Agent) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 	}, opts...)
 	s := grpc.NewServer(opts...)
 	workload.RegisterSpiffeWorkloadAPIServer(s, &workloadAPI{a: a})
+	secretv3.RegisterSecretDiscoveryServiceServer(s, &sdsServer{a: a})
 	return s
 }
 
-func checkHeader(ctx context.Context) error {
+// checkHeader enforces the security header on the Workload API (Envoy's
+// SDS requests do not carry it).
+func checkHeader(ctx context.Context, method string) error {
+	if !strings.HasPrefix(method, "/SpiffeWorkloadAPI/") {
+		return nil
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get(HeaderKey); len(v) != 1 || v[0] != "true" {
 		return status.Error(codes.InvalidArgument, "security header missing from request")

@@ -173,6 +173,35 @@ func TestWorkloadAPI(t *testing.T) {
 		t.Fatalf("want two SVIDs, the second before the first expired: %s", watch)
 	}
 
+	// Envoy SDS v3: the certificate by SPIFFE ID and as "default", the
+	// bundle as ROOTCA; after the ACK, a push on renewal.
+	sdsOut := asUser(t, users[0], client, "-socket", sockURL, "-timeout", "20s", "sds", "2")
+	type sdsLine struct {
+		Version   string   `json:"version"`
+		Names     []string `json:"names"`
+		Serial    string   `json:"serial"`
+		TrustedCA string   `json:"trusted_ca"`
+	}
+	var sdsLines []sdsLine
+	for _, l := range strings.Split(strings.TrimSpace(sdsOut), "\n") {
+		var v sdsLine
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("sds line %q: %v", l, err)
+		}
+		sdsLines = append(sdsLines, v)
+	}
+	wantNames := "spiffe://example.org/svc/agentca-wl-a default ROOTCA"
+	if len(sdsLines) != 2 || strings.Join(sdsLines[0].Names, " ") != wantNames || sdsLines[0].Serial == sdsLines[1].Serial ||
+		sdsLines[0].Version == sdsLines[1].Version || sdsLines[0].Serial == "" {
+		t.Errorf("SDS: want %s, then a push with a new serial:\n%s", wantNames, sdsOut)
+	}
+	if len(sdsLines) > 0 && !bytes.Equal(parseCerts(t, []byte(sdsLines[0].TrustedCA))[0].Raw, ca.Roots[0].Raw) {
+		t.Error("SDS: ROOTCA is not the CA's root")
+	}
+	if got := strings.TrimSpace(asUser(t, users[2], client, "-socket", sockURL, "sds", "1")); got != `{"error":"PermissionDenied"}` {
+		t.Errorf("SDS for a caller without identity: %s", got)
+	}
+
 	// grpcurl without the security header: InvalidArgument.
 	grpcurl := installGrpcurl(t)
 	proto := workloadProtoDir(t)

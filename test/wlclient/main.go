@@ -3,6 +3,7 @@
 //
 //	wlclient -socket unix:///path fetch DIR   one X.509 context: prints the SVID's ID (or the gRPC code), writes DIR/svid.pem and DIR/bundle.pem
 //	wlclient -socket unix:///path watch N     prints one JSON line per update until N updates
+//	wlclient -socket unix:///path sds N       an Envoy SDS v3 stream: prints one JSON line per response, ACKs each, until N
 package main
 
 import (
@@ -17,7 +18,13 @@ import (
 	"strconv"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -87,6 +94,12 @@ func run(ctx context.Context, socket string, args []string) error {
 			return nil
 		}
 		return err
+	case "sds":
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		return sds(ctx, socket, n)
 	}
 	return fmt.Errorf("unknown command %q", args[0])
 }
@@ -125,4 +138,67 @@ func writePEM(path string, certs []*x509.Certificate) error {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	return os.WriteFile(path, out, 0o644)
+}
+
+// sdsLine is one line of sds output.
+type sdsLine struct {
+	Version string   `json:"version"`
+	Names   []string `json:"names"`
+	// Serial is the "default" tls_certificate's leaf serial.
+	Serial string `json:"serial"`
+	// TrustedCA is the ROOTCA validation context's PEM.
+	TrustedCA string `json:"trusted_ca"`
+}
+
+func sds(ctx context.Context, socket string, n int) error {
+	conn, err := grpc.NewClient(socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
+	if err != nil {
+		return err
+	}
+	const typeURL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typeURL, Node: &corev3.Node{Id: "wlclient"}}); err != nil {
+		return err
+	}
+	for range n {
+		resp, err := stream.Recv()
+		if err != nil {
+			fmt.Println(`{"error":"` + status.Code(err).String() + `"}`)
+			return nil
+		}
+		var l sdsLine
+		l.Version = resp.VersionInfo
+		for _, a := range resp.Resources {
+			var s tlsv3.Secret
+			if err := a.UnmarshalTo(&s); err != nil {
+				return err
+			}
+			l.Names = append(l.Names, s.Name)
+			if c := s.GetTlsCertificate(); c != nil && s.Name == "default" {
+				block, _ := pem.Decode(c.GetCertificateChain().GetInlineBytes())
+				if block == nil {
+					return fmt.Errorf("default: no PEM certificate")
+				}
+				leaf, err := x509.ParseCertificate(block.Bytes)
+				if err != nil {
+					return err
+				}
+				l.Serial = leaf.SerialNumber.Text(16)
+			}
+			if v := s.GetValidationContext(); v != nil {
+				l.TrustedCA = string(v.GetTrustedCa().GetInlineBytes())
+			}
+		}
+		line, _ := json.Marshal(l)
+		fmt.Println(string(line))
+		// ACK.
+		if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: typeURL, VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
