@@ -282,6 +282,16 @@ func (s *Server) revokeOne(ctx context.Context, r *http.Request, serial string, 
 // not compromised by the node's revocation itself). It returns the serials
 // revoked.
 func (s *Server) revokeWorkloads(ctx context.Context, r *http.Request, parent string, now time.Time) ([]string, error) {
+	if s.workloads == nil {
+		return nil, nil
+	}
+	// The listing reads every record; a CA that never had a workload
+	// definition has no workload SVID to look for.
+	if set, err := s.workloads.Workloads(ctx); err != nil {
+		return nil, err
+	} else if set.Sequence == 0 {
+		return nil, nil
+	}
 	var out []string
 	after := ""
 	for {

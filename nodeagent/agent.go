@@ -219,6 +219,11 @@ func refused(err error) bool {
 func (a *Agent) signEntry(ctx context.Context, e *entry) (*agent.Credentials, error) {
 	e.sign.Lock()
 	defer e.sign.Unlock()
+	return a.signLocked(ctx, e)
+}
+
+// signLocked is signEntry with e.sign held.
+func (a *Agent) signLocked(ctx context.Context, e *entry) (*agent.Credentials, error) {
 	key, err := agent.NewKey(a.cfg.KeyType)
 	if err != nil {
 		return nil, err
@@ -282,14 +287,14 @@ func (a *Agent) SVIDs(ctx context.Context, selectors []string) ([]*agent.Credent
 // signFirst signs e unless a concurrent caller did meanwhile.
 func (a *Agent) signFirst(ctx context.Context, e *entry) (*agent.Credentials, error) {
 	e.sign.Lock()
+	defer e.sign.Unlock()
 	a.mu.Lock()
 	cr := e.creds
 	a.mu.Unlock()
-	e.sign.Unlock()
 	if cr != nil && time.Now().Before(cr.NotAfter) {
 		return cr, nil
 	}
-	cr, err := a.signEntry(ctx, e)
+	cr, err := a.signLocked(ctx, e)
 	if err == nil {
 		a.log.Info("workload SVID issued", "spiffe_id", e.id, "serial", cr.Serial, "not_after", cr.NotAfter.Format(time.RFC3339))
 	}
