@@ -98,7 +98,7 @@ FUZZ_TARGETS := FuzzParseCSR:./ca/ FuzzDecodeSignRequest:./api/ FuzzOCSPHandler:
 	FuzzConfigParse:./internal/config/ FuzzRespond:./ocsp/ FuzzParseLeaf:./translog/ FuzzState:./translog/ \
 	FuzzK8sAttest:./provisioners/k8ssa/ FuzzGCPAttest:./provisioners/gcpiit/ FuzzAzureMSIAttest:./provisioners/azuremsi/ \
 	FuzzAWSAttest:./provisioners/awsiid/ FuzzAzureIMDSAttest:./provisioners/azureimds/ \
-	FuzzParseTokenRequest:./api/ FuzzParse:./policy/ FuzzAuthorization:./verify/oauth/ FuzzRender:./workloads/
+	FuzzParseTokenRequest:./api/ FuzzParse:./policy/ FuzzAuthorization:./verify/oauth/ FuzzRender:./workloads/ FuzzParseCgroup:./nodeagent/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($${t#*:})"; \

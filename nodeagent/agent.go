@@ -43,6 +43,8 @@ type Config struct {
 	// Poll is how often definitions and the bundle are checked; zero
 	// means 2s (changes reach callers within that, plus a renewal).
 	Poll time.Duration
+	// Kubelet, when set, adds the caller's pod's k8s selectors.
+	Kubelet *Kubelet
 	// Logger nil discards.
 	Logger *slog.Logger
 }

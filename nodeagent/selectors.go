@@ -17,9 +17,9 @@ import (
 // (its pid may name another process now).
 var ErrCallerGone = errors.New("nodeagent: the calling process exited")
 
-// procRoot is where the process information is read; tests do not change
-// it, it only names the path once.
-const procRoot = "/proc"
+// procRoot is where the process information is read (a variable only so
+// the kubelet test can give a process a cgroup file).
+var procRoot = "/proc"
 
 // UnixSelectors returns the caller's unix selectors: unix:uid, unix:gid,
 // unix:user and unix:group (when the names resolve), unix:path and

@@ -99,7 +99,20 @@ func (a *Agent) attest(ctx context.Context) ([]string, error) {
 	if !ok {
 		return nil, status.Error(codes.Internal, "the caller was not attested")
 	}
+	// The pod first: UnixSelectors checks last that the caller still
+	// exists, which covers the cgroup read too.
+	var pod []string
+	if a.cfg.Kubelet != nil {
+		var err error
+		if pod, err = a.cfg.Kubelet.Selectors(ctx, c.PID); err != nil {
+			a.log.Warn("kubelet lookup failed", "pid", c.PID, "err", err)
+			return nil, status.Error(codes.Unavailable, "the node agent cannot reach the kubelet; retry")
+		}
+	}
 	sel, err := a.hashes.UnixSelectors(c)
+	if err == nil {
+		sel = append(sel, pod...)
+	}
 	if err != nil {
 		a.log.Warn("workload attestation failed", "pid", c.PID, "uid", c.UID, "err", err)
 		return nil, status.Error(codes.PermissionDenied, "the caller could not be attested")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"os"
 	"os/signal"
@@ -23,6 +24,9 @@ func nodeAgentCommand() *cli.Command {
 			&cli.StringFlag{Name: "socket", Usage: "the Workload API's unix socket (give it to workloads as SPIFFE_ENDPOINT_SOCKET=unix://PATH)", EnvVars: []string{"AGENTCA_SOCKET"}},
 			&cli.StringFlag{Name: "key-type", Usage: "key type of the node's and the workloads' keys: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
 			&cli.DurationFlag{Name: "ttl", Usage: "the node certificate's lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
+			&cli.StringFlag{Name: "kubelet", Usage: "the kubelet's HTTPS URL (e.g. https://127.0.0.1:10250): add the callers' pods' k8s: selectors", EnvVars: []string{"AGENTCA_KUBELET"}},
+			&cli.StringFlag{Name: "kubelet-token-file", Usage: "bearer token for the kubelet (re-read at each request)", EnvVars: []string{"AGENTCA_KUBELET_TOKEN_FILE"}},
+			&cli.StringFlag{Name: "kubelet-ca-file", Usage: "PEM roots to verify the kubelet's certificate (default: the system's)", EnvVars: []string{"AGENTCA_KUBELET_CA_FILE"}},
 			&cli.DurationFlag{Name: "poll-interval", Usage: "how often to fetch the workload definitions and check the bundle", Value: 2 * time.Second, EnvVars: []string{"AGENTCA_POLL_INTERVAL"}},
 		),
 		Action: nodeAgent,
@@ -46,6 +50,10 @@ func nodeAgent(c *cli.Context) error {
 	}
 	if p := c.Duration("poll-interval"); p < 100*time.Millisecond || p > time.Minute {
 		return usagef("--poll-interval must be between 100ms and 1m")
+	}
+	kubelet, err := kubeletFromFlags(c)
+	if err != nil {
+		return err
 	}
 	log, err := newLogger(c, config.LogConfig{})
 	if err != nil {
@@ -82,7 +90,7 @@ func nodeAgent(c *cli.Context) error {
 		return err
 	}
 	na, err := nodeagent.New(nodeagent.Config{CA: ca, Roots: src.Roots, TrustDomain: node.TrustDomain(),
-		KeyType: c.String("key-type"), Poll: c.Duration("poll-interval"), Logger: log})
+		KeyType: c.String("key-type"), Poll: c.Duration("poll-interval"), Kubelet: kubelet, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -113,4 +121,34 @@ func nodeAgent(c *cli.Context) error {
 		}
 		return nil
 	}
+}
+
+// kubeletFromFlags returns the kubelet client --kubelet asks for, or nil.
+func kubeletFromFlags(c *cli.Context) (*nodeagent.Kubelet, error) {
+	u := c.String("kubelet")
+	if u == "" {
+		if c.String("kubelet-token-file") != "" || c.String("kubelet-ca-file") != "" {
+			return nil, usagef("--kubelet-token-file and --kubelet-ca-file need --kubelet")
+		}
+		return nil, nil
+	}
+	if c.String("kubelet-token-file") == "" {
+		return nil, usagef("--kubelet needs --kubelet-token-file")
+	}
+	cfg := nodeagent.KubeletConfig{URL: u, TokenFile: c.String("kubelet-token-file")}
+	if f := c.String("kubelet-ca-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Roots = x509.NewCertPool()
+		if !cfg.Roots.AppendCertsFromPEM(b) {
+			return nil, usagef("--kubelet-ca-file %s holds no PEM certificate", f)
+		}
+	}
+	k, err := nodeagent.NewKubelet(cfg)
+	if err != nil {
+		return nil, usagef("--kubelet: %v", err)
+	}
+	return k, nil
 }
