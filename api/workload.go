@@ -277,11 +277,17 @@ func (s *Server) revokeOne(ctx context.Context, r *http.Request, serial string, 
 	return rec, nil
 }
 
+// maxLineage bounds how many earlier certificates of a node
+// revokeWorkloads follows.
+const maxLineage = 100_000
+
 // revokeWorkloads revokes the unexpired workload SVIDs issued to the node
-// certificate parent, with reason cessationOfOperation (their keys were
-// not compromised by the node's revocation itself). It returns the serials
+// certificate serial or to the certificates it renewed (a node agent
+// renews its certificate, and the SVIDs it got with the earlier ones may
+// still be valid), with reason cessationOfOperation (their keys were not
+// compromised by the node's revocation itself). It returns the serials
 // revoked.
-func (s *Server) revokeWorkloads(ctx context.Context, r *http.Request, parent string, now time.Time) ([]string, error) {
+func (s *Server) revokeWorkloads(ctx context.Context, r *http.Request, serial string, now time.Time) ([]string, error) {
 	if s.workloads == nil {
 		return nil, nil
 	}
@@ -292,18 +298,36 @@ func (s *Server) revokeWorkloads(ctx context.Context, r *http.Request, parent st
 	} else if set.Sequence == 0 {
 		return nil, nil
 	}
+	// The node's lineage back to the certificates whose SVIDs could still
+	// be valid: an SVID was issued before its node certificate expired
+	// and lives at most the lifetime ceiling.
+	parents := map[string]bool{}
+	for cur := serial; cur != "" && len(parents) < maxLineage && !parents[cur]; {
+		parents[cur] = true
+		rec, err := s.store.Certificate(ctx, cur)
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if rec.NotAfter.Before(now.Add(-config.Ceiling)) {
+			break
+		}
+		cur = rec.RenewedFrom
+	}
 	var out []string
 	after := ""
 	for {
-		recs, err := s.store.ListCertificates(ctx, store.ListOptions{Parent: parent, After: after, Limit: taskPage})
+		recs, err := s.store.ListCertificates(ctx, store.ListOptions{After: after, Limit: taskPage})
 		if err != nil {
 			return out, err
 		}
 		for _, c := range recs {
-			if c.Revoked() || !now.Before(c.NotAfter) {
+			if c.Parent == "" || !parents[c.Parent] || c.Revoked() || !now.Before(c.NotAfter) {
 				continue
 			}
-			_, err := s.revokeOne(ctx, r, c.Serial, reasonCessation, now, "node-revoked:"+parent)
+			_, err := s.revokeOne(ctx, r, c.Serial, reasonCessation, now, "node-revoked:"+serial)
 			if errors.Is(err, store.ErrNotFound) {
 				continue
 			}

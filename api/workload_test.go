@@ -125,11 +125,27 @@ func TestWorkloadSign(t *testing.T) {
 		http.StatusForbidden, api.CodeForbidden)
 	apiError(t, e.postJSON(e.client(svid.tls), "/v1/renew", []byte(`{}`)), http.StatusForbidden, api.CodeForbidden)
 
-	// Revoking the node revokes its workload SVIDs.
-	if r := e.adminJSON(http.MethodPost, "/admin/v1/revoke", api.RevokeRequest{Serial: node.resp.Serial}); r.status != http.StatusOK {
+	// The node renews its certificate and gets another SVID with the new
+	// one. Revoking the node's current certificate revokes the SVIDs of
+	// both.
+	r = e.postJSON(e.client(node.tls), "/v1/renew", []byte(`{}`))
+	if r.status != http.StatusCreated {
+		t.Fatalf("node renew: %d %s", r.status, r.body)
+	}
+	renewed := enrolledFrom(t, node.key, r)
+	key2 := mustKey(t, ca.ECP256)
+	r = e.postJSON(e.client(renewed.tls), "/v1/workload/sign", api.WorkloadSignRequest{SPIFFEID: "spiffe://example.org/w/1000",
+		Selectors: []string{"unix:uid:1000", "unix:gid:100"}, CSR: csrFor(t, key2, nil)})
+	if r.status != http.StatusCreated {
+		t.Fatalf("workload sign with the renewed node: %d %s", r.status, r.body)
+	}
+	svid2 := enrolledFrom(t, key2, r)
+	if r := e.adminJSON(http.MethodPost, "/admin/v1/revoke", api.RevokeRequest{Serial: renewed.resp.Serial}); r.status != http.StatusOK {
 		t.Fatalf("revoke: %d %s", r.status, r.body)
 	}
-	if rec, err := e.store.Certificate(context.Background(), svid.resp.Serial); err != nil || !rec.Revoked() {
-		t.Fatalf("the node's workload SVID is not revoked (%v)", err)
+	for _, serial := range []string{svid.resp.Serial, svid2.resp.Serial} {
+		if rec, err := e.store.Certificate(context.Background(), serial); err != nil || !rec.Revoked() {
+			t.Errorf("the node's workload SVID %s is not revoked (%v)", serial, err)
+		}
 	}
 }
