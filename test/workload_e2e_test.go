@@ -119,7 +119,7 @@ func TestWorkloadAPI(t *testing.T) {
 	sock := filepath.Join(shared, "agent.sock")
 	startNodeAgent := func(n int) *proc {
 		p := startProc(t, "agentca agent", filepath.Join(t.TempDir(), "agent.log"), "agent", "--ca", ca.URL, "--root", ca.rootsFile(),
-			"--token-file", tokFile, "--data-dir", dataDir, "--socket", sock, "--poll-interval", "200ms")
+			"--token-file", tokFile, "--data-dir", dataDir, "--socket", sock, "--poll-interval", "200ms", "--ttl", "6s")
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("agentca agent (start %d) log:\n%s", n, p.log())
@@ -230,6 +230,21 @@ func TestWorkloadAPI(t *testing.T) {
 	agentProc = startNodeAgent(2)
 	if got := strings.TrimSpace(asUser(t, users[1], client, "-socket", sockURL, "fetch", outs[1])); got != wantIDs[1] {
 		t.Fatalf("after a restart: %q", got)
+	}
+
+	// An anchor staged on the CA reaches the open stream (the node
+	// refreshes the bundle at each renewal of its 6 s certificate).
+	watcher := exec.Command(client, "-socket", sockURL, "-timeout", "25s", "roots", "2")
+	watcher.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: users[1].uid, Gid: users[1].gid}}
+	var watchOut bytes.Buffer
+	watcher.Stdout, watcher.Stderr = &watchOut, &watchOut
+	if err := watcher.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the first update, with one root
+	mustRun(t, "anchors", "stage", "--dir", ca.Dir)
+	if err := watcher.Wait(); err != nil || !strings.Contains(watchOut.String(), `"roots":1`) || !strings.Contains(watchOut.String(), `"roots":2`) {
+		t.Errorf("the staged anchor did not reach the stream (%v):\n%s", err, watchOut.String())
 	}
 
 	// Revoking the node revokes its workloads' SVIDs.

@@ -3,6 +3,7 @@
 //
 //	wlclient -socket unix:///path fetch DIR   one X.509 context: prints the SVID's ID (or the gRPC code), writes DIR/svid.pem and DIR/bundle.pem
 //	wlclient -socket unix:///path watch N     prints one JSON line per update until N updates
+//	wlclient -socket unix:///path roots N     watches until the bundle holds N roots
 //	wlclient -socket unix:///path sds N       an Envoy SDS v3 stream: prints one JSON line per response, ACKs each, until N
 package main
 
@@ -94,6 +95,24 @@ func run(ctx context.Context, socket string, args []string) error {
 			return nil
 		}
 		return err
+	case "roots":
+		// Wait for an update whose bundles hold at least N roots.
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		w := &watcher{n: -1, minRoots: n, done: make(chan struct{})}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			<-w.done
+			cancel()
+		}()
+		err = workloadapi.WatchX509Context(ctx, w, addr)
+		if w.found {
+			return nil
+		}
+		return err
 	case "sds":
 		n, err := strconv.Atoi(args[1])
 		if err != nil {
@@ -105,8 +124,10 @@ func run(ctx context.Context, socket string, args []string) error {
 }
 
 type watcher struct {
-	n, seen int
-	done    chan struct{}
+	n, seen  int
+	minRoots int  // roots mode: stop at the first update with this many roots
+	found    bool // roots mode: it came
+	done     chan struct{}
 }
 
 func (w *watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
@@ -124,6 +145,10 @@ func (w *watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	fmt.Println(string(line))
 	w.seen++
 	if w.seen == w.n {
+		close(w.done)
+	}
+	if w.minRoots > 0 && u.Roots >= w.minRoots && !w.found {
+		w.found = true
 		close(w.done)
 	}
 }
