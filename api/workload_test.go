@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/workloads"
 )
 
@@ -147,5 +148,35 @@ func TestWorkloadSign(t *testing.T) {
 		if rec, err := e.store.Certificate(context.Background(), serial); err != nil || !rec.Revoked() {
 			t.Errorf("the node's workload SVID %s is not revoked (%v)", serial, err)
 		}
+	}
+}
+
+// TestWorkloadPolicy: the runtime policy sees endpoint 'workload', the
+// node and the workload's selectors, and can deny or cap.
+func TestWorkloadPolicy(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	def := workloads.Definition{ID: "web", SPIFFEID: "spiffe://example.org/w/{{unix:uid}}", Selectors: []string{"unix:gid:100"},
+		NodeProvisioners: []string{"join"}}
+	if r := e.adminJSON(http.MethodPost, "/admin/v1/workloads", def); r.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	e.srv.SetPolicy(mustPolicy(t, policy.Allow,
+		policy.Rule{Name: "no-root-workloads", When: "'unix:uid:0' in claims && claims['node'].startsWith('spiffe://example.org/node/')",
+			Effect: policy.Deny, Endpoints: []string{"workload"}},
+		policy.Rule{Name: "short-workloads", When: "endpoint == 'workload'", Effect: policy.Cap, MaxTTL: "2m", Endpoints: []string{"workload"}}))
+	node := e.enroll("spiffe://example.org/node/a", "")
+	key := mustKey(t, ca.ECP256)
+	sign := func(uid string) *response {
+		return e.postJSON(e.client(node.tls), "/v1/workload/sign", api.WorkloadSignRequest{SPIFFEID: "spiffe://example.org/w/" + uid,
+			Selectors: []string{"unix:uid:" + uid, "unix:gid:100"}, CSR: csrFor(t, key, nil)})
+	}
+	apiError(t, sign("0"), http.StatusForbidden, api.CodePolicyDenied)
+	r := sign("1000")
+	if r.status != http.StatusCreated {
+		t.Fatalf("workload sign: %d %s", r.status, r.body)
+	}
+	svid := enrolledFrom(t, key, r)
+	if life := svid.leaf.NotAfter.Sub(svid.leaf.NotBefore); life > 3*time.Minute+time.Second {
+		t.Errorf("SVID lifetime %s, want the policy's 2m cap (plus the backdate)", life)
 	}
 }
