@@ -232,6 +232,26 @@ func TestWorkloadAPI(t *testing.T) {
 		t.Fatalf("after a restart: %q", got)
 	}
 
+	// A caller without identity keeps asking (go-spiffe retries after
+	// PermissionDenied) and gets one within seconds of a definition
+	// created on the CA.
+	cWatch := exec.Command(client, "-socket", sockURL, "-timeout", "20s", "watch", "1")
+	cWatch.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: users[2].uid, Gid: users[2].gid}}
+	var cOut bytes.Buffer
+	cWatch.Stdout, cWatch.Stderr = &cOut, &cOut
+	if err := cWatch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	created := time.Now()
+	mustRun(t, "workloads", "create", "--dir", ca.Dir, "--id", "c2", "--spiffe-id", "spiffe://example.org/svc/c2",
+		"--selector", uid(users[2]), "--node-provisioner", "join")
+	if err := cWatch.Wait(); err != nil || !strings.Contains(cOut.String(), `"ids":["spiffe://example.org/svc/c2"]`) {
+		t.Errorf("a new definition did not reach the waiting caller (%v):\n%s", err, cOut.String())
+	} else if d := time.Since(created); d > 10*time.Second {
+		t.Errorf("a new definition took %s to reach the caller", d)
+	}
+
 	// An anchor staged on the CA reaches the open stream (the node
 	// refreshes the bundle at each renewal of its 6 s certificate).
 	watcher := exec.Command(client, "-socket", sockURL, "-timeout", "25s", "roots", "2")
