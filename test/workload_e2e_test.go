@@ -102,7 +102,7 @@ func TestWorkloadAPI(t *testing.T) {
 	mustRun(t, "workloads", "create", "--dir", ca.Dir, "--id", "a", "--spiffe-id", "spiffe://example.org/svc/{{unix:user}}",
 		"--selector", uid(users[0]), "--node", "spiffe://example.org/node/*", "--ttl", "6s")
 	mustRun(t, "workloads", "create", "--dir", ca.Dir, "--id", "b", "--spiffe-id", "spiffe://example.org/svc/b",
-		"--selector", uid(users[1]), "--selector", "unix:group:"+groupName(t, users[1].gid), "--node-provisioner", "join")
+		"--selector", uid(users[1]), "--selector", "unix:group:"+groupName(t, users[1].gid), "--node-provisioner", "join", "--ttl", "6s")
 	mustRun(t, "workloads", "create", "--dir", ca.Dir, "--id", "c", "--spiffe-id", "spiffe://example.org/svc/c",
 		"--selector", uid(users[2]), "--node", "spiffe://example.org/othernode")
 	var set struct {
@@ -200,6 +200,38 @@ func TestWorkloadAPI(t *testing.T) {
 	}
 	if got := strings.TrimSpace(asUser(t, users[2], client, "-socket", sockURL, "sds", "1")); got != `{"error":"PermissionDenied"}` {
 		t.Errorf("SDS for a caller without identity: %s", got)
+	}
+
+	// Two go-spiffe services keep mTLS through three rotations on each
+	// side, with a new handshake every 100 ms and not one failing.
+	server := exec.Command(client, "-socket", sockURL, "-timeout", "40s", "serve", "spiffe://example.org/svc/b")
+	server.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: users[0].uid, Gid: users[0].gid}}
+	serverOut, err := server.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = server.Process.Kill()
+		_ = server.Wait()
+	}()
+	first, err := bufio.NewReader(serverOut).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(first), "listening ")
+	if err != nil || !ok {
+		t.Fatalf("the mTLS server said %q (%v)", first, err)
+	}
+	callOut := asUser(t, users[1], client, "-socket", sockURL, "-timeout", "13s", "call", addr+"=spiffe://example.org/svc/agentca-wl-a")
+	var calls struct {
+		OK, Failed              int
+		OwnSerials, PeerSerials []string
+	}
+	if err := json.Unmarshal([]byte(callOut), &calls); err != nil {
+		t.Fatalf("call output %q: %v", callOut, err)
+	}
+	if calls.Failed != 0 || calls.OK == 0 || len(calls.OwnSerials) < 4 || len(calls.PeerSerials) < 4 {
+		t.Errorf("mTLS through rotations: want no failure and at least 4 certificates on each side: %s", callOut)
 	}
 
 	// grpcurl without the security header: InvalidArgument.

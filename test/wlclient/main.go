@@ -4,25 +4,34 @@
 //	wlclient -socket unix:///path fetch DIR   one X.509 context: prints the SVID's ID (or the gRPC code), writes DIR/svid.pem and DIR/bundle.pem
 //	wlclient -socket unix:///path watch N     prints one JSON line per update until N updates
 //	wlclient -socket unix:///path roots N     watches until the bundle holds N roots
+//	wlclient -socket unix:///path serve PEER_ID    serves mTLS on 127.0.0.1:0 (prints "listening ADDR") to PEER_ID only
+//	wlclient -socket unix:///path call ADDR=PEER_ID  calls https://ADDR with a new handshake each time until -timeout; prints the counts
 //	wlclient -socket unix:///path sds N       an Envoy SDS v3 stream: prints one JSON line per response, ACKs each, until N
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -113,6 +122,10 @@ func run(ctx context.Context, socket string, args []string) error {
 			return nil
 		}
 		return err
+	case "serve":
+		return serveMTLS(ctx, addr, args[1])
+	case "call":
+		return callMTLS(ctx, addr, args[1])
 	case "sds":
 		n, err := strconv.Atoi(args[1])
 		if err != nil {
@@ -225,5 +238,95 @@ func sds(ctx context.Context, socket string, n int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// serveMTLS answers "ok" over mTLS to the peer ID only, with the current
+// SVID of each handshake.
+func serveMTLS(ctx context.Context, addr workloadapi.ClientOption, peer string) error {
+	id, err := spiffeid.FromString(peer)
+	if err != nil {
+		return err
+	}
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(addr))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", tlsconfig.MTLSServerConfig(src, src, tlsconfig.AuthorizeID(id)))
+	if err != nil {
+		return err
+	}
+	fmt.Println("listening", l.Addr())
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "ok")
+	})}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(l); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+// callResult is call's output.
+type callResult struct {
+	OK, Failed  int
+	OwnSerials  []string
+	PeerSerials []string
+	Errors      []string `json:",omitempty"`
+}
+
+// callMTLS calls https://ADDR until ctx ends, a new TLS connection each
+// time, and counts the outcomes and the certificates seen on both sides.
+func callMTLS(ctx context.Context, addr workloadapi.ClientOption, target string) error {
+	hostPort, peer, ok := strings.Cut(target, "=")
+	if !ok {
+		return fmt.Errorf("call ADDR=PEER_ID")
+	}
+	id, err := spiffeid.FromString(peer)
+	if err != nil {
+		return err
+	}
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(addr))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	var res callResult
+	seen := func(list *[]string, s string) {
+		if !slices.Contains(*list, s) {
+			*list = append(*list, s)
+		}
+	}
+	for ctx.Err() == nil {
+		tr := &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(id)), DisableKeepAlives: true}
+		hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		resp, err := hc.Get("https://" + hostPort + "/")
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			res.Failed++
+			res.Errors = append(res.Errors, err.Error())
+		} else {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) == "ok" {
+				res.OK++
+				seen(&res.PeerSerials, resp.TLS.PeerCertificates[0].SerialNumber.Text(16))
+			} else {
+				res.Failed++
+			}
+		}
+		if svid, err := src.GetX509SVID(); err == nil {
+			seen(&res.OwnSerials, svid.Certificates[0].SerialNumber.Text(16))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	line, _ := json.Marshal(res)
+	fmt.Println(string(line))
 	return nil
 }
