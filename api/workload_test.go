@@ -180,3 +180,22 @@ func TestWorkloadPolicy(t *testing.T) {
 		t.Errorf("SVID lifetime %s, want the policy's 2m cap (plus the backdate)", life)
 	}
 }
+
+// TestWorkloadAdminOverHTTPS: admins manage definitions over mTLS; other
+// certificates are refused.
+func TestWorkloadAdminOverHTTPS(t *testing.T) {
+	const adminID = "spiffe://example.org/ops/admin"
+	e := newEnv(t, envOptions{admins: []string{adminID}})
+	admin := e.enroll(adminID, "")
+	other := e.enroll("spiffe://example.org/node/a", "")
+	def := workloads.Definition{ID: "web", SPIFFEID: "spiffe://example.org/web", Selectors: []string{"unix:uid:1000"}, NodeProvisioners: []string{"join"}}
+	apiError(t, e.postJSON(e.client(other.tls), "/admin/v1/workloads", def), http.StatusForbidden, api.CodeForbidden)
+	if r := e.postJSON(e.client(admin.tls), "/admin/v1/workloads", def); r.status != http.StatusCreated {
+		t.Fatalf("create over HTTPS: %d %s", r.status, r.body)
+	}
+	r := do(t, e.client(admin.tls), http.MethodGet, e.ts.URL+"/admin/v1/workloads", "", nil)
+	var set workloads.Set
+	if err := json.Unmarshal(r.body, &set); err != nil || len(set.Definitions) != 1 {
+		t.Fatalf("list over HTTPS: %d %s", r.status, r.body)
+	}
+}
