@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ErrCallerGone refuses a caller whose process exited during attestation
@@ -29,11 +30,11 @@ var procRoot = "/proc"
 func (h *hashCache) UnixSelectors(c Caller) ([]string, error) {
 	uid, gid := strconv.FormatUint(uint64(c.UID), 10), strconv.FormatUint(uint64(c.GID), 10)
 	sel := []string{"unix:uid:" + uid, "unix:gid:" + gid}
-	if u, err := user.LookupId(uid); err == nil {
-		sel = append(sel, "unix:user:"+u.Username)
+	if name := h.name("u", uid); name != "" {
+		sel = append(sel, "unix:user:"+name)
 	}
-	if g, err := user.LookupGroupId(gid); err == nil {
-		sel = append(sel, "unix:group:"+g.Name)
+	if name := h.name("g", gid); name != "" {
+		sel = append(sel, "unix:group:"+name)
 	}
 	exe := fmt.Sprintf("%s/%d/exe", procRoot, c.PID)
 	if path, err := os.Readlink(exe); err == nil {
@@ -51,10 +52,47 @@ func (h *hashCache) UnixSelectors(c Caller) ([]string, error) {
 }
 
 // hashCache remembers executables' SHA-256 by file identity (device,
-// inode, size, modification time), so a caller's binary is hashed once.
+// inode, size, modification time), so a caller's binary is hashed once,
+// and user and group names for nameTTL.
 type hashCache struct {
-	mu sync.Mutex
-	m  map[fileID]string
+	mu    sync.Mutex
+	m     map[fileID]string
+	names map[string]cachedName
+}
+
+type cachedName struct {
+	name string
+	at   time.Time
+}
+
+// nameTTL is how long a user or group name is reused.
+const nameTTL = 10 * time.Second
+
+// name returns the name of user ("u") or group ("g") id, or "" when it
+// has none.
+func (h *hashCache) name(kind, id string) string {
+	key := kind + id
+	h.mu.Lock()
+	c, ok := h.names[key]
+	h.mu.Unlock()
+	if ok && time.Since(c.at) < nameTTL {
+		return c.name
+	}
+	name := ""
+	if kind == "u" {
+		if u, err := user.LookupId(id); err == nil {
+			name = u.Username
+		}
+	} else if g, err := user.LookupGroupId(id); err == nil {
+		name = g.Name
+	}
+	h.mu.Lock()
+	if h.names == nil || len(h.names) > 4096 {
+		h.names = map[string]cachedName{}
+	}
+	h.names[key] = cachedName{name: name, at: time.Now()}
+	h.mu.Unlock()
+	return name
 }
 
 type fileID struct {
