@@ -176,6 +176,7 @@ func (a *Agent) Run(ctx context.Context) {
 func (a *Agent) rotate(ctx context.Context, now time.Time) {
 	a.mu.Lock()
 	var due []*entry
+	dropped := false
 	for id, e := range a.svids {
 		cr := e.creds
 		if cr == nil || now.Before(e.retryAt) {
@@ -185,11 +186,15 @@ func (a *Agent) rotate(ctx context.Context, now time.Time) {
 		life := cr.NotAfter.Sub(e.got)
 		if now.Sub(e.lastUsed) > life || !now.Before(cr.NotAfter) {
 			delete(a.svids, id)
+			dropped = true
 			continue
 		}
 		if !now.Before(e.got.Add(life / 2)) {
 			due = append(due, e)
 		}
+	}
+	if dropped {
+		a.notifyLocked() // streams holding an expired SVID learn it
 	}
 	a.mu.Unlock()
 	for _, e := range due {
