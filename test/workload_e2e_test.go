@@ -105,6 +105,12 @@ func TestWorkloadAPI(t *testing.T) {
 		"--selector", uid(users[1]), "--selector", "unix:group:"+groupName(t, users[1].gid), "--node-provisioner", "join", "--ttl", "6s")
 	mustRun(t, "workloads", "create", "--dir", ca.Dir, "--id", "c", "--spiffe-id", "spiffe://example.org/svc/c",
 		"--selector", uid(users[2]), "--node", "spiffe://example.org/othernode")
+	// A definition the CA refuses: exit 1, one line.
+	bad := runCLI(t, "workloads", "create", "--dir", ca.Dir, "--spiffe-id", "spiffe://other.org/x", "--selector", uid(users[0]), "--node-provisioner", "join")
+	if bad.code != 1 {
+		t.Errorf("a definition outside the trust domain: want exit 1\n%s", bad)
+	}
+	oneLine(t, bad)
 	var set struct {
 		Definitions []struct{ ID string } `json:"definitions"`
 	}
