@@ -27,6 +27,9 @@ import (
 // the node.
 const CodeWorkloadNotAllowed = "workload_not_allowed"
 
+// CodeConflict refuses a definition whose id exists.
+const CodeConflict = "conflict"
+
 // maxCallerSelectors bounds the selectors a node sends for one caller.
 const maxCallerSelectors = 256
 
@@ -103,7 +106,7 @@ func (s *Server) createWorkload(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	d.CreatedAt = s.now().UTC()
-	exists := errorf(http.StatusConflict, "conflict", "a workload definition named %q exists; delete it first", d.ID)
+	exists := errorf(http.StatusConflict, CodeConflict, "a workload definition named %q exists; delete it first", d.ID)
 	set, err := s.workloads.UpdateWorkloads(r.Context(), func(set *workloads.Set) error {
 		if set.Find(d.ID) != nil {
 			return exists
