@@ -98,7 +98,7 @@ govulncheck: $(GOVULNCHECK)
 # real daemon (see docs/benchmarks.md). About 4 minutes on 2 cores
 # (-short skips the 1M-entry proof micro-benchmark: the big-store phase
 # measures proofs at that size through the daemon).
-BENCH_PKGS := ./ca/ ./store/... ./api/ ./ocsp/ ./crl/ ./translog/ ./provisioners/k8ssa/ ./policy/
+BENCH_PKGS := ./ca/ ./store/... ./api/ ./ocsp/ ./crl/ ./translog/ ./provisioners/k8ssa/ ./policy/ ./nodeagent/
 bench: build
 	$(GO) test -short -run '^$$' -bench . -benchmem -count 1 $(BENCH_PKGS)
 	$(GO) run ./cmd/agentca-bench --binary $(BIN)
@@ -116,7 +116,7 @@ FUZZ_TARGETS := FuzzParseCSR:./ca/ FuzzDecodeSignRequest:./api/ FuzzOCSPHandler:
 	FuzzK8sAttest:./provisioners/k8ssa/ FuzzGCPAttest:./provisioners/gcpiit/ FuzzAzureMSIAttest:./provisioners/azuremsi/ \
 	FuzzAWSAttest:./provisioners/awsiid/ FuzzAzureIMDSAttest:./provisioners/azureimds/ \
 	FuzzParseTokenRequest:./api/ FuzzJWTSVIDRequest:./api/ FuzzParse:./policy/ FuzzAuthorization:./verify/oauth/ \
-	FuzzReadBackup:./store/etcd/
+	FuzzReadBackup:./store/etcd/ FuzzRender:./workloads/ FuzzParseCgroup:./nodeagent/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($${t#*:})"; \

@@ -31,7 +31,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/keys"
 )
 
 // APIError is an error answer from the CA: its HTTP status and the JSON
@@ -426,13 +426,13 @@ func Bootstrap(ctx context.Context, caURL, fingerprint string) ([]*x509.Certific
 	return roots, nil
 }
 
-// NewKey makes a leaf key of the named type (ca.KeyTypes).
+// NewKey makes a leaf key of the named type (keys.KeyTypes).
 func NewKey(keyType string) (crypto.Signer, error) {
-	kt, err := ca.ParseKeyType(keyType)
+	kt, err := keys.ParseKeyType(keyType)
 	if err != nil {
 		return nil, err
 	}
-	return ca.GenerateKey(kt)
+	return keys.GenerateKey(kt)
 }
 
 // credentialsFromTLS turns a loaded key pair back into Credentials.
@@ -469,14 +469,14 @@ func KeyTypeOf(key crypto.Signer) string {
 	switch k := key.Public().(type) {
 	case *ecdsa.PublicKey:
 		if k.Curve == elliptic.P384() {
-			return string(ca.ECP384)
+			return string(keys.ECP384)
 		}
 	case ed25519.PublicKey:
-		return string(ca.Ed25519)
+		return string(keys.Ed25519)
 	case *rsa.PublicKey:
-		return string(ca.RSA2048)
+		return string(keys.RSA2048)
 	}
-	return string(ca.ECP256)
+	return string(keys.ECP256)
 }
 
 // Revoke revokes a certificate over mTLS with the current credentials:

@@ -38,6 +38,7 @@ func (s *Server) adminMux() *http.ServeMux {
 	mux.HandleFunc("/admin/v1/replay-keys/clear", allow(http.MethodPost, s.clearReplayKey))
 	mux.HandleFunc("/admin/v1/tasks/end", allow(http.MethodPost, s.endTask))
 	s.routeAnchors(mux)
+	s.routeWorkloads(mux)
 	mux.HandleFunc("/", notFound)
 	return mux
 }

@@ -81,6 +81,7 @@ type envOptions struct {
 	rand      io.Reader     // the authority's Rand
 	extra     []string      // names of further join-token provisioners
 	start     time.Time     // the clock's start; zero: now
+	admins    []string      // SPIFFE IDs allowed the admin API over HTTPS
 }
 
 // env is a running CA: a bolt store, an authority, a join-token
@@ -152,7 +153,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.srv, err = api.New(api.Options{Authority: e.authority, Store: st, Trust: trust, Provisioners: e.provs,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now})
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now, Workloads: st, Admins: o.admins})
 	if err != nil {
 		t.Fatal(err)
 	}

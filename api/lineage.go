@@ -29,7 +29,10 @@ func (s *Server) revokeLineage(ctx context.Context, r *http.Request, serial stri
 		return nil, err
 	}
 	s.revoked(ctx, r, recs, by, attrs...)
-	return recs, nil
+	// A node's workload SVIDs go with it (repeating a revocation
+	// finishes what a failure here left).
+	children, err := s.revokeWorkloads(ctx, r, recs, at)
+	return append(recs, children...), err
 }
 
 // revoked tells the caches about recs, revoked now, and writes one audit
@@ -62,6 +65,9 @@ func (s *Server) renewalReused(r *http.Request, rec *store.Certificate, err erro
 	}
 	s.metrics.renewalReused.Inc()
 	s.revoked(r.Context(), r, re.Revoked, "renewal-reused")
+	if _, err := s.revokeWorkloads(context.WithoutCancel(r.Context()), r, re.Revoked, s.now()); err != nil {
+		s.log.Error("renewal reused: revoking the lineage's workload SVIDs failed", "serial", re.Parent, "err", err)
+	}
 	attrs := []any{"audit", CodeRenewalReused, "serial", re.Parent, "spiffe_id", rec.SPIFFEID, "revoked", len(re.Revoked), "remote", r.RemoteAddr}
 	if re.Err != nil {
 		attrs = append(attrs, "err", re.Err.Error())

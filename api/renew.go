@@ -121,6 +121,9 @@ func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *strin
 	if e != nil {
 		return nil, rec, e
 	}
+	if rec.Parent != "" {
+		return nil, rec, errorf(http.StatusForbidden, CodeForbidden, "a workload SVID is renewed by its node agent, not by itself")
+	}
 	var req RenewRequest
 	if e := decodeJSON(w, r, &req, true); e != nil {
 		return nil, rec, e

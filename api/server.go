@@ -112,6 +112,9 @@ type Options struct {
 	// store now (GET /ready: a replica cut off from etcd's quorum); nil
 	// means it always can.
 	Ready func() error
+	// Workloads keeps the workload definitions (workload.go); nil serves
+	// neither their admin API nor the node agent endpoints.
+	Workloads WorkloadStore
 }
 
 // Server holds the handlers' state.
@@ -136,6 +139,8 @@ type Server struct {
 	jwt      *jwtSVIDIssuer
 	policy   atomic.Pointer[Policy]
 	ready    func() error
+
+	workloads WorkloadStore
 }
 
 // New checks opts and returns a Server.
@@ -145,7 +150,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
 		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log,
-		anchors: opts.Anchors, ready: opts.Ready}
+		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -218,6 +223,8 @@ func (s *Server) HTTPSHandler() http.Handler {
 	mux.HandleFunc("/v1/sign", allow(http.MethodPost, s.sign))
 	mux.HandleFunc("/v1/renew", allow(http.MethodPost, s.renew))
 	mux.HandleFunc("/v1/revoke", allow(http.MethodPost, s.selfRevoke))
+	mux.HandleFunc("/v1/workload/sign", allow(http.MethodPost, s.workloadSign))
+	mux.HandleFunc("/v1/workload/definitions", allow(http.MethodGet, s.workloadDefinitions))
 	if s.tokens != nil {
 		mux.HandleFunc("/v1/token", s.token)
 		mux.HandleFunc("/.well-known/jwks.json", allow(http.MethodGet, s.jwksHandler))
@@ -503,6 +510,7 @@ type auditEntry struct {
 	op, prov    string
 	spiffeID    string // the identity asked for, when known
 	renewedFrom string
+	parent      string // the node of a workload SVID
 	issued      *ca.Issued
 	e           *Error
 	// detail is the internal reason of a refusal; it never contains a
@@ -515,6 +523,9 @@ func (s *Server) audit(r *http.Request, a auditEntry) {
 	attrs := []any{"op", a.op, "provisioner", a.prov, "remote", r.RemoteAddr}
 	if a.renewedFrom != "" {
 		attrs = append(attrs, "renewed_from", a.renewedFrom)
+	}
+	if a.parent != "" {
+		attrs = append(attrs, "parent", a.parent)
 	}
 	if a.e == nil {
 		outcome := "issued"

@@ -252,6 +252,9 @@ type Request struct {
 	// server certificate): without it a SPIFFE ID under the reserved path
 	// (config.ReservedSPIFFEPath) is refused.
 	CAIdentity bool
+	// Parent is the serial of the node certificate that asked for this
+	// workload SVID, recorded with it.
+	Parent string
 }
 
 // Issued is a recorded leaf certificate.
@@ -371,7 +374,7 @@ func (a *Authority) signAndRecordOnce(ctx context.Context, tmpl *x509.Certificat
 		Certificate: store.Certificate{
 			Serial: out.Serial, SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, Provisioner: req.Provisioner,
 			IssuerSKI: iss.SKI, NotBefore: out.NotBefore, NotAfter: out.NotAfter, DER: der,
-			RenewedFrom: req.RenewedFrom, Task: req.Task, PublicKeySHA256: store.PublicKeySHA256(spki), Claims: req.Claims,
+			RenewedFrom: req.RenewedFrom, Task: req.Task, PublicKeySHA256: store.PublicKeySHA256(spki), Claims: req.Claims, Parent: req.Parent,
 		},
 		JoinToken: req.JoinToken,
 		Once:      req.Once,

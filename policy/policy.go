@@ -39,11 +39,15 @@ const (
 	// EndpointJWTSVID is POST /v1/jwt-svid (and, later, the node
 	// agent's FetchJWTSVID): Audience holds the JWT-SVID's audiences.
 	EndpointJWTSVID = "jwt-svid"
+	// EndpointWorkload is a node agent asking for a workload SVID
+	// (claims: "node", "node_provisioner", "definition", and each of the
+	// workload's selectors as a key with an empty value).
+	EndpointWorkload = "workload"
 )
 
 // Endpoints lists every endpoint, the default of a rule without
 // "endpoints".
-var Endpoints = []string{EndpointSign, EndpointRenew, EndpointToken, EndpointJWTSVID}
+var Endpoints = []string{EndpointSign, EndpointRenew, EndpointToken, EndpointJWTSVID, EndpointWorkload}
 
 // Effect is what a matching rule decides.
 type Effect string
@@ -123,7 +127,7 @@ type File struct {
 // Input is what a rule sees. Each field is a CEL variable of the same name
 // in snake case (see docs/policy.md).
 type Input struct {
-	// Endpoint is "sign", "renew", "token" or "jwt-svid".
+	// Endpoint is "sign", "renew", "token", "jwt-svid" or "workload".
 	Endpoint string
 	// Provisioner is the name of the provisioner that vouched for the
 	// caller (at renew and token time, the one that vouched for its

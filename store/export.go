@@ -7,6 +7,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/agentca/agentca/workloads"
 	ct "github.com/google/certificate-transparency-go"
 )
 
@@ -26,6 +27,8 @@ type Item struct {
 	TaskEndedAt time.Time
 	// Anchors are the trust anchors.
 	Anchors *AnchorSet
+	// Workloads are the workload definitions.
+	Workloads *workloads.Set
 	// LogEntry is the leaf input of the issuance log's next entry:
 	// entries are reported in index order, from 0.
 	LogEntry []byte

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/translog"
+	"github.com/agentca/agentca/workloads"
 	ct "github.com/google/certificate-transparency-go"
 )
 
@@ -94,6 +95,9 @@ type Certificate struct {
 	// Claims are the attested claims the certificate was issued on,
 	// carried to its renewals, for the runtime policy at renewal.
 	Claims map[string]string `json:"claims,omitempty"`
+	// Parent is the serial of the node certificate whose agent asked for
+	// this workload SVID; revoking the node revokes it.
+	Parent string `json:"parent,omitempty"`
 }
 
 // Logged reports whether the certificate was appended to the issuance log.
@@ -160,6 +164,9 @@ type ListOptions struct {
 	SPIFFEID string
 	// Task, when set, keeps only certificates issued for that task.
 	Task string
+	// Parent, when set, keeps only the workload SVIDs of that node
+	// certificate.
+	Parent string
 	// Limit bounds the number of records returned; zero means 1000.
 	Limit int
 }
@@ -278,6 +285,19 @@ type Store interface {
 	IssuerStats(ctx context.Context, issuerSKI string, now time.Time) (IssuerStats, error)
 	// Close releases the store; pending writes finish first.
 	Close() error
+	Workloads
+}
+
+// Workloads stores the workload definitions: one set, changed atomically.
+type Workloads interface {
+	// Workloads returns the definitions (an empty set, sequence 0, when
+	// none was ever stored).
+	Workloads(ctx context.Context) (*workloads.Set, error)
+	// UpdateWorkloads applies fn to a copy of the current set and stores
+	// the result, with Sequence one higher, when fn returns nil; it
+	// returns the set stored. fn may run more than once; its error is
+	// returned as is.
+	UpdateWorkloads(ctx context.Context, fn func(*workloads.Set) error) (*workloads.Set, error)
 }
 
 // Identity is implemented by stores that carry the identity agentca init

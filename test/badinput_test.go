@@ -209,6 +209,11 @@ func TestUsageErrors(t *testing.T) {
 		{"renew", "--out", dir},
 		{"init", "--dir", dir},
 		{"token", "create", "--dir", dir},
+		{"workloads", "create", "--dir", dir, "--spiffe-id", "spiffe://example.org/w"},
+		{"workloads", "create", "--dir", dir, "--spiffe-id", "spiffe://example.org/w", "--selector", "unix:uid:1"},
+		{"workloads", "delete", "--dir", dir},
+		{"agent", "--ca", "https://127.0.0.1:1", "--root", "r.pem", "--token", "t", "--data-dir", dir},
+		{"agent", "--ca", "https://127.0.0.1:1", "--root", "r.pem", "--token", "t", "--data-dir", dir, "--socket", dir + "/s", "--kubelet", "https://127.0.0.1:10250"},
 		{"no-such-command"},
 	} {
 		r := runCLI(t, args...)

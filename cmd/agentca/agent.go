@@ -29,24 +29,31 @@ func outFlag() cli.Flag {
 	return &cli.StringFlag{Name: "out", Usage: "directory for cert.pem, key.pem and bundle.pem", EnvVars: []string{"AGENTCA_OUT"}}
 }
 
+// attestationFlags are the flags enroll and the node agent share: where the
+// CA is, how to trust it, and how to attest.
+func attestationFlags() []cli.Flag {
+	return []cli.Flag{
+		caFlag(),
+		&cli.StringFlag{Name: "root", Usage: "PEM file with the CA's root(s) to trust", EnvVars: []string{"AGENTCA_ROOT"}},
+		&cli.StringFlag{Name: "fingerprint", Usage: "SHA-256 fingerprint (hex) of the CA's root, to fetch and pin the roots", EnvVars: []string{"AGENTCA_FINGERPRINT"}},
+		&cli.StringFlag{Name: "provisioner", Usage: "provisioner name", Value: "join", EnvVars: []string{"AGENTCA_PROVISIONER"}},
+		&cli.StringFlag{Name: "token", Usage: "the attestation token (a join token)", EnvVars: []string{"AGENTCA_TOKEN"}},
+		&cli.StringFlag{Name: "token-file", Usage: "file holding the token; re-read when the agent must enroll again", EnvVars: []string{"AGENTCA_TOKEN_FILE"}},
+		&cli.BoolFlag{Name: "k8s", Usage: "attest with the Kubernetes projected service-account token (--token-file, default " + agent.DefaultK8sTokenPath + ")", EnvVars: []string{"AGENTCA_K8S"}},
+		&cli.BoolFlag{Name: "aws-iid", Usage: "attest with the AWS instance identity document (IMDSv2)", EnvVars: []string{"AGENTCA_AWS_IID"}},
+		&cli.BoolFlag{Name: "gcp", Usage: "attest with the GCP instance identity token (format=full, audience --audience)", EnvVars: []string{"AGENTCA_GCP"}},
+		&cli.BoolFlag{Name: "azure", Usage: "attest with an Azure managed-identity token (resource --audience)", EnvVars: []string{"AGENTCA_AZURE"}},
+		&cli.BoolFlag{Name: "azure-imds", Usage: "attest with Azure IMDS attested data bound to a CA challenge", EnvVars: []string{"AGENTCA_AZURE_IMDS"}},
+		&cli.StringFlag{Name: "audience", Usage: "audience (GCP) or resource (Azure) of the requested token: the provisioner's configured audience", Value: "agentca", EnvVars: []string{"AGENTCA_AUDIENCE"}},
+		&cli.StringFlag{Name: "metadata-url", Usage: "override the cloud metadata endpoint (tests, proxies)", EnvVars: []string{"AGENTCA_METADATA_URL"}},
+	}
+}
+
 func enrollCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "enroll",
 		Usage: "get a certificate: make a key locally, prove identity, write cert.pem, key.pem, bundle.pem",
-		Flags: []cli.Flag{
-			caFlag(),
-			&cli.StringFlag{Name: "root", Usage: "PEM file with the CA's root(s) to trust", EnvVars: []string{"AGENTCA_ROOT"}},
-			&cli.StringFlag{Name: "fingerprint", Usage: "SHA-256 fingerprint (hex) of the CA's root, to fetch and pin the roots", EnvVars: []string{"AGENTCA_FINGERPRINT"}},
-			&cli.StringFlag{Name: "provisioner", Usage: "provisioner name", Value: "join", EnvVars: []string{"AGENTCA_PROVISIONER"}},
-			&cli.StringFlag{Name: "token", Usage: "the attestation token (a join token)", EnvVars: []string{"AGENTCA_TOKEN"}},
-			&cli.StringFlag{Name: "token-file", Usage: "file holding the token; re-read when the agent must enroll again", EnvVars: []string{"AGENTCA_TOKEN_FILE"}},
-			&cli.BoolFlag{Name: "k8s", Usage: "attest with the Kubernetes projected service-account token (--token-file, default " + agent.DefaultK8sTokenPath + ")", EnvVars: []string{"AGENTCA_K8S"}},
-			&cli.BoolFlag{Name: "aws-iid", Usage: "attest with the AWS instance identity document (IMDSv2)", EnvVars: []string{"AGENTCA_AWS_IID"}},
-			&cli.BoolFlag{Name: "gcp", Usage: "attest with the GCP instance identity token (format=full, audience --audience)", EnvVars: []string{"AGENTCA_GCP"}},
-			&cli.BoolFlag{Name: "azure", Usage: "attest with an Azure managed-identity token (resource --audience)", EnvVars: []string{"AGENTCA_AZURE"}},
-			&cli.BoolFlag{Name: "azure-imds", Usage: "attest with Azure IMDS attested data bound to a CA challenge", EnvVars: []string{"AGENTCA_AZURE_IMDS"}},
-			&cli.StringFlag{Name: "audience", Usage: "audience (GCP) or resource (Azure) of the requested token: the provisioner's configured audience", Value: "agentca", EnvVars: []string{"AGENTCA_AUDIENCE"}},
-			&cli.StringFlag{Name: "metadata-url", Usage: "override the cloud metadata endpoint (tests, proxies)", EnvVars: []string{"AGENTCA_METADATA_URL"}},
+		Flags: append(attestationFlags(),
 			outFlag(),
 			&cli.StringFlag{Name: "key-type", Usage: "leaf key type: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
 			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime to ask for, e.g. 15m", DefaultText: "the CA's", EnvVars: []string{"AGENTCA_TTL"}},
@@ -54,7 +61,7 @@ func enrollCommand() *cli.Command {
 			&cli.BoolFlag{Name: "daemon", Usage: "stay up and renew at 2/3 of the lifetime (SIGHUP renews now, SIGTERM exits 0)", EnvVars: []string{"AGENTCA_DAEMON"}},
 			&cli.StringFlag{Name: "log-key", Usage: "the CA's issuance-log public key (log.pub.pem): refuse any certificate whose log receipt does not verify", EnvVars: []string{"AGENTCA_LOG_KEY"}},
 			&cli.StringFlag{Name: "on-renew", Usage: "with --daemon, shell command run after each renewal", EnvVars: []string{"AGENTCA_ON_RENEW"}},
-		},
+		),
 		Action: enroll,
 	}
 }
@@ -118,32 +125,36 @@ func enroll(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "Enrolled %s (serial %s), valid until %s; files in %s\n", cr.SPIFFEID, cr.Serial, cr.NotAfter.Format(time.RFC3339), out)
 		return nil
 	}
-	// A daemon restarted with valid files resumes from them instead of
-	// spending a new attestation.
-	if cr, _, err := agent.LoadFiles(out); err == nil && time.Now().Before(cr.NotAfter) && verifies(cr, roots) {
-		cfg.Initial = cr
-		log.Info("resuming from existing credentials", "dir", out, "serial", cr.Serial, "not_after", cr.NotAfter.Format(time.RFC3339))
-	} else {
-		// One attestation (a join token) is used once: do not let a
-		// daemon restart with a consumed token loop. Re-enrolling
-		// after expiry re-reads --token-file.
-		if kind.name == "token" {
-			token := c.String("token")
-			used := false
-			cfg.Attest = func(context.Context) (string, error) {
-				if used {
-					return "", errors.New("the --token was already used; give --token-file to enroll again after expiry")
-				}
-				used = true
-				return token, nil
-			}
-		}
-	}
+	resume(c, &cfg, kind, roots, log)
 	cfg.Logger = log
 	if cmd := c.String("on-renew"); cmd != "" {
 		cfg.OnRenew = func(cr *agent.Credentials) { runHook(log, cmd, cr) }
 	}
 	return runDaemon(c.Context, cfg, log)
+}
+
+// resume makes a daemon restarted with valid files in cfg.Dir resume from
+// them instead of spending a new attestation.
+func resume(c *cli.Context, cfg *agent.Config, kind attestation, roots []*x509.Certificate, log *slog.Logger) {
+	if cr, _, err := agent.LoadFiles(cfg.Dir); err == nil && time.Now().Before(cr.NotAfter) && verifies(cr, roots) {
+		cfg.Initial = cr
+		log.Info("resuming from existing credentials", "dir", cfg.Dir, "serial", cr.Serial, "not_after", cr.NotAfter.Format(time.RFC3339))
+		return
+	}
+	// One attestation (a join token) is used once: do not let a daemon
+	// restart with a consumed token loop. Re-enrolling after expiry
+	// re-reads --token-file.
+	if kind.name == "token" {
+		token := c.String("token")
+		used := false
+		cfg.Attest = func(context.Context) (string, error) {
+			if used {
+				return "", errors.New("the --token was already used; give --token-file to enroll again after expiry")
+			}
+			used = true
+			return token, nil
+		}
+	}
 }
 
 // runDaemon keeps the credentials fresh until SIGTERM (exit 0) or until the

@@ -79,6 +79,8 @@ func newApp(stdout, stderr io.Writer, notFound *string) *cli.App {
 			policyCommand(),
 			taskCommand(),
 			anchorsCommand(),
+			workloadsCommand(),
+			nodeAgentCommand(),
 			migrateCommand(),
 			healthCommand(),
 			versionCommand(),

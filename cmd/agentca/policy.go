@@ -106,9 +106,9 @@ func policyTest(c *cli.Context) error {
 	in := &policy.Input{Endpoint: req.Endpoint, Provisioner: req.Provisioner, Claims: req.Claims, SPIFFEID: req.SPIFFEID,
 		DNSNames: req.DNSNames, Scope: req.Scope, Audience: req.Audience, Task: req.Task, Now: time.Now()}
 	switch req.Endpoint {
-	case policy.EndpointSign, policy.EndpointRenew, policy.EndpointToken, policy.EndpointJWTSVID:
+	case policy.EndpointSign, policy.EndpointRenew, policy.EndpointToken, policy.EndpointJWTSVID, policy.EndpointWorkload:
 	default:
-		return fmt.Errorf("--request: endpoint must be sign, renew, token or jwt-svid, not %q", req.Endpoint)
+		return fmt.Errorf("--request: endpoint must be sign, renew, token, jwt-svid or workload, not %q", req.Endpoint)
 	}
 	if req.TTL != "" {
 		if in.TTL, err = time.ParseDuration(req.TTL); err != nil {

@@ -224,7 +224,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked,
+		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked, Workloads: st,
 		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {
 		return err

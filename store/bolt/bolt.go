@@ -571,7 +571,8 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("decode certificate %x: %w", k, err)
 			}
-			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID || opts.Task != "" && rec.Task != opts.Task {
+			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID || opts.Task != "" && rec.Task != opts.Task ||
+				opts.Parent != "" && rec.Parent != opts.Parent {
 				continue
 			}
 			out = append(out, rec)

@@ -87,6 +87,15 @@ func (s *Store) Export(ctx context.Context, fn func(store.Item) error) error {
 				return err
 			}
 		}
+		if meta.Get(keyWorkloads) != nil {
+			set, err := readWorkloads(tx)
+			if err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+			if err := fn(store.Item{Workloads: set}); err != nil {
+				return err
+			}
+		}
 		var next uint64
 		if err := each(bucketLogEntries, func(k, v []byte) error {
 			if !bytes.Equal(k, indexKey(next)) {

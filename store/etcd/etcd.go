@@ -1660,7 +1660,8 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 			if err := json.Unmarshal(kv.Value, &rec); err != nil {
 				return nil, fmt.Errorf("store: decode certificate %s: %w", kv.Key, err)
 			}
-			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID || opts.Task != "" && rec.Task != opts.Task {
+			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID || opts.Task != "" && rec.Task != opts.Task ||
+				opts.Parent != "" && rec.Parent != opts.Parent {
 				continue
 			}
 			if out = append(out, rec); len(out) == limit {

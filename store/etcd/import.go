@@ -166,6 +166,12 @@ func (s *Store) Import(ctx context.Context, src store.Exporter) (ImportStats, er
 			}
 			st.Anchors = true
 			return w.put(s.k.anchors(), v)
+		case it.Workloads != nil:
+			v, err := json.Marshal(it.Workloads)
+			if err != nil {
+				return err
+			}
+			return w.put(s.k.workloads(), v)
 		case it.LogEntry != nil:
 			i := state.Size() + uint64(len(leaves))
 			h := rfc6962.DefaultHasher.HashLeaf(it.LogEntry)

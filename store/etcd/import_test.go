@@ -16,6 +16,7 @@ import (
 	"github.com/agentca/agentca/store/etcd"
 	"github.com/agentca/agentca/store/etcd/etcdtest"
 	"github.com/agentca/agentca/translog"
+	"github.com/agentca/agentca/workloads"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -67,6 +68,13 @@ func importSource(t *testing.T) (*bolt.Store, []store.Certificate, [][]byte) {
 	}
 	if _, err := src.UpdateAnchors(ctx, func(s *store.AnchorSet) error {
 		s.Anchors = append(s.Anchors, store.Anchor{ID: "a1", State: store.AnchorActive, Root: []byte("root"), Issuer: []byte("issuer"), IssuerSKI: "abcd", StagedAt: now, ActivatedAt: now})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.UpdateWorkloads(ctx, func(s *workloads.Set) error {
+		s.Definitions = append(s.Definitions, workloads.Definition{ID: "w1", SPIFFEID: "spiffe://example.org/w", Selectors: []string{"unix:uid:1"},
+			NodeProvisioners: []string{"join"}, CreatedAt: now})
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -146,6 +154,12 @@ func TestImportFromBolt(t *testing.T) {
 	aa, errA := src.Anchors(ctx)
 	ab, errB := dst.Anchors(ctx)
 	same("anchors", aa, ab, errA, errB)
+	wa, errA := src.Workloads(ctx)
+	wb, errB := dst.Workloads(ctx)
+	if errA == nil && len(wa.Definitions) != 1 {
+		t.Fatalf("the source has %d workload definitions", len(wa.Definitions))
+	}
+	same("workloads", wa, wb, errA, errB)
 	sa, errA := src.IssuerStats(ctx, "abcd", now)
 	sb, errB := dst.IssuerStats(ctx, "abcd", now)
 	same("issuer stats", sa, sb, errA, errB)

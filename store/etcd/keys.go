@@ -12,6 +12,7 @@ package etcd
 //	P/exp/t/<ExpiresAt s, 16 hex><hash hex>    → token hash hex, for Sweep
 //	P/renewed/<serial hex>            → its one renewal (store.Renewal, JSON; lineage.go)
 //	P/anchors                         → the trust anchors (JSON)
+//	P/workloads                       → the workload definitions (JSON, workloads.go)
 //	P/migrating                       → start time of an Import not finished (import.go)
 //	P/log/state                       → translog.State.MarshalBinary
 //	P/log/sth                         → the last signed tree head (JSON)

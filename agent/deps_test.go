@@ -1,0 +1,32 @@
+package agent_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestNoServerCode checks that the client libraries link no server code: a
+// node agent or a relying service built on agent or verify must not pull in
+// the CA, the store, the server configuration or a KMS.
+func TestNoServerCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../agent", "../verify/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	forbidden := []string{
+		"github.com/agentca/agentca/ca",
+		"github.com/agentca/agentca/store",
+		"github.com/agentca/agentca/internal/config",
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		for _, f := range forbidden {
+			if pkg == f || strings.HasPrefix(pkg, f+"/") {
+				t.Errorf("agent or verify links %s", pkg)
+			}
+		}
+		if strings.Contains(pkg, "/kms") {
+			t.Errorf("agent or verify links a KMS: %s", pkg)
+		}
+	}
+}
