@@ -18,7 +18,7 @@ func jwtSVIDCommand() *cli.Command {
 		Flags: []cli.Flag{
 			caFlag(), outFlag(),
 			&cli.StringSliceFlag{Name: "audience", Usage: "an audience of the JWT-SVID (repeat for several; at least one)", EnvVars: []string{"AGENTCA_JWT_AUDIENCE"}},
-			&cli.DurationFlag{Name: "ttl", Usage: "lifetime to ask for (default: the CA's, 5m; capped by jwt_svid.max_ttl and the certificate's expiry)", EnvVars: []string{"AGENTCA_JWT_TTL"}},
+			&cli.DurationFlag{Name: "ttl", Usage: "lifetime to ask for, capped by jwt_svid.max_ttl and the certificate's expiry", DefaultText: "the CA's, 5m", EnvVars: []string{"AGENTCA_JWT_TTL"}},
 			&cli.BoolFlag{Name: "json", Usage: `print {"token","spiffe_id","expires_at"} instead of the bare token`, EnvVars: []string{"AGENTCA_JSON"}},
 		},
 		Action: func(c *cli.Context) error {

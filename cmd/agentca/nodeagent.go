@@ -23,7 +23,7 @@ func nodeAgentCommand() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", Usage: "directory for the node's cert.pem, key.pem and bundle.pem (a restart resumes from them)", EnvVars: []string{"AGENTCA_DATA_DIR"}},
 			&cli.StringFlag{Name: "socket", Usage: "the Workload API's unix socket (give it to workloads as SPIFFE_ENDPOINT_SOCKET=unix://PATH)", EnvVars: []string{"AGENTCA_SOCKET"}},
 			&cli.StringFlag{Name: "key-type", Usage: "key type of the node's and the workloads' keys: ec-p256, ec-p384, ed25519 or rsa-2048", Value: "ec-p256", EnvVars: []string{"AGENTCA_KEY_TYPE"}},
-			&cli.DurationFlag{Name: "ttl", Usage: "the node certificate's lifetime to ask for (default: the CA's)", EnvVars: []string{"AGENTCA_TTL"}},
+			&cli.DurationFlag{Name: "ttl", Usage: "the node certificate's lifetime to ask for", DefaultText: "the CA's", EnvVars: []string{"AGENTCA_TTL"}},
 			&cli.StringFlag{Name: "kubelet", Usage: "the kubelet's HTTPS URL (e.g. https://127.0.0.1:10250): add the callers' pods' k8s: selectors", EnvVars: []string{"AGENTCA_KUBELET"}},
 			&cli.StringFlag{Name: "kubelet-token-file", Usage: "bearer token for the kubelet (re-read at each request)", EnvVars: []string{"AGENTCA_KUBELET_TOKEN_FILE"}},
 			&cli.StringFlag{Name: "kubelet-ca-file", Usage: "PEM roots to verify the kubelet's certificate (default: the system's)", EnvVars: []string{"AGENTCA_KUBELET_CA_FILE"}},

@@ -26,7 +26,7 @@ func workloadsCommand() *cli.Command {
 				&cli.StringSliceFlag{Name: "selector", Usage: "TYPE:NAME:VALUE the caller must have (repeat; all are required), e.g. unix:uid:1000", EnvVars: []string{"AGENTCA_WORKLOAD_SELECTORS"}},
 				&cli.StringSliceFlag{Name: "node", Usage: "a node SPIFFE ID, or a prefix ending in /*, that may hand it out (repeat)", EnvVars: []string{"AGENTCA_WORKLOAD_NODES"}},
 				&cli.StringSliceFlag{Name: "node-provisioner", Usage: "nodes vouched for by this provisioner may hand it out (repeat)", EnvVars: []string{"AGENTCA_WORKLOAD_NODE_PROVISIONERS"}},
-				&cli.DurationFlag{Name: "ttl", Usage: "the SVIDs' lifetime (default: the node provisioner's)", EnvVars: []string{"AGENTCA_WORKLOAD_TTL"}},
+				&cli.DurationFlag{Name: "ttl", Usage: "the SVIDs' lifetime", DefaultText: "the node provisioner's", EnvVars: []string{"AGENTCA_WORKLOAD_TTL"}},
 				&cli.BoolFlag{Name: "json", Usage: "print the definition as JSON"},
 			},
 			Action: func(c *cli.Context) error {

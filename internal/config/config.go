@@ -328,7 +328,7 @@ func Default(trustDomain, httpsAddr, httpAddr string) *Config {
 		KeyType:        "ec-p256",
 		Storage:        Storage{Type: "bbolt", Path: "agentca.db"},
 		Leaf:           Leaf{DefaultTTL: Duration(DefaultLeafTTL), MaxTTL: Duration(DefaultMaxTTL), MinTTL: Duration(DefaultMinTTL)},
-		OCSP:           OCSP{Validity: Duration(5 * time.Minute), ResponderTTL: Duration(24 * time.Hour)},
+		OCSP:           OCSP{Validity: Duration(5 * time.Minute), ResponderTTL: Duration(24 * time.Hour), MaxStaleness: Duration(time.Second)},
 		CRL:            CRL{Validity: Duration(10 * time.Minute)},
 		Provisioners:   []Provisioner{{Type: TypeJoinToken, Name: "join"}},
 	}

@@ -181,6 +181,9 @@ func (s *Store) RevokeLineage(ctx context.Context, serial string, reason int, at
 		// catch it); a walk made again reads through the leader.
 		pre := &getReader{s: s, ctx: ctx, serializable: attempt == 0}
 		line, err := store.Lineage(pre, sn, ancestors, at)
+		if errors.Is(err, store.ErrNotFound) && pre.serializable {
+			continue // a member that lags may not have the record yet
+		}
 		if err != nil {
 			return nil, err
 		}
