@@ -10,18 +10,22 @@ package etcd
 // t it reads the cluster's current revision R (a linearizable read, so R
 // covers every write committed before t), waits until the revocation
 // watch has handed every event up to R to the Watch loop (asking etcd for
-// a progress notification when no revocation moved it there), then sends
+// a progress notification when no revocation moved it there, or, when
+// none comes, reading whether any revocation newer than what the watch
+// delivered exists at R), then sends
 // a mark for t through the same channel as the changes. The Watch loop
 // meets the mark after it has applied every change before it, and sets
 // FreshAt to t: every revocation committed before t has been applied.
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 )
 
 // DefaultProbeInterval is how often Watch proves it is up to date.
@@ -40,6 +44,16 @@ type freshness struct {
 	streams map[int]context.CancelFunc
 	nextID  int
 	stalls  int
+	// gen names the current set of watch streams (streamCtx).
+	gen atomic.Int64
+}
+
+// streamCtx is the context of the watches and their progress requests:
+// etcd's client puts watches whose contexts carry the same outgoing
+// metadata on one gRPC stream, and a stream stuck on a member that froze
+// may outlive its watches for a while; a new generation gets a new one.
+func (f *freshness) streamCtx(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx), "agentca-watch", strconv.FormatInt(f.gen.Load(), 10))
 }
 
 func (f *freshness) addStream(cancel context.CancelFunc) int {
@@ -65,6 +79,7 @@ func (f *freshness) dropStream(id int) {
 func (f *freshness) restartStreams() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.gen.Add(1)
 	for _, cancel := range f.streams {
 		cancel()
 	}
@@ -119,7 +134,8 @@ func (s *Store) probe(ctx context.Context, interval time.Duration, out chan<- ch
 		if err != nil {
 			continue
 		}
-		if !s.awaitDelivered(ctx, resp.Header.Revision, 2*interval) {
+		rev := resp.Header.Revision
+		if !s.awaitDelivered(ctx, rev, 2*interval) && !s.noneUndelivered(ctx, rev, 4*interval) {
 			// etcd answers but the watch does not follow: its
 			// stream may sit on a member that froze (the client
 			// keeps a stream until keepalive gives up on it, many
@@ -141,6 +157,28 @@ func (s *Store) probe(ctx context.Context, interval time.Duration, out chan<- ch
 	}
 }
 
+// noneUndelivered reports whether etcd, at revision rev, holds no
+// revocation newer than what the revocation watch has delivered: then
+// every revocation up to rev has been delivered although no progress
+// notification said so (one is sent only while every watch on the stream
+// has caught up, which under heavy load or after a member froze can take
+// long). It reads the keys (not the values) of the revocations written
+// since, a short list.
+func (s *Store) noneUndelivered(ctx context.Context, rev int64, d time.Duration) bool {
+	delivered := s.fresh.delivered.Load()
+	rctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	resp, err := retryRead(rctx, s, func(ctx context.Context) (*clientv3.GetResponse, error) {
+		return s.cli.Get(ctx, s.k.revoked(), clientv3.WithPrefix(), clientv3.WithRev(rev),
+			clientv3.WithMinModRev(delivered+1), clientv3.WithKeysOnly())
+	})
+	if err != nil || len(resp.Kvs) > 0 {
+		return false
+	}
+	s.fresh.deliveredUpTo(rev)
+	return true
+}
+
 // awaitDelivered waits, at most for d, until the revocation watch has
 // delivered every event up to rev. A watch with no revocation to report
 // learns how far it is through a progress notification, which the
@@ -149,9 +187,9 @@ func (s *Store) awaitDelivered(ctx context.Context, rev int64, d time.Duration) 
 	if s.fresh.delivered.Load() >= rev {
 		return true
 	}
-	// The same outgoing metadata as the watches (WithRequireLeader)
-	// selects their gRPC stream.
-	pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), d)
+	// The same outgoing metadata as the watches selects their gRPC
+	// stream.
+	pctx, cancel := context.WithTimeout(s.fresh.streamCtx(ctx), d)
 	defer cancel()
 	if err := s.cli.RequestProgress(pctx); err != nil {
 		return false

@@ -95,7 +95,7 @@ func (s *Store) watchOne(ctx context.Context, key string, prefix bool, kind stor
 		if prefix {
 			opts = append(opts, clientv3.WithPrefix())
 		}
-		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wctx, wcancel := context.WithCancel(s.fresh.streamCtx(ctx))
 		id := s.fresh.addStream(wcancel)
 		for resp := range s.cli.Watch(wctx, key, opts...) {
 			if resp.CompactRevision > 0 {
