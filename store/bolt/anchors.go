@@ -16,54 +16,17 @@ import (
 var keyAnchors = []byte("anchors")
 
 func readAnchors(tx *bbolt.Tx) (*store.AnchorSet, error) {
-	set := &store.AnchorSet{}
-	v := tx.Bucket(bucketMeta).Get(keyAnchors)
-	if v == nil {
-		return set, nil
-	}
-	if err := json.Unmarshal(v, set); err != nil {
-		return nil, fmt.Errorf("decode anchors: %w", err)
-	}
-	return set, nil
+	return readJSON[store.AnchorSet](tx, keyAnchors, "anchors")
 }
 
 // Anchors implements store.Store.
 func (s *Store) Anchors(ctx context.Context) (*store.AnchorSet, error) {
-	var set *store.AnchorSet
-	err := s.view(func(tx *bbolt.Tx) error {
-		var err error
-		set, err = readAnchors(tx)
-		return err
-	})
-	return set, wrap(err)
+	return viewJSON[store.AnchorSet](s, keyAnchors, "anchors")
 }
 
 // UpdateAnchors implements store.Store.
 func (s *Store) UpdateAnchors(ctx context.Context, fn func(*store.AnchorSet) error) (*store.AnchorSet, error) {
-	var out *store.AnchorSet
-	err := s.write(ctx, func(tx *bbolt.Tx) error {
-		set, err := readAnchors(tx)
-		if err != nil {
-			return err
-		}
-		if err := fn(set); err != nil {
-			return refuse(err)
-		}
-		set.Sequence++
-		v, err := json.Marshal(set)
-		if err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketMeta).Put(keyAnchors, v); err != nil {
-			return err
-		}
-		out = set
-		return nil
-	})
-	if err != nil {
-		return nil, wrap(err)
-	}
-	return out, nil
+	return updateJSON(ctx, s, keyAnchors, "anchors", func(a *store.AnchorSet) { a.Sequence++ }, fn)
 }
 
 // IssuerStats implements store.Store. It walks the certificate expiry

@@ -17,65 +17,16 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-func decodeAnchors(kv *mvccpb.KeyValue) (*store.AnchorSet, error) {
-	set := &store.AnchorSet{}
-	if kv == nil {
-		return set, nil
-	}
-	if err := json.Unmarshal(kv.Value, set); err != nil {
-		return nil, fmt.Errorf("store: decode anchors: %w", err)
-	}
-	return set, nil
-}
-
 // Anchors implements store.Store.
 func (s *Store) Anchors(ctx context.Context) (*store.AnchorSet, error) {
-	kv, err := s.get(ctx, s.k.anchors())
-	if err != nil {
-		return nil, err
-	}
-	return decodeAnchors(kv)
+	return getJSON[store.AnchorSet](ctx, s, s.k.anchors(), "anchors")
 }
 
 // UpdateAnchors implements store.Store: fn runs on the set read, and the
 // result is stored only if no one changed the set meanwhile; otherwise fn
 // runs again on the new set.
 func (s *Store) UpdateAnchors(ctx context.Context, fn func(*store.AnchorSet) error) (*store.AnchorSet, error) {
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		kv, err := s.get(ctx, s.k.anchors())
-		if err != nil {
-			return nil, err
-		}
-		set, err := decodeAnchors(kv)
-		if err != nil {
-			return nil, err
-		}
-		var rev int64
-		if kv != nil {
-			rev = kv.ModRevision
-		}
-		if err := fn(set); err != nil {
-			return nil, err
-		}
-		set.Sequence++
-		v, err := json.Marshal(set)
-		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		rctx, cancel := s.reqCtx(ctx)
-		resp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(s.k.anchors()), "=", rev)).
-			Then(clientv3.OpPut(s.k.anchors(), string(v))).Commit()
-		cancel()
-		if err != nil {
-			return nil, s.wrap(err)
-		}
-		if resp.Succeeded {
-			return set, nil
-		}
-	}
+	return updateJSON(ctx, s, s.k.anchors(), "anchors", func(a *store.AnchorSet) { a.Sequence++ }, fn)
 }
 
 // IssuerStats implements store.Store. It walks the certificate expiry
