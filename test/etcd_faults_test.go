@@ -99,7 +99,6 @@ func TestEtcdFaults(t *testing.T) {
 	defer load.end()
 	hc := cas[0].client(nil)
 	hc.Timeout = 15 * time.Second
-	var revoked []*logE2EIssued
 	ctx := context.Background()
 	const frozen = 15 * time.Second
 	for _, which := range []string{"follower", "leader"} {
@@ -131,7 +130,6 @@ func TestEtcdFaults(t *testing.T) {
 				t.Fatalf("with the %s frozen: %v", which, err)
 			}
 		}
-		revoked = append(revoked, is)
 		r0 := time.Now()
 		mustRun(t, "revoke", "--dir", cas[0].Dir, "--serial", is.leaf.SerialNumber.Text(16))
 		if d := time.Since(r0); d > 2*time.Second {

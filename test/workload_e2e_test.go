@@ -265,7 +265,7 @@ func TestWorkloadAPI(t *testing.T) {
 	// A restart resumes from --data-dir: the join token is spent, so
 	// attesting again would fail.
 	agentProc.stop(t)
-	agentProc = startNodeAgent(2)
+	startNodeAgent(2) // stopped by its cleanup
 	if got := strings.TrimSpace(asUser(t, users[1], client, "-socket", sockURL, "fetch", outs[1])); got != wantIDs[1] {
 		t.Fatalf("after a restart: %q", got)
 	}

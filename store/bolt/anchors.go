@@ -15,10 +15,6 @@ import (
 
 var keyAnchors = []byte("anchors")
 
-func readAnchors(tx *bbolt.Tx) (*store.AnchorSet, error) {
-	return readJSON[store.AnchorSet](tx, keyAnchors, "anchors")
-}
-
 // Anchors implements store.Store.
 func (s *Store) Anchors(ctx context.Context) (*store.AnchorSet, error) {
 	return viewJSON[store.AnchorSet](s, keyAnchors, "anchors")
