@@ -21,7 +21,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/agentca/agentca/store/etcd/etcdtest"
 	"io"
 	"math/big"
 	"net"
@@ -41,7 +40,6 @@ import (
 var agentcaBin string
 
 func TestMain(m *testing.M) {
-	etcdtest.RunMemberIfAsked() // an etcd member process of TestEtcdFaults
 	os.Exit(runTests(m))
 }
 

@@ -2,10 +2,9 @@ package etcdtest
 
 // Members as processes of their own, so that a test can freeze one
 // (SIGSTOP) or kill it the way a real fault would, without stopping the
-// test process. The member process is the test binary itself, started
-// again with the member's configuration in an environment variable: a
-// test package that uses StartProcesses calls RunMemberIfAsked at the top
-// of its TestMain.
+// test process. The member process is the command in ./member, built once
+// per test process (without the race detector), started with the member's
+// configuration in an environment variable.
 
 import (
 	"context"
@@ -101,10 +100,7 @@ func StartProcesses(t testing.TB, n int, opts Options) *ProcCluster {
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 30 * time.Second
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe := memberBinary(t)
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +117,7 @@ func StartProcesses(t testing.TB, n int, opts Options) *ProcCluster {
 			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 			InitialCluster: strings.Join(initial, ","), MaxTxnOps: opts.MaxTxnOps}
 		b, _ := json.Marshal(mc)
-		cmd := exec.Command(exe, "-test.run=^$")
+		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), memberEnv+"="+string(b))
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -217,4 +213,32 @@ func (c *ProcCluster) Close() {
 			<-m.done
 		}
 	}
+}
+
+var (
+	memberOnce sync.Once
+	memberExe  string
+	memberErr  error
+)
+
+// memberBinary builds ./member once per test process (in the OS temp
+// directory: several tests share it) and returns its path.
+func memberBinary(t testing.TB) string {
+	t.Helper()
+	memberOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "etcdtest-member-")
+		if err != nil {
+			memberErr = err
+			return
+		}
+		memberExe = filepath.Join(dir, "member")
+		out, err := exec.Command("go", "build", "-o", memberExe, "github.com/agentca/agentca/store/etcd/etcdtest/member").CombinedOutput()
+		if err != nil {
+			memberErr = fmt.Errorf("building the etcd member: %v\n%s", err, out)
+		}
+	})
+	if memberErr != nil {
+		t.Fatal(memberErr)
+	}
+	return memberExe
 }
