@@ -278,7 +278,9 @@ func TestLogReceiptVerified(t *testing.T) {
 // instead of retrying forever.
 func TestExpiresWhenAttestationUnreadable(t *testing.T) {
 	ca := testca.Start(t, testca.Options{Configure: shortLived})
-	first := newSource(t, ca, "spiffe://example.org/agent/gone", 3*time.Second, nil)
+	// Long enough that it is still valid when the Source below starts,
+	// on a loaded machine.
+	first := newSource(t, ca, "spiffe://example.org/agent/gone", 8*time.Second, nil)
 	initial := first.Current()
 	first.Close()
 	ca.Stop()

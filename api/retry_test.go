@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -125,7 +126,7 @@ func TestSignRetryAfterDroppedConnection(t *testing.T) {
 			case tok.UsedBy == "" && status != http.StatusCreated:
 				t.Fatalf("retry of a request never acted on: %d %s, want 201", status, raw)
 			}
-			if serial := r.leaf.SerialNumber.Text(16); tok.UsedBy != "" && serial != tok.UsedBy {
+			if serial := hex.EncodeToString(r.leaf.SerialNumber.Bytes()); tok.UsedBy != "" && serial != tok.UsedBy {
 				t.Fatalf("retry got serial %s, want %s", serial, tok.UsedBy)
 			}
 			logTCheck(t, e.key.Public(), r)
