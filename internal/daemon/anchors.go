@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -731,74 +730,6 @@ func (a *anchors) RetireAnchor(ctx context.Context, id string, force bool) (*api
 			"audit", "anchor", "anchor", id, "unexpired", n)
 	}
 	return a.status(ctx, set.Find(id))
-}
-
-// newAnchorKeys creates the keys of a staged anchor: in the KMS when one
-// is configured, else as files under keys/anchors/; cleanup removes them
-// when staging fails.
-type newAnchorKeys struct {
-	a       *anchors
-	kt      ca.KeyType
-	tag     string
-	files   []string
-	refs    []string // every key made, for the log
-	kmsKeys *kmsKeys
-}
-
-func (n *newAnchorKeys) create(role string) (crypto.Signer, string, error) {
-	kt := n.kt
-	if role == roleJWT {
-		kt = ca.ECP256 // ES256, whatever the CA's key type
-	}
-	if n.tag == "" {
-		tag, err := newKMSTag()
-		if err != nil {
-			return nil, "", err
-		}
-		n.tag = tag
-	}
-	if n.a.keys.kms != nil {
-		if n.kmsKeys == nil {
-			n.kmsKeys = &kmsKeys{kms: n.a.keys.kms}
-		}
-		var cfg config.Keys
-		s, err := n.kmsKeys.create(&cfg, role, n.tag, kt)
-		if err != nil {
-			return nil, "", err
-		}
-		ref := n.kmsKeys.names[len(n.kmsKeys.names)-1]
-		n.refs = append(n.refs, ref)
-		return s, ref, nil
-	}
-	key, err := ca.GenerateKey(kt)
-	if err != nil {
-		return nil, "", err
-	}
-	rel := filepath.Join(KeysDir, "anchors", n.tag+"-"+role+".key")
-	path := filepath.Join(n.a.dir, rel)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, "", err
-	}
-	// Listed before writing: a failed write may leave a partial file.
-	n.files = append(n.files, path)
-	n.refs = append(n.refs, rel)
-	if err := ca.WriteKey(path, key, n.a.keys.password); err != nil {
-		return nil, "", err
-	}
-	return key, rel, nil
-}
-
-func (n *newAnchorKeys) cleanup() error {
-	var errs []error
-	for _, f := range n.files {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	if n.kmsKeys != nil {
-		errs = append(errs, n.kmsKeys.cleanup())
-	}
-	return errors.Join(errs...)
 }
 
 func skiHex(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SubjectKeyId) }
