@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -91,15 +92,21 @@ func (ib *issuanceBench) post(b *testing.B, path string, body []byte, leaf *x509
 	return parsePEMCert(b, resp.Certificate)
 }
 
+// callersPerProc makes RunParallel run 64 callers whatever GOMAXPROCS
+// is, as the daemon sees them under load (bbolt commits their records in
+// groups).
+func callersPerProc() int { return max(1, 64/runtime.GOMAXPROCS(0)) }
+
 // BenchmarkRenew is one POST /v1/renew (empty body: the same key) through
 // the HTTPS handler: the client certificate check, the policy, the
 // signature, the record and its lineage in one bbolt transaction, the
 // audit line. Each goroutine renews the certificate its previous renewal
 // returned (renewing one twice would be a retry answered from the store),
-// so each call parses the new leaf too.
+// so each call parses the new leaf too. 64 callers.
 func BenchmarkRenew(b *testing.B) {
 	ib := newIssuanceBench(b)
 	b.ReportAllocs()
+	b.SetParallelism(callersPerProc())
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		leaf := ib.issue(b, "spiffe://example.org/agent/renew")
@@ -115,7 +122,7 @@ func BenchmarkRenew(b *testing.B) {
 // selectors, the node allowance (by provisioner, or also by a CEL
 // node_condition over the node's claims), the CSR, the policy, the
 // signature and the record, the node's revocation re-read, and parsing
-// the returned leaf.
+// the returned leaf. 64 callers.
 func BenchmarkWorkloadSign(b *testing.B) {
 	for _, tc := range []struct{ name, cond string }{
 		{"provisioner", ""},
@@ -137,6 +144,7 @@ func BenchmarkWorkloadSign(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
+			b.SetParallelism(callersPerProc())
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
