@@ -116,7 +116,8 @@ FUZZ_TARGETS := FuzzParseCSR:./ca/ FuzzDecodeSignRequest:./api/ FuzzOCSPHandler:
 	FuzzK8sAttest:./provisioners/k8ssa/ FuzzGCPAttest:./provisioners/gcpiit/ FuzzAzureMSIAttest:./provisioners/azuremsi/ \
 	FuzzAWSAttest:./provisioners/awsiid/ FuzzAzureIMDSAttest:./provisioners/azureimds/ \
 	FuzzParseTokenRequest:./api/ FuzzJWTSVIDRequest:./api/ FuzzParse:./policy/ FuzzAuthorization:./verify/oauth/ \
-	FuzzReadBackup:./store/etcd/ FuzzRender:./workloads/ FuzzParseCgroup:./nodeagent/
+	FuzzReadBackup:./store/etcd/ FuzzRender:./workloads/ FuzzParseCgroup:./nodeagent/ \
+	FuzzCompileCondition:./policy/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($${t#*:})"; \

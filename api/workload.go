@@ -99,6 +99,12 @@ func (s *Server) createWorkload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "workloads: invalid definition: ")))
 		return
 	}
+	if d.NodeCondition != "" {
+		if _, err := nodeCondition(d.NodeCondition); err != nil {
+			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "node_condition %s", err))
+			return
+		}
+	}
 	if d.TTL != "" {
 		if t, _ := time.ParseDuration(d.TTL); t > config.Ceiling {
 			writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a workload SVID may live at most %s", config.Ceiling))
@@ -119,7 +125,7 @@ func (s *Server) createWorkload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("audit", "op", "workload_create", "id", d.ID, "spiffe_id", d.SPIFFEID, "selectors", strings.Join(d.Selectors, " "),
-		"nodes", strings.Join(d.Nodes, " "), "node_provisioners", strings.Join(d.NodeProvisioners, " "), "sequence", set.Sequence)
+		"nodes", strings.Join(d.Nodes, " "), "node_provisioners", strings.Join(d.NodeProvisioners, " "), "node_condition", d.NodeCondition, "sequence", set.Sequence)
 	writeJSON(w, http.StatusCreated, d)
 }
 
@@ -177,9 +183,11 @@ func (s *Server) workloadDefinitions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.refusal(err))
 		return
 	}
-	out := &workloads.Set{Sequence: set.Sequence, Definitions: workloads.ForNode(set.Definitions, rec.SPIFFEID, rec.Provisioner)}
-	if out.Definitions == nil {
-		out.Definitions = []workloads.Definition{}
+	out := &workloads.Set{Sequence: set.Sequence, Definitions: []workloads.Definition{}}
+	for _, d := range set.Definitions {
+		if s.nodeAllowed(&d, rec) {
+			out.Definitions = append(out.Definitions, d)
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -226,7 +234,7 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 	}
 	var def *workloads.Definition
 	for i, d := range set.Definitions {
-		if id, ok := d.Render(req.Selectors); ok && id == req.SPIFFEID && d.NodeAllowed(node.SPIFFEID, node.Provisioner) {
+		if id, ok := d.Render(req.Selectors); ok && id == req.SPIFFEID && s.nodeAllowed(&d, node) {
 			def = &set.Definitions[i]
 			break
 		}

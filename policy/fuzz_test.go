@@ -32,3 +32,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCompileCondition feeds arbitrary node conditions to
+// CompileCondition and evaluates whatever compiles over a node's record:
+// neither may panic, and an evaluation error is never a match.
+func FuzzCompileCondition(f *testing.F) {
+	f.Add(`claims["kubernetes.io.namespace"] == "prod"`)
+	f.Add(`"ns" in claims && claims["ns"].startsWith("p") && provisioner == "k8s"`)
+	f.Add(`spiffe_id.split("/").size() > 3 || claims.exists(k, k.contains("x"))`)
+	f.Fuzz(func(t *testing.T, expr string) {
+		c, err := policy.CompileCondition(expr)
+		if err != nil {
+			return
+		}
+		ok, err := c.Eval(map[string]string{"ns": "prod"}, "spiffe://example.org/node/a", "k8s")
+		if err != nil && ok {
+			t.Fatalf("%q: a match with an error: %v", expr, err)
+		}
+	})
+}

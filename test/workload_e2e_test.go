@@ -105,6 +105,17 @@ func TestWorkloadAPI(t *testing.T) {
 		"--selector", uid(users[1]), "--selector", "unix:group:"+groupName(t, users[1].gid), "--node-provisioner", "join", "--ttl", "6s")
 	mustRun(t, "workloads", "create", "--dir", ca.Dir, "--id", "c", "--spiffe-id", "spiffe://example.org/svc/c",
 		"--selector", uid(users[2]), "--node", "spiffe://example.org/othernode")
+	// c-cond: the join provisioner's nodes, but only one whose attested
+	// claims name another node ID; n1's do not, so users[2] still gets
+	// nothing.
+	mustRun(t, "workloads", "create", "--dir", ca.Dir, "--id", "c-cond", "--spiffe-id", "spiffe://example.org/svc/c-cond",
+		"--selector", uid(users[2]), "--node-provisioner", "join", "--node-condition", `claims["spiffe_id"] == "spiffe://example.org/node/n2"`)
+	if r := runCLI(t, "workloads", "create", "--dir", ca.Dir, "--spiffe-id", "spiffe://example.org/x", "--selector", uid(users[0]),
+		"--node-condition", `claims["spiffe_id"] ==`); r.code != 1 || !strings.Contains(r.stderr, "node_condition") {
+		t.Errorf("a node condition that does not compile: want exit 1 naming node_condition\n%s", r)
+	} else {
+		oneLine(t, r)
+	}
 	// A definition the CA refuses: exit 1, one line.
 	bad := runCLI(t, "workloads", "create", "--dir", ca.Dir, "--spiffe-id", "spiffe://other.org/x", "--selector", uid(users[0]), "--node-provisioner", "join")
 	if bad.code != 1 {
@@ -114,7 +125,7 @@ func TestWorkloadAPI(t *testing.T) {
 	var set struct {
 		Definitions []struct{ ID string } `json:"definitions"`
 	}
-	if err := json.Unmarshal([]byte(mustRun(t, "workloads", "list", "--dir", ca.Dir, "--json").stdout), &set); err != nil || len(set.Definitions) != 3 {
+	if err := json.Unmarshal([]byte(mustRun(t, "workloads", "list", "--dir", ca.Dir, "--json").stdout), &set); err != nil || len(set.Definitions) != 4 {
 		t.Fatalf("workloads list: %+v %v", set, err)
 	}
 
@@ -260,6 +271,10 @@ func TestWorkloadAPI(t *testing.T) {
 	key := newECKey(t)
 	r := postJSON(t, ca.client(node), ca.URL+"/v1/workload/sign", map[string]any{
 		"spiffe_id": "spiffe://example.org/svc/c", "selectors": []string{uid(users[2])}, "csr": csrPEM(t, key, nil)})
+	wantError(t, r, http.StatusForbidden, "workload_not_allowed")
+	// Nor one whose node condition is false over this node's claims.
+	r = postJSON(t, ca.client(node), ca.URL+"/v1/workload/sign", map[string]any{
+		"spiffe_id": "spiffe://example.org/svc/c-cond", "selectors": []string{uid(users[2])}, "csr": csrPEM(t, key, nil)})
 	wantError(t, r, http.StatusForbidden, "workload_not_allowed")
 
 	// A restart resumes from --data-dir: the join token is spent, so

@@ -32,6 +32,12 @@ type Definition struct {
 	// NodeProvisioners may hand it out: nodes whose certificate a
 	// provisioner of that name vouched for.
 	NodeProvisioners []string `json:"node_provisioners,omitempty"`
+	// NodeCondition, when set, is a CEL expression over the node
+	// certificate's record (claims, spiffe_id, provisioner) that must
+	// also be true: a node must match Nodes or NodeProvisioners (when
+	// either is given) and the condition. The CA compiles and evaluates
+	// it (package policy); this package only carries it.
+	NodeCondition string `json:"node_condition,omitempty"`
 	// TTL of the SVIDs, a Go duration; empty means the node
 	// provisioner's default.
 	TTL       string    `json:"ttl,omitempty"`
@@ -65,6 +71,8 @@ const (
 	MaxSelectors   = 32
 	MaxNodes       = 64
 	maxSelectorLen = 512
+	// MaxConditionLen bounds NodeCondition (policy.MaxExprLength).
+	MaxConditionLen = 4096
 )
 
 // ErrInvalid wraps every reason Validate refuses a definition.
@@ -89,8 +97,11 @@ func (d *Definition) Validate(td string) error {
 			return bad("selector %q is not TYPE:NAME:VALUE (such as unix:uid:1000)", truncate(s))
 		}
 	}
-	if len(d.Nodes)+len(d.NodeProvisioners) == 0 {
-		return bad("name the nodes that may hand it out (nodes or node_provisioners)")
+	if len(d.Nodes)+len(d.NodeProvisioners) == 0 && d.NodeCondition == "" {
+		return bad("name the nodes that may hand it out (nodes, node_provisioners or node_condition)")
+	}
+	if len(d.NodeCondition) > MaxConditionLen {
+		return bad("node_condition is longer than %d bytes", MaxConditionLen)
 	}
 	if len(d.Nodes)+len(d.NodeProvisioners) > MaxNodes {
 		return bad("at most %d node allowances", MaxNodes)
@@ -225,7 +236,9 @@ func (d *Definition) Render(selectors []string) (string, bool) {
 }
 
 // NodeAllowed reports whether the node with SPIFFE ID nodeID, vouched for
-// by provisioner, may hand out d.
+// by provisioner, is named by d's Nodes or NodeProvisioners. It does not
+// evaluate NodeCondition: the CA does (a definition with only a
+// condition names no node here).
 func (d *Definition) NodeAllowed(nodeID, provisioner string) bool {
 	if slices.Contains(d.NodeProvisioners, provisioner) {
 		return true
@@ -240,17 +253,6 @@ func (d *Definition) NodeAllowed(nodeID, provisioner string) bool {
 		}
 	}
 	return false
-}
-
-// ForNode returns the definitions a node may hand out.
-func ForNode(defs []Definition, nodeID, provisioner string) []Definition {
-	var out []Definition
-	for _, d := range defs {
-		if d.NodeAllowed(nodeID, provisioner) {
-			out = append(out, d)
-		}
-	}
-	return out
 }
 
 // Identity is one SPIFFE ID a caller gets, with the definition that gave

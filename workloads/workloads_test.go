@@ -78,3 +78,23 @@ func FuzzRender(f *testing.F) {
 		}
 	})
 }
+
+// TestValidateNodeCondition: a node condition alone names the nodes; an
+// overlong one is refused (the CA compiles it).
+func TestValidateNodeCondition(t *testing.T) {
+	d := Definition{ID: "c", SPIFFEID: "spiffe://example.org/c", Selectors: []string{"unix:uid:1"}, NodeCondition: `provisioner == "k8s"`}
+	if err := d.Validate("example.org"); err != nil {
+		t.Errorf("a condition alone: %v", err)
+	}
+	if d.NodeAllowed("spiffe://example.org/n", "k8s") {
+		t.Error("NodeAllowed allows by a condition it does not evaluate")
+	}
+	d.NodeCondition = strings.Repeat("x", MaxConditionLen+1)
+	if err := d.Validate("example.org"); err == nil {
+		t.Error("an overlong condition is accepted")
+	}
+	d.NodeCondition = ""
+	if err := d.Validate("example.org"); err == nil {
+		t.Error("a definition naming no node is accepted")
+	}
+}

@@ -26,17 +26,18 @@ func workloadsCommand() *cli.Command {
 				&cli.StringSliceFlag{Name: "selector", Usage: "TYPE:NAME:VALUE the caller must have (repeat; all are required), e.g. unix:uid:1000", EnvVars: []string{"AGENTCA_WORKLOAD_SELECTORS"}},
 				&cli.StringSliceFlag{Name: "node", Usage: "a node SPIFFE ID, or a prefix ending in /*, that may hand it out (repeat)", EnvVars: []string{"AGENTCA_WORKLOAD_NODES"}},
 				&cli.StringSliceFlag{Name: "node-provisioner", Usage: "nodes vouched for by this provisioner may hand it out (repeat)", EnvVars: []string{"AGENTCA_WORKLOAD_NODE_PROVISIONERS"}},
+				&cli.StringFlag{Name: "node-condition", Usage: `a CEL expression over the node certificate's claims, spiffe_id and provisioner that must also hold, e.g. claims["kubernetes.io.namespace"] == "prod"`, EnvVars: []string{"AGENTCA_WORKLOAD_NODE_CONDITION"}},
 				&cli.DurationFlag{Name: "ttl", Usage: "the SVIDs' lifetime", DefaultText: "the node provisioner's", EnvVars: []string{"AGENTCA_WORKLOAD_TTL"}},
 				&cli.BoolFlag{Name: "json", Usage: "print the definition as JSON"},
 			},
 			Action: func(c *cli.Context) error {
 				d := workloads.Definition{ID: c.String("id"), SPIFFEID: c.String("spiffe-id"), Selectors: c.StringSlice("selector"),
-					Nodes: c.StringSlice("node"), NodeProvisioners: c.StringSlice("node-provisioner")}
+					Nodes: c.StringSlice("node"), NodeProvisioners: c.StringSlice("node-provisioner"), NodeCondition: c.String("node-condition")}
 				if d.SPIFFEID == "" || len(d.Selectors) == 0 {
 					return usagef("--spiffe-id and at least one --selector are required")
 				}
-				if len(d.Nodes)+len(d.NodeProvisioners) == 0 {
-					return usagef("name the nodes that may hand it out: --node or --node-provisioner")
+				if len(d.Nodes)+len(d.NodeProvisioners) == 0 && d.NodeCondition == "" {
+					return usagef("name the nodes that may hand it out: --node, --node-provisioner or --node-condition")
 				}
 				if t := c.Duration("ttl"); t != 0 {
 					d.TTL = t.String()
@@ -67,6 +68,9 @@ func workloadsCommand() *cli.Command {
 				fmt.Fprintln(tw, "ID\tSPIFFE ID\tSELECTORS\tNODES\tTTL")
 				for _, d := range set.Definitions {
 					nodes := append(append([]string{}, d.Nodes...), prefixAll("provisioner:", d.NodeProvisioners)...)
+					if d.NodeCondition != "" {
+						nodes = append(nodes, "if:"+d.NodeCondition)
+					}
 					ttl := d.TTL
 					if ttl == "" {
 						ttl = "-"
