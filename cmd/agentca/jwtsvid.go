@@ -1,11 +1,9 @@
 package main
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 
-	"github.com/agentca/agentca/agent"
 	"github.com/urfave/cli/v2"
 )
 
@@ -26,15 +24,7 @@ func jwtSVIDCommand() *cli.Command {
 			if caURL == "" || out == "" || len(aud) == 0 {
 				return usagef("--ca, --out and --audience are required")
 			}
-			cur, roots, err := agent.LoadFiles(out)
-			if err != nil {
-				return err
-			}
-			pool := x509.NewCertPool()
-			for _, r := range roots {
-				pool.AddCert(r)
-			}
-			client, err := agent.NewClient(caURL, pool)
+			cur, client, err := enrolled(caURL, out)
 			if err != nil {
 				return err
 			}

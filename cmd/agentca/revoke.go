@@ -60,6 +60,20 @@ func revokeCommand() *cli.Command {
 	}
 }
 
+// enrolled loads the credentials an enroll wrote to out and returns them
+// with a client of the CA at caURL that trusts their bundle.
+func enrolled(caURL, out string) (*agent.Credentials, *agent.Client, error) {
+	cur, roots, err := agent.LoadFiles(out)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := agent.NewClient(caURL, poolOf(roots))
+	if err != nil {
+		return nil, nil, err
+	}
+	return cur, client, nil
+}
+
 func poolOf(certs []*x509.Certificate) *x509.CertPool {
 	p := x509.NewCertPool()
 	for _, c := range certs {

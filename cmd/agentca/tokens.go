@@ -34,11 +34,7 @@ func tokenGetCommand() *cli.Command {
 			if len(c.StringSlice("resource"))+len(c.StringSlice("audience")) == 0 {
 				return usagef("give --resource or --audience")
 			}
-			cur, roots, err := agent.LoadFiles(out)
-			if err != nil {
-				return err
-			}
-			client, err := agent.NewClient(caURL, poolOf(roots))
+			cur, client, err := enrolled(caURL, out)
 			if err != nil {
 				return err
 			}
