@@ -22,28 +22,7 @@ const benchJWTAudience = "https://tools.bench.example.org"
 // runJWTSVIDPhase enrolls c agents and has each ask for JWT-SVIDs on its
 // own connection for opts.duration.
 func runJWTSVIDPhase(ctx context.Context, opts options, lg *load, rep *report) error {
-	if !opts.runs("jwt-svid") || ctx.Err() != nil {
-		return nil
-	}
-	c := opts.renewConc
-	if c == 0 {
-		c = 64
-	}
-	logf("enrolling %d agents for the jwt-svid phase", c)
-	if err := lg.ensureTokens(ctx, c); err != nil {
-		return err
-	}
-	agents, err := lg.enroll(ctx, c)
-	if err != nil {
-		return fmt.Errorf("enroll: %w", err)
-	}
-	rep.enrolled += len(agents)
-	ph := lg.jwtSVIDPhase(ctx, fmt.Sprintf("jwt-svid c=%d", c), agents, opts.duration, lg.d.pprofURL, opts.pprofDir)
-	logf("%s: %d JWT-SVIDs in %.2fs = %.0f/s (%.0f%% of %d/s), p50 %s p99 %s, daemon %.2f cores (%.0f µs per JWT-SVID), client %.2f cores, %d errors",
-		ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(), 100*ph.rate()/jwtSVIDTarget, jwtSVIDTarget, fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)),
-		ph.daemonCPU/ph.elapsed.Seconds(), ph.daemonCPU/max(float64(ph.ok), 1)*1e6, ph.clientCPU/ph.elapsed.Seconds(), ph.errors)
-	rep.phases = append(rep.phases, ph)
-	return nil
+	return runAgentPhase(ctx, opts, lg, rep, "jwt-svid", "JWT-SVID", jwtSVIDTarget, lg.jwtSVIDPhase)
 }
 
 // jwtSVIDPhase runs the load. The first answer of each worker is checked

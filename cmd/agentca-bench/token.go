@@ -53,14 +53,22 @@ func configureTokens(dir string) error {
 // runTokenPhase enrolls c agents and has each ask for tokens on its own
 // connection for opts.duration.
 func runTokenPhase(ctx context.Context, opts options, lg *load, rep *report) error {
-	if !opts.runs("token") || ctx.Err() != nil {
+	return runAgentPhase(ctx, opts, lg, rep, "token", "token", tokenTarget, lg.tokenPhase)
+}
+
+// runAgentPhase enrolls c agents (opts.renewConc, default 64) for the
+// phase kind, runs it, and reports it against target per second; unit
+// names what one request gets.
+func runAgentPhase(ctx context.Context, opts options, lg *load, rep *report, kind, unit string, target float64,
+	run func(ctx context.Context, name string, agents []*agent, dur time.Duration, pprofURL, pprofDir string) *phase) error {
+	if !opts.runs(kind) || ctx.Err() != nil {
 		return nil
 	}
 	c := opts.renewConc
 	if c == 0 {
 		c = 64
 	}
-	logf("enrolling %d agents for the token phase", c)
+	logf("enrolling %d agents for the %s phase", c, kind)
 	if err := lg.ensureTokens(ctx, c); err != nil {
 		return err
 	}
@@ -69,10 +77,10 @@ func runTokenPhase(ctx context.Context, opts options, lg *load, rep *report) err
 		return fmt.Errorf("enroll: %w", err)
 	}
 	rep.enrolled += len(agents)
-	ph := lg.tokenPhase(ctx, fmt.Sprintf("token c=%d", c), agents, opts.duration, lg.d.pprofURL, opts.pprofDir)
-	logf("%s: %d tokens in %.2fs = %.0f/s (%.0f%% of %d/s), p50 %s p99 %s, daemon %.2f cores (%.0f µs per token), client %.2f cores, %d errors",
-		ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(), 100*ph.rate()/tokenTarget, tokenTarget, fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)),
-		ph.daemonCPU/ph.elapsed.Seconds(), ph.daemonCPU/max(float64(ph.ok), 1)*1e6, ph.clientCPU/ph.elapsed.Seconds(), ph.errors)
+	ph := run(ctx, fmt.Sprintf("%s c=%d", kind, c), agents, opts.duration, lg.d.pprofURL, opts.pprofDir)
+	logf("%s: %d %ss in %.2fs = %.0f/s (%.0f%% of %.0f/s), p50 %s p99 %s, daemon %.2f cores (%.0f µs per %s), client %.2f cores, %d errors",
+		ph.name, ph.ok, unit, ph.elapsed.Seconds(), ph.rate(), 100*ph.rate()/target, target, fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)),
+		ph.daemonCPU/ph.elapsed.Seconds(), ph.daemonCPU/max(float64(ph.ok), 1)*1e6, unit, ph.clientCPU/ph.elapsed.Seconds(), ph.errors)
 	rep.phases = append(rep.phases, ph)
 	return nil
 }
