@@ -167,7 +167,9 @@ func TestRenewNowAndFiles(t *testing.T) {
 // until its certificate expires, then stops with ErrExpired.
 func TestExpiresWithoutAttestation(t *testing.T) {
 	ca := testca.Start(t, testca.Options{Configure: shortLived})
-	first := newSource(t, ca, "spiffe://example.org/agent/once", 3*time.Second, nil)
+	// Long enough that it is still valid when the Source below starts,
+	// on a loaded machine.
+	first := newSource(t, ca, "spiffe://example.org/agent/once", 8*time.Second, nil)
 	initial := first.Current()
 	first.Close()
 	ca.Stop()
