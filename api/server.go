@@ -27,6 +27,7 @@ import (
 	"github.com/agentca/agentca/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 )
 
 // Provisioner is a configured provisioner: the verifier with the limits
@@ -115,6 +116,9 @@ type Options struct {
 	// Workloads keeps the workload definitions (workload.go); nil serves
 	// neither their admin API nor the node agent endpoints.
 	Workloads WorkloadStore
+	// Federation holds the federated trust domains' bundles, served at
+	// /v1/bundle?trust_domain=… (federation.go); nil: none.
+	Federation spiffebundle.Source
 }
 
 // Server holds the handlers' state.
@@ -141,6 +145,7 @@ type Server struct {
 	ready    func() error
 
 	workloads WorkloadStore
+	federated spiffebundle.Source
 }
 
 // New checks opts and returns a Server.
@@ -150,7 +155,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
 		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log,
-		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads}
+		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads, federated: opts.Federation}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -295,6 +300,10 @@ func (s *Server) roots(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawQuery != "" {
+		s.federatedBundle(w, r)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache")
 	_, _ = w.Write(s.trust.Load().Bundle)

@@ -222,10 +222,15 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		anch.revoked(rec)
 		sthFile.noteRevoked(rec)
 	}
+	fed, stopFed, err := startFederation(ctx, dir, cfg, st, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopFed()
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
 		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked, Workloads: st,
-		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
+		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second)), Federation: fed})
 	if err != nil {
 		return err
 	}
