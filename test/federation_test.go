@@ -1,0 +1,434 @@
+package test
+
+// SPIFFE federation between two real CAs (docs/federation.md): a.example
+// and b.example, each fetching the other's bundle over https_spiffe,
+// starting from a bootstrap bundle.
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentca/agentca/agent"
+	"github.com/agentca/agentca/verify"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/federation"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+var (
+	tdA = spiffeid.RequireTrustDomainFromString("a.example")
+	tdB = spiffeid.RequireTrustDomainFromString("b.example")
+)
+
+// fedLeaf are the leaf lifetimes of the federation tests: a rotation of
+// b.example takes about half a minute; the bundles' refresh hint is half
+// the default lifetime, 3 s.
+var fedLeaf = map[string]string{"min_ttl": "2s", "default_ttl": "6s", "max_ttl": "6s"}
+
+// federatedPair makes a.example and b.example, each federated with the
+// other over https_spiffe from a bootstrap bundle made of the other's
+// roots.pem (the out-of-band exchange an operator does), and starts them.
+func federatedPair(t *testing.T) (a, b *testCA) {
+	a = newCA(t, caOptions{trustDomain: "a.example", leaf: fedLeaf})
+	b = newCA(t, caOptions{trustDomain: "b.example", leaf: fedLeaf})
+	federate(t, a, b)
+	federate(t, b, a)
+	a.start()
+	b.start()
+	return a, b
+}
+
+// federate lists peer in c's federation, with a bootstrap bundle file.
+func federate(t *testing.T, c, peer *testCA) {
+	t.Helper()
+	td := spiffeid.RequireTrustDomainFromString(peer.TrustDomain)
+	raw, err := spiffebundle.FromX509Authorities(td, peer.Roots).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(c.Dir, peer.TrustDomain+".bundle.json"), raw)
+	c.editConfig(func(cfg map[string]any) {
+		cfg["federation"] = []any{map[string]any{
+			"trust_domain": peer.TrustDomain, "bundle_endpoint_url": peer.URL + "/v1/bundle", "profile": "https_spiffe",
+			"endpoint_spiffe_id": "spiffe://" + peer.TrustDomain + "/agentca/server",
+			"bootstrap_bundle":   peer.TrustDomain + ".bundle.json", "refresh_min": "1s", "refresh_max": "1s"}}
+		cfg["jwt_svid"] = map[string]any{"max_ttl": "2s"} // so that retire waits seconds, not an hour
+	})
+}
+
+// foreignBundle is c's copy of td's bundle, from /v1/bundle?trust_domain=.
+func foreignBundle(t *testing.T, c *testCA, td spiffeid.TrustDomain) (int, *spiffebundle.Bundle) {
+	t.Helper()
+	resp, err := c.client(nil).Get(c.URL + "/v1/bundle?trust_domain=" + td.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, nil
+	}
+	b, err := spiffebundle.Parse(td, body)
+	if err != nil {
+		t.Fatalf("/v1/bundle?trust_domain=%s: %v\n%s", td, err, body)
+	}
+	return resp.StatusCode, b
+}
+
+// fedSource is an agent of c whose bundles include federatesWith's.
+func fedSource(t *testing.T, c *testCA, id string, federatesWith string) *agent.Source {
+	t.Helper()
+	token := c.token(id)
+	src, err := agent.NewSource(context.Background(), agent.Config{CAURL: c.URL, Roots: c.Roots, Provisioner: "join",
+		Attest: func(context.Context) (string, error) { return token, nil }, FederatesWith: []string{federatesWith},
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
+	if err != nil {
+		t.Fatalf("agent %s: %v", id, err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
+// fedConversation is a server of one trust domain and a client of the
+// other talking mTLS through go-spiffe's tlsconfig, each authorising the
+// other's trust domain only: one new handshake per request.
+type fedConversation struct {
+	name               string
+	url                string
+	client             *http.Client
+	want               string
+	requests, failures atomic.Int64
+	mu                 sync.Mutex
+	errs               []string
+}
+
+func startFedConversation(t *testing.T, name string, server, client *agent.Source, serverTD, clientTD spiffeid.TrustDomain) *fedConversation {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{TLSConfig: tlsconfig.MTLSServerConfig(server, server, tlsconfig.AuthorizeMemberOf(clientTD)),
+		ReadHeaderTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0])
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusForbidden)
+				return
+			}
+			fmt.Fprint(w, id.String())
+		})}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	return &fedConversation{name: name, url: "https://" + ln.Addr().String() + "/", want: client.Current().SPIFFEID,
+		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: tlsconfig.MTLSClientConfig(client, client, tlsconfig.AuthorizeMemberOf(serverTD)), DisableKeepAlives: true}}}
+}
+
+func (c *fedConversation) once() error {
+	c.requests.Add(1)
+	resp, err := c.client.Get(c.url)
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "spiffe://") {
+			err = fmt.Errorf("%s %q", resp.Status, body)
+		}
+	}
+	if err != nil {
+		c.failures.Add(1)
+		c.mu.Lock()
+		c.errs = append(c.errs, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err))
+		c.mu.Unlock()
+	}
+	return err
+}
+
+func (c *fedConversation) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		_ = c.once()
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *fedConversation) check(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.Logf("%s: %d handshakes, %d failed", c.name, c.requests.Load(), c.failures.Load())
+	if c.failures.Load() > 0 {
+		t.Errorf("%s: %d of %d handshakes failed:\n%s", c.name, c.failures.Load(), c.requests.Load(), strings.Join(c.errs, "\n"))
+	}
+}
+
+// anchorsJSON is `agentca anchors list --json`.
+func anchorsJSON(t *testing.T, c *testCA) []struct{ ID, State, RootSHA256 string } {
+	t.Helper()
+	var out []struct {
+		ID         string `json:"id"`
+		State      string `json:"state"`
+		RootSHA256 string `json:"root_sha256"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "anchors", "list", "--json", "--dir", c.Dir).stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	res := make([]struct{ ID, State, RootSHA256 string }, len(out))
+	for i, a := range out {
+		res[i] = struct{ ID, State, RootSHA256 string }{a.ID, a.State, a.RootSHA256}
+	}
+	return res
+}
+
+// retryCLI runs the CLI until it exits 0 (an anchor transition refused
+// while unsafe), for at most timeout.
+func retryCLI(t *testing.T, timeout time.Duration, args ...string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		r := runCLI(t, args...)
+		if r.code == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still refused after %s:\n%s", timeout, r)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func rootSet(b *spiffebundle.Bundle) []string {
+	var out []string
+	for _, r := range b.X509Authorities() {
+		out = append(out, sha256Hex(r.Raw))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sourceRoots(t *testing.T, src *agent.Source, td spiffeid.TrustDomain) []string {
+	t.Helper()
+	b, err := src.GetX509BundleForTrustDomain(td)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, r := range b.X509Authorities() {
+		out = append(out, sha256Hex(r.Raw))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestFederation: an a.example agent and a b.example service (and the
+// reverse) complete mTLS through go-spiffe's tlsconfig, each authorising
+// the other trust domain; b.example rotates its trust anchor (stage,
+// activate, retire, with `agentca anchors`) while they talk, the a.example
+// side follows within the refresh hint, and not one handshake fails.
+func TestFederation(t *testing.T) {
+	a, b := federatedPair(t)
+	// Each CA serves the other's bundle, from the bootstrap or the
+	// first fetch, and refuses trust domains it is not federated with.
+	for _, c := range []struct {
+		ca   *testCA
+		peer *testCA
+		td   spiffeid.TrustDomain
+	}{{a, b, tdB}, {b, a, tdA}} {
+		status, got := foreignBundle(t, c.ca, c.td)
+		if status != http.StatusOK || !slices.Equal(rootSet(got), rootSet(spiffebundle.FromX509Authorities(c.td, c.peer.Roots))) {
+			t.Fatalf("%s's bundle of %s: %d %v", c.ca.TrustDomain, c.td, status, got)
+		}
+	}
+	if status, _ := foreignBundle(t, a, spiffeid.RequireTrustDomainFromString("c.example")); status != http.StatusNotFound {
+		t.Fatalf("a bundle of a trust domain not federated: %d, want 404", status)
+	}
+	// The first fetch brings b's JWT-SVID keys too (the bootstrap had
+	// its X.509 authorities only).
+	waitFor(t, 15*time.Second, "a.example to fetch b.example's bundle with its JWT keys", func() bool {
+		_, got := foreignBundle(t, a, tdB)
+		return got != nil && len(got.JWTAuthorities()) > 0
+	})
+
+	aAgent := fedSource(t, a, "spiffe://a.example/agent/x", "b.example")
+	bService := fedSource(t, b, "spiffe://b.example/svc/tool", "a.example")
+	aService := fedSource(t, a, "spiffe://a.example/svc/api", "b.example")
+	bAgent := fedSource(t, b, "spiffe://b.example/agent/y", "a.example")
+	aToB := startFedConversation(t, "a.example agent -> b.example service", bService, aAgent, tdB, tdA)
+	bToA := startFedConversation(t, "b.example agent -> a.example service", aService, bAgent, tdA, tdB)
+	for _, c := range []*fedConversation{aToB, bToA} {
+		if err := c.once(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+	}
+	// Without the federated bundle, the same peers are refused.
+	plain := plainSource(t, a, "spiffe://a.example/agent/plain")
+	lone := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: tlsconfig.MTLSClientConfig(plain, plain, tlsconfig.AuthorizeMemberOf(tdB)), DisableKeepAlives: true}}
+	if resp, err := lone.Get(aToB.url); err == nil {
+		resp.Body.Close()
+		t.Fatal("an a.example agent without b.example's bundle completed a handshake with a b.example service")
+	}
+	// And an a.example agent is not a b.example member: authorising
+	// b.example only refuses it.
+	wrong := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: tlsconfig.MTLSClientConfig(aAgent, aAgent, tlsconfig.AuthorizeMemberOf(tdA)), DisableKeepAlives: true}}
+	if resp, err := wrong.Get(aToB.url); err == nil {
+		resp.Body.Close()
+		t.Fatal("a client authorising a.example only accepted a b.example server")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, c := range []*fedConversation{aToB, bToA} {
+		wg.Go(func() { c.run(ctx) })
+	}
+	stopped := false
+	stopConversations := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			wg.Wait()
+		}
+	}
+	defer stopConversations()
+
+	// b.example rotates: stage. Its new root reaches a.example's CA and
+	// a.example's agent within the refresh hint (3 s), plus one fetch.
+	before := anchorsJSON(t, b)
+	if len(before) != 1 {
+		t.Fatalf("b.example anchors at start: %+v", before)
+	}
+	oldID := before[0].ID
+	mustRun(t, "anchors", "stage", "--dir", b.Dir)
+	_, own := ownBundle(t, b)
+	if len(own.X509Authorities()) != 2 {
+		t.Fatalf("b.example publishes %d roots after stage, want 2", len(own.X509Authorities()))
+	}
+	hint, _ := own.RefreshHint()
+	if hint <= 0 || hint > 5*time.Second {
+		t.Fatalf("b.example's refresh hint %s", hint)
+	}
+	stagedAt := time.Now()
+	want := rootSet(own)
+	newR := newRoot(t, own, b.Roots)
+	b.Roots = append(b.Roots, newR) // the test's clients of b's CA trust it too
+	waitFor(t, hint+2*time.Second, "a.example's CA to hold b.example's staged root", func() bool {
+		_, got := foreignBundle(t, a, tdB)
+		return slices.Equal(rootSet(got), want)
+	})
+	waitFor(t, hint+2*time.Second, "a.example's agent to hold b.example's staged root", func() bool {
+		return slices.Equal(sourceRoots(t, aAgent, tdB), want)
+	})
+	t.Logf("a.example followed b.example's stage in %s (refresh hint %s)", time.Since(stagedAt).Round(time.Millisecond), hint)
+
+	// Activate (refused until one leaf lifetime after staging), then
+	// retire the old anchor once its last certificate expired.
+	var newID string
+	for _, an := range anchorsJSON(t, b) {
+		if an.ID != oldID {
+			newID = an.ID
+		}
+	}
+	retryCLI(t, 40*time.Second, "anchors", "activate", "--dir", b.Dir, newID)
+	waitFor(t, 20*time.Second, "the b.example service to renew under the new anchor", func() bool {
+		return issuedUnder(bService.Current(), newR)
+	})
+	retryCLI(t, 40*time.Second, "anchors", "retire", "--dir", b.Dir, oldID)
+	retiredAt := time.Now()
+	_, own = ownBundle(t, b)
+	want = rootSet(own)
+	if len(want) != 1 {
+		t.Fatalf("b.example publishes %d roots after retire, want 1", len(want))
+	}
+	waitFor(t, hint+2*time.Second, "a.example's agent to drop b.example's retired root", func() bool {
+		_, got := foreignBundle(t, a, tdB)
+		return slices.Equal(rootSet(got), want) && slices.Equal(sourceRoots(t, aAgent, tdB), want)
+	})
+	t.Logf("a.example followed b.example's retire in %s", time.Since(retiredAt).Round(time.Millisecond))
+	time.Sleep(2 * time.Second) // handshakes on the new anchor alone
+	stopConversations()
+	for _, c := range []*fedConversation{aToB, bToA} {
+		c.check(t)
+		if c.requests.Load() < 50 {
+			t.Errorf("%s: only %d handshakes", c.name, c.requests.Load())
+		}
+	}
+}
+
+// plainSource is an agent of c without federation.
+func plainSource(t *testing.T, c *testCA, id string) *agent.Source {
+	t.Helper()
+	token := c.token(id)
+	src, err := agent.NewSource(context.Background(), agent.Config{CAURL: c.URL, Roots: c.Roots, Provisioner: "join",
+		Attest: func(context.Context) (string, error) { return token, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
+// ownBundle is c's own /v1/bundle.
+func ownBundle(t *testing.T, c *testCA) (int, *spiffebundle.Bundle) {
+	t.Helper()
+	resp, err := c.client(nil).Get(c.URL + "/v1/bundle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	td := spiffeid.RequireTrustDomainFromString(c.TrustDomain)
+	b, err := spiffebundle.Parse(td, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// newRoot is the root of bundle that is not among old.
+func newRoot(t *testing.T, bundle *spiffebundle.Bundle, old []*x509.Certificate) *x509.Certificate {
+	t.Helper()
+	for _, r := range bundle.X509Authorities() {
+		if !slices.ContainsFunc(old, r.Equal) {
+			return r
+		}
+	}
+	t.Fatal("no new root in the bundle")
+	return nil
+}
+
+// issuedUnder reports whether cr's chain verifies to root.
+func issuedUnder(cr *agent.Credentials, root *x509.Certificate) bool {
+	pool, inter := x509.NewCertPool(), x509.NewCertPool()
+	pool.AddCert(root)
+	for _, c := range cr.Chain {
+		inter.AddCert(c)
+	}
+	_, err := cr.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
+}
+
+var _ = os.Getpid
+var _ = regexp.MustCompile
+var _ = strconv.Itoa
+var _ = verify.New
+var _ = federation.FetchBundle
