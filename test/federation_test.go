@@ -427,8 +427,140 @@ func issuedUnder(cr *agent.Credentials, root *x509.Certificate) bool {
 	return err == nil
 }
 
-var _ = os.Getpid
-var _ = regexp.MustCompile
-var _ = strconv.Itoa
-var _ = verify.New
-var _ = federation.FetchBundle
+// fedMetric reads one agentca_federation_* sample of c's /metrics.
+func fedMetric(t *testing.T, c *testCA, name, labels string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + c.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name+"{"+labels+"}") + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("/metrics has no %s{%s}", name, labels)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestFederationEndpoint: go-spiffe's federation.FetchBundle reads our
+// bundle endpoint (https_spiffe and https_web, and a CA's copy of a
+// federated bundle); enroll --federates-with writes bundle.<td>.pem and
+// verify accepts a federated peer from it; a failed fetch keeps the last
+// good bundle (also across a restart, from the store), with a WARN and
+// the agentca_federation_* metrics, until the endpoint is back.
+func TestFederationEndpoint(t *testing.T) {
+	a, b := federatedPair(t)
+	ctx := context.Background()
+	bootB := spiffebundle.FromX509Authorities(tdB, b.Roots)
+	serverB := spiffeid.RequireFromString("spiffe://b.example/agentca/server")
+	got, err := federation.FetchBundle(ctx, tdB, b.URL+"/v1/bundle", federation.WithSPIFFEAuth(bootB, serverB))
+	if err != nil {
+		t.Fatalf("go-spiffe FetchBundle, https_spiffe: %v", err)
+	}
+	if hint, ok := got.RefreshHint(); !ok || hint != 3*time.Second || len(got.JWTAuthorities()) != 1 ||
+		!slices.Equal(rootSet(got), rootSet(bootB)) {
+		t.Fatalf("b.example's bundle: hint %s, %d JWT keys, roots %v", hint, len(got.JWTAuthorities()), rootSet(got))
+	}
+	if _, err := federation.FetchBundle(ctx, tdB, b.URL+"/v1/bundle",
+		federation.WithSPIFFEAuth(bootB, spiffeid.RequireFromString("spiffe://b.example/not-the-server"))); err == nil {
+		t.Fatal("FetchBundle accepted an endpoint with another SPIFFE ID")
+	}
+	if _, err := federation.FetchBundle(ctx, tdB, b.URL+"/v1/bundle",
+		federation.WithSPIFFEAuth(spiffebundle.FromX509Authorities(tdB, a.Roots), serverB)); err == nil {
+		t.Fatal("FetchBundle accepted an endpoint that does not chain to the bundle")
+	}
+	if _, err := federation.FetchBundle(ctx, tdB, b.URL+"/v1/bundle", federation.WithWebPKIRoots(b.pool())); err != nil {
+		t.Fatalf("go-spiffe FetchBundle, https_web: %v", err)
+	}
+	// a.example's copy of b.example's bundle, through a.example's
+	// endpoint, authenticated as a.example's server.
+	viaA, err := federation.FetchBundle(ctx, tdB, a.URL+"/v1/bundle?trust_domain=b.example",
+		federation.WithSPIFFEAuth(spiffebundle.FromX509Authorities(tdA, a.Roots), spiffeid.RequireFromString("spiffe://a.example/agentca/server")))
+	if err != nil || !slices.Equal(rootSet(viaA), rootSet(bootB)) {
+		t.Fatalf("b.example's bundle through a.example: %v", err)
+	}
+	for _, q := range []string{"trust_domain=B.example", "trust_domain=spiffe://b.example", "x=1", "trust_domain=b.example&trust_domain=c.example"} {
+		resp, err := a.client(nil).Get(a.URL + "/v1/bundle?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("/v1/bundle?%s: %d, want 400", q, resp.StatusCode)
+		}
+	}
+
+	// enroll writes bundle.b.example.pem; a relying service of a.example
+	// verifies a b.example peer with it.
+	waitFor(t, 15*time.Second, "a.example to fetch b.example's bundle", func() bool {
+		return fedMetric(t, a, "agentca_federation_fetches_total", `result="ok",trust_domain="b.example"`) > 0
+	})
+	aDir, bDir := filepath.Join(t.TempDir(), "a-agent"), filepath.Join(t.TempDir(), "b-agent")
+	if r := a.enroll(a.token("spiffe://a.example/agent/files"), aDir, "--federates-with", "b.example"); r.code != 0 {
+		t.Fatalf("enroll --federates-with:\n%s", r)
+	}
+	pemB, err := os.ReadFile(filepath.Join(aDir, "bundle.b.example.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if roots := parseCerts(t, pemB); len(roots) != 1 || !roots[0].Equal(b.Roots[0]) {
+		t.Fatalf("bundle.b.example.pem holds %d certificates, not b.example's root", len(roots))
+	}
+	if r := a.enroll(a.token("spiffe://a.example/agent/bad"), aDir, "--federates-with", "spiffe://b.example"); r.code != 2 {
+		t.Fatalf("enroll with a bad --federates-with: want exit 2:\n%s", r)
+	}
+	if r := b.enroll(b.token("spiffe://b.example/svc/peer"), bDir); r.code != 0 {
+		t.Fatalf("enroll in b.example:\n%s", r)
+	}
+	peer := readCreds(t, bDir)
+	v, err := verify.New(verify.Options{TrustDomain: "a.example", BundleFile: filepath.Join(aDir, "bundle.pem"), FederatesWith: []string{"b.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if id, err := v.VerifyPeer(ctx, peer.tlsCert().Certificate, nil); err != nil || id.String() != "spiffe://b.example/svc/peer" {
+		t.Fatalf("verify with FederatesWith b.example: %v %v", id, err)
+	}
+	alone, err := verify.New(verify.Options{TrustDomain: "a.example", BundleFile: filepath.Join(aDir, "bundle.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alone.Close()
+	if _, err := alone.VerifyPeer(ctx, peer.tlsCert().Certificate, nil); err == nil {
+		t.Fatal("verify without FederatesWith accepted a b.example peer")
+	}
+
+	// b.example's endpoint goes away: a.example keeps the last good
+	// bundle, says so after one refresh interval, and serves it.
+	_, last := foreignBundle(t, a, tdB)
+	b.stop()
+	waitFor(t, 10*time.Second, "agentca_federation_bundle_stale 1", func() bool {
+		return fedMetric(t, a, "agentca_federation_bundle_stale", `trust_domain="b.example"`) == 1
+	})
+	if !strings.Contains(a.proc.log(), `level=WARN msg="cannot fetch the bundle of a federated trust domain; keeping the last good one" trust_domain=b.example`) {
+		t.Errorf("no WARN line in a.example's log:\n%s", a.proc.log())
+	}
+	if status, kept := foreignBundle(t, a, tdB); status != http.StatusOK || !kept.Equal(last) {
+		t.Fatalf("during the outage a.example serves %d %v, want the last good bundle", status, kept)
+	}
+	if fedMetric(t, a, "agentca_federation_fetches_total", `result="error",trust_domain="b.example"`) < 1 {
+		t.Error("no failed fetch counted")
+	}
+	// A restart during the outage starts from the stored bundle (with
+	// the JWT keys only a fetch brought), not the bootstrap file.
+	a.stop()
+	a.start()
+	if status, kept := foreignBundle(t, a, tdB); status != http.StatusOK || !kept.Equal(last) || len(kept.JWTAuthorities()) == 0 {
+		t.Fatalf("after a restart during the outage a.example serves %d %v, want the stored bundle", status, kept)
+	}
+	b.start()
+	waitFor(t, 10*time.Second, "agentca_federation_bundle_stale 0 once b.example is back", func() bool {
+		return fedMetric(t, a, "agentca_federation_bundle_stale", `trust_domain="b.example"`) == 0 &&
+			fedMetric(t, a, "agentca_federation_fetches_total", `result="ok",trust_domain="b.example"`) > 0
+	})
+}
