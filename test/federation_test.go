@@ -30,6 +30,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 var (
@@ -563,4 +564,100 @@ func TestFederationEndpoint(t *testing.T) {
 		return fedMetric(t, a, "agentca_federation_bundle_stale", `trust_domain="b.example"`) == 0 &&
 			fedMetric(t, a, "agentca_federation_fetches_total", `result="ok",trust_domain="b.example"`) > 0
 	})
+}
+
+// TestFederationWorkloadAPI: the node agent (--federates-with b.example)
+// hands b.example's bundle to a.example workloads through the Workload
+// API (federated_bundles, FetchX509Bundles), writes bundle.b.example.pem
+// in its data directory, and a workload using go-spiffe's workloadapi
+// completes mTLS with a b.example service.
+func TestFederationWorkloadAPI(t *testing.T) {
+	a, b := federatedPair(t)
+	uid := "unix:uid:" + strconv.Itoa(os.Getuid())
+	mustRun(t, "workloads", "create", "--dir", a.Dir, "--spiffe-id", "spiffe://a.example/svc/wl", "--selector", uid, "--node-provisioner", "join")
+	dataDir := filepath.Join(t.TempDir(), "node")
+	sockDir, err := os.MkdirTemp("", "agentca-fed-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "agent.sock")
+	tokFile := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tokFile, []byte(a.token("spiffe://a.example/node/n1")+"\n"))
+	p := startProc(t, "agentca agent", filepath.Join(t.TempDir(), "agent.log"), "agent", "--ca", a.URL, "--root", a.rootsFile(),
+		"--token-file", tokFile, "--data-dir", dataDir, "--socket", sock, "--poll-interval", "200ms", "--federates-with", "b.example")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agentca agent log:\n%s", p.log())
+		}
+	})
+	eventually(t, 20*time.Second, 50*time.Millisecond, "the agent's socket", func() bool {
+		fi, err := os.Stat(sock)
+		return err == nil && fi.Mode().Type() == os.ModeSocket && !p.exited()
+	})
+	if roots := parseCerts(t, mustReadFile(t, filepath.Join(dataDir, "bundle.b.example.pem"))); len(roots) != 1 || !roots[0].Equal(b.Roots[0]) {
+		t.Fatalf("the node agent's bundle.b.example.pem is not b.example's root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr := workloadapi.WithAddr("unix://" + sock)
+	xc, err := workloadapi.FetchX509Context(ctx, addr)
+	if err != nil {
+		t.Fatalf("FetchX509Context: %v", err)
+	}
+	if len(xc.SVIDs) != 1 || xc.SVIDs[0].ID.String() != "spiffe://a.example/svc/wl" {
+		t.Fatalf("SVIDs: %+v", xc.SVIDs)
+	}
+	for _, td := range []spiffeid.TrustDomain{tdA, tdB} {
+		if _, ok := xc.Bundles.Get(td); !ok {
+			t.Errorf("the X.509 context has no bundle of %s", td)
+		}
+	}
+	if fb, ok := xc.Bundles.Get(tdB); ok && (len(fb.X509Authorities()) != 1 || !fb.X509Authorities()[0].Equal(b.Roots[0])) {
+		t.Errorf("b.example's federated bundle is not its root")
+	}
+	bundles, err := workloadapi.FetchX509Bundles(ctx, addr)
+	if err != nil || bundles.Len() != 2 || !bundles.Has(tdB) {
+		t.Fatalf("FetchX509Bundles: %v, %d bundles", err, bundles.Len())
+	}
+
+	// The workload and a b.example service: mTLS both authorising the
+	// other's trust domain.
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	service := fedSource(t, b, "spiffe://b.example/svc/tool", "a.example")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{TLSConfig: tlsconfig.MTLSServerConfig(service, service, tlsconfig.AuthorizeMemberOf(tdA)), ReadHeaderTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, _ := x509svid.IDFromCert(r.TLS.PeerCertificates[0])
+			fmt.Fprint(w, id.String())
+		})}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeMemberOf(tdB)), DisableKeepAlives: true}}
+	resp, err := hc.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("the a.example workload calling the b.example service: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "spiffe://a.example/svc/wl" {
+		t.Fatalf("the service saw %q", body)
+	}
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
