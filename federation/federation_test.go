@@ -21,8 +21,8 @@ import (
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/store/bolt"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	gofed "github.com/spiffe/go-spiffe/v2/federation"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 var tdB = spiffeid.RequireTrustDomainFromString("b.example")
@@ -191,4 +191,3 @@ func TestBootstrapRefused(t *testing.T) {
 		t.Fatalf("stored: %+v %v", set, err)
 	}
 }
-
