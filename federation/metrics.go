@@ -19,23 +19,25 @@ func newMetrics(reg prometheus.Registerer, f *Federation) *metrics {
 		stale: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "agentca_federation_bundle_stale",
 			Help: "1 while a federated trust domain's bundle could not be fetched for a whole refresh interval (the last good one is kept)."}, []string{"trust_domain"}),
 	}
-	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "agentca_federation_bundle_oldest_age_seconds",
-		Help: "Age of the oldest federated trust domain bundle held (since it was last fetched or bootstrapped)."}, func() float64 {
-		var oldest time.Duration
-		for _, d := range f.domains {
+	var ages []prometheus.Collector
+	for _, d := range f.domains {
+		ages = append(ages, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "agentca_federation_bundle_age_seconds",
+			Help:        "Seconds since a federated trust domain's bundle held was fetched (or bootstrapped); -1 before any.",
+			ConstLabels: prometheus.Labels{"trust_domain": d.td.Name()}}, func() float64 {
 			if at := d.fetchedAt(); !at.IsZero() {
-				oldest = max(oldest, time.Since(at))
+				return time.Since(at).Seconds()
 			}
-		}
-		return oldest.Seconds()
-	})
+			return -1
+		}))
+	}
 	for _, d := range f.domains {
 		m.stale.WithLabelValues(d.td.Name()).Set(0)
 		m.fetches.WithLabelValues(d.td.Name(), "ok")
 		m.fetches.WithLabelValues(d.td.Name(), "error")
 	}
 	if reg != nil {
-		reg.MustRegister(m.fetches, m.stale, age)
+		reg.MustRegister(m.fetches, m.stale)
+		reg.MustRegister(ages...)
 	}
 	return m
 }

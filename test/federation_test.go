@@ -552,6 +552,9 @@ func TestFederationEndpoint(t *testing.T) {
 	if fedMetric(t, a, "agentca_federation_fetches_total", `result="error",trust_domain="b.example"`) < 1 {
 		t.Error("no failed fetch counted")
 	}
+	if age := fedMetric(t, a, "agentca_federation_bundle_age_seconds", `trust_domain="b.example"`); age < 1 {
+		t.Errorf("agentca_federation_bundle_age_seconds %v during the outage, want at least one refresh interval", age)
+	}
 	// A restart during the outage starts from the stored bundle (with
 	// the JWT keys only a fetch brought), not the bootstrap file.
 	a.stop()
