@@ -25,12 +25,17 @@ import (
 
 	"github.com/agentca/agentca/agent"
 	"github.com/agentca/agentca/verify"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 var (
@@ -622,6 +627,38 @@ func TestFederationWorkloadAPI(t *testing.T) {
 	bundles, err := workloadapi.FetchX509Bundles(ctx, addr)
 	if err != nil || bundles.Len() != 2 || !bundles.Has(tdB) {
 		t.Fatalf("FetchX509Bundles: %v, %d bundles", err, bundles.Len())
+	}
+
+	// Envoy SDS: "ALL" is Envoy's SPIFFE certificate validator with one
+	// bundle per trust domain (never one merged trusted_ca).
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sds, err := secretv3.NewSecretDiscoveryServiceClient(conn).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{ResourceNames: []string{"ALL"}})
+	if err != nil || len(sds.Resources) != 1 {
+		t.Fatalf("SDS ALL: %v, %d resources", err, len(sds.GetResources()))
+	}
+	var secret tlsv3.Secret
+	var validator tlsv3.SPIFFECertValidatorConfig
+	if err := sds.Resources[0].UnmarshalTo(&secret); err != nil {
+		t.Fatal(err)
+	}
+	custom := secret.GetValidationContext().GetCustomValidatorConfig()
+	if secret.Name != "ALL" || custom.GetName() != "envoy.tls.cert_validator.spiffe" {
+		t.Fatalf("SDS ALL: %v", &secret)
+	}
+	if err := custom.GetTypedConfig().UnmarshalTo(&validator); err != nil {
+		t.Fatal(err)
+	}
+	perTD := map[string][]*x509.Certificate{}
+	for _, d := range validator.TrustDomains {
+		perTD[d.Name] = parseCerts(t, d.GetTrustBundle().GetInlineBytes())
+	}
+	if len(perTD) != 2 || len(perTD["b.example"]) != 1 || !perTD["b.example"][0].Equal(b.Roots[0]) ||
+		len(perTD["a.example"]) != 1 || !perTD["a.example"][0].Equal(a.Roots[0]) {
+		t.Fatalf("SDS ALL trust domains: %v", perTD)
 	}
 
 	// The workload and a b.example service: mTLS both authorising the
