@@ -532,6 +532,18 @@ func TestFederationEndpoint(t *testing.T) {
 	if id, err := v.VerifyPeer(ctx, peer.tlsCert().Certificate, nil); err != nil || id.String() != "spiffe://b.example/svc/peer" {
 		t.Fatalf("verify with FederatesWith b.example: %v %v", id, err)
 	}
+	viaURL, err := verify.New(verify.Options{TrustDomain: "a.example", Roots: a.Roots, BundleURL: a.URL + "/v1/bundle", FederatesWith: []string{"b.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer viaURL.Close()
+	if _, err := viaURL.VerifyPeer(ctx, peer.tlsCert().Certificate, nil); err != nil {
+		t.Fatalf("verify with FederatesWith b.example from BundleURL: %v", err)
+	}
+	if _, err := verify.New(verify.Options{TrustDomain: "a.example", Roots: a.Roots, BundleURL: a.URL + "/v1/bundle",
+		FederatesWith: []string{"c.example"}}); err == nil {
+		t.Fatal("verify.New with a trust domain the CA is not federated with succeeded")
+	}
 	alone, err := verify.New(verify.Options{TrustDomain: "a.example", BundleFile: filepath.Join(aDir, "bundle.pem")})
 	if err != nil {
 		t.Fatal(err)
