@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // MaxBody is the largest request body accepted; larger ones get 413.
@@ -41,11 +43,12 @@ const (
 	CodeAttestationRejected = CodeUnauthorized
 )
 
-// Error is the JSON body of every error response.
+// Error is an error answer: its HTTP status and what its JSON body
+// (wire.Error) says.
 type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"error"`
-	Message string `json:"message"`
+	Status  int
+	Code    string
+	Message string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -59,7 +62,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Status)
-	_ = json.NewEncoder(w).Encode(e)
+	_ = json.NewEncoder(w).Encode(wire.Error{Code: e.Code, Message: e.Message})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

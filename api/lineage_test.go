@@ -19,6 +19,7 @@ import (
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -66,7 +67,7 @@ func withOnRevoke(t *testing.T, e *env) *revokedSeen {
 
 func (e *env) renewWith(c *enrolled, key crypto.Signer) *response {
 	e.t.Helper()
-	return e.postJSON(e.client(c.tls), "/v1/renew", api.RenewRequest{CSR: csrFor(e.t, key, nil)})
+	return e.postJSON(e.client(c.tls), "/v1/renew", wire.RenewRequest{CSR: csrFor(e.t, key, nil)})
 }
 
 func mustRevoked(t *testing.T, e *env, serial string, reason int) {
@@ -141,7 +142,7 @@ func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 	seen := withOnRevoke(t, e)
 	chain := func(id, task string) []*enrolled {
 		key := mustKey(t, ca.ECP256)
-		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(t, key, nil), Task: task})
+		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(t, key, nil), Task: task})
 		if r.status != http.StatusCreated {
 			t.Fatalf("sign: %d %s", r.status, r.body)
 		}
@@ -179,7 +180,7 @@ func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 	})
 	t.Run("self", func(t *testing.T) {
 		c := chain("spiffe://example.org/agent/c2", "")
-		if r := e.postJSON(e.client(c[1].tls), "/v1/revoke", api.RevokeRequest{Reason: "keyCompromise"}); r.status != http.StatusOK {
+		if r := e.postJSON(e.client(c[1].tls), "/v1/revoke", wire.RevokeRequest{Reason: "keyCompromise"}); r.status != http.StatusOK {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
 		check(t, c[1:], 1)
@@ -190,7 +191,7 @@ func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 	t.Run("task end", func(t *testing.T) {
 		c := chain("spiffe://example.org/agent/c3", "job-7")
 		r := do(t, e.admin.Client(), http.MethodPost, e.admin.URL+"/admin/v1/tasks/end", "application/json", strings.NewReader(`{"task":"job-7"}`))
-		var out api.TaskEndResponse
+		var out wire.TaskEndResponse
 		if err := json.Unmarshal(r.body, &out); err != nil || r.status != 200 || len(out.Revoked) != 3 {
 			t.Fatalf("%d %s: want the three certificates of job-7 revoked, each listed once", r.status, r.body)
 		}
@@ -217,7 +218,7 @@ func TestRenewRacingRevocation(t *testing.T) {
 			hc := e.client(first[i].tls)
 			for range 50 {
 				k := mustKey(t, ca.ECP256)
-				r := e.postJSON(hc, "/v1/renew", api.RenewRequest{CSR: csrFor(t, k, nil)})
+				r := e.postJSON(hc, "/v1/renew", wire.RenewRequest{CSR: csrFor(t, k, nil)})
 				if r.status != http.StatusCreated {
 					if r.status != http.StatusForbidden {
 						t.Errorf("agent %d: renew: %d %s", i, r.status, r.body)
@@ -255,7 +256,7 @@ func TestTokenRefusedForEndedTask(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	withTokens(t, e, nil, nil)
 	key := mustKey(t, ca.ECP256)
-	r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), Task: "t-50"})
+	r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), Task: "t-50"})
 	if r.status != http.StatusCreated {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
@@ -291,7 +292,7 @@ func TestPolicyClaimsAtRenewal(t *testing.T) {
 	withTokens(t, e, nil, pol)
 	enroll := func(prov string) *enrolled {
 		key := mustKey(t, ca.ECP256)
-		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: prov, Token: "x", CSR: csrFor(t, key, nil)})
+		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: prov, Token: "x", CSR: csrFor(t, key, nil)})
 		if r.status != http.StatusCreated {
 			t.Fatalf("sign %s: %d %s", prov, r.status, r.body)
 		}

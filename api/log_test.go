@@ -36,6 +36,7 @@ import (
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/translog"
+	"github.com/agentca/agentca/wire"
 	ct "github.com/google/certificate-transparency-go"
 	cttls "github.com/google/certificate-transparency-go/tls"
 	"github.com/prometheus/client_golang/prometheus"
@@ -533,7 +534,7 @@ func TestLogCTEndpoints(t *testing.T) {
 			{"/ct/v1/get-entries?start=99999999999999999999&end=2", 400},
 		} {
 			status, hdr, body := e.get(tc.path)
-			var je api.Error
+			var je wire.Error
 			if status != tc.status || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") || json.Unmarshal(body, &je) != nil || je.Code == "" || je.Message == "" {
 				t.Errorf("%s: %d %s, want %d with a JSON error", tc.path, status, body, tc.status)
 			}

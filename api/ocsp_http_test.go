@@ -30,6 +30,7 @@ import (
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/bolt"
+	"github.com/agentca/agentca/wire"
 	xocsp "golang.org/x/crypto/ocsp"
 )
 
@@ -556,7 +557,7 @@ func TestOCSPHTTPRevocationShowsAtOnce(t *testing.T) {
 	if r := ocspTParse(t, e.get(b64), leaf, e.issuer.Cert); r.Status != xocsp.Good {
 		t.Fatalf("before: status %d", r.Status)
 	}
-	body, _ := json.Marshal(api.RevokeRequest{Serial: strings.ToUpper(hex.EncodeToString(leaf.SerialNumber.Bytes())), Reason: "keyCompromise"})
+	body, _ := json.Marshal(wire.RevokeRequest{Serial: strings.ToUpper(hex.EncodeToString(leaf.SerialNumber.Bytes())), Reason: "keyCompromise"})
 	start := time.Now()
 	w := httptest.NewRecorder()
 	e.admin.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/admin/v1/revoke", bytes.NewReader(body)))

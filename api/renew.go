@@ -10,17 +10,9 @@ import (
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"go.step.sm/crypto/keyutil"
 )
-
-// RenewRequest is the body of POST /v1/renew; both fields are optional and
-// an empty body is allowed.
-type RenewRequest struct {
-	// CSR with a fresh key. Without it the certificate is renewed with
-	// the key it already has.
-	CSR string `json:"csr,omitempty"`
-	TTL string `json:"ttl,omitempty"`
-}
 
 // clientCertificate authenticates the TLS client of r: its leaf must be
 // recorded in the store byte for byte (the TLS handshake proved the
@@ -124,7 +116,7 @@ func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *strin
 	if rec.Parent != "" {
 		return nil, rec, errorf(http.StatusForbidden, CodeForbidden, "a workload SVID is renewed by its node agent, not by itself")
 	}
-	var req RenewRequest
+	var req wire.RenewRequest
 	if e := decodeJSON(w, r, &req, true); e != nil {
 		return nil, rec, e
 	}

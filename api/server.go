@@ -25,6 +25,7 @@ import (
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -300,18 +301,6 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(s.trust.Load().Bundle)
 }
 
-// SignRequest is the body of POST /v1/sign.
-type SignRequest struct {
-	Provisioner string `json:"provisioner"`
-	Token       string `json:"token"`
-	CSR         string `json:"csr"`
-	// TTL is a Go duration ("10m"); empty means the provisioner default.
-	TTL string `json:"ttl,omitempty"`
-	// Task optionally names the task the certificate is for (ValidTask);
-	// it is recorded, and ending the task revokes the certificate.
-	Task string `json:"task,omitempty"`
-}
-
 // SignResponse is the body of a successful /v1/sign or /v1/renew.
 type SignResponse struct {
 	Certificate string    `json:"certificate"`
@@ -349,8 +338,8 @@ func truncate(s string, n int) string {
 
 // DecodeSignRequest reads and checks a /v1/sign body without touching any
 // state: the JSON shape, the CSR (parsed, key type, signature) and the TTL.
-func DecodeSignRequest(w http.ResponseWriter, r *http.Request) (*SignRequest, *x509.CertificateRequest, time.Duration, *Error) {
-	var req SignRequest
+func DecodeSignRequest(w http.ResponseWriter, r *http.Request) (*wire.SignRequest, *x509.CertificateRequest, time.Duration, *Error) {
+	var req wire.SignRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		return nil, nil, 0, e
 	}

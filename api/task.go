@@ -9,23 +9,8 @@ import (
 
 	"github.com/agentca/agentca/crl"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 )
-
-// TaskEndRequest is the body of POST /admin/v1/tasks/end.
-type TaskEndRequest struct {
-	Task string `json:"task"`
-	// Reason is an RFC 5280 reason name; empty means
-	// cessationOfOperation.
-	Reason string `json:"reason,omitempty"`
-}
-
-// TaskEndResponse lists what ending the task revoked.
-type TaskEndResponse struct {
-	Task string `json:"task"`
-	// Revoked are the serials revoked now; certificates already revoked
-	// or expired are not listed.
-	Revoked []string `json:"revoked"`
-}
 
 // taskPage is how many records one listing reads.
 const taskPage = 1000
@@ -36,7 +21,7 @@ const taskPage = 1000
 // bound to one of them is refused by relying services once they re-read
 // the certificate's status (within their verify cache age).
 func (s *Server) endTask(w http.ResponseWriter, r *http.Request) {
-	var req TaskEndRequest
+	var req wire.TaskEndRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)
 		return
@@ -66,7 +51,7 @@ func (s *Server) endTask(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.refusal(err))
 		return
 	}
-	out := TaskEndResponse{Task: req.Task, Revoked: []string{}}
+	out := wire.TaskEndResponse{Task: req.Task, Revoked: []string{}}
 	after := ""
 	for {
 		recs, err := s.store.ListCertificates(ctx, store.ListOptions{Task: req.Task, After: after, Limit: taskPage})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/policy"
+	"github.com/agentca/agentca/wire"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
 )
@@ -64,25 +65,18 @@ const (
 	OAuthUnavailable          = "temporarily_unavailable"
 )
 
-// OAuthError is the body of a token endpoint error (RFC 6749 §5.2).
+// OAuthError is a token endpoint error (RFC 6749 §5.2): its HTTP status
+// and what its JSON body (wire.OAuthError) says.
 type OAuthError struct {
-	Status      int    `json:"-"`
-	Code        string `json:"error"`
-	Description string `json:"error_description,omitempty"`
+	Status      int
+	Code        string
+	Description string
 }
 
 func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
 
 func oauthErr(status int, code, format string, args ...any) *OAuthError {
 	return &OAuthError{Status: status, Code: code, Description: fmt.Sprintf(format, args...)}
-}
-
-// AccessTokenResponse is a successful token endpoint answer (RFC 6749 §5.1).
-type AccessTokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope"`
 }
 
 // AccessTokenRequest is a parsed, checked token request.
@@ -274,7 +268,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	if e != nil {
 		outcome = e.Code
 		countRefusal(w, e.Code)
-		writeOAuth(w, e.Status, e)
+		writeOAuth(w, e.Status, wire.OAuthError{Code: e.Code, Description: e.Description})
 		s.ops.accessTokens.WithLabelValues("refused").Inc()
 	} else {
 		s.ops.accessTokens.WithLabelValues("issued").Inc()
@@ -440,7 +434,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	}
 	a.jti, a.exp = c.ID, exp
 	expiresIn := int64(exp.Sub(now).Round(time.Second) / time.Second)
-	writeOAuth(w, http.StatusOK, AccessTokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: max(expiresIn, 1), Scope: c.Scope})
+	writeOAuth(w, http.StatusOK, wire.AccessTokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: max(expiresIn, 1), Scope: c.Scope})
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/agentca/agentca/workloads"
 )
 
@@ -40,18 +41,6 @@ const reasonCessation = 5
 type WorkloadStore interface {
 	Workloads(ctx context.Context) (*workloads.Set, error)
 	UpdateWorkloads(ctx context.Context, fn func(*workloads.Set) error) (*workloads.Set, error)
-}
-
-// WorkloadSignRequest is the body of POST /v1/workload/sign.
-type WorkloadSignRequest struct {
-	SPIFFEID  string   `json:"spiffe_id"`
-	Selectors []string `json:"selectors"`
-	CSR       string   `json:"csr"`
-}
-
-// WorkloadDeleteRequest is the body of POST /admin/v1/workloads/delete.
-type WorkloadDeleteRequest struct {
-	ID string `json:"id"`
 }
 
 func (s *Server) routeWorkloads(mux *http.ServeMux) {
@@ -130,7 +119,7 @@ func (s *Server) createWorkload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteWorkload(w http.ResponseWriter, r *http.Request) {
-	var req WorkloadDeleteRequest
+	var req wire.WorkloadDeleteRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)
 		return
@@ -211,7 +200,7 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 	if e != nil {
 		return nil, e
 	}
-	var req WorkloadSignRequest
+	var req wire.WorkloadSignRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		return nil, e
 	}

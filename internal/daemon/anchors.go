@@ -29,6 +29,7 @@ import (
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -498,12 +499,12 @@ func (e *appliedError) Error() string { return e.err.Error() }
 func (e *appliedError) Unwrap() error { return e.err }
 
 // ListAnchors implements api.AnchorAdmin.
-func (a *anchors) ListAnchors(ctx context.Context) ([]api.AnchorStatus, error) {
+func (a *anchors) ListAnchors(ctx context.Context) ([]wire.AnchorStatus, error) {
 	set, err := a.st.Anchors(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.AnchorStatus, 0, len(set.Anchors))
+	out := make([]wire.AnchorStatus, 0, len(set.Anchors))
 	for i := range set.Anchors {
 		s, err := a.status(ctx, &set.Anchors[i])
 		if err != nil {
@@ -535,12 +536,12 @@ func (a *anchors) leafStats(ctx context.Context, ski string) (int, time.Time, er
 	return n, last, nil
 }
 
-func (a *anchors) status(ctx context.Context, an *store.Anchor) (*api.AnchorStatus, error) {
+func (a *anchors) status(ctx context.Context, an *store.Anchor) (*wire.AnchorStatus, error) {
 	p, err := parseAnchor(an)
 	if err != nil {
 		return nil, err
 	}
-	s := &api.AnchorStatus{ID: an.ID, State: string(an.State), RootSHA256: Fingerprint(p.root), IssuerSKI: an.IssuerSKI,
+	s := &wire.AnchorStatus{ID: an.ID, State: string(an.State), RootSHA256: Fingerprint(p.root), IssuerSKI: an.IssuerSKI,
 		NotAfter: p.root.NotAfter, IssuerNotAfter: p.issuer.NotAfter, CrossSigned: p.cross != nil,
 		StagedAt: an.StagedAt, ActivatedAt: an.ActivatedAt, RetiringAt: an.RetiringAt, RetiredAt: an.RetiredAt}
 	if an.State != store.AnchorRetired {
@@ -571,7 +572,7 @@ func (a *anchors) status(ctx context.Context, an *store.Anchor) (*api.AnchorStat
 // StageAnchor implements api.AnchorAdmin: it creates keys and
 // certificates for a new anchor and stores it as staged, which publishes
 // its root at once.
-func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.AnchorStatus, error) {
+func (a *anchors) StageAnchor(ctx context.Context, req wire.StageRequest) (*wire.AnchorStatus, error) {
 	if req.IntermediateOnly && req.CrossSign {
 		return nil, fmt.Errorf("%w: --cross-sign applies to a new root; an intermediate-only anchor already chains to the current root", ca.ErrAnchorState)
 	}
@@ -672,7 +673,7 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 }
 
 // ActivateAnchor implements api.AnchorAdmin.
-func (a *anchors) ActivateAnchor(ctx context.Context, id string, force bool) (*api.AnchorStatus, error) {
+func (a *anchors) ActivateAnchor(ctx context.Context, id string, force bool) (*wire.AnchorStatus, error) {
 	set, err := a.st.Anchors(ctx)
 	if err != nil {
 		return nil, err
@@ -698,7 +699,7 @@ func (a *anchors) ActivateAnchor(ctx context.Context, id string, force bool) (*a
 }
 
 // RetireAnchor implements api.AnchorAdmin.
-func (a *anchors) RetireAnchor(ctx context.Context, id string, force bool) (*api.AnchorStatus, error) {
+func (a *anchors) RetireAnchor(ctx context.Context, id string, force bool) (*wire.AnchorStatus, error) {
 	set, err := a.st.Anchors(ctx)
 	if err != nil {
 		return nil, err
