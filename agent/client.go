@@ -32,14 +32,15 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/keys"
+	"github.com/agentca/agentca/wire"
 )
 
-// APIError is an error answer from the CA: its HTTP status and the JSON
-// error body.
+// APIError is an error answer from the CA: its HTTP status and what the
+// JSON error body (wire.Error) says.
 type APIError struct {
-	Status  int    `json:"-"`
-	Code    string `json:"error"`
-	Message string `json:"message"`
+	Status  int
+	Code    string
+	Message string
 }
 
 func (e *APIError) Error() string {
@@ -129,15 +130,7 @@ func (c *Credentials) CertPEM() []byte {
 	return b.Bytes()
 }
 
-// signRequest and signResponse mirror the API's JSON.
-type signRequest struct {
-	Provisioner string `json:"provisioner,omitempty"`
-	Token       string `json:"token,omitempty"`
-	CSR         string `json:"csr,omitempty"`
-	TTL         string `json:"ttl,omitempty"`
-	Task        string `json:"task,omitempty"`
-}
-
+// signResponse mirrors the API's JSON.
 type signResponse struct {
 	Certificate string      `json:"certificate"`
 	Chain       []string    `json:"chain"`
@@ -172,7 +165,7 @@ func (c *Client) SignForTask(ctx context.Context, provisioner, token string, key
 	if err != nil {
 		return nil, err
 	}
-	req := signRequest{Provisioner: provisioner, Token: token, CSR: csr, Task: task}
+	req := wire.SignRequest{Provisioner: provisioner, Token: token, CSR: csr, Task: task}
 	if ttl > 0 {
 		req.TTL = ttl.String()
 	}
@@ -187,7 +180,7 @@ func (c *Client) Renew(ctx context.Context, cur *tls.Certificate, newKey crypto.
 	roots, _ := c.state()
 	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
 	defer hc.CloseIdleConnections()
-	var req signRequest
+	var req wire.RenewRequest
 	key, ok := cur.PrivateKey.(crypto.Signer)
 	if !ok {
 		return nil, errors.New("agent: current private key is not a crypto.Signer")
@@ -269,11 +262,11 @@ func (c *Client) do(hc *http.Client, req *http.Request, out any) error {
 		return fmt.Errorf("agent: reading the CA's answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		e := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(body, e) != nil || e.Code == "" {
-			e.Code, e.Message = "http_error", strings.TrimSpace(string(body))
+		var we wire.Error
+		if json.Unmarshal(body, &we) != nil || we.Code == "" {
+			we.Code, we.Message = "http_error", strings.TrimSpace(string(body))
 		}
-		return e
+		return &APIError{Status: resp.StatusCode, Code: we.Code, Message: we.Message}
 	}
 	if out == nil {
 		return nil
@@ -502,7 +495,7 @@ func (c *Client) Revoke(ctx context.Context, cur *tls.Certificate, serial, reaso
 // Challenge asks the CA for a single-use nonce to bind into an attestation
 // (azure-imds).
 func (c *Client) Challenge(ctx context.Context, provisioner string) (string, error) {
-	b, err := json.Marshal(map[string]string{"provisioner": provisioner})
+	b, err := json.Marshal(wire.ChallengeRequest{Provisioner: provisioner})
 	if err != nil {
 		return "", err
 	}
@@ -512,9 +505,7 @@ func (c *Client) Challenge(ctx context.Context, provisioner string) (string, err
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	var out struct {
-		Nonce string `json:"nonce"`
-	}
+	var out wire.ChallengeResponse
 	if err := c.do(hc, req, &out); err != nil {
 		return "", err
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // TokenRequest asks the CA's token endpoint for an access token bound to
@@ -32,21 +34,19 @@ type TokenRequest struct {
 
 // Token is an access token from the CA.
 type Token struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope"`
+	wire.AccessTokenResponse
 	// Expiry is when the token stops working, by the local clock.
 	Expiry time.Time `json:"-"`
 	// lifetime is the token's whole life, for refresh timing.
 	lifetime time.Duration
 }
 
-// TokenError is an OAuth error answer of the token endpoint.
+// TokenError is an OAuth error answer of the token endpoint: its HTTP
+// status and what the JSON body (wire.OAuthError) says.
 type TokenError struct {
-	Status      int    `json:"-"`
-	Code        string `json:"error"`
-	Description string `json:"error_description"`
+	Status      int
+	Code        string
+	Description string
 }
 
 func (e *TokenError) Error() string {
@@ -83,11 +83,11 @@ func (c *Client) Token(ctx context.Context, cur *tls.Certificate, req TokenReque
 		return nil, err
 	}
 	if status != http.StatusOK {
-		e := &TokenError{Status: status}
-		if json.Unmarshal(body, e) != nil || e.Code == "" {
-			e.Code, e.Description = "http_error", strings.TrimSpace(string(body))
+		var we wire.OAuthError
+		if json.Unmarshal(body, &we) != nil || we.Code == "" {
+			we.Code, we.Description = "http_error", strings.TrimSpace(string(body))
 		}
-		return nil, e
+		return nil, &TokenError{Status: status, Code: we.Code, Description: we.Description}
 	}
 	var t Token
 	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" || !strings.EqualFold(t.TokenType, "Bearer") || t.ExpiresIn <= 0 {
