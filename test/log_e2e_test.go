@@ -36,6 +36,7 @@ import (
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/translog"
+	"github.com/agentca/agentca/wire"
 	ct "github.com/google/certificate-transparency-go"
 	"github.com/google/certificate-transparency-go/client"
 	"github.com/google/certificate-transparency-go/jsonclient"
@@ -232,7 +233,7 @@ func logE2EEntries(t *testing.T, ctx context.Context, lc *client.LogClient, size
 func logE2ECertCount(t *testing.T, c *testCA) int {
 	t.Helper()
 	r := mustRun(t, "certs", "list", "--dir", c.Dir, "--json")
-	var out []certInfo
+	var out []wire.CertInfo
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		t.Fatalf("certs list --json: %v", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ocsp"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // retryResp decodes a 200 or 201 SignResponse.
@@ -48,7 +50,7 @@ func TestEtcdRetriesAndLineage(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(conn, "POST /v1/sign HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", a.HTTPS, len(body), body)
-	var recorded []certInfo
+	var recorded []wire.CertInfo
 	eventually(t, 10*time.Second, 50*time.Millisecond, "the dropped request to be recorded", func() bool {
 		recorded = a.certs(id)
 		return len(recorded) == 1
