@@ -274,7 +274,7 @@ func (s *Server) HTTPHandler() http.Handler {
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, wire.Health{Status: "ok"})
 }
 
 // readiness is GET /ready, for load balancers: /health's answer while
