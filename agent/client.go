@@ -36,11 +36,26 @@ import (
 )
 
 // APIError is an error answer from the CA: its HTTP status and what the
-// JSON error body (wire.Error) says.
+// JSON error body says. In JSON it is that body, wire.Error.
 type APIError struct {
 	Status  int
 	Code    string
 	Message string
+}
+
+// MarshalJSON encodes e as its body, wire.Error.
+func (e APIError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire.Error{Code: e.Code, Message: e.Message})
+}
+
+// UnmarshalJSON decodes a wire.Error body into e, leaving its status.
+func (e *APIError) UnmarshalJSON(b []byte) error {
+	var w wire.Error
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	e.Code, e.Message = w.Code, w.Message
+	return nil
 }
 
 func (e *APIError) Error() string {
@@ -262,11 +277,11 @@ func (c *Client) do(hc *http.Client, req *http.Request, out any) error {
 		return fmt.Errorf("agent: reading the CA's answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var we wire.Error
-		if json.Unmarshal(body, &we) != nil || we.Code == "" {
-			we.Code, we.Message = "http_error", strings.TrimSpace(string(body))
+		e := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(body, e) != nil || e.Code == "" {
+			e.Code, e.Message = "http_error", strings.TrimSpace(string(body))
 		}
-		return &APIError{Status: resp.StatusCode, Code: we.Code, Message: we.Message}
+		return e
 	}
 	if out == nil {
 		return nil

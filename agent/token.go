@@ -42,11 +42,27 @@ type Token struct {
 }
 
 // TokenError is an OAuth error answer of the token endpoint: its HTTP
-// status and what the JSON body (wire.OAuthError) says.
+// status and what the JSON body says. In JSON it is that body,
+// wire.OAuthError.
 type TokenError struct {
 	Status      int
 	Code        string
 	Description string
+}
+
+// MarshalJSON encodes e as its body, wire.OAuthError.
+func (e TokenError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire.OAuthError{Code: e.Code, Description: e.Description})
+}
+
+// UnmarshalJSON decodes a wire.OAuthError body into e, leaving its status.
+func (e *TokenError) UnmarshalJSON(b []byte) error {
+	var w wire.OAuthError
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	e.Code, e.Description = w.Code, w.Description
+	return nil
 }
 
 func (e *TokenError) Error() string {
@@ -83,11 +99,11 @@ func (c *Client) Token(ctx context.Context, cur *tls.Certificate, req TokenReque
 		return nil, err
 	}
 	if status != http.StatusOK {
-		var we wire.OAuthError
-		if json.Unmarshal(body, &we) != nil || we.Code == "" {
-			we.Code, we.Description = "http_error", strings.TrimSpace(string(body))
+		e := &TokenError{Status: status}
+		if json.Unmarshal(body, e) != nil || e.Code == "" {
+			e.Code, e.Description = "http_error", strings.TrimSpace(string(body))
 		}
-		return nil, &TokenError{Status: status, Code: we.Code, Description: we.Description}
+		return nil, e
 	}
 	var t Token
 	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" || !strings.EqualFold(t.TokenType, "Bearer") || t.ExpiresIn <= 0 {

@@ -43,8 +43,8 @@ const (
 	CodeAttestationRejected = CodeUnauthorized
 )
 
-// Error is an error answer: its HTTP status and what its JSON body
-// (wire.Error) says.
+// Error is an error answer: its HTTP status and what its JSON body says.
+// In JSON it is that body, wire.Error; the status is not in it.
 type Error struct {
 	Status  int
 	Code    string
@@ -52,6 +52,21 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// MarshalJSON encodes e as its body, wire.Error.
+func (e Error) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire.Error{Code: e.Code, Message: e.Message})
+}
+
+// UnmarshalJSON decodes a wire.Error body into e, leaving its status.
+func (e *Error) UnmarshalJSON(b []byte) error {
+	var w wire.Error
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	e.Code, e.Message = w.Code, w.Message
+	return nil
+}
 
 func errorf(status int, code, format string, args ...any) *Error {
 	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
@@ -62,7 +77,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Status)
-	_ = json.NewEncoder(w).Encode(wire.Error{Code: e.Code, Message: e.Message})
+	_ = json.NewEncoder(w).Encode(e)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

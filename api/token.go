@@ -66,7 +66,7 @@ const (
 )
 
 // OAuthError is a token endpoint error (RFC 6749 §5.2): its HTTP status
-// and what its JSON body (wire.OAuthError) says.
+// and what its JSON body says. In JSON it is that body, wire.OAuthError.
 type OAuthError struct {
 	Status      int
 	Code        string
@@ -74,6 +74,21 @@ type OAuthError struct {
 }
 
 func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
+
+// MarshalJSON encodes e as its body, wire.OAuthError.
+func (e OAuthError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire.OAuthError{Code: e.Code, Description: e.Description})
+}
+
+// UnmarshalJSON decodes a wire.OAuthError body into e, leaving its status.
+func (e *OAuthError) UnmarshalJSON(b []byte) error {
+	var w wire.OAuthError
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	e.Code, e.Description = w.Code, w.Description
+	return nil
+}
 
 func oauthErr(status int, code, format string, args ...any) *OAuthError {
 	return &OAuthError{Status: status, Code: code, Description: fmt.Sprintf(format, args...)}
@@ -268,7 +283,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	if e != nil {
 		outcome = e.Code
 		countRefusal(w, e.Code)
-		writeOAuth(w, e.Status, wire.OAuthError{Code: e.Code, Description: e.Description})
+		writeOAuth(w, e.Status, e)
 		s.ops.accessTokens.WithLabelValues("refused").Inc()
 	} else {
 		s.ops.accessTokens.WithLabelValues("issued").Inc()
