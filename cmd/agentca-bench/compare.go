@@ -29,14 +29,14 @@ const (
 
 // target is one CA under comparison, seen through what the phases need.
 type target struct {
-	name  string
-	base  string // https://127.0.0.1:port
-	cpu   func() float64
-	tls   func(cert func() *tls.Certificate) *http.Transport
+	name   string
+	base   string // https://127.0.0.1:port
+	cpu    func() float64
+	tls    func(cert func() *tls.Certificate) *http.Transport
 	bodies func(ctx context.Context, n int) ([][]byte, error) // one-time sign request bodies
-	sign  string                                             // sign path
-	renew string                                             // renewal keeping the key: path
-	rekey string                                             // renewal with a fresh key (CSR): path
+	sign   string                                             // sign path
+	renew  string                                             // renewal keeping the key: path
+	rekey  string                                             // renewal with a fresh key (CSR): path
 	// csr picks the CSR of k this CA takes (agentca names nothing in a
 	// CSR; step-ca's JWK provisioner wants the token's names).
 	csr func(k stepKey) string
@@ -151,7 +151,9 @@ func agentcaTarget(ctx context.Context, opts options, dir string, keys []stepKey
 	}
 	t := &target{name: "agentca (bbolt)", base: d.https, cpu: d.cpuSeconds, sign: "/v1/sign",
 		renew: "/v1/renew", rekey: "/v1/renew", renewBody: []byte(`{}`), stop: d.kill}
-	t.tls = func(cert func() *tls.Certificate) *http.Transport { return certTransport(lg.newTransport(1, nil), cert) }
+	t.tls = func(cert func() *tls.Certificate) *http.Transport {
+		return certTransport(lg.newTransport(1, nil), cert)
+	}
 	t.bodies = func(ctx context.Context, n int) ([][]byte, error) {
 		if err := lg.ensureTokens(ctx, n); err != nil {
 			return nil, err
