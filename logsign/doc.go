@@ -12,9 +12,10 @@
 //     store signs it in the batch's own transaction with the BatchSigner
 //     it was opened with (etcd.Options.TreeHeads), and hands it back to
 //     the BatchSigner before any of the batch's writers is answered. On
-//     other stores (store/bolt) the store cues the Signer after each
-//     commit (Options.Appended) and Run signs one tree head for every
-//     batch committed since the previous one.
+//     other stores (store/bolt), and on etcd for a batch whose signature
+//     failed, the store cues the Signer after the commit
+//     (Options.Appended) and Run signs one tree head for every batch
+//     committed since the previous one.
 //  3. The sign handler asks Signer.Receipt for the entry's receipt: the
 //     tree head of the entry's own batch when this replica signed one,
 //     else the first tree head that covers the entry (waiting for Run),
