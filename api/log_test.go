@@ -136,8 +136,13 @@ func (e *logTEnv) open() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust, Log: e.log, LogReader: st, Registry: prometheus.NewRegistry(),
-		Provisioners: map[string]*api.Provisioner{"join": {Name: "join", Type: "join-token", DefaultTTL: 5 * time.Minute, MaxTTL: time.Hour, Provisioner: e.join}}})
+	opts := api.Options{Authority: authority, Store: st, Trust: trust, Log: e.log, Registry: prometheus.NewRegistry(),
+		Provisioners: map[string]*api.Provisioner{"join": {Name: "join", Type: "join-token", DefaultTTL: 5 * time.Minute, MaxTTL: time.Hour, Provisioner: e.join}}}
+	if _, err := api.New(opts); err == nil {
+		t.Fatal("a Server with a log but no LogReader to serve its entries was made")
+	}
+	opts.LogReader = st
+	srv, err := api.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
