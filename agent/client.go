@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/keys"
+	"github.com/agentca/agentca/wire"
 )
 
 // APIError is an error answer from the CA: its HTTP status and the JSON
@@ -107,7 +108,7 @@ type Credentials struct {
 	NotAfter  time.Time
 	// LogReceipt proves the certificate is in the CA's issuance log (see
 	// VerifyReceipt); nil for credentials loaded from disk.
-	LogReceipt *LogReceipt
+	LogReceipt *wire.LogReceipt
 }
 
 // TLSCertificate returns the credentials for a tls.Config.
@@ -139,13 +140,13 @@ type signRequest struct {
 }
 
 type signResponse struct {
-	Certificate string      `json:"certificate"`
-	Chain       []string    `json:"chain"`
-	Serial      string      `json:"serial"`
-	SPIFFEID    string      `json:"spiffe_id"`
-	NotBefore   time.Time   `json:"not_before"`
-	NotAfter    time.Time   `json:"not_after"`
-	Log         *LogReceipt `json:"log,omitempty"`
+	Certificate string           `json:"certificate"`
+	Chain       []string         `json:"chain"`
+	Serial      string           `json:"serial"`
+	SPIFFEID    string           `json:"spiffe_id"`
+	NotBefore   time.Time        `json:"not_before"`
+	NotAfter    time.Time        `json:"not_after"`
+	Log         *wire.LogReceipt `json:"log,omitempty"`
 }
 
 // NewCSR makes a PEM certificate request for key. The CA takes only the

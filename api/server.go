@@ -25,6 +25,7 @@ import (
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/provisioners"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -95,8 +96,10 @@ type Options struct {
 	Admins []string
 	// Log is the issuance log: with it, every SignResponse carries the
 	// certificate's inclusion proof, and the HTTP listener serves the CT
-	// v1 API (ct.go). Nil serves neither.
-	Log *Log
+	// v1 API (ct.go), reading the stored log through LogReader
+	// (required with Log). Nil serves neither.
+	Log       LogSigner
+	LogReader LogReader
 	// Anchors runs trust-anchor rotation for the admin API; nil answers
 	// its endpoints with 404.
 	Anchors AnchorAdmin
@@ -133,7 +136,7 @@ type Server struct {
 	crls     CRLs
 	onRevoke func(ctx context.Context, rec *store.Certificate)
 	admins   atomic.Pointer[[]string]
-	tlog     *Log
+	tlog     LogSigner
 	anchors  AnchorAdmin
 	tokens   *tokenIssuer
 	jwt      *jwtSVIDIssuer
@@ -141,6 +144,7 @@ type Server struct {
 	ready    func() error
 
 	workloads WorkloadStore
+	tlogStore LogReader // the stored log the CT endpoints read
 }
 
 // New checks opts and returns a Server.
@@ -148,8 +152,11 @@ func New(opts Options) (*Server, error) {
 	if opts.Authority == nil || opts.Store == nil || opts.Trust == nil || len(opts.Provisioners) == 0 {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
+	if opts.Log != nil && opts.LogReader == nil {
+		return nil, errors.New("api: the issuance log (Log) needs its LogReader")
+	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
-		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log,
+		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log, tlogStore: opts.LogReader,
 		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -322,7 +329,7 @@ type SignResponse struct {
 	NotAfter    time.Time `json:"not_after"`
 	// Log is the certificate's issuance-log entry with its inclusion
 	// proof; absent when the server keeps no log.
-	Log *LogReceipt `json:"log,omitempty"`
+	Log *wire.LogReceipt `json:"log,omitempty"`
 }
 
 // ParseTTL reads the optional ttl field.

@@ -26,6 +26,7 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/logsign"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,8 +112,11 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		default:
 		}
 	}
+	// A store that can (etcd) signs each batch's tree head in the
+	// batch's transaction with batchHeads (package logsign).
+	batchHeads := logsign.NewBatchSigner(logSigner, log)
 	commits := newCommitMetrics()
-	st, err := openBound(ctx, dir, cfg.Storage, cueLog, commits.observe, false, log)
+	st, err := openBound(ctx, dir, cfg.Storage, cueLog, commits.observe, batchHeads, false, log)
 	if err != nil {
 		return err
 	}
@@ -179,7 +183,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	tlog, err := api.NewLog(ctx, api.LogOptions{Store: st, Signer: logSigner, Appended: logAppended, Logger: log})
+	tlog, err := logsign.New(ctx, logsign.Options{Store: st, Key: logSigner, Batches: batchHeads, Appended: logAppended, Logger: log})
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
 	}
@@ -223,7 +227,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		sthFile.noteRevoked(rec)
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
-		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
+		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, LogReader: st, Anchors: anch,
 		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked, Workloads: st,
 		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {

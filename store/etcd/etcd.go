@@ -19,7 +19,7 @@
 // the head it lost to) and from a watch once another replica appends
 // (head.go). Such a batch is sent with those values as its compares; a
 // wrong one only costs a retry, after a read. A store with a commit
-// signer (store.CommitSigner: the daemon's issuance log) writes each
+// signer (Options.TreeHeads: the daemon's logsign.BatchSigner) writes each
 // batch's signed tree head in the batch's transaction, so tree heads need
 // no round of their own. Replicas appending at the same time take turns
 // rather than race (awaitTurn).
@@ -121,6 +121,9 @@ type Options struct {
 	// batch's callers is answered. It must not block. Appends by other
 	// replicas are seen through Watch (store.ChangeLog).
 	OnLogAppend func()
+	// TreeHeads, when set, signs the tree head of each batch that
+	// appends, written in the batch's transaction (see TreeHeadSigner).
+	TreeHeads TreeHeadSigner
 	// OnCommit, when set, is called after each batch transaction etcd
 	// committed, with its round trip and the number of writes it
 	// applied (metrics). It must not block.
@@ -173,9 +176,9 @@ type Store struct {
 	lastState atomic.Pointer[translog.State]
 	seenSTH   atomic.Pointer[seenSTH]
 
-	// sthSigner, once installed (SignTreeHeads), signs the tree head of
+	// sthSigner, when set (Options.TreeHeads), signs the tree head of
 	// each batch that appends, in the batch's transaction.
-	sthSigner atomic.Pointer[commitSigner]
+	sthSigner TreeHeadSigner
 	// lastSigned is the last tree head sthSigner signed.
 	lastSigned atomic.Pointer[ct.SignedTreeHead]
 	// importRev is the revision of the mark this store's Import wrote
@@ -247,23 +250,7 @@ var (
 	_ store.Store             = (*Store)(nil)
 	_ store.Watcher           = (*Store)(nil)
 	_ store.TreeHeadPublisher = (*Store)(nil)
-	_ store.CommitSigner      = (*Store)(nil)
 )
-
-// commitSigner is what SignTreeHeads installed.
-type commitSigner struct {
-	sign   store.TreeHeadSigner
-	signed func(*ct.SignedTreeHead)
-}
-
-// SignTreeHeads implements store.CommitSigner: from now on each batch
-// that appends also writes P/log/sth, signed by sign over the batch's new
-// log state, in its transaction, which compares the tree head key as it
-// compares the log state. So the tree head key moves with the log state,
-// one tree head per size, and replicas need no publication round.
-func (s *Store) SignTreeHeads(sign store.TreeHeadSigner, signed func(*ct.SignedTreeHead)) {
-	s.sthSigner.Store(&commitSigner{sign: sign, signed: signed})
-}
 
 // Open connects to etcd, checks (or writes, for a new prefix) the schema
 // version and starts the committer. It fails when etcd cannot be reached
@@ -303,7 +290,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	opts.AttemptTimeout = min(opts.AttemptTimeout, opts.RequestTimeout)
 	s := &Store{probeInterval: opts.ProbeInterval, attempt: opts.AttemptTimeout, cli: opts.Client, k: keys{prefix}, timeout: opts.RequestTimeout, maxOps: opts.MaxTxnOps, maxBatch: opts.MaxBatch,
-		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend, onCommit: opts.OnCommit,
+		ops: make(chan *op, opts.MaxBatch), quit: make(chan struct{}), done: make(chan struct{}), onLogAppend: opts.OnLogAppend, sthSigner: opts.TreeHeads, onCommit: opts.OnCommit,
 		nodes: newNodeCache(), headCh: make(chan struct{}, 1)}
 	if s.cli == nil {
 		if len(opts.Endpoints) == 0 {
@@ -859,7 +846,7 @@ func (s *Store) answer(b *batch, err error) {
 		}
 		if b.sth != nil {
 			s.seenSTH.Store(&seenSTH{rev: b.rev, sth: b.sth})
-			b.signer.signed(b.sth)
+			b.signer.TreeHeadCommitted(b.sth)
 		} else if s.onLogAppend != nil {
 			s.onLogAppend()
 		}
@@ -913,7 +900,7 @@ type batch struct {
 	// signer, when set, signs the tree head of the batch's new state
 	// (sth), written in its transaction; rev is the transaction's
 	// revision once committed.
-	signer *commitSigner
+	signer TreeHeadSigner
 	sth    *ct.SignedTreeHead
 	rev    int64
 	// nodes are the tree nodes the batch writes, cached once committed.
@@ -1026,7 +1013,7 @@ func (s *Store) prepareN(ops []*op, n int, mode readMode) (*batch, []*op, error)
 	// Besides the log state, a batch that appends writes the tree head
 	// when a signer is installed: one more key read, compared and
 	// written.
-	signer := s.sthSigner.Load()
+	signer := s.sthSigner
 	logKeys := 1
 	if signer != nil {
 		seen[s.k.logSTH()] = true
@@ -1315,7 +1302,7 @@ func (h *kvHints) take(key string) *mvccpb.KeyValue {
 // may be in an HSM, and a slow or hung one must not stop every write. A
 // batch whose signature is late commits without a tree head (its caller
 // then signs on its own, outside the committer).
-func (s *Store) signWithin(cs *commitSigner, st translog.State, minTS uint64) (*ct.SignedTreeHead, error) {
+func (s *Store) signWithin(cs TreeHeadSigner, st translog.State, minTS uint64) (*ct.SignedTreeHead, error) {
 	if last := s.lastSigned.Load(); last != nil && last.TreeSize == st.Size() && last.Timestamp >= minTS &&
 		bytes.Equal(last.SHA256RootHash[:], st.Root()) {
 		return last, nil
@@ -1326,7 +1313,7 @@ func (s *Store) signWithin(cs *commitSigner, st translog.State, minTS uint64) (*
 	}
 	ch := make(chan result, 1)
 	go func() {
-		sth, err := cs.sign(st, minTS)
+		sth, err := cs.SignTreeHead(st, minTS)
 		ch <- result{sth, err}
 	}()
 	t := time.NewTimer(s.timeout / 4)
