@@ -7,7 +7,7 @@ import (
 	"regexp"
 
 	"github.com/agentca/agentca/ca"
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
 )
 
@@ -105,10 +105,10 @@ func (s *Server) applyPolicy(r *http.Request, endpoint string, claims map[string
 	if c := d.MaxTTL; c > 0 {
 		// Zero limits mean the CA's defaults; make them explicit first.
 		if req.MaxTTL <= 0 {
-			req.MaxTTL = config.DefaultMaxTTL
+			req.MaxTTL = identity.DefaultMaxTTL
 		}
 		if req.DefaultTTL <= 0 {
-			req.DefaultTTL = config.DefaultLeafTTL
+			req.DefaultTTL = identity.DefaultLeafTTL
 		}
 		req.TTL, req.DefaultTTL, req.MaxTTL = min(req.TTL, c), min(req.DefaultTTL, c), min(req.MaxTTL, c)
 	}

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
@@ -358,7 +358,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	}
 	// As at renewal: an identity the CA would no longer issue (over
 	// 2,048 bytes, or under its reserved path) gets no token.
-	if err := config.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
+	if err := identity.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
 		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "the client certificate's SPIFFE ID is no longer allowed (%d bytes); enroll again", len(rec.SPIFFEID))
 	}
 	// As at renewal: a certificate vouched for by a provisioner that is

@@ -27,7 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/translog"
 	"go.step.sm/crypto/keyutil"
@@ -139,7 +139,7 @@ type Options struct {
 	// Recorder records each issuance. Required.
 	Recorder Recorder
 	// MinTTL is the shortest lifetime a request may ask for. Zero means
-	// one minute.
+	// identity.DefaultMinTTL, one minute.
 	MinTTL time.Duration
 	// Backdate is subtracted from NotBefore for clock skew, at most one
 	// minute. Zero means one minute; negative means no backdating.
@@ -173,7 +173,7 @@ type Authority struct {
 
 // New validates opts and returns an Authority.
 func New(opts Options) (*Authority, error) {
-	if err := config.ValidateTrustDomain(opts.TrustDomain); err != nil {
+	if err := identity.ValidateTrustDomain(opts.TrustDomain); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
 	if opts.Recorder == nil {
@@ -183,7 +183,7 @@ func New(opts Options) (*Authority, error) {
 		now: opts.Now, rand: opts.Rand, log: opts.Logger,
 		httpBase: strings.TrimSuffix(opts.PublicHTTP, "/")}
 	if a.minTTL <= 0 {
-		a.minTTL = time.Minute
+		a.minTTL = identity.DefaultMinTTL
 	}
 	switch {
 	case a.backdate == 0:
@@ -250,7 +250,7 @@ type Request struct {
 	Claims map[string]string
 	// CAIdentity is set only for the CA's own certificates (its HTTPS
 	// server certificate): without it a SPIFFE ID under the reserved path
-	// (config.ReservedSPIFFEPath) is refused.
+	// (identity.ReservedSPIFFEPath) is refused.
 	CAIdentity bool
 	// Parent is the serial of the node certificate that asked for this
 	// workload SVID, recorded with it.
@@ -289,9 +289,9 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 	if err := CheckPublicKey(req.PublicKey); err != nil {
 		return nil, err
 	}
-	validate := config.ValidateWorkloadSPIFFEID
+	validate := identity.ValidateWorkloadSPIFFEID
 	if req.CAIdentity {
-		validate = config.ValidateSPIFFEID
+		validate = identity.ValidateSPIFFEID
 	}
 	if err := validate(req.SPIFFEID, a.td); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
@@ -435,15 +435,15 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, iss *Issuer, pub cry
 }
 
 func (a *Authority) lifetime(req *Request) (time.Duration, error) {
-	maxTTL := min(req.MaxTTL, config.Ceiling)
+	maxTTL := min(req.MaxTTL, identity.Ceiling)
 	if maxTTL <= 0 {
-		maxTTL = config.DefaultMaxTTL
+		maxTTL = identity.DefaultMaxTTL
 	}
 	ttl := req.TTL
 	if ttl == 0 {
 		ttl = req.DefaultTTL
 		if ttl == 0 {
-			ttl = config.DefaultLeafTTL
+			ttl = identity.DefaultLeafTTL
 		}
 		ttl = min(ttl, maxTTL)
 	}

@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/agentca/agentca/identity"
 )
 
 // JWTSVID configures JWT-SVIDs (POST /v1/jwt-svid) and OIDC discovery
@@ -51,7 +53,7 @@ func (c *Config) JWTIssuer() string {
 
 func (c *Config) validateJWTSVID(bad func(field, format string, args ...any)) {
 	j := c.JWTSVID
-	if v := j.MaxTTL.Std(); v != 0 && (v < time.Second || v > Ceiling) {
+	if v := j.MaxTTL.Std(); v != 0 && (v < time.Second || v > identity.Ceiling) {
 		bad("jwt_svid.max_ttl", "%s is outside [1s, 24h]", v)
 	}
 	_, max := j.TTLs()

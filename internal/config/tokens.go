@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/agentca/agentca/identity"
 )
 
 // Tokens configures the OAuth 2.0 token endpoint (docs/tokens.md). Zero
@@ -71,7 +73,7 @@ func (p Policy) DefaultEffect() string {
 
 func (c *Config) validateTokens(bad func(field, format string, args ...any)) {
 	t := c.Tokens
-	if v := t.MaxTTL.Std(); v != 0 && (v < time.Second || v > Ceiling) {
+	if v := t.MaxTTL.Std(); v != 0 && (v < time.Second || v > identity.Ceiling) {
 		bad("tokens.max_ttl", "%s is outside [1s, 24h]", v)
 	}
 	def, max := t.TTLs()
@@ -89,7 +91,7 @@ func (c *Config) validateTokens(bad func(field, format string, args ...any)) {
 	for i, a := range t.Audiences {
 		field := fmt.Sprintf("tokens.audiences[%d]", i)
 		if strings.HasPrefix(a, "spiffe://") {
-			if err := ValidateSPIFFEID(a, c.TrustDomain); err != nil {
+			if err := identity.ValidateSPIFFEID(a, c.TrustDomain); err != nil {
 				bad(field, "%v", err)
 			}
 			continue

@@ -25,6 +25,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
@@ -54,7 +55,7 @@ const (
 	writeTimeout      = 30 * time.Second
 	idleTimeout       = 2 * time.Minute
 	drainTimeout      = 20 * time.Second
-	serverCertTTL     = config.Ceiling
+	serverCertTTL     = identity.Ceiling
 	serverProvisioner = "agentca-server"
 )
 
@@ -415,7 +416,7 @@ func (s *serverCerts) renew(ctx context.Context) error {
 		}
 	}
 	issued, err := s.authority.Issue(ctx, &ca.Request{
-		PublicKey: key.Public(), SPIFFEID: config.ServerSPIFFEID(s.cfg.TrustDomain), CAIdentity: true,
+		PublicKey: key.Public(), SPIFFEID: identity.ServerSPIFFEID(s.cfg.TrustDomain), CAIdentity: true,
 		DNSNames: s.cfg.ServerDNSNames, IPAddresses: ips, Provisioner: serverProvisioner,
 		TTL: serverCertTTL, MaxTTL: serverCertTTL,
 	})
