@@ -301,9 +301,9 @@ func (s *Server) issueJWTSVID(w http.ResponseWriter, r *http.Request, a *jwtAudi
 	if ttl == 0 {
 		ttl = s.jwt.opts.DefaultTTL
 	}
-	d := s.decide(r, &policy.Input{Endpoint: policy.EndpointJWTSVID, Provisioner: rec.Provisioner,
-		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Audience: aud, Task: rec.Task}, false)
-	if s.policy.Load() != nil {
+	d, inForce := s.decide(r, &policy.Input{Endpoint: policy.EndpointJWTSVID, Provisioner: rec.Provisioner,
+		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Audience: aud, Task: rec.Task})
+	if inForce {
 		a.rule, a.effect = d.RuleName(), string(d.Effect)
 	}
 	if d.Err != nil {

@@ -398,15 +398,14 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	if ttl == 0 {
 		ttl = s.tokens.opts.DefaultTTL
 	}
-	p := s.policy.Load()
-	if p == nil || p.Rules == nil {
+	d, inForce := s.decide(r, &policy.Input{Endpoint: policy.EndpointToken, Provisioner: rec.Provisioner,
+		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task})
+	if !inForce {
 		// Fail closed: without a policy nothing says which client may
 		// have which scope, so no client gets any.
 		a.rule, a.effect, a.detail = "no-policy", string(policy.Deny), "no runtime policy is configured (policy.file)"
 		return oauthErr(http.StatusForbidden, OAuthAccessDenied, "the CA has no runtime policy; it issues no token until one (policy.file) allows it")
 	}
-	d := s.decide(r, &policy.Input{Endpoint: policy.EndpointToken, Provisioner: rec.Provisioner,
-		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task}, false)
 	a.rule, a.effect = d.RuleName(), string(d.Effect)
 	if d.Err != nil {
 		a.detail = d.Err.Error()

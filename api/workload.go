@@ -254,10 +254,11 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 	for _, sel := range req.Selectors {
 		claims[sel] = ""
 	}
-	if e := s.applyPolicy(r, policy.EndpointWorkload, claims, creq); e != nil {
+	creq.PolicyClaims = claims
+	issued, e, err := s.issue(r, policy.EndpointWorkload, creq)
+	if e != nil {
 		return nil, e
 	}
-	issued, err := s.ca.Issue(r.Context(), creq)
 	if err != nil {
 		return nil, s.refusal(err)
 	}

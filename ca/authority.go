@@ -156,6 +156,10 @@ type Options struct {
 	// (public_urls.http). When set, every leaf carries the OCSP URL and
 	// caIssuers URL (AIA) and a CRL distribution point under it.
 	PublicHTTP string
+	// Decider is the runtime policy, consulted on every request but the
+	// CA's own certificates (SetDecider swaps it). Nil means no policy:
+	// everything is allowed.
+	Decider Decider
 }
 
 // Authority issues leaf certificates.
@@ -169,6 +173,7 @@ type Authority struct {
 	rand     io.Reader
 	log      *slog.Logger
 	httpBase string
+	decider  atomic.Pointer[Decider]
 }
 
 // New validates opts and returns an Authority.
@@ -203,6 +208,7 @@ func New(opts Options) (*Authority, error) {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.issuer.Store(opts.Issuer)
+	a.SetDecider(opts.Decider)
 	return a, nil
 }
 
@@ -255,6 +261,15 @@ type Request struct {
 	// Parent is the serial of the node certificate that asked for this
 	// workload SVID, recorded with it.
 	Parent string
+	// Endpoint is what the runtime policy sees as the request's endpoint
+	// (policy.EndpointSign, ...), and Environment the request's facts it
+	// sees beside its configured environment (the caller's "remote_ip").
+	Endpoint    string
+	Environment map[string]string
+	// PolicyClaims, when not nil, are the claims the runtime policy sees
+	// instead of Claims, and are not recorded (a workload SVID's node and
+	// selectors).
+	PolicyClaims map[string]string
 }
 
 // Issued is a recorded leaf certificate.
@@ -283,9 +298,17 @@ var (
 )
 
 // Issue checks req against policy, signs a leaf and records it. It returns
-// an error wrapping ErrKeyType, ErrTTL, ErrIdentity or a store error, and
-// no certificate, when anything is in doubt.
+// an error wrapping ErrDenied, ErrKeyType, ErrTTL, ErrIdentity or a store
+// error, and no certificate, when anything is in doubt. IssueDecided also
+// returns the runtime policy's decision.
 func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
+	out, _, err := a.IssueDecided(ctx, req)
+	return out, err
+}
+
+// issue is Issue once the runtime policy has allowed req, with its cap (0
+// for none).
+func (a *Authority) issue(ctx context.Context, req *Request, cap time.Duration) (*Issued, error) {
 	if err := CheckPublicKey(req.PublicKey); err != nil {
 		return nil, err
 	}
@@ -300,7 +323,7 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
 	}
-	ttl, err := a.lifetime(req)
+	ttl, err := a.lifetime(req, cap)
 	if err != nil {
 		return nil, err
 	}
@@ -432,23 +455,4 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, iss *Issuer, pub cry
 		return nil, err
 	}
 	return a.signAndRecord(ctx, tmpl, iss, &Request{PublicKey: pub, Provisioner: ResponderProvisioner}, now)
-}
-
-func (a *Authority) lifetime(req *Request) (time.Duration, error) {
-	maxTTL := min(req.MaxTTL, identity.Ceiling)
-	if maxTTL <= 0 {
-		maxTTL = identity.DefaultMaxTTL
-	}
-	ttl := req.TTL
-	if ttl == 0 {
-		ttl = req.DefaultTTL
-		if ttl == 0 {
-			ttl = identity.DefaultLeafTTL
-		}
-		ttl = min(ttl, maxTTL)
-	}
-	if ttl < a.minTTL || ttl > maxTTL {
-		return 0, fmt.Errorf("%w: %s is outside [%s, %s]", ErrTTL, ttl, a.minTTL, maxTTL)
-	}
-	return ttl, nil
 }

@@ -149,9 +149,13 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	cfg.PublicURLs.HTTP = withActualPort(cfg.PublicURLs.HTTP, httpLn.Addr())
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	pol, err := LoadPolicy(dir, cfg)
+	if err != nil {
+		return err
+	}
 	// The issuer is set by the anchors below.
 	authority, err := ca.New(ca.Options{TrustDomain: cfg.TrustDomain, Recorder: st,
-		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP})
+		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP, Decider: pol})
 	if err != nil {
 		return err
 	}
@@ -166,10 +170,6 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		return err
 	}
 	tokens, err := tokenOptions(cfg, keys)
-	if err != nil {
-		return err
-	}
-	pol, err := LoadPolicy(dir, cfg)
 	if err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked, Workloads: st,
+		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), OnRevoke: revoked, Workloads: st,
 		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {
 		return err
