@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
@@ -37,8 +38,8 @@ const (
 	maxJWTAudiences = 8
 	// DefaultJWTSVIDTTL and DefaultJWTSVIDMaxTTL are a JWT-SVID's
 	// lifetime and its ceiling when the configuration names none.
-	DefaultJWTSVIDTTL    = 5 * time.Minute
-	DefaultJWTSVIDMaxTTL = time.Hour
+	DefaultJWTSVIDTTL    = identity.DefaultJWTSVIDTTL
+	DefaultJWTSVIDMaxTTL = identity.DefaultJWTSVIDMaxTTL
 )
 
 // JWTSVIDOptions configure POST /v1/jwt-svid and OIDC discovery.

@@ -146,10 +146,10 @@ func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
 		return nil, errors.New("api: tokens: the token key must be ECDSA P-256")
 	}
 	if o.DefaultTTL <= 0 {
-		o.DefaultTTL = 5 * time.Minute
+		o.DefaultTTL = identity.DefaultAccessTokenTTL
 	}
 	if o.MaxTTL <= 0 {
-		o.MaxTTL = time.Hour
+		o.MaxTTL = identity.DefaultAccessTokenMaxTTL
 	}
 	if o.DefaultTTL > o.MaxTTL {
 		return nil, errors.New("api: tokens: DefaultTTL is above MaxTTL")

@@ -26,4 +26,13 @@ const (
 	DefaultMinTTL = time.Minute
 	// DefaultTokenTTL is how long a join token stays usable.
 	DefaultTokenTTL = 15 * time.Minute
+	// DefaultJWTSVIDTTL and DefaultJWTSVIDMaxTTL are a JWT-SVID's
+	// lifetime when the request names none and the longest it may ask
+	// for. A JWT-SVID never outlives the caller's certificate.
+	DefaultJWTSVIDTTL    = 5 * time.Minute
+	DefaultJWTSVIDMaxTTL = time.Hour
+	// DefaultAccessTokenTTL and DefaultAccessTokenMaxTTL are the same for
+	// an OAuth 2.0 access token (/v1/token).
+	DefaultAccessTokenTTL    = 5 * time.Minute
+	DefaultAccessTokenMaxTTL = time.Hour
 )

@@ -23,21 +23,15 @@ type JWTSVID struct {
 	MaxTTL Duration `json:"max_ttl,omitempty"`
 }
 
-// JWT-SVID lifetime defaults.
-const (
-	DefaultJWTSVIDLifetime = 5 * time.Minute
-	DefaultJWTSVIDMaxTTL   = time.Hour
-)
-
 // TTLs returns the default and maximum JWT-SVID lifetimes, defaults
 // applied.
 func (j JWTSVID) TTLs() (def, max time.Duration) {
 	def, max = j.DefaultTTL.Std(), j.MaxTTL.Std()
 	if max == 0 {
-		max = DefaultJWTSVIDMaxTTL
+		max = identity.DefaultJWTSVIDMaxTTL
 	}
 	if def == 0 {
-		def = min(DefaultJWTSVIDLifetime, max)
+		def = min(identity.DefaultJWTSVIDTTL, max)
 	}
 	return def, max
 }

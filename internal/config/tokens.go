@@ -32,20 +32,14 @@ type Tokens struct {
 	PreviousKeys []string `json:"previous_keys,omitempty"`
 }
 
-// Token lifetime defaults.
-const (
-	DefaultTokenLifetime = 5 * time.Minute
-	DefaultTokenMaxTTL   = time.Hour
-)
-
 // TTLs returns the default and maximum token lifetimes, defaults applied.
 func (t Tokens) TTLs() (def, max time.Duration) {
 	def, max = t.DefaultTTL.Std(), t.MaxTTL.Std()
 	if max == 0 {
-		max = DefaultTokenMaxTTL
+		max = identity.DefaultAccessTokenMaxTTL
 	}
 	if def == 0 {
-		def = min(DefaultTokenLifetime, max)
+		def = min(identity.DefaultAccessTokenTTL, max)
 	}
 	return def, max
 }
