@@ -1,9 +1,10 @@
 // Package ca is agentca's signing core: it creates CA hierarchies and issues
 // X.509-SVID leaf certificates.
 //
-// The Authority decides everything that goes into a certificate: the SPIFFE
-// ID a provisioner vouched for, the lifetime within the configured limits,
-// and the profile (see Profile). It does not authenticate callers; that is
+// The Authority decides everything that goes into a certificate: whether
+// the runtime policy (its Decider) allows it, the SPIFFE ID a provisioner
+// vouched for (with package identity's rules), the lifetime within the
+// configured limits and the policy's cap, and the profile (see Profile). It does not authenticate callers; that is
 // the provisioners' job, and it does not speak HTTP. Each issuance is
 // recorded through a Recorder in one transaction together with whatever the
 // attestation consumes (a join token), so a certificate is never returned
