@@ -109,8 +109,6 @@ type Options struct {
 	// JWTSVID configures POST /v1/jwt-svid, its keys and OIDC discovery
 	// (jwtsvid.go); nil serves none of them.
 	JWTSVID *JWTSVIDOptions
-	// Policy is the runtime policy (policy.go); nil allows everything.
-	Policy *Policy
 	// Ready, when set, says why this process cannot serve what needs its
 	// store now (GET /ready: a replica cut off from etcd's quorum); nil
 	// means it always can.
@@ -140,7 +138,6 @@ type Server struct {
 	anchors  AnchorAdmin
 	tokens   *tokenIssuer
 	jwt      *jwtSVIDIssuer
-	policy   atomic.Pointer[Policy]
 	ready    func() error
 
 	workloads WorkloadStore
@@ -191,7 +188,6 @@ func New(opts Options) (*Server, error) {
 		}
 		s.jwt = j
 	}
-	s.policy.Store(opts.Policy)
 	s.SetAdmins(opts.Admins)
 	s.trust.Store(opts.Trust)
 	s.SetProvisioners(opts.Provisioners)
@@ -423,11 +419,8 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 				Provisioner: prov.Name, TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL,
 				JoinToken: id.JoinToken, Once: id.Once, Task: req.Task, Claims: id.Claims,
 			}
-			if e = s.applyPolicy(r, "sign", id.Claims, creq); e == nil {
-				issued, err = s.ca.Issue(r.Context(), creq)
-				if err != nil {
-					e = s.refusal(err)
-				}
+			if issued, e, err = s.issue(r, "sign", creq); e == nil && err != nil {
+				e = s.refusal(err)
 			}
 			s.audit(r, auditEntry{op: "sign", prov: provName, spiffeID: id.SPIFFEID, issued: issued, e: e, detail: err})
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/crl"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
@@ -144,7 +145,7 @@ func maxLeafTTL(cfg *config.Config) time.Duration {
 	for _, p := range cfg.Provisioners {
 		m = max(m, p.MaxTTL.Std())
 	}
-	return min(m, config.Ceiling)
+	return min(m, identity.Ceiling)
 }
 
 // bootstrap stores the anchor of a state directory made before anchors

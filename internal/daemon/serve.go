@@ -25,6 +25,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/logsign"
 	"github.com/agentca/agentca/ocsp"
@@ -55,7 +56,7 @@ const (
 	writeTimeout      = 30 * time.Second
 	idleTimeout       = 2 * time.Minute
 	drainTimeout      = 20 * time.Second
-	serverCertTTL     = config.Ceiling
+	serverCertTTL     = identity.Ceiling
 	serverProvisioner = "agentca-server"
 )
 
@@ -152,9 +153,13 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	cfg.PublicURLs.HTTP = withActualPort(cfg.PublicURLs.HTTP, httpLn.Addr())
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	pol, err := LoadPolicy(dir, cfg)
+	if err != nil {
+		return err
+	}
 	// The issuer is set by the anchors below.
 	authority, err := ca.New(ca.Options{TrustDomain: cfg.TrustDomain, Recorder: st,
-		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP})
+		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP, Decider: pol})
 	if err != nil {
 		return err
 	}
@@ -169,10 +174,6 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		return err
 	}
 	tokens, err := tokenOptions(cfg, keys)
-	if err != nil {
-		return err
-	}
-	pol, err := LoadPolicy(dir, cfg)
 	if err != nil {
 		return err
 	}
@@ -228,7 +229,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, LogReader: st, Anchors: anch,
-		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked, Workloads: st,
+		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), OnRevoke: revoked, Workloads: st,
 		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {
 		return err
@@ -419,7 +420,7 @@ func (s *serverCerts) renew(ctx context.Context) error {
 		}
 	}
 	issued, err := s.authority.Issue(ctx, &ca.Request{
-		PublicKey: key.Public(), SPIFFEID: config.ServerSPIFFEID(s.cfg.TrustDomain), CAIdentity: true,
+		PublicKey: key.Public(), SPIFFEID: identity.ServerSPIFFEID(s.cfg.TrustDomain), CAIdentity: true,
 		DNSNames: s.cfg.ServerDNSNames, IPAddresses: ips, Provisioner: serverProvisioner,
 		TTL: serverCertTTL, MaxTTL: serverCertTTL,
 	})
