@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/agentca/agentca/store"
@@ -38,112 +37,26 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	certKey := s.k.cert(serial)
-	o := &op{keys: []string{certKey}, writes: 2 + len(iss.Once), bytes: len(certJSON) + len(exp) + 200}
-	var taskKey string
-	if rec.Task != "" {
-		taskKey = s.k.taskEnded(rec.Task)
-		o.keys = append(o.keys, taskKey)
-	}
-	var tokKey string
-	if iss.JoinToken != nil {
-		tokKey = s.k.token(iss.JoinToken)
-		o.keys = append(o.keys, tokKey)
-		o.writes++
-		o.bytes += 400
-	}
-	for _, k := range iss.Once {
-		o.keys = append(o.keys, s.k.once(k))
-	}
-	var renKey string
-	if parent := rec.RenewedFrom; parent != "" {
-		// The parent's record and renewal key: read and compared, so
-		// a revocation or another renewal of it is never outrun.
-		renKey = s.k.renewal(parent)
-		o.keys = append(o.keys, s.k.cert(parent), renKey)
-		o.writes++
-		o.bytes += 200
-	}
-	if leaf != nil {
-		o.keys = append(o.keys, s.k.logHash(leaf.Hash))
-		o.writes += 2
-		o.leaves = 1
-		o.bytes += len(leaf.Input) + 200
-	}
-	// Hints: every key absent (a new serial, task, replay key and leaf),
-	// but the join token, as JoinToken just read it. A batch of hinted
-	// ops is committed without a read first; a wrong hint fails its
-	// compare and the batch is read and decided again.
-	o.hints = make(map[string]*mvccpb.KeyValue, len(o.keys))
-	for _, k := range o.keys {
-		o.hints[k] = nil
-	}
-	if tokKey != "" {
-		if kv := s.tokenHints.take(tokKey); kv != nil {
-			o.hints[tokKey] = kv
-		} else {
-			o.hints = nil
-		}
-	}
-	if renKey != "" {
-		o.hints = nil // the parent's record exists: read it
-	}
+	o := s.issueOp(iss, &rec, len(certJSON)+len(exp))
 	var logIndex uint64 // set by the apply that commits
 	o.apply = func(b *batch) error {
-		// Checks first; nothing is written until all pass.
-		if _, ok, err := b.get(certKey); err != nil {
+		// Checks first (each key read is compared); nothing is
+		// written until all pass.
+		chk, refused, err := store.CheckIssue(batchReader{b: b}, iss, serial)
+		if err != nil {
 			return err
-		} else if ok {
-			return refuse(store.ErrDuplicateSerial)
 		}
-		if taskKey != "" {
-			if _, ok, err := b.get(taskKey); err != nil {
-				return err
-			} else if ok {
-				return refuse(store.ErrTaskEnded)
-			}
+		if refused != nil {
+			return refuse(refused)
 		}
-		var tok store.JoinToken
-		if tokKey != "" {
-			v, ok, err := b.get(tokKey)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return refuse(store.ErrTokenInvalid)
-			}
-			if err := json.Unmarshal(v, &tok); err != nil {
-				return fmt.Errorf("decode join token: %w", err)
-			}
-			if !tok.Usable(iss.Certificate.SPIFFEID, iss.Certificate.Provisioner, iss.Now) {
-				return refuse(store.ErrTokenInvalid)
-			}
-		}
-		for i, k := range iss.Once {
-			if _, ok, err := b.get(s.k.once(k)); err != nil {
-				return err
-			} else if ok || slices.Contains(iss.Once[:i], k) {
-				return refuse(store.ErrReplay)
-			}
-		}
-		var renJSON []byte
-		if renKey != "" {
-			var err error
-			if renJSON, err = checkRenewal(b, iss, serial); err != nil {
+		var tokJSON, renJSON []byte
+		if chk.Token != nil {
+			if tokJSON, err = json.Marshal(chk.Token); err != nil {
 				return err
 			}
 		}
-		if leaf != nil {
-			if _, ok, err := b.get(s.k.logHash(leaf.Hash)); err != nil {
-				return err
-			} else if ok {
-				return refuse(fmt.Errorf("%w: the log already holds this certificate", store.ErrDuplicateSerial))
-			}
-		}
-		var tokJSON []byte
-		if tokKey != "" {
-			tok.UsedBy, tok.UsedAt = serial, iss.Now.UTC()
-			var err error
-			if tokJSON, err = json.Marshal(&tok); err != nil {
+		if chk.Renewal != nil {
+			if renJSON, err = json.Marshal(chk.Renewal); err != nil {
 				return err
 			}
 		}
@@ -155,14 +68,14 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		}
 		b.put(certKey, v)
 		b.put(s.k.certExpiry(rec.NotAfter, serial), exp)
-		if tokKey != "" {
-			b.put(tokKey, tokJSON)
+		if tokJSON != nil {
+			b.put(s.k.token(iss.JoinToken), tokJSON)
 		}
 		for _, k := range iss.Once {
 			b.put(s.k.once(k), []byte(serial))
 		}
-		if renKey != "" {
-			b.put(renKey, renJSON)
+		if renJSON != nil {
+			b.put(s.k.renewal(rec.RenewedFrom), renJSON)
 		}
 		return nil
 	}
@@ -190,6 +103,63 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		iss.Certificate.LogIndex, iss.Certificate.LogTimestamp = logIndex, leaf.Timestamp()
 	}
 	return nil
+}
+
+// issueOp is the op of Issue's iss, recorded as rec (of JSON size bytes
+// with its expiry entry) without its apply: the keys its checks read (and
+// so compare), in the order store.CheckIssue reads them, the writes and
+// bytes it adds to a transaction, and its hints.
+func (s *Store) issueOp(iss *store.Issuance, rec *store.Certificate, size int) *op {
+	o := &op{keys: []string{s.k.cert(rec.Serial)}, writes: 2 + len(iss.Once), bytes: size + 200}
+	var taskKey string
+	if rec.Task != "" {
+		taskKey = s.k.taskEnded(rec.Task)
+		o.keys = append(o.keys, taskKey)
+	}
+	var tokKey string
+	if iss.JoinToken != nil {
+		tokKey = s.k.token(iss.JoinToken)
+		o.keys = append(o.keys, tokKey)
+		o.writes++
+		o.bytes += 400
+	}
+	for _, k := range iss.Once {
+		o.keys = append(o.keys, s.k.once(k))
+	}
+	var renKey string
+	if parent := rec.RenewedFrom; parent != "" {
+		// The parent's record and renewal key: read and compared, so
+		// a revocation or another renewal of it is never outrun.
+		renKey = s.k.renewal(parent)
+		o.keys = append(o.keys, s.k.cert(parent), renKey)
+		o.writes++
+		o.bytes += 200
+	}
+	if leaf := iss.LogLeaf; leaf != nil {
+		o.keys = append(o.keys, s.k.logHash(leaf.Hash))
+		o.writes += 2
+		o.leaves = 1
+		o.bytes += len(leaf.Input) + 200
+	}
+	// Hints: every key absent (a new serial, task, replay key and leaf),
+	// but the join token, as JoinToken just read it. A batch of hinted
+	// ops is committed without a read first; a wrong hint fails its
+	// compare and the batch is read and decided again.
+	o.hints = make(map[string]*mvccpb.KeyValue, len(o.keys))
+	for _, k := range o.keys {
+		o.hints[k] = nil
+	}
+	if tokKey != "" {
+		if kv := s.tokenHints.take(tokKey); kv != nil {
+			o.hints[tokKey] = kv
+		} else {
+			o.hints = nil
+		}
+	}
+	if renKey != "" {
+		o.hints = nil // the parent's record exists: read it
+	}
+	return o
 }
 
 // recheck reads a certificate record linearizably after an issuance whose
