@@ -111,7 +111,7 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 		return nil, failed("the copied log (size %d, root %x) is not the bbolt file's (size %d, root %x)",
 			dstState.Size(), dstState.Root(), srcState.Size(), srcState.Root())
 	}
-	rep, err := logaudit.RunWithOptions(ctx, dst, logaudit.Options{LogKey: logKey,
+	rep, err := logaudit.RunWithOptions(ctx, dst, dst, logaudit.Options{LogKey: logKey,
 		SweptBefore: time.Now().Add(-cfg.Storage.RetentionOrDefault())})
 	if err != nil {
 		return nil, failed("audit of the copy: %v", err)
