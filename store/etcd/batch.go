@@ -169,30 +169,9 @@ func (s *Store) prepareN(ops []*op, n int, mode readMode) (*batch, []*op, error)
 		}
 		reads += len(o.keys)
 	}
-	snap := s.hinted(ops[:n], signer != nil, mode)
-	if snap == nil {
-		s.reads.Add(1)
-		var err error
-		snap, err = s.readKeys(readKeys, mode == readLinear)
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-	if h := s.head.Load(); h != nil {
-		// The member read from may not have applied the last commits
-		// yet: the compares make a mix of revisions safe (the
-		// transaction fails unless every key is as used).
-		snap[s.k.logState()] = newer(snap[s.k.logState()], h.state)
-		if signer != nil {
-			snap[s.k.logSTH()] = newer(snap[s.k.logSTH()], h.sth)
-		}
-	}
-	b := &batch{s: s, snap: snap, overlay: map[string][]byte{}, cmps: map[string]int64{}, dependent: map[*op]bool{}, signer: signer}
-	if kv := snap[s.k.logState()]; kv != nil {
-		if err := b.state.UnmarshalBinary(kv.Value); err != nil {
-			return nil, nil, fmt.Errorf("store: etcd: log state: %w", err)
-		}
-		b.stateRev = kv.ModRevision
+	b, err := s.newBatch(ops[:n], readKeys, signer, mode)
+	if err != nil {
+		return nil, nil, err
 	}
 	writes := 0
 	for i, o := range ops[:n] {
@@ -243,6 +222,38 @@ func (s *Store) prepareN(ops []*op, n int, mode readMode) (*batch, []*op, error)
 		}
 	}
 	return b, ops[n:], nil
+}
+
+// newBatch makes prepareN's batch for ops: the values of readKeys (the
+// keys of ops, and the log's) from the hints or read as mode says, the
+// log head known where it is newer, and the log's state.
+func (s *Store) newBatch(ops []*op, readKeys []string, signer *commitSigner, mode readMode) (*batch, error) {
+	snap := s.hinted(ops, signer != nil, mode)
+	if snap == nil {
+		s.reads.Add(1)
+		var err error
+		snap, err = s.readKeys(readKeys, mode == readLinear)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if h := s.head.Load(); h != nil {
+		// The member read from may not have applied the last commits
+		// yet: the compares make a mix of revisions safe (the
+		// transaction fails unless every key is as used).
+		snap[s.k.logState()] = newer(snap[s.k.logState()], h.state)
+		if signer != nil {
+			snap[s.k.logSTH()] = newer(snap[s.k.logSTH()], h.sth)
+		}
+	}
+	b := &batch{s: s, snap: snap, overlay: map[string][]byte{}, cmps: map[string]int64{}, dependent: map[*op]bool{}, signer: signer}
+	if kv := snap[s.k.logState()]; kv != nil {
+		if err := b.state.UnmarshalBinary(kv.Value); err != nil {
+			return nil, fmt.Errorf("store: etcd: log state: %w", err)
+		}
+		b.stateRev = kv.ModRevision
+	}
+	return b, nil
 }
 
 // readMode is how prepareN learns the values of the keys a batch reads.

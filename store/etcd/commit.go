@@ -244,20 +244,7 @@ func (s *Store) commit(ops []*op) []*op {
 			// uses), try again at once; otherwise, or when that
 			// keeps failing, read linearizably.
 			s.conflicts.Add(1)
-			mode = readLinear
-			if b.headMoved && attempt < 2 {
-				mode = readHinted
-				// A value hinted (a join token as attested) may
-				// have failed too: those ops are read.
-				for _, o := range b.all {
-					for _, kv := range o.hints {
-						if kv != nil {
-							o.hints = nil
-							break
-						}
-					}
-				}
-			}
+			mode = afterConflict(b, attempt)
 			if attempt > 3 {
 				time.Sleep(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt-3, 5))))
 			}
@@ -269,24 +256,7 @@ func (s *Store) commit(ops []*op) []*op {
 			// again: the keys they read may have changed too).
 			continue
 		case len(b.ops) > 1 && (errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge)):
-			// Surely not applied: commit them one at a time, with
-			// the refusals that rested on their writes.
-			var answered, alone []*op
-			for _, o := range b.all {
-				if slices.Contains(b.ops, o) || b.dependent[o] {
-					alone = append(alone, o)
-				} else {
-					answered = append(answered, o)
-				}
-			}
-			s.answer(&batch{all: answered, errs: b.errsFor(answered)}, nil)
-			for i, o := range alone {
-				if err := s.commitAlone(o); err != nil {
-					s.failQueued(slices.Concat(alone[i+1:], rest), err)
-					return nil
-				}
-			}
-			return rest
+			return s.commitOneByOne(b, rest)
 		case notApplied(err) && !errors.Is(rpctypes.Error(err), rpctypes.ErrNoSpace) && s.timeLeft(ops):
 			// Surely not applied, and for a moment only (an
 			// election, a member that lost its leader): the same
@@ -310,14 +280,61 @@ func (s *Store) commit(ops []*op) []*op {
 	}
 }
 
-// commitAlone commits o in a transaction of its own. It returns the error
-// when etcd was unavailable.
+// afterConflict is how commit reads again after b's transaction lost its
+// compare: at once from the hints when another replica appended (the
+// log's head moved; the transaction returned the new head keys, which
+// prepare uses) in the first attempts, linearizably otherwise, or when
+// that keeps failing.
+func afterConflict(b *batch, attempt int) readMode {
+	if !b.headMoved || attempt >= 2 {
+		return readLinear
+	}
+	// A value hinted (a join token as attested) may have failed too:
+	// those ops are read.
+	for _, o := range b.all {
+		for _, kv := range o.hints {
+			if kv != nil {
+				o.hints = nil
+				break
+			}
+		}
+	}
+	return readHinted
+}
+
+// commitOneByOne answers the refusals of b, whose transaction was surely
+// not applied (too many operations, too large), then commits its ops one
+// at a time, with the refusals that rested on their writes. It returns
+// the ops left for the next batch, none when etcd was unavailable (they
+// have failed).
+func (s *Store) commitOneByOne(b *batch, rest []*op) []*op {
+	var answered, alone []*op
+	for _, o := range b.all {
+		if slices.Contains(b.ops, o) || b.dependent[o] {
+			alone = append(alone, o)
+		} else {
+			answered = append(answered, o)
+		}
+	}
+	s.answer(&batch{all: answered, errs: b.errsFor(answered)}, nil)
+	for i, o := range alone {
+		if err := s.commitAlone(o); err != nil {
+			s.failQueued(slices.Concat(alone[i+1:], rest), err)
+			return nil
+		}
+	}
+	return rest
+}
+
+// observeCommit reports a committed write transaction to OnCommit.
 func (s *Store) observeCommit(began time.Time, writes int) {
 	if s.onCommit != nil {
 		s.onCommit(time.Since(began), writes)
 	}
 }
 
+// commitAlone commits o in a transaction of its own. It returns the error
+// when etcd was unavailable.
 func (s *Store) commitAlone(o *op) error {
 	for attempt := 0; ; attempt++ {
 		b, _, err := s.prepareN([]*op{o}, 1, readLinear)
