@@ -58,22 +58,17 @@ func (p *Provisioner) identity(ctx context.Context, trustDomain, token string) (
 	return id, nil
 }
 
-// CertStore is what the API needs from the store.
-type CertStore interface {
-	Certificate(ctx context.Context, serial string) (*store.Certificate, error)
-	ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error)
-	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error)
-	RevokeLineage(ctx context.Context, serial string, reason int, at time.Time, ancestors bool) ([]store.Certificate, error)
-	TaskEnded(ctx context.Context, task string) (bool, error)
-	ReplayKey(ctx context.Context, key string) (string, error)
-	DeleteReplayKey(ctx context.Context, key string) error
-	EndTask(ctx context.Context, task string, at time.Time) error
-}
-
 // Options configure a Server.
 type Options struct {
 	Authority *ca.Authority
-	Store     CertStore
+	// Store reads the certificate records. Required.
+	Store CertReader
+	// Revoker records revocations and task ends; nil means Store, which
+	// must then implement it.
+	Revoker Revoker
+	// ReplayKeys serves the admin's replay key reset; nil means Store,
+	// which must then implement it.
+	ReplayKeys ReplayKeys
 	// Trust is the published trust material. Required.
 	Trust *Trust
 	// Provisioners by name. Required, at least one.
@@ -121,7 +116,7 @@ type Options struct {
 // Server holds the handlers' state.
 type Server struct {
 	ca      *ca.Authority
-	store   CertStore
+	store   storeRoles
 	trust   atomic.Pointer[Trust]
 	provs   atomic.Pointer[map[string]*Provisioner]
 	log     *slog.Logger
@@ -152,7 +147,11 @@ func New(opts Options) (*Server, error) {
 	if opts.Log != nil && opts.LogReader == nil {
 		return nil, errors.New("api: the issuance log (Log) needs its LogReader")
 	}
-	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
+	roles, err := rolesOf(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{ca: opts.Authority, store: roles, log: opts.Logger, reg: opts.Registry, now: opts.Now,
 		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log, tlogStore: opts.LogReader,
 		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads}
 	if s.log == nil {

@@ -40,12 +40,22 @@ const anchorsPollInterval = time.Second
 // errNoChange makes an UpdateAnchors function store nothing.
 var errNoChange = errors.New("no change")
 
+// anchorStore is the anchor runtime's role in the store: the anchor set,
+// what each issuing CA still vouches for, and the revocations its CRLs
+// publish.
+type anchorStore interface {
+	Anchors(ctx context.Context) (*store.AnchorSet, error)
+	UpdateAnchors(ctx context.Context, fn func(*store.AnchorSet) error) (*store.AnchorSet, error)
+	IssuerStats(ctx context.Context, issuerSKI string, now time.Time) (store.IssuerStats, error)
+	crl.Source
+}
+
 // anchors runs the trust anchors of one daemon.
 type anchors struct {
 	dir       string
 	cfg       *config.Config
 	keys      *caKeys
-	st        store.Store
+	st        anchorStore
 	authority *ca.Authority
 	responder *ocsp.Responder
 	ocspKey   crypto.Signer
