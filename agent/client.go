@@ -123,7 +123,7 @@ type Credentials struct {
 	NotAfter  time.Time
 	// LogReceipt proves the certificate is in the CA's issuance log (see
 	// VerifyReceipt); nil for credentials loaded from disk.
-	LogReceipt *LogReceipt
+	LogReceipt *wire.LogReceipt
 }
 
 // TLSCertificate returns the credentials for a tls.Config.
@@ -147,13 +147,13 @@ func (c *Credentials) CertPEM() []byte {
 
 // signResponse mirrors the API's JSON.
 type signResponse struct {
-	Certificate string      `json:"certificate"`
-	Chain       []string    `json:"chain"`
-	Serial      string      `json:"serial"`
-	SPIFFEID    string      `json:"spiffe_id"`
-	NotBefore   time.Time   `json:"not_before"`
-	NotAfter    time.Time   `json:"not_after"`
-	Log         *LogReceipt `json:"log,omitempty"`
+	Certificate string           `json:"certificate"`
+	Chain       []string         `json:"chain"`
+	Serial      string           `json:"serial"`
+	SPIFFEID    string           `json:"spiffe_id"`
+	NotBefore   time.Time        `json:"not_before"`
+	NotAfter    time.Time        `json:"not_after"`
+	Log         *wire.LogReceipt `json:"log,omitempty"`
 }
 
 // NewCSR makes a PEM certificate request for key. The CA takes only the

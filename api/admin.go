@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/wire"
@@ -50,7 +50,7 @@ func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if err := config.ValidateWorkloadSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()); err != nil {
+	if err := identity.ValidateWorkloadSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()); err != nil {
 		msg := err.Error()
 		if !strings.HasPrefix(req.SPIFFEID, "spiffe://") {
 			// Not even the shape of an ID: perhaps a token in the wrong field.
@@ -68,8 +68,8 @@ func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if ttl > config.Ceiling {
-		writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a join token may live at most %s", config.Ceiling))
+	if ttl > identity.Ceiling {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a join token may live at most %s", identity.Ceiling))
 		return
 	}
 	var creator tokenCreator

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/wire"
 	"github.com/go-jose/go-jose/v4"
@@ -38,8 +39,8 @@ const (
 	maxJWTAudiences = 8
 	// DefaultJWTSVIDTTL and DefaultJWTSVIDMaxTTL are a JWT-SVID's
 	// lifetime and its ceiling when the configuration names none.
-	DefaultJWTSVIDTTL    = 5 * time.Minute
-	DefaultJWTSVIDMaxTTL = time.Hour
+	DefaultJWTSVIDTTL    = identity.DefaultJWTSVIDTTL
+	DefaultJWTSVIDMaxTTL = identity.DefaultJWTSVIDMaxTTL
 )
 
 // JWTSVIDOptions configure POST /v1/jwt-svid and OIDC discovery.
@@ -288,9 +289,9 @@ func (s *Server) issueJWTSVID(w http.ResponseWriter, r *http.Request, a *jwtAudi
 	if ttl == 0 {
 		ttl = s.jwt.opts.DefaultTTL
 	}
-	d := s.decide(r, &policy.Input{Endpoint: policy.EndpointJWTSVID, Provisioner: rec.Provisioner,
-		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Audience: aud, Task: rec.Task}, false)
-	if s.policy.Load() != nil {
+	d, inForce := s.decide(r, &policy.Input{Endpoint: policy.EndpointJWTSVID, Provisioner: rec.Provisioner,
+		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Audience: aud, Task: rec.Task})
+	if inForce {
 		a.rule, a.effect = d.RuleName(), string(d.Effect)
 	}
 	if d.Err != nil {

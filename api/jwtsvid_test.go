@@ -69,11 +69,11 @@ func newJWTEnv(tb testing.TB, leafTTL time.Duration, withKey bool) *jwtEnv {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust,
 		Provisioners: map[string]*api.Provisioner{"k8s": {Name: "k8s", Provisioner: &claimsProvisioner{}}},
-		JWTSVID:      &api.JWTSVIDOptions{Issuer: "https://ca.example.org/"},
-		Policy:       &api.Policy{Rules: pol}})
+		JWTSVID:      &api.JWTSVIDOptions{Issuer: "https://ca.example.org/"}})
 	if err != nil {
 		tb.Fatal(err)
 	}
+	srv.SetPolicy(&api.Policy{Rules: pol})
 	issued, err := authority.Issue(context.Background(), &ca.Request{PublicKey: mustKey(tb, ca.ECP256).Public(), SPIFFEID: agentA,
 		Provisioner: "k8s", TTL: leafTTL})
 	if err != nil {

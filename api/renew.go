@@ -145,10 +145,10 @@ func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *strin
 		Claims: rec.Claims,
 	}
 	// The policy sees the claims the lineage was attested with.
-	if e := s.applyPolicy(r, "renew", rec.Claims, creq); e != nil {
+	issued, e, err := s.issue(r, "renew", creq)
+	if e != nil {
 		return nil, rec, e
 	}
-	issued, err := s.ca.Issue(r.Context(), creq)
 	if err != nil {
 		if e := s.renewalReused(r, rec, err); e != nil {
 			return nil, rec, e

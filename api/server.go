@@ -58,22 +58,17 @@ func (p *Provisioner) identity(ctx context.Context, trustDomain, token string) (
 	return id, nil
 }
 
-// CertStore is what the API needs from the store.
-type CertStore interface {
-	Certificate(ctx context.Context, serial string) (*store.Certificate, error)
-	ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error)
-	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error)
-	RevokeLineage(ctx context.Context, serial string, reason int, at time.Time, ancestors bool) ([]store.Certificate, error)
-	TaskEnded(ctx context.Context, task string) (bool, error)
-	ReplayKey(ctx context.Context, key string) (string, error)
-	DeleteReplayKey(ctx context.Context, key string) error
-	EndTask(ctx context.Context, task string, at time.Time) error
-}
-
 // Options configure a Server.
 type Options struct {
 	Authority *ca.Authority
-	Store     CertStore
+	// Store reads the certificate records. Required.
+	Store CertReader
+	// Revoker records revocations and task ends; nil means Store, which
+	// must then implement it.
+	Revoker Revoker
+	// ReplayKeys serves the admin's replay key reset; nil means Store,
+	// which must then implement it.
+	ReplayKeys ReplayKeys
 	// Trust is the published trust material. Required.
 	Trust *Trust
 	// Provisioners by name. Required, at least one.
@@ -96,8 +91,10 @@ type Options struct {
 	Admins []string
 	// Log is the issuance log: with it, every SignResponse carries the
 	// certificate's inclusion proof, and the HTTP listener serves the CT
-	// v1 API (ct.go). Nil serves neither.
-	Log *Log
+	// v1 API (ct.go), reading the stored log through LogReader
+	// (required with Log). Nil serves neither.
+	Log       LogSigner
+	LogReader LogReader
 	// Anchors runs trust-anchor rotation for the admin API; nil answers
 	// its endpoints with 404.
 	Anchors AnchorAdmin
@@ -107,8 +104,6 @@ type Options struct {
 	// JWTSVID configures POST /v1/jwt-svid, its keys and OIDC discovery
 	// (jwtsvid.go); nil serves none of them.
 	JWTSVID *JWTSVIDOptions
-	// Policy is the runtime policy (policy.go); nil allows everything.
-	Policy *Policy
 	// Ready, when set, says why this process cannot serve what needs its
 	// store now (GET /ready: a replica cut off from etcd's quorum); nil
 	// means it always can.
@@ -121,7 +116,7 @@ type Options struct {
 // Server holds the handlers' state.
 type Server struct {
 	ca      *ca.Authority
-	store   CertStore
+	store   storeRoles
 	trust   atomic.Pointer[Trust]
 	provs   atomic.Pointer[map[string]*Provisioner]
 	log     *slog.Logger
@@ -134,14 +129,14 @@ type Server struct {
 	crls     CRLs
 	onRevoke func(ctx context.Context, rec *store.Certificate)
 	admins   atomic.Pointer[[]string]
-	tlog     *Log
+	tlog     LogSigner
 	anchors  AnchorAdmin
 	tokens   *tokenIssuer
 	jwt      *jwtSVIDIssuer
-	policy   atomic.Pointer[Policy]
 	ready    func() error
 
 	workloads WorkloadStore
+	tlogStore LogReader // the stored log the CT endpoints read
 }
 
 // New checks opts and returns a Server.
@@ -149,8 +144,15 @@ func New(opts Options) (*Server, error) {
 	if opts.Authority == nil || opts.Store == nil || opts.Trust == nil || len(opts.Provisioners) == 0 {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
-	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
-		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log,
+	if opts.Log != nil && opts.LogReader == nil {
+		return nil, errors.New("api: the issuance log (Log) needs its LogReader")
+	}
+	roles, err := rolesOf(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{ca: opts.Authority, store: roles, log: opts.Logger, reg: opts.Registry, now: opts.Now,
+		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log, tlogStore: opts.LogReader,
 		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -185,7 +187,6 @@ func New(opts Options) (*Server, error) {
 		}
 		s.jwt = j
 	}
-	s.policy.Store(opts.Policy)
 	s.SetAdmins(opts.Admins)
 	s.trust.Store(opts.Trust)
 	s.SetProvisioners(opts.Provisioners)
@@ -311,7 +312,7 @@ type SignResponse struct {
 	NotAfter    time.Time `json:"not_after"`
 	// Log is the certificate's issuance-log entry with its inclusion
 	// proof; absent when the server keeps no log.
-	Log *LogReceipt `json:"log,omitempty"`
+	Log *wire.LogReceipt `json:"log,omitempty"`
 }
 
 // ParseTTL reads the optional ttl field.
@@ -405,11 +406,8 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 				Provisioner: prov.Name, TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL,
 				JoinToken: id.JoinToken, Once: id.Once, Task: req.Task, Claims: id.Claims,
 			}
-			if e = s.applyPolicy(r, "sign", id.Claims, creq); e == nil {
-				issued, err = s.ca.Issue(r.Context(), creq)
-				if err != nil {
-					e = s.refusal(err)
-				}
+			if issued, e, err = s.issue(r, "sign", creq); e == nil && err != nil {
+				e = s.refusal(err)
 			}
 			s.audit(r, auditEntry{op: "sign", prov: provName, spiffeID: id.SPIFFEID, issued: issued, e: e, detail: err})
 		}

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/wire"
 	"github.com/go-jose/go-jose/v4"
@@ -155,10 +155,10 @@ func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
 		return nil, errors.New("api: tokens: the token key must be ECDSA P-256")
 	}
 	if o.DefaultTTL <= 0 {
-		o.DefaultTTL = 5 * time.Minute
+		o.DefaultTTL = identity.DefaultAccessTokenTTL
 	}
 	if o.MaxTTL <= 0 {
-		o.MaxTTL = time.Hour
+		o.MaxTTL = identity.DefaultAccessTokenMaxTTL
 	}
 	if o.DefaultTTL > o.MaxTTL {
 		return nil, errors.New("api: tokens: DefaultTTL is above MaxTTL")
@@ -367,7 +367,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	}
 	// As at renewal: an identity the CA would no longer issue (over
 	// 2,048 bytes, or under its reserved path) gets no token.
-	if err := config.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
+	if err := identity.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
 		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "the client certificate's SPIFFE ID is no longer allowed (%d bytes); enroll again", len(rec.SPIFFEID))
 	}
 	// As at renewal: a certificate vouched for by a provisioner that is
@@ -407,15 +407,14 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	if ttl == 0 {
 		ttl = s.tokens.opts.DefaultTTL
 	}
-	p := s.policy.Load()
-	if p == nil || p.Rules == nil {
+	d, inForce := s.decide(r, &policy.Input{Endpoint: policy.EndpointToken, Provisioner: rec.Provisioner,
+		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task})
+	if !inForce {
 		// Fail closed: without a policy nothing says which client may
 		// have which scope, so no client gets any.
 		a.rule, a.effect, a.detail = "no-policy", string(policy.Deny), "no runtime policy is configured (policy.file)"
 		return oauthErr(http.StatusForbidden, OAuthAccessDenied, "the CA has no runtime policy; it issues no token until one (policy.file) allows it")
 	}
-	d := s.decide(r, &policy.Input{Endpoint: policy.EndpointToken, Provisioner: rec.Provisioner,
-		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task}, false)
 	a.rule, a.effect = d.RuleName(), string(d.Effect)
 	if d.Err != nil {
 		a.detail = d.Err.Error()

@@ -76,10 +76,11 @@ func withTokens(t *testing.T, e *env, o *api.TokenOptions, pol *api.Policy) {
 	trust := e.srv.Trust()
 	srv, err := api.New(api.Options{Authority: e.authority, Store: e.store, Trust: trust, Provisioners: e.provs,
 		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now,
-		Tokens: o, Policy: pol})
+		Tokens: o})
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.SetPolicy(pol) // the Authority's, shared with the server it replaces
 	ts.Config.Handler = srv.HTTPSHandler()
 	e.srv, e.ts = srv, ts
 }

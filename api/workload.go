@@ -17,7 +17,7 @@ import (
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/crl"
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/wire"
@@ -95,8 +95,8 @@ func (s *Server) createWorkload(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if d.TTL != "" {
-		if t, _ := time.ParseDuration(d.TTL); t > config.Ceiling {
-			writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a workload SVID may live at most %s", config.Ceiling))
+		if t, _ := time.ParseDuration(d.TTL); t > identity.Ceiling {
+			writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a workload SVID may live at most %s", identity.Ceiling))
 			return
 		}
 	}
@@ -228,7 +228,7 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 			break
 		}
 	}
-	if def == nil || config.ValidateSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()) != nil {
+	if def == nil || identity.ValidateSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()) != nil {
 		a.detail = errors.New("no definition for this node yields that SPIFFE ID from those selectors")
 		return nil, errorf(http.StatusForbidden, CodeWorkloadNotAllowed, "no workload definition allows this node to hand out %s to a caller with those selectors", truncate(req.SPIFFEID, 256))
 	}
@@ -243,10 +243,11 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 	for _, sel := range req.Selectors {
 		claims[sel] = ""
 	}
-	if e := s.applyPolicy(r, policy.EndpointWorkload, claims, creq); e != nil {
+	creq.PolicyClaims = claims
+	issued, e, err := s.issue(r, policy.EndpointWorkload, creq)
+	if e != nil {
 		return nil, e
 	}
-	issued, err := s.ca.Issue(r.Context(), creq)
 	if err != nil {
 		return nil, s.refusal(err)
 	}
@@ -318,7 +319,7 @@ func (s *Server) revokeWorkloads(ctx context.Context, r *http.Request, nodes []s
 		if err != nil {
 			return nil, err
 		}
-		if rec.NotAfter.Before(now.Add(-config.Ceiling)) {
+		if rec.NotAfter.Before(now.Add(-identity.Ceiling)) {
 			break
 		}
 		cur = rec.RenewedFrom

@@ -591,7 +591,7 @@ func TestEtcdFailover(t *testing.T) {
 		final, err = st.TreeHead(ctx)
 		return err == nil && final.TreeSize == ls.Size()
 	})
-	rep, err := logaudit.Run(ctx, st, logKey)
+	rep, err := logaudit.Run(ctx, st, st, logKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,22 +46,11 @@ import (
 	bbolt "go.etcd.io/bbolt"
 )
 
-// logE2EReceipt is the SignResponse's "log" object.
-type logE2EReceipt struct {
-	Index          uint64             `json:"index"`
-	Timestamp      uint64             `json:"timestamp"`
-	LeafHash       []byte             `json:"leaf_hash"`
-	TreeSize       uint64             `json:"tree_size"`
-	RootHash       []byte             `json:"root_hash"`
-	InclusionProof [][]byte           `json:"inclusion_proof"`
-	STH            *ct.GetSTHResponse `json:"sth"`
-}
-
 // logE2EIssued is one certificate a client received.
 type logE2EIssued struct {
 	leaf *x509.Certificate
 	pem  string // leaf and chain
-	log  logE2EReceipt
+	log  wire.LogReceipt
 }
 
 // logE2ETokens creates n join tokens for id in one admin call.
@@ -89,9 +78,9 @@ func logE2ESign(hc *http.Client, c *testCA, tok, csr string) (*logE2EIssued, err
 		return nil, fmt.Errorf("sign: status %d: %s", r.status, r.body)
 	}
 	var resp struct {
-		Certificate string         `json:"certificate"`
-		Chain       []string       `json:"chain"`
-		Log         *logE2EReceipt `json:"log"`
+		Certificate string           `json:"certificate"`
+		Chain       []string         `json:"chain"`
+		Log         *wire.LogReceipt `json:"log"`
 	}
 	if err := json.Unmarshal(r.body, &resp); err != nil {
 		return nil, err

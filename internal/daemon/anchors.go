@@ -26,6 +26,7 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/crl"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
@@ -40,12 +41,22 @@ const anchorsPollInterval = time.Second
 // errNoChange makes an UpdateAnchors function store nothing.
 var errNoChange = errors.New("no change")
 
+// anchorStore is the anchor runtime's role in the store: the anchor set,
+// what each issuing CA still vouches for, and the revocations its CRLs
+// publish.
+type anchorStore interface {
+	Anchors(ctx context.Context) (*store.AnchorSet, error)
+	UpdateAnchors(ctx context.Context, fn func(*store.AnchorSet) error) (*store.AnchorSet, error)
+	IssuerStats(ctx context.Context, issuerSKI string, now time.Time) (store.IssuerStats, error)
+	crl.Source
+}
+
 // anchors runs the trust anchors of one daemon.
 type anchors struct {
 	dir       string
 	cfg       *config.Config
 	keys      *caKeys
-	st        store.Store
+	st        anchorStore
 	authority *ca.Authority
 	responder *ocsp.Responder
 	ocspKey   crypto.Signer
@@ -145,7 +156,7 @@ func maxLeafTTL(cfg *config.Config) time.Duration {
 	for _, p := range cfg.Provisioners {
 		m = max(m, p.MaxTTL.Std())
 	}
-	return min(m, config.Ceiling)
+	return min(m, identity.Ceiling)
 }
 
 // bootstrap stores the anchor of a state directory made before anchors

@@ -25,7 +25,9 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/logsign"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,7 +56,7 @@ const (
 	writeTimeout      = 30 * time.Second
 	idleTimeout       = 2 * time.Minute
 	drainTimeout      = 20 * time.Second
-	serverCertTTL     = config.Ceiling
+	serverCertTTL     = identity.Ceiling
 	serverProvisioner = "agentca-server"
 )
 
@@ -111,8 +113,11 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		default:
 		}
 	}
+	// A store that can (etcd) signs each batch's tree head in the
+	// batch's transaction with batchHeads (package logsign).
+	batchHeads := logsign.NewBatchSigner(logSigner, log)
 	commits := newCommitMetrics()
-	st, err := openBound(ctx, dir, cfg.Storage, cueLog, commits.observe, false, log)
+	st, err := openBound(ctx, dir, cfg.Storage, cueLog, commits.observe, batchHeads, false, log)
 	if err != nil {
 		return err
 	}
@@ -148,9 +153,13 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	cfg.PublicURLs.HTTP = withActualPort(cfg.PublicURLs.HTTP, httpLn.Addr())
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	pol, err := LoadPolicy(dir, cfg)
+	if err != nil {
+		return err
+	}
 	// The issuer is set by the anchors below.
 	authority, err := ca.New(ca.Options{TrustDomain: cfg.TrustDomain, Recorder: st,
-		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP})
+		MinTTL: cfg.Leaf.MinTTL.Std(), Logger: log, PublicHTTP: cfg.PublicURLs.HTTP, Decider: pol})
 	if err != nil {
 		return err
 	}
@@ -168,10 +177,6 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	pol, err := LoadPolicy(dir, cfg)
-	if err != nil {
-		return err
-	}
 	// Everything that checks the configuration and the stored state comes
 	// before the anchors start (their start logs and issues the OCSP
 	// responder certificates), so a refusal is one line.
@@ -179,7 +184,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	tlog, err := api.NewLog(ctx, api.LogOptions{Store: st, Signer: logSigner, Appended: logAppended, Logger: log})
+	tlog, err := logsign.New(ctx, logsign.Options{Store: st, Key: logSigner, Batches: batchHeads, Appended: logAppended, Logger: log})
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
 	}
@@ -223,8 +228,8 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		sthFile.noteRevoked(rec)
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
-		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked, Workloads: st,
+		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, LogReader: st, Anchors: anch,
+		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), OnRevoke: revoked, Workloads: st,
 		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {
 		return err
@@ -415,7 +420,7 @@ func (s *serverCerts) renew(ctx context.Context) error {
 		}
 	}
 	issued, err := s.authority.Issue(ctx, &ca.Request{
-		PublicKey: key.Public(), SPIFFEID: config.ServerSPIFFEID(s.cfg.TrustDomain), CAIdentity: true,
+		PublicKey: key.Public(), SPIFFEID: identity.ServerSPIFFEID(s.cfg.TrustDomain), CAIdentity: true,
 		DNSNames: s.cfg.ServerDNSNames, IPAddresses: ips, Provisioner: serverProvisioner,
 		TTL: serverCertTTL, MaxTTL: serverCertTTL,
 	})

@@ -23,7 +23,7 @@ type storeHooks struct {
 	// LogChanged gets the tree head a replica (this one or another)
 	// saved, nil when the store could not decode it or changes may have
 	// been missed: the issuance log then serves it once checked
-	// (api.Log.Offer), or looks at the stored log.
+	// (logsign.Signer.Offer), or looks at the stored log.
 	LogChanged func(*ct.SignedTreeHead)
 	// AnchorsChanged reloads the trust anchors.
 	AnchorsChanged func(ctx context.Context)
@@ -64,7 +64,7 @@ func (h storeHooks) apply(ctx context.Context, c store.Change, log *slog.Logger)
 		// A replica saved a tree head: serve it (or one at least as
 		// large). The log's growth alone (ChangeLog) is not a cue: the
 		// replica that appended signs its batch's tree head in the
-		// batch's transaction (store.CommitSigner), and signing here
+		// batch's transaction (etcd.Options.TreeHeads), and signing here
 		// too would only double the tree-head rounds.
 		if h.LogChanged != nil {
 			h.LogChanged(c.TreeHead)
