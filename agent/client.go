@@ -145,17 +145,6 @@ func (c *Credentials) CertPEM() []byte {
 	return b.Bytes()
 }
 
-// signResponse mirrors the API's JSON.
-type signResponse struct {
-	Certificate string           `json:"certificate"`
-	Chain       []string         `json:"chain"`
-	Serial      string           `json:"serial"`
-	SPIFFEID    string           `json:"spiffe_id"`
-	NotBefore   time.Time        `json:"not_before"`
-	NotAfter    time.Time        `json:"not_after"`
-	Log         *wire.LogReceipt `json:"log,omitempty"`
-}
-
 // NewCSR makes a PEM certificate request for key. The CA takes only the
 // key from it; the identity comes from the attestation.
 func NewCSR(key crypto.Signer) (string, error) {
@@ -223,14 +212,14 @@ func (c *Client) post(ctx context.Context, hc *http.Client, path string, body an
 		return nil, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	var resp signResponse
+	var resp wire.SignResponse
 	if err := c.do(hc, hreq, &resp); err != nil {
 		return nil, err
 	}
 	return parseSignResponse(&resp, key)
 }
 
-func parseSignResponse(resp *signResponse, key crypto.Signer) (*Credentials, error) {
+func parseSignResponse(resp *wire.SignResponse, key crypto.Signer) (*Credentials, error) {
 	leaf, err := parseCert(resp.Certificate)
 	if err != nil {
 		return nil, err

@@ -277,7 +277,7 @@ func (e *env) token(id string) string {
 // enrolled is a certificate obtained through /v1/sign.
 type enrolled struct {
 	key  crypto.Signer
-	resp api.SignResponse
+	resp wire.SignResponse
 	leaf *x509.Certificate
 	tls  *tls.Certificate
 }

@@ -167,11 +167,9 @@ func (e *logTEnv) open() {
 
 // logTResp is a SignResponse as a client reads it.
 type logTResp struct {
-	Certificate string           `json:"certificate"`
-	Chain       []string         `json:"chain"`
-	Log         *wire.LogReceipt `json:"log"`
-	leaf        *x509.Certificate
-	key         crypto.Signer
+	wire.SignResponse
+	leaf *x509.Certificate
+	key  crypto.Signer
 }
 
 func (e *logTEnv) client(cert *tls.Certificate) *http.Client {

@@ -302,19 +302,6 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(s.trust.Load().Bundle)
 }
 
-// SignResponse is the body of a successful /v1/sign or /v1/renew.
-type SignResponse struct {
-	Certificate string    `json:"certificate"`
-	Chain       []string  `json:"chain"`
-	Serial      string    `json:"serial"`
-	SPIFFEID    string    `json:"spiffe_id"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
-	// Log is the certificate's issuance-log entry with its inclusion
-	// proof; absent when the server keeps no log.
-	Log *wire.LogReceipt `json:"log,omitempty"`
-}
-
 // ParseTTL reads the optional ttl field.
 func ParseTTL(s string) (time.Duration, *Error) {
 	if s == "" {
@@ -419,7 +406,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 
 // finish writes the response and records the metric.
 func (s *Server) finish(w http.ResponseWriter, r *http.Request, op, prov string, start time.Time, issued *ca.Issued, e *Error) {
-	var resp *SignResponse
+	var resp *wire.SignResponse
 	if e == nil {
 		resp = signResponse(issued)
 		resp.Log, e = s.logReceipt(r.Context(), issued)
@@ -439,8 +426,8 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, op, prov string,
 	s.metrics.observe(prov, op, outcome, time.Since(start).Seconds())
 }
 
-func signResponse(c *ca.Issued) *SignResponse {
-	return &SignResponse{
+func signResponse(c *ca.Issued) *wire.SignResponse {
+	return &wire.SignResponse{
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER})),
 		Chain:       c.Issuer.ChainPEM(),
 		Serial:      c.Serial,

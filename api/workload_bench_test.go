@@ -86,7 +86,7 @@ func (ib *issuanceBench) post(b *testing.B, path string, body []byte, leaf *x509
 	if w.Code != http.StatusCreated && w.Code != http.StatusOK {
 		b.Fatalf("%s: %d %s", path, w.Code, w.Body)
 	}
-	var resp api.SignResponse
+	var resp wire.SignResponse
 	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
 		b.Fatal(err)
 	}

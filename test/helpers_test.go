@@ -588,23 +588,13 @@ func wantError(t *testing.T, r apiResp, status int, code string) wire.Error {
 	return e
 }
 
-// signResponse is the body of a successful /v1/sign or /v1/renew.
-type signResponse struct {
-	Certificate string    `json:"certificate"`
-	Chain       []string  `json:"chain"`
-	Serial      string    `json:"serial"`
-	SPIFFEID    string    `json:"spiffe_id"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
-}
-
 // wantIssued checks r is a 201 SignResponse and returns it with the leaf.
-func wantIssued(t *testing.T, r apiResp) (*signResponse, *x509.Certificate) {
+func wantIssued(t *testing.T, r apiResp) (*wire.SignResponse, *x509.Certificate) {
 	t.Helper()
 	if r.status != http.StatusCreated {
 		t.Fatalf("want 201, got %d: %s", r.status, r.body)
 	}
-	var sr signResponse
+	var sr wire.SignResponse
 	if err := json.Unmarshal(r.body, &sr); err != nil {
 		t.Fatalf("sign response: %v: %s", err, r.body)
 	}

@@ -77,11 +77,7 @@ func logE2ESign(hc *http.Client, c *testCA, tok, csr string) (*logE2EIssued, err
 	if r.status != http.StatusCreated {
 		return nil, fmt.Errorf("sign: status %d: %s", r.status, r.body)
 	}
-	var resp struct {
-		Certificate string           `json:"certificate"`
-		Chain       []string         `json:"chain"`
-		Log         *wire.LogReceipt `json:"log"`
-	}
+	var resp wire.SignResponse
 	if err := json.Unmarshal(r.body, &resp); err != nil {
 		return nil, err
 	}

@@ -17,12 +17,12 @@ import (
 )
 
 // retryResp decodes a 200 or 201 SignResponse.
-func retryResp(t *testing.T, r apiResp, status int) (*signResponse, *x509.Certificate) {
+func retryResp(t *testing.T, r apiResp, status int) (*wire.SignResponse, *x509.Certificate) {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("want %d, got %d: %s", status, r.status, r.body)
 	}
-	var sr signResponse
+	var sr wire.SignResponse
 	if err := json.Unmarshal(r.body, &sr); err != nil {
 		t.Fatalf("sign response: %v: %s", err, r.body)
 	}

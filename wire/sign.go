@@ -14,6 +14,20 @@ type SignRequest struct {
 	Task string `json:"task,omitempty"`
 }
 
+// SignResponse is the body of a successful /v1/sign, /v1/renew or
+// /v1/workload/sign.
+type SignResponse struct {
+	Certificate string    `json:"certificate"`
+	Chain       []string  `json:"chain"`
+	Serial      string    `json:"serial"`
+	SPIFFEID    string    `json:"spiffe_id"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	// Log is the certificate's issuance-log entry with its inclusion
+	// proof; absent when the server keeps no log.
+	Log *LogReceipt `json:"log,omitempty"`
+}
+
 // RenewRequest is the body of POST /v1/renew; both fields are optional and
 // an empty body is allowed.
 type RenewRequest struct {
