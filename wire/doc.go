@@ -4,7 +4,9 @@
 // (cmd/agentca) and the tests share these types, so a field is named in
 // one place and the bytes on the wire cannot drift between them.
 //
-// It is a leaf: it imports only the standard library, so a client links
-// no server code through it. The types carry no behaviour; docs/api.md
-// and SPEC.md describe what each endpoint does with them.
+// It is a leaf: it imports no other package of agentca (the standard
+// library, and certificate-transparency-go for the signed tree head in a
+// log receipt), so a client links no server code through it (TestLeaf).
+// The types carry no behaviour; docs/api.md and SPEC.md describe what each
+// endpoint does with them.
 package wire
