@@ -24,6 +24,7 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -88,9 +89,11 @@ type Options struct {
 	OCSP *ocsp.Responder
 	// CRLs serves /crl; nil serves no CRL.
 	CRLs CRLs
-	// OnRevoke is called after each revocation is recorded, so caches
-	// (OCSP, CRL) follow at once.
-	OnRevoke func(ctx context.Context, rec *store.Certificate)
+	// Revocation makes every revocation (revoke, task end, a reused
+	// renewal, a node's workload SVIDs): it writes the store, tells the
+	// OCSP and CRL caches and writes the audit lines. Nil means one over
+	// Store and Workloads that tells no cache.
+	Revocation *revocation.Service
 	// Admins are SPIFFE IDs allowed to revoke any certificate over mTLS.
 	Admins []string
 	// Log is the issuance log: with it, every SignResponse carries the
@@ -129,16 +132,16 @@ type Server struct {
 	ops     *opMetrics
 	now     func() time.Time
 
-	ocsp     *ocsp.Responder
-	crls     CRLs
-	onRevoke func(ctx context.Context, rec *store.Certificate)
-	admins   atomic.Pointer[[]string]
-	tlog     *Log
-	anchors  AnchorAdmin
-	tokens   *tokenIssuer
-	jwt      *jwtSVIDIssuer
-	policy   atomic.Pointer[Policy]
-	ready    func() error
+	ocsp    *ocsp.Responder
+	crls    CRLs
+	rev     *revocation.Service
+	admins  atomic.Pointer[[]string]
+	tlog    *Log
+	anchors AnchorAdmin
+	tokens  *tokenIssuer
+	jwt     *jwtSVIDIssuer
+	policy  atomic.Pointer[Policy]
+	ready   func() error
 
 	workloads WorkloadStore
 }
@@ -149,7 +152,7 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
 	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
-		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log,
+		ocsp: opts.OCSP, crls: opts.CRLs, rev: opts.Revocation, tlog: opts.Log,
 		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -162,13 +165,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = NewMetrics(s.reg)
 	s.ops = newOpMetrics(s.reg, s)
-	// Every revocation made here counts by reason, then reaches the caches.
-	onRevoke := s.onRevoke
-	s.onRevoke = func(ctx context.Context, rec *store.Certificate) {
-		s.ops.revoked(rec.RevocationReason)
-		if onRevoke != nil {
-			onRevoke(ctx, rec)
+	if s.rev == nil {
+		rev, err := s.defaultRevocation(opts)
+		if err != nil {
+			return nil, err
 		}
+		s.rev = rev
 	}
 	if opts.Tokens != nil {
 		t, err := newTokenIssuer(*opts.Tokens)

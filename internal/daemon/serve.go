@@ -27,6 +27,7 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -217,14 +218,18 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	// A revocation, made here or by another replica, shows at once in
 	// OCSP and (debounced) in its issuer's CRL.
-	revoked := func(ctx context.Context, rec *store.Certificate) {
+	notifier, feed := revocationNotifier(st, revocation.CacheFunc(func(ctx context.Context, rec *store.Certificate) {
 		responder.Revoked(ctx, rec)
 		anch.revoked(rec)
 		sthFile.noteRevoked(rec)
+	}))
+	rev, err := revocation.New(revocation.Options{Store: st, Workloads: st, Notifier: notifier, Ceiling: config.Ceiling, Logger: log})
+	if err != nil {
+		return err
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: anch.Trust(), Provisioners: provs, Logger: log, Registry: reg,
 		OCSP: responder, CRLs: anch, Admins: cfg.Admins, Log: tlog, Anchors: anch,
-		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, OnRevoke: revoked, Workloads: st,
+		Tokens: tokens, JWTSVID: jwtSVIDOptions(cfg), Policy: pol, Revocation: rev, Workloads: st,
 		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
 	if err != nil {
 		return err
@@ -233,7 +238,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	reg.MustRegister(newOpsCollector(anch, responder, certs))
 	// Replicas sharing the store (etcd): follow what the others change.
 	stopWatch := startStoreWatch(ctx, st, storeHooks{
-		Revoked:    revoked,
+		Revoked:    feed.Deliver,
 		LogChanged: tlog.Offer,
 		AnchorsChanged: func(ctx context.Context) {
 			if err := anch.refresh(ctx); err != nil && ctx.Err() == nil {
@@ -245,6 +250,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			// response afresh and rebuild every CRL.
 			responder.Forget(time.Now().Add(100 * 365 * 24 * time.Hour))
 			anch.rebuildCRLs()
+			feed.Resynced()
 		},
 	}, log)
 	defer stopWatch()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
 	ct "github.com/google/certificate-transparency-go"
 )
@@ -17,8 +18,10 @@ import (
 // storeHooks are the cache updates a store change calls for. Nil hooks
 // are skipped.
 type storeHooks struct {
-	// Revoked is what the API's OnRevoke does: drop and re-sign the OCSP
-	// response, rebuild the CRL.
+	// Revoked brings a revocation, this replica's or another's, to the
+	// caches (revocation.Feed.Deliver): drop and re-sign the OCSP
+	// response, rebuild the CRL. It is the only path by which a
+	// revocation reaches them on a store that reports its changes.
 	Revoked func(ctx context.Context, rec *store.Certificate)
 	// LogChanged gets the tree head a replica (this one or another)
 	// saved, nil when the store could not decode it or changes may have
@@ -122,4 +125,18 @@ func readyWithin(st store.Store, maxAge time.Duration) func() error {
 		}
 		return nil
 	}
+}
+
+// revocationNotifier is the one path by which revocations reach caches:
+// on a store that reports its changes (store.Watcher: etcd), a Feed the
+// store's watch fills with every revocation, this process's included
+// (feed, to hook into the watch); on any other store (bbolt), the
+// revocation service tells the caches itself, and feed is a Feed nothing
+// waits on.
+func revocationNotifier(st store.Store, caches revocation.Cache) (n revocation.Notifier, feed *revocation.Feed) {
+	feed = revocation.NewFeed(caches)
+	if _, ok := st.(store.Watcher); ok {
+		return feed, feed
+	}
+	return revocation.Direct(caches), feed
 }
