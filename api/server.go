@@ -406,52 +406,55 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	if e == nil && prov == nil {
 		e = errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %s", fingerprint(req.Provisioner))
 	}
-	var issued *ca.Issued
+	a := auditEntry{op: "sign", prov: provName}
 	if e == nil {
 		id, err := prov.identity(r.Context(), s.ca.TrustDomain(), req.Token)
 		if err != nil {
 			e = s.refusal(err)
-			s.audit(r, auditEntry{op: "sign", prov: provName, e: e, detail: err})
+			a.detail = err
 		} else {
+			a.spiffeID = id.SPIFFEID
 			creq := &ca.Request{
 				PublicKey: csr.PublicKey, SPIFFEID: id.SPIFFEID, DNSNames: id.DNSNames,
 				Provisioner: prov.Name, TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL,
 				JoinToken: id.JoinToken, Once: id.Once, Task: req.Task, Claims: id.Claims,
 			}
 			if e = s.applyPolicy(r, "sign", id.Claims, creq); e == nil {
-				issued, err = s.ca.Issue(r.Context(), creq)
+				a.issued, err = s.ca.Issue(r.Context(), creq)
 				if err != nil {
 					e = s.refusal(err)
 				}
 			}
-			s.audit(r, auditEntry{op: "sign", prov: provName, spiffeID: id.SPIFFEID, issued: issued, e: e, detail: err})
+			a.detail = err
 		}
-	} else {
-		s.audit(r, auditEntry{op: "sign", prov: provName, e: e})
 	}
-	s.finish(w, r, "sign", provName, start, issued, e)
+	a.e = e
+	s.finish(w, r, start, a)
 }
 
-// finish writes the response and records the metric.
-func (s *Server) finish(w http.ResponseWriter, r *http.Request, op, prov string, start time.Time, issued *ca.Issued, e *Error) {
+// finish settles the response (a certificate is answered only with its
+// log receipt: a receipt failure turns it into an error), then writes the
+// audit line and the metric from the same outcome, then the response.
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, start time.Time, a auditEntry) {
 	var resp *SignResponse
-	if e == nil {
-		resp = signResponse(issued)
-		resp.Log, e = s.logReceipt(r.Context(), issued)
+	if a.e == nil {
+		resp = signResponse(a.issued)
+		resp.Log, a.e = s.logReceipt(r.Context(), a.issued)
 	}
+	s.audit(r, a)
 	outcome := "issued"
 	switch {
-	case e != nil:
-		outcome = e.Code
-		writeError(w, e)
-	case issued.Existing:
+	case a.e != nil:
+		outcome = a.e.Code
+		writeError(w, a.e)
+	case a.issued.Existing:
 		// A retry: the certificate it already obtained.
 		outcome = "retried"
 		writeJSON(w, http.StatusOK, resp)
 	default:
 		writeJSON(w, http.StatusCreated, resp)
 	}
-	s.metrics.observe(prov, op, outcome, time.Since(start).Seconds())
+	s.metrics.observe(a.prov, a.op, outcome, time.Since(start).Seconds())
 }
 
 func signResponse(c *ca.Issued) *SignResponse {

@@ -196,8 +196,7 @@ func (s *Server) workloadSign(w http.ResponseWriter, r *http.Request) {
 	a := auditEntry{op: "workload", prov: provName}
 	issued, e := s.doWorkloadSign(w, r, &a)
 	a.issued, a.e = issued, e
-	s.audit(r, a)
-	s.finish(w, r, "workload", a.prov, start, issued, e)
+	s.finish(w, r, start, a)
 }
 
 func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *auditEntry) (*ca.Issued, *Error) {
