@@ -74,8 +74,10 @@ type CertStore interface {
 type Options struct {
 	Authority *ca.Authority
 	Store     CertStore
-	// Trust is the published trust material. Required.
-	Trust *Trust
+	// Trust is the published trust material, read at each request (a
+	// *Trust is its own fixed source; the daemon's anchor runtime
+	// follows the stored anchors). Required.
+	Trust TrustSource
 	// Provisioners by name. Required, at least one.
 	Provisioners map[string]*Provisioner
 	// Logger receives the audit lines. Nil discards.
@@ -124,7 +126,7 @@ type Options struct {
 type Server struct {
 	ca      *ca.Authority
 	store   CertStore
-	trust   atomic.Pointer[Trust]
+	trust   trustRef
 	provs   atomic.Pointer[map[string]*Provisioner]
 	log     *slog.Logger
 	reg     *prometheus.Registry
@@ -188,7 +190,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.policy.Store(opts.Policy)
 	s.SetAdmins(opts.Admins)
-	s.trust.Store(opts.Trust)
+	s.trust.set(opts.Trust)
 	s.SetProvisioners(opts.Provisioners)
 	return s, nil
 }
@@ -208,8 +210,8 @@ func (s *Server) SetAdmins(ids []string) {
 // isAdmin reports whether id is one of the configured admins.
 func (s *Server) isAdmin(id string) bool { return slices.Contains(*s.admins.Load(), id) }
 
-// SetTrust swaps the published trust material.
-func (s *Server) SetTrust(t *Trust) { s.trust.Store(t) }
+// SetTrust swaps the published trust material for t.
+func (s *Server) SetTrust(t *Trust) { s.trust.set(t) }
 
 // Trust returns the published trust material.
 func (s *Server) Trust() *Trust { return s.trust.Load() }

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
 	ct "github.com/google/certificate-transparency-go"
 )
@@ -125,18 +124,4 @@ func readyWithin(st store.Store, maxAge time.Duration) func() error {
 		}
 		return nil
 	}
-}
-
-// revocationNotifier is the one path by which revocations reach caches:
-// on a store that reports its changes (store.Watcher: etcd), a Feed the
-// store's watch fills with every revocation, this process's included
-// (feed, to hook into the watch); on any other store (bbolt), the
-// revocation service tells the caches itself, and feed is a Feed nothing
-// waits on.
-func revocationNotifier(st store.Store, caches revocation.Cache) (n revocation.Notifier, feed *revocation.Feed) {
-	feed = revocation.NewFeed(caches)
-	if _, ok := st.(store.Watcher); ok {
-		return feed, feed
-	}
-	return revocation.Direct(caches), feed
 }
