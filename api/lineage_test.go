@@ -35,10 +35,10 @@ func (r *revokedSeen) has(serial string) bool {
 	return r.serials[serial] > 0
 }
 
-// withOnRevoke replaces e's server with one whose revocation service
+// withCaches replaces e's server with one whose revocation service
 // tells a cache that records every revocation (as the daemon's OCSP and
 // CRL caches are told), and fails the test on one told twice.
-func withOnRevoke(t *testing.T, e *env) *revokedSeen {
+func withCaches(t *testing.T, e *env) *revokedSeen {
 	t.Helper()
 	seen := &revokedSeen{serials: map[string]int{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, nil))
@@ -93,7 +93,7 @@ func mustRevoked(t *testing.T, e *env, serial string, reason int) {
 // audit line and the metric.
 func TestRenewRetryAndReuse(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	seen := withOnRevoke(t, e)
+	seen := withCaches(t, e)
 	const id = "spiffe://example.org/agent/lineage"
 	grand := e.enroll(id, "")
 	k1 := mustKey(t, ca.ECP256)
@@ -148,7 +148,7 @@ func TestRenewRetryAndReuse(t *testing.T) {
 // hear of each.
 func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	seen := withOnRevoke(t, e)
+	seen := withCaches(t, e)
 	chain := func(id, task string) []*enrolled {
 		key := mustKey(t, ca.ECP256)
 		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(t, key, nil), Task: task})
