@@ -18,12 +18,13 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// revokedSeen records what OnRevoke was told.
+// revokedSeen records what the revocation service told the caches.
 type revokedSeen struct {
 	mu      sync.Mutex
 	serials map[string]int
@@ -35,21 +36,30 @@ func (r *revokedSeen) has(serial string) bool {
 	return r.serials[serial] > 0
 }
 
-// withOnRevoke replaces e's server with one whose OnRevoke records every
-// revocation it is told of (as the daemon's OCSP and CRL caches are).
-func withOnRevoke(t *testing.T, e *env) *revokedSeen {
+// withCaches replaces e's server with one whose revocation service
+// tells a cache that records every revocation (as the daemon's OCSP and
+// CRL caches are told), and fails the test on one told twice.
+func withCaches(t *testing.T, e *env) *revokedSeen {
 	t.Helper()
 	seen := &revokedSeen{serials: map[string]int{}}
-	srv, err := api.New(api.Options{Authority: e.authority, Store: e.store, Trust: e.srv.Trust(), Provisioners: e.provs,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now,
-		OnRevoke: func(_ context.Context, rec *store.Certificate) {
+	logger := slog.New(slog.NewJSONHandler(e.logs, nil))
+	rev, err := revocation.New(revocation.Options{Store: e.store, Workloads: e.store, Logger: logger,
+		Notifier: revocation.Direct(revocation.CacheFunc(func(_ context.Context, rec *store.Certificate) {
 			if !rec.Revoked() {
-				t.Errorf("OnRevoke told of an unrevoked record %s", rec.Serial)
+				t.Errorf("the caches were told of an unrevoked record %s", rec.Serial)
 			}
 			seen.mu.Lock()
 			seen.serials[rec.Serial]++
+			if seen.serials[rec.Serial] > 1 {
+				t.Errorf("the caches were told of %s %d times", rec.Serial, seen.serials[rec.Serial])
+			}
 			seen.mu.Unlock()
-		}})
+		}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Options{Authority: e.authority, Store: e.store, Trust: e.srv.Trust(), Provisioners: e.provs,
+		Logger: logger, Registry: prometheus.NewRegistry(), Now: e.clock.Now, Revocation: rev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +94,7 @@ func mustRevoked(t *testing.T, e *env, serial string, reason int) {
 // audit line and the metric.
 func TestRenewRetryAndReuse(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	seen := withOnRevoke(t, e)
+	seen := withCaches(t, e)
 	const id = "spiffe://example.org/agent/lineage"
 	grand := e.enroll(id, "")
 	k1 := mustKey(t, ca.ECP256)
@@ -118,7 +128,7 @@ func TestRenewRetryAndReuse(t *testing.T) {
 	for _, c := range []*enrolled{grand, parent, child} {
 		mustRevoked(t, e, c.resp.Serial, 1)
 		if !seen.has(c.resp.Serial) {
-			t.Errorf("OnRevoke was not told of %s", c.resp.Serial)
+			t.Errorf("the caches were not told of %s", c.resp.Serial)
 		}
 	}
 	logs := e.logs.String()
@@ -139,7 +149,7 @@ func TestRenewRetryAndReuse(t *testing.T) {
 // hear of each.
 func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	seen := withOnRevoke(t, e)
+	seen := withCaches(t, e)
 	chain := func(id, task string) []*enrolled {
 		key := mustKey(t, ca.ECP256)
 		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(t, key, nil), Task: task})
@@ -162,7 +172,7 @@ func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 		for _, x := range c {
 			mustRevoked(t, e, x.resp.Serial, reason)
 			if !seen.has(x.resp.Serial) {
-				t.Errorf("OnRevoke was not told of %s", x.resp.Serial)
+				t.Errorf("the caches were not told of %s", x.resp.Serial)
 			}
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/agentca/agentca/crl"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/provisioners/jointoken"
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/wire"
@@ -139,17 +140,22 @@ func ocspTNewEnv(t testing.TB) *ocspTEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rev, err := revocation.New(revocation.Options{Store: e.store,
+		Notifier: revocation.Direct(revocation.CacheFunc(func(ctx context.Context, rec *store.Certificate) {
+			e.responder.Revoked(ctx, rec)
+			e.publisher.Changed()
+		}))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.srv, err = api.New(api.Options{
 		Authority: e.authority, Store: e.store, Trust: trust, Now: e.clock.Now,
 		Provisioners: map[string]*api.Provisioner{
 			"join": {Name: "join", Type: "join-token", DefaultTTL: 5 * time.Minute, MaxTTL: time.Hour, Provisioner: join},
 		},
-		OCSP: e.responder,
-		CRLs: &ocspTCRLs{active: e.publisher, bySKI: map[string]*crl.Publisher{e.issuer.SKI: e.publisher}},
-		OnRevoke: func(ctx context.Context, rec *store.Certificate) {
-			e.responder.Revoked(ctx, rec)
-			e.publisher.Changed()
-		},
+		OCSP:       e.responder,
+		CRLs:       &ocspTCRLs{active: e.publisher, bySKI: map[string]*crl.Publisher{e.issuer.SKI: e.publisher}},
+		Revocation: rev,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -101,8 +101,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 	if rec != nil {
 		a.spiffeID, a.renewedFrom = rec.SPIFFEID, rec.Serial
 	}
-	s.audit(r, a)
-	s.finish(w, r, "renew", provName, start, issued, e)
+	s.finish(w, r, start, a)
 }
 
 func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *string) (*ca.Issued, *store.Certificate, *Error) {

@@ -150,8 +150,9 @@ type Options struct {
 	// Rand is the source for serial numbers and signatures. Nil means
 	// crypto/rand.
 	Rand io.Reader
-	// Logger receives one audit line per issuance and per refusal. Nil
-	// discards.
+	// Logger receives the Authority's operational warnings (a serial
+	// collision signed again). It writes no audit lines: the api package
+	// writes one per issuance and refusal. Nil discards.
 	Logger *slog.Logger
 	// PublicHTTP is the base URL of the plain HTTP listener
 	// (public_urls.http). When set, every leaf carries the OCSP URL and
