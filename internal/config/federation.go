@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentca/agentca/identity"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -82,7 +83,7 @@ func (c *Config) validateFederation(bad func(field, format string, args ...any))
 		field := fmt.Sprintf("federation[%d]", i)
 		td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
 		switch {
-		case err != nil || ValidateTrustDomain(f.TrustDomain) != nil || strings.HasPrefix(f.TrustDomain, "spiffe://"):
+		case err != nil || identity.ValidateTrustDomain(f.TrustDomain) != nil || strings.HasPrefix(f.TrustDomain, "spiffe://"):
 			bad(field+".trust_domain", "%q is not a trust domain name", f.TrustDomain)
 		case f.TrustDomain == c.TrustDomain:
 			bad(field+".trust_domain", "%q is this CA's own trust domain", f.TrustDomain)
