@@ -43,6 +43,9 @@ type Config struct {
 	// Poll is how often definitions and the bundle are checked; zero
 	// means 2s (changes reach callers within that, plus a renewal).
 	Poll time.Duration
+	// JWT, when set, serves the Workload API's JWT methods (jwt.go);
+	// without it they answer Unimplemented.
+	JWT JWTCA
 	// Kubelet, when set, adds the caller's pod's k8s selectors.
 	Kubelet *Kubelet
 	// Logger nil discards.
@@ -63,6 +66,8 @@ type Agent struct {
 	svids   map[string]*entry // by SPIFFE ID
 	bundle  [32]byte          // digest of the roots last seen
 	changed chan struct{}     // closed and replaced at every change
+
+	jwt jwtState // jwt.go
 }
 
 // entry is one SPIFFE ID's SVID.
@@ -158,6 +163,9 @@ func (a *Agent) Run(ctx context.Context) {
 			lastPoll = now
 			if err := a.Refresh(ctx); err != nil && ctx.Err() == nil {
 				a.log.Warn("fetching workload definitions failed", "err", err)
+			}
+			if err := a.RefreshJWTBundle(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("fetching the JWT-SVID keys failed", "err", err)
 			}
 			if d := digest(a.cfg.Roots()); d != a.bundle {
 				a.mu.Lock()

@@ -1,8 +1,7 @@
 package nodeagent
 
 // The SPIFFE Workload API (gRPC service SpiffeWorkloadAPI) on the unix
-// socket. X.509 only: the JWT methods answer Unimplemented until agentca
-// issues JWT-SVIDs.
+// socket. The JWT methods are in jwt.go.
 
 import (
 	"bytes"
