@@ -174,18 +174,62 @@ func (w *workloadAPI) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDReq
 	}
 	resp := &workload.JWTSVIDResponse{}
 	for _, cr := range svids {
+		id := cr.SPIFFEID
 		tok, err := w.a.jwtSVID(ctx, jc, cr, req.Audience)
-		if err != nil {
-			return nil, jwtError(w.a, cr.SPIFFEID, err)
+		if staleSVID(err) {
+			// The CA no longer takes this X.509-SVID (revoked, or its
+			// anchor retired): get a new one, and try once more.
+			w.a.dropSVID(cr)
+			if cr, err = w.a.resign(ctx, id); err == nil {
+				tok, err = w.a.jwtSVID(ctx, jc, cr, req.Audience)
+			}
 		}
-		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: cr.SPIFFEID, Svid: tok.Token})
+		if err != nil {
+			return nil, jwtError(w.a, id, err)
+		}
+		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: id, Svid: tok.Token})
 	}
 	return resp, nil
+}
+
+// staleSVID reports a refusal of the X.509-SVID presented rather than of
+// the request: not accepted (401) or revoked.
+func staleSVID(err error) bool {
+	var ae *agent.APIError
+	return errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Code == "certificate_revoked")
+}
+
+// dropSVID forgets cr if it is still the cached SVID of its identity.
+func (a *Agent) dropSVID(cr *agent.Credentials) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if e := a.svids[cr.SPIFFEID]; e != nil && e.creds == cr {
+		delete(a.svids, cr.SPIFFEID)
+		a.notifyLocked()
+	}
+}
+
+// resign returns the caller's SVID for id again (signed anew if it was
+// dropped).
+func (a *Agent) resign(ctx context.Context, id string) (*agent.Credentials, error) {
+	svids, err := a.callerSVIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, cr := range svids {
+		if cr.SPIFFEID == id {
+			return cr, nil
+		}
+	}
+	return nil, status.Error(codes.PermissionDenied, "no identity issued")
 }
 
 // jwtError turns the CA's refusal into the caller's answer.
 func jwtError(a *Agent, id string, err error) error {
 	var ae *agent.APIError
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
 	switch {
 	case errors.As(err, &ae) && (ae.Status == http.StatusForbidden || ae.Status == http.StatusUnauthorized):
 		a.log.Warn("the CA refused a JWT-SVID", "spiffe_id", id, "err", err)
