@@ -67,7 +67,8 @@ type Agent struct {
 	bundle  [32]byte          // digest of the roots last seen
 	changed chan struct{}     // closed and replaced at every change
 
-	jwt jwtState // jwt.go
+	jwt     jwtState  // jwt.go
+	encoded encodings // encode.go
 }
 
 // entry is one SPIFFE ID's SVID.
