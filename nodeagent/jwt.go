@@ -49,6 +49,7 @@ type jwtState struct {
 	bundle *jwtbundle.Bundle // nil until fetched
 	jwks   []byte            // its JWKS, keys sorted by kid
 	cache  map[string]*jwtEntry
+	valid  validations // jwtvalidate.go
 }
 
 // jwtEntry is one JWT-SVID; sign serialises the requests for it.
@@ -333,6 +334,10 @@ func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.Validat
 	if err != nil {
 		return nil, err
 	}
+	key := validationKey(req.Svid, req.Audience)
+	if v, ok := w.a.jwt.valid.get(key, b, time.Now()); ok {
+		return &workload.ValidateJWTSVIDResponse{SpiffeId: v.id, Claims: v.claims}, nil
+	}
 	svid, err := jwtsvid.ParseAndValidate(req.Svid, b, []string{req.Audience})
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -341,5 +346,6 @@ func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.Validat
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "the JWT-SVID's claims cannot be represented")
 	}
+	w.a.jwt.valid.put(key, validation{bundle: b, id: svid.ID.String(), claims: claims, exp: svid.Expiry})
 	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
 }
