@@ -69,6 +69,7 @@ type Agent struct {
 
 	jwt     jwtState  // jwt.go
 	encoded encodings // encode.go
+	chains  chains    // compact.go
 }
 
 // entry is one SPIFFE ID's SVID.
@@ -248,6 +249,7 @@ func (a *Agent) signLocked(ctx context.Context, e *entry) (*agent.Credentials, e
 	if err != nil {
 		return nil, err
 	}
+	a.chains.compact(cr)
 	a.mu.Lock()
 	e.creds, e.got = cr, time.Now()
 	a.mu.Unlock()
