@@ -343,9 +343,9 @@ func (wr *workloadRun) markdown() string {
 		if float64(wr.rssSettled) > maxAgentRSSMB*1e6 {
 			verdict = "over"
 		}
-		p("\n- Agent memory with %d workload identities (one caller holding them all, signed through the agent in %s): VmRSS **%.1f MiB** "+
+		p("\n- Agent memory with %s workload identities (one caller holding them all, signed through the agent in %s): VmRSS **%.1f MiB** "+
 			"5 s after loading them, of which %.1f MiB anonymous and %.1f MiB the binary's mapped pages (%.1f MiB right after loading; %.1f MiB with one identity before), VmHWM %.1f MiB, in a fresh agent (not the one of the call phases); %s issue 18's bound of %d MB.\n",
-			wr.identities, wr.loadTime.Round(time.Millisecond), mib(wr.rssSettled), mib(wr.anon), mib(wr.file), mib(wr.rss), mib(wr.rssBefore), mib(wr.hwm), verdict, maxAgentRSSMB)
+			fmtInt(float64(wr.identities)), wr.loadTime.Round(time.Millisecond), mib(wr.rssSettled), mib(wr.anon), mib(wr.file), mib(wr.rss), mib(wr.rssBefore), mib(wr.hwm), verdict, maxAgentRSSMB)
 	}
 	return b.String()
 }
