@@ -135,3 +135,29 @@ func TestJWTMethodsNoIdentity(t *testing.T) {
 		t.Errorf("ValidateJWTSVID: %v", err)
 	}
 }
+
+// TestValidateJWTSVIDCacheKey: a remembered validation is found only for
+// the same token and audience, however the two are split.
+func TestValidateJWTSVIDCacheKey(t *testing.T) {
+	s := serveAgent(t, workloads.Definition{ID: "me", SPIFFEID: "spiffe://example.org/me", Selectors: []string{myUID()},
+		NodeProvisioners: []string{"join"}})
+	ctx := context.Background()
+	aud := "https://svc.example.org"
+	svid, err := s.client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: aud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := svid.Marshal()
+	if _, err := s.client.ValidateJWTSVID(ctx, tok, aud); err != nil {
+		t.Fatal(err)
+	}
+	// The same bytes split differently between audience and token.
+	for _, c := range []struct{ tok, aud string }{
+		{aud[len(aud)-3:] + tok, aud[:len(aud)-3]},
+		{tok[5:], aud + tok[:5]},
+	} {
+		if _, err := s.client.ValidateJWTSVID(ctx, c.tok, c.aud); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("ValidateJWTSVID(%.20q…, %q): want InvalidArgument, got %v", c.tok, c.aud, err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -32,10 +33,12 @@ type validation struct {
 	exp    time.Time
 }
 
+// validationKey is unambiguous: the audience is length-prefixed, so no
+// other (token, audience) pair has the same input.
 func validationKey(token, audience string) [32]byte {
 	h := sha256.New()
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(audience))))
 	h.Write([]byte(audience))
-	h.Write([]byte{0})
 	h.Write([]byte(token))
 	var k [32]byte
 	copy(k[:], h.Sum(nil))
