@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -35,10 +37,26 @@ func (n *NodeClient) WorkloadJWTSVID(ctx context.Context, svid *tls.Certificate,
 }
 
 // JWTBundle fetches the JWT-SVID keys of trust domain td from the CA's
-// SPIFFE bundle, verifying the CA with the current roots.
+// SPIFFE bundle (/v1/bundle), on the node's keep-alive connection,
+// verifying the CA with the current roots.
 func (n *NodeClient) JWTBundle(ctx context.Context, td spiffeid.TrustDomain) (*jwtbundle.Bundle, error) {
-	c, _ := n.client()
-	return c.JWTBundle(ctx, td)
+	c, hc := n.client()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+"/v1/bundle", nil)
+	if err != nil {
+		return nil, err
+	}
+	st, body, err := exchange(hc, req)
+	if err != nil {
+		return nil, err
+	}
+	if st != http.StatusOK {
+		return nil, fmt.Errorf("agent: /v1/bundle answered %d", st)
+	}
+	b, err := spiffebundle.Parse(td, body)
+	if err != nil {
+		return nil, fmt.Errorf("agent: /v1/bundle: %w", err)
+	}
+	return jwtbundle.FromJWTAuthorities(td, b.JWTAuthorities()), nil
 }
 
 // maxSVIDConns bounds the HTTP clients kept for workload SVIDs; past it
