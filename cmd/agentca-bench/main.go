@@ -74,7 +74,7 @@ type options struct {
 }
 
 // skippable are the phases --skip names.
-var skippable = []string{"k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token", "jwt-svid"}
+var skippable = []string{"k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token", "jwt-svid", "workload"}
 
 func (o *options) runs(phase string) bool { return !o.skip[phase] }
 
@@ -381,6 +381,10 @@ func run(ctx context.Context, opts options) (*report, error) {
 		return rep, err
 	}
 	if err := runJWTSVIDPhase(ctx, opts, lg, rep); err != nil { // jwtsvid.go
+		keep = true
+		return rep, err
+	}
+	if err := runWorkloadPhases(ctx, opts, d, rep, dir); err != nil { // workload.go
 		keep = true
 		return rep, err
 	}

@@ -41,6 +41,7 @@ type report struct {
 	revoke         *revokeStats
 	enrolled       int // certificates issued to set up the renewal and OCSP phases
 	bigStore       *bigStoreResult
+	workload       *workloadRun // workload.go
 }
 
 func newReport(opts options) *report {
@@ -271,6 +272,9 @@ func metNot(ok bool) string {
 // extraSections are the comparisons with the targets of the k8s-sa,
 // OCSP and revocation phases.
 func (r *report) extraSections(p func(string, ...any)) {
+	if r.workload != nil {
+		p("%s\n", r.workload.markdown())
+	}
 	if bs := r.bigStore; bs != nil {
 		mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 		p("- **big store** (target at 1,000,000 certificates: daemon RSS ≤ 300 MB, start-up ≤ 2 s, no full scan at start; inclusion proof p99 ≤ 1 ms): "+
