@@ -29,9 +29,9 @@ import (
 type load struct {
 	d      *daemon
 	opts   options
-	csrs   [][]byte // JSON string literals of PEM CSRs, ready to splice
+	csrs   [][]byte        // JSON string literals of PEM CSRs, ready to splice
 	keys   []crypto.Signer // the CSRs' keys (renewal with a fresh key)
-	tokens []string // unused join tokens, consumed from next
+	tokens []string        // unused join tokens, consumed from next
 	next   int
 	chunks int
 }
