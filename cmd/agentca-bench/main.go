@@ -18,8 +18,10 @@
 //     over keep-alive HTTP/1.1 connections (one per worker) for --duration,
 //     never more requests than tokens;
 //  5. enrolls 64 agents and, at concurrency 64, has each renew over mTLS
-//     with its own certificate on its own keep-alive connection, with an
-//     empty JSON body {} (renew keeping the key) for --duration;
+//     its latest certificate, on a new connection each time, for
+//     --duration: phase renew with an empty JSON body {} (renew keeping
+//     the key), then phase renew-csr with a CSR for a key from the pool
+//     (a fresh key, the agent's default);
 //  6. stops the daemon with SIGTERM and checks that it exits 0.
 //
 // The daemon's CPU time comes from /proc/PID/stat (utime+stime) before and
