@@ -167,11 +167,9 @@ func (e *logTEnv) open() {
 
 // logTResp is a SignResponse as a client reads it.
 type logTResp struct {
-	Certificate string           `json:"certificate"`
-	Chain       []string         `json:"chain"`
-	Log         *wire.LogReceipt `json:"log"`
-	leaf        *x509.Certificate
-	key         crypto.Signer
+	wire.SignResponse
+	leaf *x509.Certificate
+	key  crypto.Signer
 }
 
 func (e *logTEnv) client(cert *tls.Certificate) *http.Client {
@@ -541,7 +539,7 @@ func TestLogCTEndpoints(t *testing.T) {
 			{"/ct/v1/get-entries?start=99999999999999999999&end=2", 400},
 		} {
 			status, hdr, body := e.get(tc.path)
-			var je api.Error
+			var je wire.Error
 			if status != tc.status || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") || json.Unmarshal(body, &je) != nil || je.Code == "" || je.Message == "" {
 				t.Errorf("%s: %d %s, want %d with a JSON error", tc.path, status, body, tc.status)
 			}

@@ -77,11 +77,7 @@ func logE2ESign(hc *http.Client, c *testCA, tok, csr string) (*logE2EIssued, err
 	if r.status != http.StatusCreated {
 		return nil, fmt.Errorf("sign: status %d: %s", r.status, r.body)
 	}
-	var resp struct {
-		Certificate string           `json:"certificate"`
-		Chain       []string         `json:"chain"`
-		Log         *wire.LogReceipt `json:"log"`
-	}
+	var resp wire.SignResponse
 	if err := json.Unmarshal(r.body, &resp); err != nil {
 		return nil, err
 	}
@@ -222,7 +218,7 @@ func logE2EEntries(t *testing.T, ctx context.Context, lc *client.LogClient, size
 func logE2ECertCount(t *testing.T, c *testCA) int {
 	t.Helper()
 	r := mustRun(t, "certs", "list", "--dir", c.Dir, "--json")
-	var out []certInfo
+	var out []wire.CertInfo
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		t.Fatalf("certs list --json: %v", err)
 	}

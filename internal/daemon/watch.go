@@ -17,8 +17,10 @@ import (
 // storeHooks are the cache updates a store change calls for. Nil hooks
 // are skipped.
 type storeHooks struct {
-	// Revoked is what the API's OnRevoke does: drop and re-sign the OCSP
-	// response, rebuild the CRL.
+	// Revoked brings a revocation, this replica's or another's, to the
+	// caches (revocation.Feed.Deliver): drop and re-sign the OCSP
+	// response, rebuild the CRL. It is the only path by which a
+	// revocation reaches them on a store that reports its changes.
 	Revoked func(ctx context.Context, rec *store.Certificate)
 	// LogChanged gets the tree head a replica (this one or another)
 	// saved, nil when the store could not decode it or changes may have
