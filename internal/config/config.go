@@ -550,6 +550,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTokens(bad)
+	c.validateExchange(bad)
 	c.Limits.validate(bad)
 	c.validateJWTSVID(bad)
 	return errors.Join(errs...)
