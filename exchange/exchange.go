@@ -89,6 +89,9 @@ type Issuer struct {
 	JWKSFile, JWKSURL string
 	// Algorithms allowed; empty means RS256 and ES256.
 	Algorithms []string
+	// HTTPClient, when set, fetches this issuer's keys instead of
+	// Config.HTTPClient (e.g. one trusting a private CA).
+	HTTPClient *http.Client
 }
 
 // Config configures a Validator.
@@ -145,6 +148,10 @@ func New(cfg Config) (*Validator, error) {
 			return nil, fmt.Errorf("exchange: issuer %q is listed twice or is this CA's own", is.Issuer)
 		}
 		in := &issuer{Issuer: is}
+		hc := cfg.HTTPClient
+		if is.HTTPClient != nil {
+			hc = is.HTTPClient
+		}
 		names := is.Algorithms
 		if len(names) == 0 {
 			names = []string{"RS256", "ES256"}
@@ -171,9 +178,9 @@ func New(cfg Config) (*Validator, error) {
 			}
 			in.keys = keys
 		case is.JWKSURL != "":
-			in.keys = newRemoteKeys(cfg.HTTPClient, is.JWKSURL)
+			in.keys = newRemoteKeys(hc, is.JWKSURL)
 		default:
-			in.keys = &discoveredKeys{issuer: is.Issuer, hc: cfg.HTTPClient, now: cfg.Now}
+			in.keys = &discoveredKeys{issuer: is.Issuer, hc: hc, now: cfg.Now}
 		}
 		v.issuers[is.Issuer] = in
 	}

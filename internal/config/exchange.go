@@ -34,6 +34,10 @@ type ExchangeIssuer struct {
 	// Algorithms allowed for the provider's signatures; default RS256
 	// and ES256.
 	Algorithms []string `json:"algorithms,omitempty"`
+	// CAFile, a PEM file (relative to the state directory unless
+	// absolute), replaces the system roots for the provider's JWKS URL
+	// and discovery (a private identity provider).
+	CAFile string `json:"ca_file,omitempty"`
 }
 
 // Exchange limits.
@@ -87,6 +91,9 @@ func (c *Config) validateExchange(bad func(field, format string, args ...any)) {
 			if err := httpsURL(is.JWKSURL, false); err != nil {
 				bad(field+".jwks_url", "%q %v", is.JWKSURL, err)
 			}
+		}
+		if is.CAFile != "" && is.JWKSFile != "" {
+			bad(field+".ca_file", "applies to jwks_url or discovery, not to jwks_file")
 		}
 		if is.JWKSFile != "" && strings.TrimSpace(is.JWKSFile) != is.JWKSFile {
 			bad(field+".jwks_file", "%q has surrounding white space", is.JWKSFile)

@@ -168,6 +168,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	if tokens.Exchange, err = exchangeOptions(dir, cfg, tokens, log); err != nil {
+		return err
+	}
 	pol, err := LoadPolicy(dir, cfg)
 	if err != nil {
 		return err
