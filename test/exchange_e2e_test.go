@@ -1,0 +1,332 @@
+package test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentca/agentca/exchange"
+	"github.com/go-jose/go-jose/v4"
+)
+
+// testIdP is an identity provider with its own RSA key, serving OIDC
+// discovery and its JWKS over loopback HTTPS.
+type testIdP struct {
+	t      *testing.T
+	URL    string
+	CAFile string
+	key    *rsa.PrivateKey
+}
+
+func newTestIdP(t *testing.T) *testIdP {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testIdP{t: t, key: key}
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/.well-known/openid-configuration":
+			_ = json.NewEncoder(w).Encode(map[string]any{"issuer": p.URL, "jwks_uri": p.URL + "/keys",
+				"id_token_signing_alg_values_supported": []string{"RS256"}, "response_types_supported": []string{"code"},
+				"subject_types_supported": []string{"public"}, "authorization_endpoint": p.URL + "/authorize"})
+		case "/keys":
+			_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "idp-1", Algorithm: "RS256", Use: "sig"}}})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(ts.Close)
+	p.URL = ts.URL
+	p.CAFile = filepath.Join(t.TempDir(), "idp-ca.pem")
+	writeFile(t, p.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}))
+	return p
+}
+
+// sign makes an RS256 JWT with claims, signed by key (nil: the IdP's).
+func (p *testIdP) sign(claims map[string]any, key *rsa.PrivateKey) string {
+	p.t.Helper()
+	if key == nil {
+		key = p.key
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "idp-1"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	b, _ := json.Marshal(claims)
+	jws, err := s.Sign(b)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	out, _ := jws.CompactSerialize()
+	return out
+}
+
+// userClaims are alice's token claims at the IdP, to be edited.
+func (p *testIdP) userClaims() map[string]any {
+	now := time.Now()
+	return map[string]any{"iss": p.URL, "sub": "alice", "aud": "agentca-e2e", "email": "alice@example.org",
+		"scope": "tools.read mail.read", "iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix()}
+}
+
+// exchangePolicy: a chain must start at a user, no agent appears twice,
+// then exchanges are allowed.
+const exchangePolicy = `{"rules": [
+  {"name": "tools", "endpoints": ["token"], "when": "true", "effect": "allow"},
+  {"name": "human-start", "endpoints": ["token-exchange"], "when": "subject_type != 'user'", "effect": "deny"},
+  {"name": "no-repeat", "endpoints": ["token-exchange"], "when": "spiffe_id in actors", "effect": "deny"},
+  {"name": "exchange", "endpoints": ["token-exchange"], "when": "chain_depth <= 3 && subject_claims.?email.orValue('').endsWith('@example.org')", "effect": "allow"}
+]}`
+
+// newExchangeCA is a CA that exchanges tokens of idp, chains of at most
+// two actors.
+func newExchangeCA(t *testing.T, idp *testIdP) *testCA {
+	t.Helper()
+	c := newCA(t, caOptions{})
+	c.editConfig(func(cfg map[string]any) {
+		cfg["tokens"] = map[string]any{"scopes": []string{"tools.read", "tools.write", "mail.read"},
+			"exchange": map[string]any{"max_chain": 2, "issuers": []map[string]any{
+				{"issuer": idp.URL, "audience": "agentca-e2e", "ca_file": idp.CAFile}}}}
+	})
+	withPolicy(c, exchangePolicy)
+	return c
+}
+
+// agentCreds enrolls id (extra: enroll flags) and returns its certificate.
+func agentCreds(t *testing.T, c *testCA, id string, extra ...string) *tls.Certificate {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), strings.ReplaceAll(strings.TrimPrefix(id, "spiffe://"), "/", "_"))
+	if r := c.enroll(c.token(id), dir, extra...); r.code != 0 {
+		t.Fatalf("enroll %s:\n%s", id, r)
+	}
+	return readCreds(t, dir).tlsCert()
+}
+
+type oauthAnswer struct {
+	status int
+	Token  string `json:"access_token"`
+	Issued string `json:"issued_token_type"`
+	Scope  string `json:"scope"`
+	Expiry int64  `json:"expires_in"`
+	Error  string `json:"error"`
+	Desc   string `json:"error_description"`
+}
+
+// exchangeAs posts a token exchange with cert; params are name, value
+// pairs beside the grant type.
+func exchangeAs(t *testing.T, c *testCA, cert *tls.Certificate, params ...string) oauthAnswer {
+	t.Helper()
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}}
+	for i := 0; i < len(params); i += 2 {
+		form.Add(params[i], params[i+1])
+	}
+	hc := c.client(cert)
+	defer hc.CloseIdleConnections()
+	r := do(t, hc, http.MethodPost, c.URL+"/v1/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	var a oauthAnswer
+	if err := json.Unmarshal(r.body, &a); err != nil {
+		t.Fatalf("exchange answer %d %s: %v", r.status, r.body, err)
+	}
+	a.status = r.status
+	if r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("exchange answer without Cache-Control: no-store")
+	}
+	return a
+}
+
+func wantExchanged(t *testing.T, a oauthAnswer) string {
+	t.Helper()
+	if a.status != 200 || a.Token == "" || a.Issued != exchange.TypeAccessToken {
+		t.Fatalf("exchange: %d %s: %s", a.status, a.Error, a.Desc)
+	}
+	return a.Token
+}
+
+func wantRefused(t *testing.T, name string, a oauthAnswer, status int, code, desc string) {
+	t.Helper()
+	if a.status != status || a.Error != code || !strings.Contains(a.Desc, desc) {
+		t.Errorf("%s: %d %s %q, want %d %s containing %q", name, a.status, a.Error, a.Desc, status, code, desc)
+	}
+}
+
+const (
+	idAgentA = "spiffe://example.org/agent/a"
+	idAgentB = "spiffe://example.org/agent/b"
+	idAgentC = "spiffe://example.org/agent/c"
+	jwtType  = "urn:ietf:params:oauth:token-type:jwt"
+	atType   = "urn:ietf:params:oauth:token-type:access_token"
+)
+
+// TestTokenExchangeChain: alice's token from the test IdP is exchanged by
+// agent A for a token to call agent B; B exchanges it for a token to call
+// the tool; the tool sees sub = alice and act = B <- A; the token with
+// A's certificate is refused; wider scopes, a longer chain and ending the
+// task are refused.
+func TestTokenExchangeChain(t *testing.T) {
+	idp := newTestIdP(t)
+	c := newExchangeCA(t, idp)
+	c.start()
+	tool := toolServer(t, c, "tools.read")
+	a := agentCreds(t, c, idAgentA, "--task", "trip-42")
+	b, cc := agentCreds(t, c, idAgentB), agentCreds(t, c, idAgentC)
+	user := idp.sign(idp.userClaims(), nil)
+
+	// A: alice's token → a token for B (named by its SPIFFE ID, so that B
+	// may exchange it in turn).
+	t1 := wantExchanged(t, exchangeAs(t, c, a, "subject_token", user, "subject_token_type", jwtType,
+		"scope", "tools.read", "audience", idAgentB))
+	cl := jwtClaims(t, t1)
+	act, _ := json.Marshal(cl["act"])
+	if cl["sub"] != "alice" || cl["subject_issuer"] != idp.URL || string(act) != `{"sub":"`+idAgentA+`"}` ||
+		cl["client_id"] != idAgentA || cl["task"] != "trip-42" || cl["scope"] != "tools.read" ||
+		cl["cnf"].(map[string]any)["x5t#S256"] != exchange.Thumbprint(a.Certificate[0]) {
+		t.Fatalf("A's token claims %v", cl)
+	}
+	if exp := int64(cl["exp"].(float64)); exp > int64(idp.userClaims()["exp"].(int64)) || exp > a.Leaf.NotAfter.Unix() {
+		t.Errorf("A's token outlives the subject token or A's certificate: exp %d", exp)
+	}
+	// B: that token → a token for the tool.
+	t2 := wantExchanged(t, exchangeAs(t, c, b, "subject_token", t1, "subject_token_type", atType, "resource", tool))
+	cl = jwtClaims(t, t2)
+	act, _ = json.Marshal(cl["act"])
+	if actors, err := exchange.ParseAct(act); err != nil || exchange.Chain(actors) != idAgentB+" <- "+idAgentA ||
+		cl["sub"] != "alice" || cl["task"] != "trip-42" {
+		t.Fatalf("B's token claims %v", cl)
+	}
+	hcB, hcA := toolClient(c, b), toolClient(c, a)
+	defer hcB.CloseIdleConnections()
+	defer hcA.CloseIdleConnections()
+	r := call(t, hcB, tool, t2)
+	if want := idAgentB + "\nsub=alice act=" + idAgentB + " <- " + idAgentA; r.status != 200 || string(r.body) != want {
+		t.Fatalf("the tool with B's token: %d %q, want %q", r.status, r.body, want)
+	}
+	// The same token presented with A's certificate: bound to B's.
+	if r := call(t, hcA, tool, t2); r.status != 401 {
+		t.Errorf("B's token with A's certificate: %d %s", r.status, r.body)
+	}
+	// A's token is for B, not for the tool.
+	if r := call(t, hcA, tool, t1); r.status != 401 {
+		t.Errorf("A's token (aud B) at the tool: %d %s", r.status, r.body)
+	}
+
+	// Never wider: a scope alice's token does not grant, a scope A's
+	// token does not carry.
+	wantRefused(t, "A asks for tools.write", exchangeAs(t, c, a, "subject_token", user, "subject_token_type", jwtType,
+		"scope", "tools.write", "audience", idAgentB), 400, "invalid_scope", "wider than the subject_token's")
+	wantRefused(t, "B asks for mail.read", exchangeAs(t, c, b, "subject_token", t1, "subject_token_type", atType,
+		"scope", "mail.read", "resource", tool), 400, "invalid_scope", "wider than the subject_token's")
+	// Only the audience may exchange a token: C is not B.
+	wantRefused(t, "C exchanges B's token", exchangeAs(t, c, cc, "subject_token", t1, "subject_token_type", atType,
+		"resource", tool), 400, "invalid_request", "audience")
+	// Deeper than max_chain (2): B → C, then C would be the third actor.
+	t2c := wantExchanged(t, exchangeAs(t, c, b, "subject_token", t1, "subject_token_type", atType, "audience", idAgentC))
+	wantRefused(t, "a third actor", exchangeAs(t, c, cc, "subject_token", t2c, "subject_token_type", atType,
+		"resource", tool), 400, "invalid_request", "chain of actors")
+	// The policy: no agent twice (A exchanges a token it got for
+	// itself), a chain starts at a user (A's own client-credentials
+	// token).
+	back := wantExchanged(t, exchangeAs(t, c, a, "subject_token", user, "subject_token_type", jwtType, "audience", idAgentA))
+	wantRefused(t, "A twice", exchangeAs(t, c, a, "subject_token", back, "subject_token_type", atType, "resource", tool),
+		403, "unauthorized_client", "no-repeat")
+	own := tokenGetCert(t, c, a, "audience", idAgentB)
+	wantRefused(t, "a workload subject", exchangeAs(t, c, b, "subject_token", own, "subject_token_type", atType, "resource", tool),
+		403, "unauthorized_client", "human-start")
+
+	// One audit line per exchange, with the whole chain.
+	if !strings.Contains(c.proc.log(), `op=token-exchange`) ||
+		!strings.Contains(c.proc.log(), `actors="`+idAgentB+` <- `+idAgentA+`" chain_depth=2`) {
+		t.Errorf("no audit line with the chain:\n%s", c.proc.log())
+	}
+
+	// Ending the task: the tool refuses B's token (B's certificate is not
+	// revoked: B was not enrolled for the task) within its status cache
+	// age (200 ms), and no exchange names the task any more.
+	mustRun(t, "task", "end", "--dir", c.Dir, "trip-42")
+	ended := time.Now()
+	eventually(t, 5*time.Second, 50*time.Millisecond, "the tool to refuse the ended task's chain", func() bool {
+		return call(t, hcB, tool, t2).status == 401
+	})
+	if d := time.Since(ended); d > 2*time.Second {
+		t.Errorf("the tool refused the ended task after %s", d)
+	}
+	wantRefused(t, "exchange after the task ended", exchangeAs(t, c, b, "subject_token", t1, "subject_token_type", atType,
+		"resource", tool), 400, "invalid_grant", "task")
+}
+
+// tokenGetCert gets a client-credentials token with cert.
+func tokenGetCert(t *testing.T, c *testCA, cert *tls.Certificate, params ...string) string {
+	t.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"tools.read"}}
+	for i := 0; i < len(params); i += 2 {
+		form.Add(params[i], params[i+1])
+	}
+	hc := c.client(cert)
+	defer hc.CloseIdleConnections()
+	r := do(t, hc, http.MethodPost, c.URL+"/v1/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	var a oauthAnswer
+	if json.Unmarshal(r.body, &a) != nil || r.status != 200 {
+		t.Fatalf("token: %d %s", r.status, r.body)
+	}
+	return a.Token
+}
+
+// TestTokenExchangeRefusesSubjectTokens: an untrusted issuer, an expired
+// token, an act claim smuggled into a user's token, another audience, a
+// bad signature: invalid_request (RFC 8693 §2.2.2), naming why.
+func TestTokenExchangeRefusesSubjectTokens(t *testing.T) {
+	idp := newTestIdP(t)
+	c := newExchangeCA(t, idp)
+	c.start()
+	a := agentCreds(t, c, idAgentA)
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	with := func(kv ...any) map[string]any {
+		m := idp.userClaims()
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name, token, desc string
+	}{
+		{"untrusted issuer", idp.sign(with("iss", "https://evil.example"), other), "not trusted"},
+		{"expired", idp.sign(with("exp", time.Now().Add(-time.Minute).Unix(), "iat", time.Now().Add(-10*time.Minute).Unix()), nil), "expired"},
+		{"smuggled act", idp.sign(with("act", map[string]any{"sub": idAgentB}), nil), "act claim"},
+		{"other audience", idp.sign(with("aud", "someone-else"), nil), "audience"},
+		{"signed by another key", idp.sign(idp.userClaims(), other), "signature"},
+		{"not a JWT", "not-a-jwt", "not a signed JWT"},
+	} {
+		wantRefused(t, tc.name, exchangeAs(t, c, a, "subject_token", tc.token, "subject_token_type", jwtType,
+			"audience", idAgentB), 400, "invalid_request", tc.desc)
+	}
+	// An IdP token presented as this CA's access token.
+	wantRefused(t, "type access_token", exchangeAs(t, c, a, "subject_token", idp.sign(idp.userClaims(), nil),
+		"subject_token_type", atType, "audience", idAgentB), 400, "invalid_request", "did not issue")
+	// No client certificate: invalid_client before anything else.
+	wantRefused(t, "no certificate", exchangeAs(t, c, nil, "subject_token", idp.sign(idp.userClaims(), nil),
+		"subject_token_type", jwtType, "audience", idAgentB), 401, "invalid_client", "")
+	// The metadata advertises the grant.
+	hc := c.client(nil)
+	defer hc.CloseIdleConnections()
+	md := do(t, hc, http.MethodGet, c.URL+"/.well-known/oauth-authorization-server", "", nil)
+	if !strings.Contains(string(md.body), "urn:ietf:params:oauth:grant-type:token-exchange") {
+		t.Errorf("metadata without the token-exchange grant: %s", md.body)
+	}
+	// Task status: anyone may ask.
+	ts := do(t, hc, http.MethodGet, c.URL+"/v1/task-status?task=nothing-yet", "", nil)
+	if ts.status != 200 || strings.TrimSpace(string(ts.body)) != `{"task":"nothing-yet","ended":false}` {
+		t.Errorf("task status: %d %s", ts.status, ts.body)
+	}
+}
