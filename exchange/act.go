@@ -39,7 +39,7 @@ func Nest(ids []string) *Actor {
 // non-object is an error.
 func ParseAct(raw []byte) ([]string, error) {
 	var ids []string
-	for len(ids) <= MaxActDepth {
+	for len(ids) < MaxActDepth {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		var level struct {
