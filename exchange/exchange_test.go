@@ -55,7 +55,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	f.v, err = exchange.New(exchange.Config{TokenIssuer: caIss, TokenKeys: own, JWTSVIDIssuer: svidIss, Dir: dir,
 		Issuers: []exchange.Issuer{{Issuer: idp, Audience: "agentca", JWKSFile: "jwks.json", Algorithms: []string{"ES256"}}},
-		Now: func() time.Time { return f.now }})
+		Now:     func() time.Time { return f.now }})
 	if err != nil {
 		t.Fatal(err)
 	}
