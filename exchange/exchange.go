@@ -247,18 +247,24 @@ func (v *Validator) Validate(ctx context.Context, raw, tokenType, recipient stri
 	if raw == "" || len(raw) > MaxTokenSize {
 		return nil, refuse("the token is empty or longer than %d bytes", MaxTokenSize)
 	}
-	tok, err := jwt.ParseSigned(raw, v.algs)
+	// One parse (go-jose, compact serialisation only); the issuer is
+	// read before the signature is checked only to choose the keys.
+	jws, err := jose.ParseSignedCompact(raw, v.algs)
 	if err != nil {
 		return nil, refuse("not a signed JWT with an accepted algorithm: %v", err)
 	}
-	if len(tok.Headers) != 1 {
+	if len(jws.Signatures) != 1 {
 		return nil, refuse("the token must have exactly one signature")
 	}
-	var peek jwt.Claims
-	if err := tok.UnsafeClaimsWithoutVerification(&peek); err != nil {
-		return nil, refuse("the token's claims are not JSON: %v", err)
+	// Decoded once; used only after the signature over these very bytes
+	// has verified.
+	var p payload
+	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &p); err != nil {
+		return nil, refuse("the token's claims do not decode: %v", err)
 	}
-	typ, _ := tok.Headers[0].ExtraHeaders[jose.HeaderType].(string)
+	peek := &p.Claims
+	hdr := jws.Signatures[0].Header
+	typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string)
 	isAT := strings.EqualFold(typ, "at+jwt") || strings.EqualFold(typ, "application/at+jwt")
 	s := &Subject{TokenIssuer: peek.Issuer}
 	var keys keySource
@@ -288,12 +294,8 @@ func (v *Validator) Validate(ctx context.Context, raw, tokenType, recipient stri
 	if tokenType == TypeIDToken && s.Kind != KindUser {
 		return nil, refuse("subject_token_type id_token names a token of this CA")
 	}
-	if alg := jose.SignatureAlgorithm(tok.Headers[0].Algorithm); !slices.Contains(algs, alg) {
+	if alg := jose.SignatureAlgorithm(hdr.Algorithm); !slices.Contains(algs, alg) {
 		return nil, refuse("algorithm %s is not accepted for issuer %q", alg, trunc(peek.Issuer))
-	}
-	jws, err := jose.ParseSigned(raw, algs)
-	if err != nil {
-		return nil, refuse("not a signed JWT: %v", err)
 	}
 	body, err := keys.verify(ctx, raw, jws)
 	if err != nil {
@@ -302,15 +304,11 @@ func (v *Validator) Validate(ctx context.Context, raw, tokenType, recipient stri
 		}
 		return nil, &Error{Reason: "the signature does not verify", Err: err}
 	}
-	return s, v.claims(s, body, audOK)
+	return s, v.claims(s, &p, body, audOK)
 }
 
 // claims checks the verified payload and fills s.
-func (v *Validator) claims(s *Subject, body []byte, audOK func(jwt.Audience) bool) error {
-	var p payload
-	if err := json.Unmarshal(body, &p); err != nil {
-		return refuse("the claims do not decode: %v", err)
-	}
+func (v *Validator) claims(s *Subject, p *payload, body []byte, audOK func(jwt.Audience) bool) error {
 	now := v.cfg.Now()
 	if p.Expiry == nil || p.Subject == "" {
 		return refuse("the token has no exp or no sub")
