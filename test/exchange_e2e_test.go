@@ -330,3 +330,29 @@ func TestTokenExchangeRefusesSubjectTokens(t *testing.T) {
 		t.Errorf("task status: %d %s", ts.status, ts.body)
 	}
 }
+
+// TestPolicyTestTokenExchange: agentca policy test evaluates the chain
+// variables offline.
+func TestPolicyTestTokenExchange(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.json")
+	writeFile(t, pol, []byte(exchangePolicy))
+	for _, tc := range []struct {
+		req  string
+		code int
+		out  string
+	}{
+		{`{"endpoint": "token-exchange", "spiffe_id": "` + idAgentB + `", "subject": "alice", "subject_type": "user",
+		   "subject_claims": {"email": "alice@example.org"}, "actors": ["` + idAgentA + `"], "chain_depth": 2}`, 0, `rule "exchange"`},
+		{`{"endpoint": "token-exchange", "spiffe_id": "` + idAgentA + `", "subject": "alice", "subject_type": "user",
+		   "actors": ["` + idAgentA + `"], "chain_depth": 2}`, 1, `rule "no-repeat"`},
+		{`{"endpoint": "token-exchange", "spiffe_id": "` + idAgentB + `", "subject": "` + idAgentA + `", "subject_type": "workload", "chain_depth": 1}`, 1, `rule "human-start"`},
+	} {
+		req := filepath.Join(dir, "req.json")
+		writeFile(t, req, []byte(tc.req))
+		r := runCLI(t, "policy", "test", "--policy", pol, "--default", "deny", "--request", req)
+		if r.code != tc.code || !strings.Contains(r.stdout, tc.out) {
+			t.Errorf("policy test %s:\n%s", tc.req, r)
+		}
+	}
+}
