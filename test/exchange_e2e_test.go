@@ -356,3 +356,44 @@ func TestPolicyTestTokenExchange(t *testing.T) {
 		}
 	}
 }
+
+// jwtSVIDFor gets a JWT-SVID for cert's identity with audience aud.
+func jwtSVIDFor(t *testing.T, c *testCA, cert *tls.Certificate, aud string) string {
+	t.Helper()
+	hc := c.client(cert)
+	defer hc.CloseIdleConnections()
+	r := postJSON(t, hc, c.URL+"/v1/jwt-svid", map[string]any{"audience": []string{aud}})
+	var out struct {
+		Token string `json:"token"`
+	}
+	if r.status != 200 || json.Unmarshal(r.body, &out) != nil {
+		t.Fatalf("jwt-svid: %d %s", r.status, r.body)
+	}
+	return out.Token
+}
+
+// TestTokenExchangeJWTSVIDAndActorToken: a JWT-SVID is a workload
+// subject (the policy's human-start rule refuses it; only its audience
+// may present it); an actor token must be the caller's own.
+func TestTokenExchangeJWTSVIDAndActorToken(t *testing.T) {
+	idp := newTestIdP(t)
+	c := newExchangeCA(t, idp)
+	c.start()
+	a, b, cc := agentCreds(t, c, idAgentA), agentCreds(t, c, idAgentB), agentCreds(t, c, idAgentC)
+	svidForB := jwtSVIDFor(t, c, a, idAgentB)
+	wantRefused(t, "a JWT-SVID subject", exchangeAs(t, c, b, "subject_token", svidForB, "subject_token_type", jwtType,
+		"scope", "tools.read", "audience", idAgentC), 403, "unauthorized_client", "human-start")
+	wantRefused(t, "a JWT-SVID for B presented by C", exchangeAs(t, c, cc, "subject_token", svidForB, "subject_token_type", jwtType,
+		"scope", "tools.read", "audience", idAgentB), 400, "invalid_request", "audience")
+	user := idp.sign(idp.userClaims(), nil)
+	own := jwtSVIDFor(t, c, a, c.URL)
+	tok := wantExchanged(t, exchangeAs(t, c, a, "subject_token", user, "subject_token_type", jwtType,
+		"actor_token", own, "actor_token_type", jwtType, "scope", "tools.read", "audience", idAgentB))
+	if cl := jwtClaims(t, tok); cl["sub"] != "alice" {
+		t.Errorf("claims %v", cl)
+	}
+	wantRefused(t, "another agent's actor token", exchangeAs(t, c, a, "subject_token", user, "subject_token_type", jwtType,
+		"actor_token", jwtSVIDFor(t, c, b, c.URL), "actor_token_type", jwtType, "audience", idAgentB), 400, "invalid_request", "actor_token")
+	wantRefused(t, "actor token without its type", exchangeAs(t, c, a, "subject_token", user, "subject_token_type", jwtType,
+		"actor_token", own, "audience", idAgentB), 400, "invalid_request", "actor_token_type")
+}
