@@ -178,7 +178,7 @@ func New(cfg Config) (*Validator, error) {
 			}
 			in.keys = keys
 		case is.JWKSURL != "":
-			in.keys = newRemoteKeys(hc, is.JWKSURL)
+			in.keys = newRemoteKeys(hc, is.JWKSURL, cfg.Now)
 		default:
 			in.keys = &discoveredKeys{issuer: is.Issuer, hc: hc, now: cfg.Now}
 		}
@@ -299,7 +299,7 @@ func (v *Validator) Validate(ctx context.Context, raw, tokenType, recipient stri
 	}
 	body, err := keys.verify(ctx, raw, jws)
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) || strings.HasPrefix(err.Error(), "fetching keys") {
+		if errors.Is(err, ErrUnavailable) {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		return nil, &Error{Reason: "the signature does not verify", Err: err}

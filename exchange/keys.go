@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -96,16 +97,105 @@ func (s *StaticKeys) verify(_ context.Context, _ string, jws *jose.JSONWebSignat
 	return nil, errors.New("the signature does not verify with any of the issuer's keys")
 }
 
-// remoteKeys are a JWKS URL's keys, cached and fetched again on an
-// unknown kid (go-oidc's RemoteKeySet).
-type remoteKeys struct{ set *oidc.RemoteKeySet }
+// remoteKeys are a JWKS URL's keys, fetched at the first token, again
+// when older than remoteMaxAge, and on an unknown kid at most every
+// remoteMinRefetch (so a client presenting made-up kids cannot make the
+// CA fetch the provider's keys once per request). A failed fetch keeps
+// the keys held.
+type remoteKeys struct {
+	url string
+	hc  *http.Client
+	now func() time.Time
 
-func newRemoteKeys(hc *http.Client, url string) *remoteKeys {
-	return &remoteKeys{set: oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), hc), url)}
+	fetch   sync.Mutex // one fetch at a time
+	mu      sync.Mutex
+	keys    *StaticKeys
+	fetched time.Time // last successful fetch
+	tried   time.Time // last attempt
 }
 
-func (r *remoteKeys) verify(ctx context.Context, raw string, _ *jose.JSONWebSignature) ([]byte, error) {
-	return r.set.VerifySignature(ctx, raw)
+const (
+	remoteMinRefetch = 10 * time.Second
+	remoteMaxAge     = time.Hour
+	maxJWKS          = 1 << 20
+)
+
+func newRemoteKeys(hc *http.Client, url string, now func() time.Time) *remoteKeys {
+	return &remoteKeys{url: url, hc: hc, now: now}
+}
+
+func (r *remoteKeys) verify(ctx context.Context, raw string, jws *jose.JSONWebSignature) ([]byte, error) {
+	kid := jws.Signatures[0].Header.KeyID
+	r.mu.Lock()
+	keys, fresh := r.keys, r.now().Sub(r.fetched) < remoteMaxAge
+	r.mu.Unlock()
+	if keys != nil && fresh && (kid == "" || keys.has(kid)) {
+		return keys.verify(ctx, raw, jws)
+	}
+	keys, err := r.refresh(ctx)
+	if keys == nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, r.url, err)
+	}
+	return keys.verify(ctx, raw, jws)
+}
+
+// refresh fetches the keys unless the last attempt was less than
+// remoteMinRefetch ago; it returns the keys held.
+func (r *remoteKeys) refresh(ctx context.Context) (*StaticKeys, error) {
+	r.fetch.Lock()
+	defer r.fetch.Unlock()
+	r.mu.Lock()
+	if r.now().Sub(r.tried) < remoteMinRefetch {
+		keys := r.keys
+		r.mu.Unlock()
+		return keys, errors.New("fetched less than 10 s ago")
+	}
+	r.tried = r.now()
+	r.mu.Unlock()
+	keys, err := fetchJWKS(context.WithoutCancel(ctx), r.hc, r.url)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		return r.keys, err
+	}
+	r.keys, r.fetched = keys, r.now()
+	return keys, nil
+}
+
+// fetchJWKS GETs a JWKS (at most 1 MiB, 10 s).
+func fetchJWKS(ctx context.Context, hc *http.Client, url string) (*StaticKeys, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKS))
+	if err != nil {
+		return nil, err
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(b, &set); err != nil {
+		return nil, fmt.Errorf("%s: not a JWKS: %v", url, err)
+	}
+	return NewStaticKeys(set)
+}
+
+func (s *StaticKeys) has(kid string) bool {
+	for i := range s.keys {
+		if s.keys[i].KeyID == kid {
+			return true
+		}
+	}
+	return false
 }
 
 // discoveredKeys find the issuer's jwks_uri by OIDC discovery at the
@@ -134,7 +224,7 @@ func (d *discoveredKeys) verify(ctx context.Context, raw string, jws *jose.JSONW
 			return nil, fmt.Errorf("%w: OIDC discovery of %s failed: %v", ErrUnavailable, d.issuer, err)
 		}
 		// One discovery at a time; the others wait for it.
-		ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, d.hc), 10*time.Second)
+		ctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), d.hc), 10*time.Second)
 		p, err := oidc.NewProvider(ctx, d.issuer)
 		cancel()
 		var md struct {
@@ -151,7 +241,7 @@ func (d *discoveredKeys) verify(ctx context.Context, raw string, jws *jose.JSONW
 			d.mu.Unlock()
 			return nil, fmt.Errorf("%w: OIDC discovery of %s: %v", ErrUnavailable, d.issuer, err)
 		}
-		d.keys = newRemoteKeys(d.hc, md.JWKSURI)
+		d.keys = newRemoteKeys(d.hc, md.JWKSURI, d.now)
 		keys = d.keys
 	}
 	d.mu.Unlock()

@@ -88,8 +88,10 @@ func (m *Middleware) taskEnded(ctx context.Context, task string) (bool, error) {
 	}
 	if st == nil || st.done == nil {
 		if len(m.tasks.m) >= maxTasks {
+			// Bounded: forget the settled statuses (an ended task is
+			// asked about again, and is still ended).
 			for k, v := range m.tasks.m {
-				if v.done == nil && !v.ended {
+				if v.done == nil {
 					delete(m.tasks.m, k)
 				}
 			}
