@@ -397,3 +397,34 @@ func TestTokenExchangeJWTSVIDAndActorToken(t *testing.T) {
 	wantRefused(t, "actor token without its type", exchangeAs(t, c, a, "subject_token", user, "subject_token_type", jwtType,
 		"actor_token", own, "audience", idAgentB), 400, "invalid_request", "actor_token_type")
 }
+
+// TestTokenExchangeCLI: agentca token exchange, with the subject token
+// on standard input or in a file; a refusal is one line and exit 1.
+func TestTokenExchangeCLI(t *testing.T) {
+	idp := newTestIdP(t)
+	c := newExchangeCA(t, idp)
+	c.start()
+	dirA := filepath.Join(t.TempDir(), "a")
+	if r := c.enroll(c.token(idAgentA), dirA, "--task", "trip-9"); r.code != 0 {
+		t.Fatalf("enroll:\n%s", r)
+	}
+	user := filepath.Join(t.TempDir(), "user.jwt")
+	writeFile(t, user, []byte(idp.sign(idp.userClaims(), nil)+"\n"))
+	r := mustRun(t, "token", "exchange", "--ca", c.URL, "--out", dirA, "--subject-token-file", user,
+		"--audience", idAgentB, "--scope", "tools.read")
+	cl := jwtClaims(t, strings.TrimSpace(r.stdout))
+	if cl["sub"] != "alice" || cl["task"] != "trip-9" || cl["act"].(map[string]any)["sub"] != idAgentA {
+		t.Fatalf("token exchange printed a token with claims %v", cl)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.jwt")
+	writeFile(t, bad, []byte(idp.sign(map[string]any{"iss": idp.URL, "sub": "alice", "aud": "agentca-e2e",
+		"exp": time.Now().Add(-time.Minute).Unix()}, nil)))
+	r = runCLI(t, "token", "exchange", "--ca", c.URL, "--out", dirA, "--subject-token-file", bad, "--audience", idAgentB)
+	if r.code != 1 || !strings.Contains(r.stderr, "invalid_request") || !strings.Contains(r.stderr, "expired") {
+		t.Fatalf("an expired subject token:\n%s", r)
+	}
+	oneLine(t, r)
+	if r := runCLI(t, "token", "exchange", "--ca", c.URL, "--out", dirA, "--audience", idAgentB); r.code != 2 {
+		t.Fatalf("no subject token: exit %d\n%s", r.code, r)
+	}
+}
