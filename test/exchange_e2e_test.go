@@ -428,3 +428,22 @@ func TestTokenExchangeCLI(t *testing.T) {
 		t.Fatalf("no subject token: exit %d\n%s", r.code, r)
 	}
 }
+
+// TestTokenExchangeBadJWKSFileRefusesToStart: a trusted issuer whose
+// JWKS file is missing or holds no key stops the daemon at start, one
+// line naming the issuer.
+func TestTokenExchangeBadJWKSFileRefusesToStart(t *testing.T) {
+	c := newCA(t, caOptions{})
+	writeFile(t, filepath.Join(c.Dir, "empty.json"), []byte(`{"keys": []}`))
+	for _, file := range []string{"missing.json", "empty.json"} {
+		c.editConfig(func(cfg map[string]any) {
+			cfg["tokens"] = map[string]any{"scopes": []string{"tools.read"}, "exchange": map[string]any{"issuers": []map[string]any{
+				{"issuer": "https://idp.example.org", "audience": "agentca", "jwks_file": file}}}}
+		})
+		r := runCLI(t, "serve", "--dir", c.Dir)
+		if r.code != 1 || !strings.Contains(r.stderr, "https://idp.example.org") || !strings.Contains(r.stderr, file) {
+			t.Fatalf("serve with jwks_file %s must exit 1 naming it:\n%s", file, r)
+		}
+		oneLine(t, r)
+	}
+}
