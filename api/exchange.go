@@ -372,6 +372,10 @@ func (s *Server) validateSubject(r *http.Request, a *exchangeAudit, req *Exchang
 		return nil, oe
 	}
 	a.subject, a.subjectIssuer, a.subjectType, a.subjectKind = sub.Subject, sub.Issuer, sub.Type, sub.Kind
+	if sub.MayAct != "" && sub.MayAct != rec.SPIFFEID {
+		a.detail = "may_act names " + truncate(sub.MayAct, 256)
+		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidRequest, "the subject_token's may_act claim names another actor than the client")
+	}
 	if req.ActorToken != "" {
 		act, err := s.exch.opts.Validator.Validate(r.Context(), req.ActorToken, req.ActorTokenType, rec.SPIFFEID, svid)
 		if oe := tokenRefusal(a, "actor_token", err); oe != nil {

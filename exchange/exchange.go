@@ -218,6 +218,10 @@ type Subject struct {
 	ID string
 	// Cnf is the x5t#S256 an access token of this CA is bound to.
 	Cnf string
+	// MayAct is the sub of an identity provider's may_act claim (RFC
+	// 8693 §4.4): the only party that may act for the subject; empty
+	// without one.
+	MayAct string
 }
 
 // payload is what the package reads of a token's claims.
@@ -230,6 +234,9 @@ type payload struct {
 	Cnf           *struct {
 		X5tS256 string `json:"x5t#S256"`
 	} `json:"cnf"`
+	MayAct *struct {
+		Sub string `json:"sub"`
+	} `json:"may_act"`
 }
 
 // Validate checks raw, presented with tokenType, to the CA by the agent
@@ -334,6 +341,12 @@ func (v *Validator) claims(s *Subject, p *payload, body []byte, audOK func(jwt.A
 		}
 		s.Issuer, s.Type = s.TokenIssuer, SubjectUser
 		s.Claims = stringClaims(body)
+		if p.MayAct != nil {
+			if p.MayAct.Sub == "" {
+				return refuse("the may_act claim names no sub")
+			}
+			s.MayAct = p.MayAct.Sub
+		}
 	case KindJWTSVID:
 		if hasAct {
 			return refuse("a JWT-SVID carries no act claim")

@@ -307,10 +307,14 @@ func TestTokenExchangeRefusesSubjectTokens(t *testing.T) {
 		{"other audience", idp.sign(with("aud", "someone-else"), nil), "audience"},
 		{"signed by another key", idp.sign(idp.userClaims(), other), "signature"},
 		{"not a JWT", "not-a-jwt", "not a signed JWT"},
+		{"may_act naming another agent", idp.sign(with("may_act", map[string]any{"sub": idAgentB}), nil), "may_act"},
 	} {
 		wantRefused(t, tc.name, exchangeAs(t, c, a, "subject_token", tc.token, "subject_token_type", jwtType,
 			"audience", idAgentB), 400, "invalid_request", tc.desc)
 	}
+	// may_act naming the caller: accepted.
+	wantExchanged(t, exchangeAs(t, c, a, "subject_token", idp.sign(with("may_act", map[string]any{"sub": idAgentA}), nil),
+		"subject_token_type", jwtType, "scope", "tools.read", "audience", idAgentB))
 	// An IdP token presented as this CA's access token.
 	wantRefused(t, "type access_token", exchangeAs(t, c, a, "subject_token", idp.sign(idp.userClaims(), nil),
 		"subject_token_type", atType, "audience", idAgentB), 400, "invalid_request", "did not issue")
