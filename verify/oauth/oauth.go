@@ -18,8 +18,15 @@
 // with a JSON body when the CA's keys or the certificate's revocation
 // status cannot be obtained (retry).
 //
+// With Options.AllowDelegation it also accepts delegated tokens (RFC 8693
+// token exchange): their newest actor (act.sub), not their sub, must be
+// the certificate's SPIFFE ID, and Claims exposes the chain. A token that
+// names a task is refused once the CA says the task has ended (GET
+// /v1/task-status, cached for TaskMaxAge).
+//
 // It does not issue tokens, introspect them, or keep a deny list: a token
-// is void when its certificate is revoked or when it expires.
+// is void when its certificate is revoked, its task has ended, or it
+// expires.
 package oauth
 
 import (
