@@ -10,7 +10,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN)/staticcheck
 GOVULNCHECK := $(GOBIN)/govulncheck
 
-.PHONY: all build run test unit e2e lint fmt vet staticcheck govulncheck bench bench-smoke bench-etcd fuzz tools deps clean
+.PHONY: all build run test unit e2e lint fmt vet staticcheck govulncheck bench bench-smoke bench-etcd bench-compare fuzz tools deps clean
 
 all: build
 
@@ -102,6 +102,21 @@ BENCH_PKGS := ./ca/ ./store/... ./api/ ./ocsp/ ./crl/ ./translog/ ./provisioners
 bench: build
 	$(GO) test -short -run '^$$' -bench . -benchmem -count 1 $(BENCH_PKGS)
 	$(GO) run ./cmd/agentca-bench --binary $(BIN)
+
+# bench-compare: the same load generator against agentca and step-ca
+# (badger and bbolt), interleaved, three rounds (docs/benchmarks.md). It
+# installs step-ca and the step CLI into bin/tools (step-ca's PC/SC
+# support needs Debian's libpcsclite-dev to build). About 9 minutes.
+STEP_VERSION ?= v0.30.2
+TOOLS := $(CURDIR)/bin/tools
+bench-compare: build
+	@dpkg -s libpcsclite-dev >/dev/null 2>&1 || { \
+		echo "installing libpcsclite-dev"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libpcsclite-dev; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq libpcsclite-dev; fi; }
+	GOBIN=$(TOOLS) $(GO) install github.com/smallstep/certificates/cmd/step-ca@$(STEP_VERSION)
+	GOBIN=$(TOOLS) $(GO) install github.com/smallstep/cli/cmd/step@$(STEP_VERSION)
+	$(GO) run ./cmd/agentca-bench --binary $(BIN) --compare --step-ca $(TOOLS)/step-ca --step $(TOOLS)/step --rounds 3 --duration 10s
 
 # bench-etcd: /v1/sign through two replicas on a 3-member etcd cluster
 # started in the benchmark's process (docs/ha.md, docs/benchmarks.md).

@@ -32,14 +32,30 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/keys"
+	"github.com/agentca/agentca/wire"
 )
 
-// APIError is an error answer from the CA: its HTTP status and the JSON
-// error body.
+// APIError is an error answer from the CA: its HTTP status and what the
+// JSON error body says. In JSON it is that body, wire.Error.
 type APIError struct {
-	Status  int    `json:"-"`
-	Code    string `json:"error"`
-	Message string `json:"message"`
+	Status  int
+	Code    string
+	Message string
+}
+
+// MarshalJSON encodes e as its body, wire.Error.
+func (e APIError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire.Error{Code: e.Code, Message: e.Message})
+}
+
+// UnmarshalJSON decodes a wire.Error body into e, leaving its status.
+func (e *APIError) UnmarshalJSON(b []byte) error {
+	var w wire.Error
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	e.Code, e.Message = w.Code, w.Message
+	return nil
 }
 
 func (e *APIError) Error() string {
@@ -107,7 +123,7 @@ type Credentials struct {
 	NotAfter  time.Time
 	// LogReceipt proves the certificate is in the CA's issuance log (see
 	// VerifyReceipt); nil for credentials loaded from disk.
-	LogReceipt *LogReceipt
+	LogReceipt *wire.LogReceipt
 }
 
 // TLSCertificate returns the credentials for a tls.Config.
@@ -127,25 +143,6 @@ func (c *Credentials) CertPEM() []byte {
 		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: ch.Raw})
 	}
 	return b.Bytes()
-}
-
-// signRequest and signResponse mirror the API's JSON.
-type signRequest struct {
-	Provisioner string `json:"provisioner,omitempty"`
-	Token       string `json:"token,omitempty"`
-	CSR         string `json:"csr,omitempty"`
-	TTL         string `json:"ttl,omitempty"`
-	Task        string `json:"task,omitempty"`
-}
-
-type signResponse struct {
-	Certificate string      `json:"certificate"`
-	Chain       []string    `json:"chain"`
-	Serial      string      `json:"serial"`
-	SPIFFEID    string      `json:"spiffe_id"`
-	NotBefore   time.Time   `json:"not_before"`
-	NotAfter    time.Time   `json:"not_after"`
-	Log         *LogReceipt `json:"log,omitempty"`
 }
 
 // NewCSR makes a PEM certificate request for key. The CA takes only the
@@ -172,7 +169,7 @@ func (c *Client) SignForTask(ctx context.Context, provisioner, token string, key
 	if err != nil {
 		return nil, err
 	}
-	req := signRequest{Provisioner: provisioner, Token: token, CSR: csr, Task: task}
+	req := wire.SignRequest{Provisioner: provisioner, Token: token, CSR: csr, Task: task}
 	if ttl > 0 {
 		req.TTL = ttl.String()
 	}
@@ -187,7 +184,7 @@ func (c *Client) Renew(ctx context.Context, cur *tls.Certificate, newKey crypto.
 	roots, _ := c.state()
 	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
 	defer hc.CloseIdleConnections()
-	var req signRequest
+	var req wire.RenewRequest
 	key, ok := cur.PrivateKey.(crypto.Signer)
 	if !ok {
 		return nil, errors.New("agent: current private key is not a crypto.Signer")
@@ -215,14 +212,14 @@ func (c *Client) post(ctx context.Context, hc *http.Client, path string, body an
 		return nil, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	var resp signResponse
+	var resp wire.SignResponse
 	if err := c.do(hc, hreq, &resp); err != nil {
 		return nil, err
 	}
 	return parseSignResponse(&resp, key)
 }
 
-func parseSignResponse(resp *signResponse, key crypto.Signer) (*Credentials, error) {
+func parseSignResponse(resp *wire.SignResponse, key crypto.Signer) (*Credentials, error) {
 	leaf, err := parseCert(resp.Certificate)
 	if err != nil {
 		return nil, err
@@ -502,7 +499,7 @@ func (c *Client) Revoke(ctx context.Context, cur *tls.Certificate, serial, reaso
 // Challenge asks the CA for a single-use nonce to bind into an attestation
 // (azure-imds).
 func (c *Client) Challenge(ctx context.Context, provisioner string) (string, error) {
-	b, err := json.Marshal(map[string]string{"provisioner": provisioner})
+	b, err := json.Marshal(wire.ChallengeRequest{Provisioner: provisioner})
 	if err != nil {
 		return "", err
 	}
@@ -512,9 +509,7 @@ func (c *Client) Challenge(ctx context.Context, provisioner string) (string, err
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	var out struct {
-		Nonce string `json:"nonce"`
-	}
+	var out wire.ChallengeResponse
 	if err := c.do(hc, req, &out); err != nil {
 		return "", err
 	}

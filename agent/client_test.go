@@ -27,6 +27,7 @@ import (
 	"github.com/agentca/agentca/internal/testca"
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store/bolt"
+	"github.com/agentca/agentca/wire"
 )
 
 // clientTestCA is a CA in the test process: a hierarchy, a bolt store, an
@@ -268,7 +269,7 @@ func TestClientRefusesCertificateForAnotherKey(t *testing.T) {
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
-		_ = json.NewEncoder(w).Encode(api.SignResponse{
+		_ = json.NewEncoder(w).Encode(wire.SignResponse{
 			Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: got.DER})),
 			Chain:       got.Issuer.ChainPEM(), Serial: got.Serial, SPIFFEID: got.SPIFFEID,
 			NotBefore: got.NotBefore, NotAfter: got.NotAfter,

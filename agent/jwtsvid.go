@@ -13,17 +13,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/agentca/agentca/wire"
 )
 
-// JWTSVID is a JWT-SVID from the CA (POST /v1/jwt-svid, docs/jwt-svid.md).
-type JWTSVID struct {
-	// Token is the compact JWS.
-	Token string `json:"token"`
-	// SPIFFEID is its subject: the ID of the certificate that asked.
-	SPIFFEID string `json:"spiffe_id"`
-	// ExpiresAt is its exp.
-	ExpiresAt time.Time `json:"expires_at"`
-}
+// JWTSVID is a JWT-SVID from the CA (POST /v1/jwt-svid, docs/jwt-svid.md):
+// the compact JWS, its subject and its expiry.
+type JWTSVID = wire.JWTSVIDResponse
 
 // JWTSVID asks the CA for a JWT-SVID for the SPIFFE ID of cur (presented
 // as the TLS client certificate), for audience (at least one), living ttl
@@ -37,9 +33,9 @@ func (c *Client) JWTSVID(ctx context.Context, cur *tls.Certificate, audience []s
 	roots, _ := c.state()
 	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
 	defer hc.CloseIdleConnections()
-	body := map[string]any{"audience": audience}
+	body := wire.JWTSVIDRequest{Audience: audience}
 	if ttl > 0 {
-		body["ttl"] = ttl.String()
+		body.TTL = ttl.String()
 	}
 	b, err := json.Marshal(body)
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/agent"
-	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/internal/testca"
+	"github.com/agentca/agentca/wire"
 )
 
 // TestRenewalKeepsKeyAcrossFailedAttempt: a renewal the CA recorded but
@@ -41,12 +41,12 @@ func TestRenewalKeepsKeyAcrossFailedAttempt(t *testing.T) {
 	if err := os.Mkdir(certPath, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	children := func() []api.CertInfo {
-		var out struct{ Certificates []api.CertInfo }
+	children := func() []wire.CertInfo {
+		var out wire.CertList
 		if st, b := ca.Admin(t, "GET", "/admin/v1/certs?spiffe_id="+id, nil, &out); st != 200 {
 			t.Fatalf("list: %d %s", st, b)
 		}
-		var kids []api.CertInfo
+		var kids []wire.CertInfo
 		for _, c := range out.Certificates {
 			if c.Revoked {
 				t.Fatalf("%s was revoked: the retry was taken for a second renewal", c.Serial)

@@ -8,22 +8,8 @@ import (
 	"fmt"
 
 	"github.com/agentca/agentca/translog"
-	ct "github.com/google/certificate-transparency-go"
 	"go.step.sm/crypto/pemutil"
 )
-
-// LogReceipt is the issuance-log entry of a certificate as the CA returns
-// it with the certificate: the entry's index and timestamp, and an
-// inclusion proof against a signed tree head.
-type LogReceipt struct {
-	Index          uint64             `json:"index"`
-	Timestamp      uint64             `json:"timestamp"`
-	LeafHash       []byte             `json:"leaf_hash"`
-	TreeSize       uint64             `json:"tree_size"`
-	RootHash       []byte             `json:"root_hash"`
-	InclusionProof [][]byte           `json:"inclusion_proof"`
-	STH            *ct.GetSTHResponse `json:"sth"`
-}
 
 // ErrNoReceipt is returned when a certificate came without a log receipt.
 var ErrNoReceipt = errors.New("agent: the CA returned no issuance-log receipt")

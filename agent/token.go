@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // TokenRequest asks the CA's token endpoint for an access token bound to
@@ -32,21 +34,35 @@ type TokenRequest struct {
 
 // Token is an access token from the CA.
 type Token struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope"`
+	wire.AccessTokenResponse
 	// Expiry is when the token stops working, by the local clock.
 	Expiry time.Time `json:"-"`
 	// lifetime is the token's whole life, for refresh timing.
 	lifetime time.Duration
 }
 
-// TokenError is an OAuth error answer of the token endpoint.
+// TokenError is an OAuth error answer of the token endpoint: its HTTP
+// status and what the JSON body says. In JSON it is that body,
+// wire.OAuthError.
 type TokenError struct {
-	Status      int    `json:"-"`
-	Code        string `json:"error"`
-	Description string `json:"error_description"`
+	Status      int
+	Code        string
+	Description string
+}
+
+// MarshalJSON encodes e as its body, wire.OAuthError.
+func (e TokenError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire.OAuthError{Code: e.Code, Description: e.Description})
+}
+
+// UnmarshalJSON decodes a wire.OAuthError body into e, leaving its status.
+func (e *TokenError) UnmarshalJSON(b []byte) error {
+	var w wire.OAuthError
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	e.Code, e.Description = w.Code, w.Description
+	return nil
 }
 
 func (e *TokenError) Error() string {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/agentca/agentca/wire"
 	"github.com/agentca/agentca/workloads"
 )
 
@@ -49,13 +50,6 @@ func (n *NodeClient) client() (*Client, *http.Client) {
 	return c, n.hc
 }
 
-// workloadSignRequest is the body of POST /v1/workload/sign.
-type workloadSignRequest struct {
-	SPIFFEID  string   `json:"spiffe_id"`
-	Selectors []string `json:"selectors"`
-	CSR       string   `json:"csr"`
-}
-
 // WorkloadSign asks the CA for an X.509-SVID naming spiffeID for key, on
 // behalf of a workload with selectors. The CA refuses (*APIError, 403
 // workload_not_allowed) unless a definition allows this node to hand it
@@ -66,7 +60,7 @@ func (n *NodeClient) WorkloadSign(ctx context.Context, spiffeID string, selector
 		return nil, err
 	}
 	c, hc := n.client()
-	return c.post(ctx, hc, "/v1/workload/sign", &workloadSignRequest{SPIFFEID: spiffeID, Selectors: selectors, CSR: csr}, key)
+	return c.post(ctx, hc, "/v1/workload/sign", &wire.WorkloadSignRequest{SPIFFEID: spiffeID, Selectors: selectors, CSR: csr}, key)
 }
 
 // WorkloadDefinitions returns the workload definitions this node may hand

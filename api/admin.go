@@ -8,9 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 )
 
 // MaxTokensPerRequest bounds one token-creation request.
@@ -43,38 +44,13 @@ func (s *Server) adminMux() *http.ServeMux {
 	return mux
 }
 
-// TokenRequest is the body of POST /admin/v1/tokens.
-type TokenRequest struct {
-	SPIFFEID string `json:"spiffe_id"`
-	// TTL is a Go duration; empty means the provisioner's token_ttl.
-	TTL string `json:"ttl,omitempty"`
-	// Count of tokens to create, all bound to SPIFFEID; zero means 1.
-	Count int `json:"count,omitempty"`
-	// Provisioner is the join-token provisioner's name; empty means the
-	// only one configured.
-	Provisioner string `json:"provisioner,omitempty"`
-}
-
-// TokenResponse lists the created tokens; this is their only plaintext.
-type TokenResponse struct {
-	Tokens []CreatedToken `json:"tokens"`
-}
-
-// CreatedToken is one new join token.
-type CreatedToken struct {
-	Token       string    `json:"token"`
-	SPIFFEID    string    `json:"spiffe_id"`
-	Provisioner string    `json:"provisioner"`
-	ExpiresAt   time.Time `json:"expires_at"`
-}
-
 func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
-	var req TokenRequest
+	var req wire.TokenRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)
 		return
 	}
-	if err := config.ValidateWorkloadSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()); err != nil {
+	if err := identity.ValidateWorkloadSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()); err != nil {
 		msg := err.Error()
 		if !strings.HasPrefix(req.SPIFFEID, "spiffe://") {
 			// Not even the shape of an ID: perhaps a token in the wrong field.
@@ -92,8 +68,8 @@ func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if ttl > config.Ceiling {
-		writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a join token may live at most %s", config.Ceiling))
+	if ttl > identity.Ceiling {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a join token may live at most %s", identity.Ceiling))
 		return
 	}
 	var creator tokenCreator
@@ -118,25 +94,13 @@ func (s *Server) createTokens(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.refusal(err))
 		return
 	}
-	resp := TokenResponse{Tokens: make([]CreatedToken, len(created))}
+	resp := wire.TokenResponse{Tokens: make([]wire.CreatedToken, len(created))}
 	for i, c := range created {
-		resp.Tokens[i] = CreatedToken{Token: c.Token, SPIFFEID: c.SPIFFEID, Provisioner: name, ExpiresAt: c.ExpiresAt}
+		resp.Tokens[i] = wire.CreatedToken{Token: c.Token, SPIFFEID: c.SPIFFEID, Provisioner: name, ExpiresAt: c.ExpiresAt}
 	}
 	s.log.Info("audit", "op", "token_create", "provisioner", name, "spiffe_id", req.SPIFFEID, "count", len(created),
 		"expires_at", created[0].ExpiresAt.Format(time.RFC3339))
 	writeJSON(w, http.StatusCreated, resp)
-}
-
-// CertInfo is one certificate in GET /admin/v1/certs.
-type CertInfo struct {
-	Serial      string    `json:"serial"`
-	SPIFFEID    string    `json:"spiffe_id"`
-	Provisioner string    `json:"provisioner"`
-	IssuerSKI   string    `json:"issuer_ski"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
-	Revoked     bool      `json:"revoked"`
-	RenewedFrom string    `json:"renewed_from,omitempty"`
 }
 
 func (s *Server) listCerts(w http.ResponseWriter, r *http.Request) {
@@ -161,34 +125,18 @@ func (s *Server) listCerts(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.refusal(err))
 		return
 	}
-	out := struct {
-		Certificates []CertInfo `json:"certificates"`
-	}{Certificates: make([]CertInfo, len(recs))}
+	out := wire.CertList{Certificates: make([]wire.CertInfo, len(recs))}
 	for i, c := range recs {
-		out.Certificates[i] = CertInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, Provisioner: c.Provisioner, IssuerSKI: c.IssuerSKI,
+		out.Certificates[i] = wire.CertInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, Provisioner: c.Provisioner, IssuerSKI: c.IssuerSKI,
 			NotBefore: c.NotBefore, NotAfter: c.NotAfter, Revoked: c.Revoked(), RenewedFrom: c.RenewedFrom}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// ReplayKeyRequest is the body of POST /admin/v1/replay-keys/clear.
-type ReplayKeyRequest struct {
-	// Key is a replay key as provisioners record it, e.g.
-	// "aws-iid:aws:123456789012:i-0abc" (trust on first use per instance).
-	Key string `json:"key"`
-}
-
-// ReplayKeyResponse names what was cleared.
-type ReplayKeyResponse struct {
-	Key string `json:"key"`
-	// Serial is the certificate whose enrollment created the key.
-	Serial string `json:"serial"`
-}
-
 // clearReplayKey lets an instance enroll again: an operator removes its
 // trust-on-first-use entry (or a JWT ID).
 func (s *Server) clearReplayKey(w http.ResponseWriter, r *http.Request) {
-	var req ReplayKeyRequest
+	var req wire.ReplayKeyRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)
 		return
@@ -210,5 +158,5 @@ func (s *Server) clearReplayKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("audit", "op", "replay_key_clear", "key", req.Key, "serial", serial, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, ReplayKeyResponse{Key: req.Key, Serial: serial})
+	writeJSON(w, http.StatusOK, wire.ReplayKeyResponse{Key: req.Key, Serial: serial})
 }

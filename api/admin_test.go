@@ -15,6 +15,7 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/provisioners/jointoken"
+	"github.com/agentca/agentca/wire"
 )
 
 func (e *env) adminPost(path string, v any) *response {
@@ -35,16 +36,16 @@ func TestAdminCreateTokens(t *testing.T) {
 	const id = "spiffe://example.org/agent/admin"
 	tests := []struct {
 		name    string
-		req     api.TokenRequest
+		req     wire.TokenRequest
 		want    int
 		wantTTL time.Duration
 	}{
-		{"one", api.TokenRequest{SPIFFEID: id}, 1, 15 * time.Minute},
-		{"count zero means one", api.TokenRequest{SPIFFEID: id, Count: 0}, 1, 15 * time.Minute},
-		{"several", api.TokenRequest{SPIFFEID: id, Count: 25}, 25, 15 * time.Minute},
-		{"ttl", api.TokenRequest{SPIFFEID: id, TTL: "2h"}, 1, 2 * time.Hour},
-		{"ttl at the ceiling", api.TokenRequest{SPIFFEID: id, TTL: "24h"}, 1, 24 * time.Hour},
-		{"named provisioner", api.TokenRequest{SPIFFEID: id, Provisioner: "join"}, 1, 15 * time.Minute},
+		{"one", wire.TokenRequest{SPIFFEID: id}, 1, 15 * time.Minute},
+		{"count zero means one", wire.TokenRequest{SPIFFEID: id, Count: 0}, 1, 15 * time.Minute},
+		{"several", wire.TokenRequest{SPIFFEID: id, Count: 25}, 25, 15 * time.Minute},
+		{"ttl", wire.TokenRequest{SPIFFEID: id, TTL: "2h"}, 1, 2 * time.Hour},
+		{"ttl at the ceiling", wire.TokenRequest{SPIFFEID: id, TTL: "24h"}, 1, 24 * time.Hour},
+		{"named provisioner", wire.TokenRequest{SPIFFEID: id, Provisioner: "join"}, 1, 15 * time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,7 +55,7 @@ func TestAdminCreateTokens(t *testing.T) {
 			if r.status != http.StatusCreated {
 				t.Fatalf("status %d: %s", r.status, r.body)
 			}
-			var resp api.TokenResponse
+			var resp wire.TokenResponse
 			if err := json.Unmarshal(r.body, &resp); err != nil {
 				t.Fatal(err)
 			}
@@ -77,7 +78,7 @@ func TestAdminCreateTokens(t *testing.T) {
 			}
 			// A created token enrolls.
 			key := mustKey(t, ca.ECP256)
-			s := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: resp.Tokens[0].Token, CSR: csrFor(t, key, nil)})
+			s := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: resp.Tokens[0].Token, CSR: csrFor(t, key, nil)})
 			if s.status != http.StatusCreated {
 				t.Fatalf("sign with an admin token: %d %s", s.status, s.body)
 			}
@@ -94,20 +95,20 @@ func TestAdminCreateTokensRefusals(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"no SPIFFE ID", api.TokenRequest{}, nil, 400, api.CodeBadRequest},
-		{"not a SPIFFE ID", api.TokenRequest{SPIFFEID: "agent"}, nil, 400, api.CodeBadRequest},
-		{"other trust domain", api.TokenRequest{SPIFFEID: "spiffe://other.org/agent"}, nil, 400, api.CodeBadRequest},
-		{"no path", api.TokenRequest{SPIFFEID: "spiffe://example.org"}, nil, 400, api.CodeBadRequest},
-		{"empty segment", api.TokenRequest{SPIFFEID: "spiffe://example.org/a//b"}, nil, 400, api.CodeBadRequest},
-		{"negative count", api.TokenRequest{SPIFFEID: id, Count: -1}, nil, 400, api.CodeBadRequest},
-		{"count above the limit", api.TokenRequest{SPIFFEID: id, Count: api.MaxTokensPerRequest + 1}, nil, 400, api.CodeBadRequest},
-		{"bad ttl", api.TokenRequest{SPIFFEID: id, TTL: "forever"}, nil, 400, api.CodeBadTTL},
-		{"zero ttl", api.TokenRequest{SPIFFEID: id, TTL: "0s"}, nil, 400, api.CodeBadTTL},
-		{"ttl above 24h", api.TokenRequest{SPIFFEID: id, TTL: "25h"}, nil, 400, api.CodeBadTTL},
-		{"unknown provisioner", api.TokenRequest{SPIFFEID: id, Provisioner: "k8s"}, nil, 400, api.CodeUnknownProvisioner},
+		{"no SPIFFE ID", wire.TokenRequest{}, nil, 400, api.CodeBadRequest},
+		{"not a SPIFFE ID", wire.TokenRequest{SPIFFEID: "agent"}, nil, 400, api.CodeBadRequest},
+		{"other trust domain", wire.TokenRequest{SPIFFEID: "spiffe://other.org/agent"}, nil, 400, api.CodeBadRequest},
+		{"no path", wire.TokenRequest{SPIFFEID: "spiffe://example.org"}, nil, 400, api.CodeBadRequest},
+		{"empty segment", wire.TokenRequest{SPIFFEID: "spiffe://example.org/a//b"}, nil, 400, api.CodeBadRequest},
+		{"negative count", wire.TokenRequest{SPIFFEID: id, Count: -1}, nil, 400, api.CodeBadRequest},
+		{"count above the limit", wire.TokenRequest{SPIFFEID: id, Count: api.MaxTokensPerRequest + 1}, nil, 400, api.CodeBadRequest},
+		{"bad ttl", wire.TokenRequest{SPIFFEID: id, TTL: "forever"}, nil, 400, api.CodeBadTTL},
+		{"zero ttl", wire.TokenRequest{SPIFFEID: id, TTL: "0s"}, nil, 400, api.CodeBadTTL},
+		{"ttl above 24h", wire.TokenRequest{SPIFFEID: id, TTL: "25h"}, nil, 400, api.CodeBadTTL},
+		{"unknown provisioner", wire.TokenRequest{SPIFFEID: id, Provisioner: "k8s"}, nil, 400, api.CodeUnknownProvisioner},
 		// Two join-token provisioners and none named: the handler must
 		// not pick one at random (map order).
-		{"ambiguous provisioner", api.TokenRequest{SPIFFEID: id}, []string{"join2"}, 400, api.CodeBadRequest},
+		{"ambiguous provisioner", wire.TokenRequest{SPIFFEID: id}, []string{"join2"}, 400, api.CodeBadRequest},
 		{"unknown field", []byte(`{"spiffe_id":"` + id + `","admin":true}`), nil, 400, api.CodeBadRequest},
 		{"not JSON", []byte(`spiffe_id=x`), nil, 400, api.CodeBadRequest},
 	}
@@ -120,11 +121,11 @@ func TestAdminCreateTokensRefusals(t *testing.T) {
 	}
 	t.Run("named among several", func(t *testing.T) {
 		e := newEnv(t, envOptions{extra: []string{"join2"}})
-		r := e.adminPost("/admin/v1/tokens", api.TokenRequest{SPIFFEID: id, Provisioner: "join2"})
+		r := e.adminPost("/admin/v1/tokens", wire.TokenRequest{SPIFFEID: id, Provisioner: "join2"})
 		if r.status != http.StatusCreated {
 			t.Fatalf("status %d: %s", r.status, r.body)
 		}
-		var resp api.TokenResponse
+		var resp wire.TokenResponse
 		if err := json.Unmarshal(r.body, &resp); err != nil || resp.Tokens[0].Provisioner != "join2" {
 			t.Fatalf("response %s, %v", r.body, err)
 		}
@@ -136,7 +137,7 @@ func TestAdminCreateTokensRefusals(t *testing.T) {
 }
 
 type certList struct {
-	Certificates []api.CertInfo `json:"certificates"`
+	Certificates []wire.CertInfo `json:"certificates"`
 }
 
 func TestAdminListCerts(t *testing.T) {

@@ -4,65 +4,18 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 )
 
 // AnchorAdmin runs trust-anchor rotation (the daemon implements it).
 type AnchorAdmin interface {
-	ListAnchors(ctx context.Context) ([]AnchorStatus, error)
-	StageAnchor(ctx context.Context, req StageRequest) (*AnchorStatus, error)
-	ActivateAnchor(ctx context.Context, id string, force bool) (*AnchorStatus, error)
-	RetireAnchor(ctx context.Context, id string, force bool) (*AnchorStatus, error)
-}
-
-// AnchorStatus describes one trust anchor: GET /admin/v1/anchors lists
-// them, and each transition answers with the anchor's new status.
-type AnchorStatus struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	// RootSHA256 is the root's fingerprint (what `enroll --fingerprint`
-	// pins); NotAfter the root's expiry.
-	RootSHA256 string    `json:"root_sha256"`
-	IssuerSKI  string    `json:"issuer_ski"`
-	NotAfter   time.Time `json:"not_after"`
-	// IssuerNotAfter is the issuing CA's expiry.
-	IssuerNotAfter time.Time `json:"issuer_not_after"`
-	// CrossSigned reports a cross-signed certificate of the issuing CA
-	// by the root active when it was staged.
-	CrossSigned bool      `json:"cross_signed"`
-	StagedAt    time.Time `json:"staged_at"`
-	ActivatedAt time.Time `json:"activated_at,omitzero"`
-	RetiringAt  time.Time `json:"retiring_at,omitzero"`
-	RetiredAt   time.Time `json:"retired_at,omitzero"`
-	// Unexpired counts the unexpired certificates its issuing CA issued
-	// to agents (the CA's own server and OCSP certificates aside), and
-	// LastNotAfter is when the last of them expires.
-	Unexpired    int       `json:"unexpired"`
-	LastNotAfter time.Time `json:"last_not_after,omitzero"`
-	// SafeToActivate and SafeToRetire say whether activate or retire
-	// would go through without --force; Note says why not, or what next.
-	SafeToActivate bool   `json:"safe_to_activate"`
-	SafeToRetire   bool   `json:"safe_to_retire"`
-	Note           string `json:"note,omitempty"`
-}
-
-// StageRequest is the body of POST /admin/v1/anchors/stage.
-type StageRequest struct {
-	// IntermediateOnly stages a new issuing CA under the current root
-	// instead of a new root and issuing CA.
-	IntermediateOnly bool `json:"intermediate_only,omitempty"`
-	// CrossSign has the current root also certify the new issuing CA.
-	CrossSign bool `json:"cross_sign,omitempty"`
-}
-
-// AnchorRequest is the body of POST /admin/v1/anchors/activate and
-// /admin/v1/anchors/retire.
-type AnchorRequest struct {
-	ID    string `json:"id"`
-	Force bool   `json:"force,omitempty"`
+	ListAnchors(ctx context.Context) ([]wire.AnchorStatus, error)
+	StageAnchor(ctx context.Context, req wire.StageRequest) (*wire.AnchorStatus, error)
+	ActivateAnchor(ctx context.Context, id string, force bool) (*wire.AnchorStatus, error)
+	RetireAnchor(ctx context.Context, id string, force bool) (*wire.AnchorStatus, error)
 }
 
 // Error codes of the anchor operations.
@@ -117,7 +70,7 @@ func (s *Server) stageAnchor(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "trust-anchor rotation is not available here"))
 		return
 	}
-	var req StageRequest
+	var req wire.StageRequest
 	if e := decodeJSON(w, r, &req, true); e != nil {
 		writeError(w, e)
 		return
@@ -134,13 +87,13 @@ func (s *Server) stageAnchor(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, st)
 }
 
-func (s *Server) anchorTransition(op func(AnchorAdmin, context.Context, string, bool) (*AnchorStatus, error)) http.HandlerFunc {
+func (s *Server) anchorTransition(op func(AnchorAdmin, context.Context, string, bool) (*wire.AnchorStatus, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.anchors == nil {
 			writeError(w, errorf(http.StatusNotFound, CodeNotFound, "trust-anchor rotation is not available here"))
 			return
 		}
-		var req AnchorRequest
+		var req wire.AnchorRequest
 		if e := decodeJSON(w, r, &req, false); e != nil {
 			writeError(w, e)
 			return

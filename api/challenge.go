@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // challenger is a provisioner that binds attestations to a fresh nonce
@@ -12,19 +14,8 @@ type challenger interface {
 	Challenge(ctx context.Context) (nonce string, expiresAt time.Time, err error)
 }
 
-// ChallengeRequest is the body of POST /v1/challenge.
-type ChallengeRequest struct {
-	Provisioner string `json:"provisioner"`
-}
-
-// ChallengeResponse is a single-use nonce to put in the attestation.
-type ChallengeResponse struct {
-	Nonce     string    `json:"nonce"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
-	var req ChallengeRequest
+	var req wire.ChallengeRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)
 		return
@@ -46,5 +37,5 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("challenge refused", "provisioner", prov.Name, "err", err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, ChallengeResponse{Nonce: nonce, ExpiresAt: exp})
+	writeJSON(w, http.StatusCreated, wire.ChallengeResponse{Nonce: nonce, ExpiresAt: exp})
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/provisioners/jointoken"
 	"github.com/agentca/agentca/store/bolt"
+	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -222,7 +223,7 @@ func (e *env) postJSON(c *http.Client, path string, v any) *response {
 }
 
 // apiError decodes an error body strictly and checks the status.
-func apiError(t *testing.T, r *response, status int, code string) api.Error {
+func apiError(t *testing.T, r *response, status int, code string) wire.Error {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
@@ -230,7 +231,7 @@ func apiError(t *testing.T, r *response, status int, code string) api.Error {
 	if ct := r.header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("error Content-Type = %q, want application/json", ct)
 	}
-	var e api.Error
+	var e wire.Error
 	dec := json.NewDecoder(bytes.NewReader(r.body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
@@ -276,7 +277,7 @@ func (e *env) token(id string) string {
 // enrolled is a certificate obtained through /v1/sign.
 type enrolled struct {
 	key  crypto.Signer
-	resp api.SignResponse
+	resp wire.SignResponse
 	leaf *x509.Certificate
 	tls  *tls.Certificate
 }
@@ -285,7 +286,7 @@ type enrolled struct {
 func (e *env) enroll(id string, ttl string) *enrolled {
 	e.t.Helper()
 	key := mustKey(e.t, ca.ECP256)
-	r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(e.t, key, nil), TTL: ttl})
+	r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(e.t, key, nil), TTL: ttl})
 	if r.status != http.StatusCreated {
 		e.t.Fatalf("sign: %d %s", r.status, r.body)
 	}

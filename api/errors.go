@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // MaxBody is the largest request body accepted; larger ones get 413.
@@ -41,14 +43,30 @@ const (
 	CodeAttestationRejected = CodeUnauthorized
 )
 
-// Error is the JSON body of every error response.
+// Error is an error answer: its HTTP status and what its JSON body says.
+// In JSON it is that body, wire.Error; the status is not in it.
 type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"error"`
-	Message string `json:"message"`
+	Status  int
+	Code    string
+	Message string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// MarshalJSON encodes e as its body, wire.Error.
+func (e Error) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire.Error{Code: e.Code, Message: e.Message})
+}
+
+// UnmarshalJSON decodes a wire.Error body into e, leaving its status.
+func (e *Error) UnmarshalJSON(b []byte) error {
+	var w wire.Error
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	e.Code, e.Message = w.Code, w.Message
+	return nil
+}
 
 func errorf(status int, code, format string, args ...any) *Error {
 	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}

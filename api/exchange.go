@@ -24,9 +24,11 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/exchange"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -45,15 +47,6 @@ type ExchangeOptions struct {
 	Validator *exchange.Validator
 	// MaxChain is the most actors a token may name; zero means 4.
 	MaxChain int
-}
-
-// ExchangeResponse is a successful exchange (RFC 8693 §2.2.1).
-type ExchangeResponse struct {
-	AccessToken     string `json:"access_token"`
-	IssuedTokenType string `json:"issued_token_type"`
-	TokenType       string `json:"token_type"`
-	ExpiresIn       int64  `json:"expires_in"`
-	Scope           string `json:"scope"`
 }
 
 // ExchangeRequest is a parsed, checked exchange request.
@@ -270,14 +263,15 @@ func (s *Server) issueExchange(w http.ResponseWriter, r *http.Request, a *exchan
 	if ttl == 0 {
 		ttl = s.tokens.opts.DefaultTTL
 	}
-	if p := s.policy.Load(); p == nil || p.Rules == nil {
+	d, inForce := s.decide(r, &policy.Input{Endpoint: policy.EndpointTokenExchange, Provisioner: rec.Provisioner,
+		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: scope, Audience: req.Audience, Task: task,
+		Subject: sub.Subject, SubjectIssuer: sub.Issuer, SubjectType: sub.Type, SubjectClaims: sub.Claims,
+		Actors: sub.Actors, ChainDepth: len(actors)})
+	if !inForce {
+		// Fail closed, as the client credentials grant does.
 		a.rule, a.effect, a.detail = "no-policy", string(policy.Deny), "no runtime policy is configured (policy.file)"
 		return oauthErr(http.StatusForbidden, OAuthUnauthorizedClient, "the CA has no runtime policy; it exchanges no token until one (policy.file) allows it")
 	}
-	d := s.decide(r, &policy.Input{Endpoint: policy.EndpointTokenExchange, Provisioner: rec.Provisioner,
-		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: scope, Audience: req.Audience, Task: task,
-		Subject: sub.Subject, SubjectIssuer: sub.Issuer, SubjectType: sub.Type, SubjectClaims: sub.Claims,
-		Actors: sub.Actors, ChainDepth: len(actors)}, false)
 	a.rule, a.effect = d.RuleName(), string(d.Effect)
 	if d.Err != nil {
 		a.detail = d.Err.Error()
@@ -314,7 +308,7 @@ func (s *Server) issueExchange(w http.ResponseWriter, r *http.Request, a *exchan
 	}
 	a.jti, a.exp = c.ID, exp
 	expiresIn := int64(exp.Sub(now).Round(time.Second) / time.Second)
-	writeOAuth(w, http.StatusOK, ExchangeResponse{AccessToken: tok, IssuedTokenType: exchange.TypeAccessToken,
+	writeOAuth(w, http.StatusOK, wire.ExchangeResponse{AccessToken: tok, IssuedTokenType: exchange.TypeAccessToken,
 		TokenType: "Bearer", ExpiresIn: max(expiresIn, 1), Scope: c.Scope})
 	return nil
 }
@@ -354,7 +348,7 @@ func (s *Server) tokenClient(r *http.Request, a *tokenAudit) (*x509.Certificate,
 		}
 		return nil, nil, oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "%s", ce.Message)
 	}
-	if err := config.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
+	if err := identity.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
 		return nil, nil, oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "the client certificate's SPIFFE ID is no longer allowed (%d bytes); enroll again", len(rec.SPIFFEID))
 	}
 	if (*s.provs.Load())[rec.Provisioner] == nil {

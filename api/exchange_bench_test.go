@@ -18,6 +18,7 @@ import (
 	"github.com/agentca/agentca/exchange"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/store/bolt"
+	"github.com/agentca/agentca/wire"
 )
 
 // BenchmarkTokenExchange is one RFC 8693 exchange through the HTTPS
@@ -61,10 +62,11 @@ func BenchmarkTokenExchange(b *testing.B) {
 	tokens.Exchange = &api.ExchangeOptions{Validator: v}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust,
 		Provisioners: map[string]*api.Provisioner{"k8s": {Name: "k8s", Provisioner: &claimsProvisioner{}}},
-		Tokens:       tokens, Policy: &api.Policy{Rules: pol}})
+		Tokens:       tokens})
 	if err != nil {
 		b.Fatal(err)
 	}
+	srv.SetPolicy(&api.Policy{Rules: pol})
 	issued, err := authority.Issue(context.Background(), &ca.Request{PublicKey: mustKey(b, ca.ECP256).Public(), SPIFFEID: agentA, Provisioner: "k8s"})
 	if err != nil {
 		b.Fatal(err)
@@ -85,7 +87,7 @@ func BenchmarkTokenExchange(b *testing.B) {
 	}
 	// The subject token: A's own token with A as its audience.
 	w := post(url.Values{"grant_type": {"client_credentials"}, "scope": {testScope}, "audience": {agentA}}.Encode())
-	var tr api.AccessTokenResponse
+	var tr wire.AccessTokenResponse
 	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &tr) != nil {
 		b.Fatalf("subject token: %d %s", w.Code, w.Body)
 	}

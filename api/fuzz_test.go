@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/wire"
 )
 
 // FuzzDecodeSignRequest feeds arbitrary bodies and content types to
@@ -22,7 +23,7 @@ func FuzzDecodeSignRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	valid, err := json.Marshal(api.SignRequest{Provisioner: "join", Token: "t", CSR: csrFor(f, key, nil), TTL: "5m"})
+	valid, err := json.Marshal(wire.SignRequest{Provisioner: "join", Token: "t", CSR: csrFor(f, key, nil), TTL: "5m"})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/wire"
 )
 
 // longID is a valid SPIFFE ID of exactly n bytes in testTD.
@@ -39,7 +40,7 @@ func TestSPIFFEIDInputs(t *testing.T) {
 	}
 	for _, tt := range tokenCases {
 		t.Run("token create/"+tt.name, func(t *testing.T) {
-			r := e.adminPost("/admin/v1/tokens", api.TokenRequest{SPIFFEID: tt.id})
+			r := e.adminPost("/admin/v1/tokens", wire.TokenRequest{SPIFFEID: tt.id})
 			if r.status != tt.status {
 				t.Fatalf("status %d, want %d: %.300s", r.status, tt.status, r.body)
 			}
@@ -58,7 +59,7 @@ func TestSPIFFEIDInputs(t *testing.T) {
 	for _, id := range []string{longID(2049), "spiffe://example.org/agentca/server", "spiffe://example.org/agentca/x"} {
 		t.Run("sign/"+id[:min(len(id), 40)], func(t *testing.T) {
 			key := mustKey(t, ca.ECP256)
-			r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(t, key, nil)})
+			r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(t, key, nil)})
 			apiError(t, r, http.StatusForbidden, api.CodeIdentityNotAllowed)
 		})
 	}

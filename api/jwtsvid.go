@@ -20,7 +20,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
+	"github.com/agentca/agentca/wire"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -37,8 +39,8 @@ const (
 	maxJWTAudiences = 8
 	// DefaultJWTSVIDTTL and DefaultJWTSVIDMaxTTL are a JWT-SVID's
 	// lifetime and its ceiling when the configuration names none.
-	DefaultJWTSVIDTTL    = 5 * time.Minute
-	DefaultJWTSVIDMaxTTL = time.Hour
+	DefaultJWTSVIDTTL    = identity.DefaultJWTSVIDTTL
+	DefaultJWTSVIDMaxTTL = identity.DefaultJWTSVIDMaxTTL
 )
 
 // JWTSVIDOptions configure POST /v1/jwt-svid and OIDC discovery.
@@ -50,20 +52,6 @@ type JWTSVIDOptions struct {
 	// (zero: 5 minutes); MaxTTL the ceiling of a requested one (zero: 1
 	// hour). A JWT-SVID never outlives the caller's X.509-SVID.
 	DefaultTTL, MaxTTL time.Duration
-}
-
-// JWTSVIDRequest is the body of POST /v1/jwt-svid.
-type JWTSVIDRequest struct {
-	Audience []string `json:"audience"`
-	// TTL is a Go duration ("5m"); empty means the default.
-	TTL string `json:"ttl,omitempty"`
-}
-
-// JWTSVIDResponse is a successful POST /v1/jwt-svid answer.
-type JWTSVIDResponse struct {
-	Token     string    `json:"token"`
-	SPIFFEID  string    `json:"spiffe_id"`
-	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // jwtSVIDClaims are a JWT-SVID's claims.
@@ -248,7 +236,7 @@ func (s *Server) jwtSVID(w http.ResponseWriter, r *http.Request) {
 // audiences, each 1-512 bytes without white space, and a ttl between 1s
 // and maxTTL. It returns the audiences (deduplicated) and the ttl (zero
 // when absent).
-func ParseJWTSVIDRequest(req *JWTSVIDRequest, maxTTL time.Duration) ([]string, time.Duration, *Error) {
+func ParseJWTSVIDRequest(req *wire.JWTSVIDRequest, maxTTL time.Duration) ([]string, time.Duration, *Error) {
 	if len(req.Audience) == 0 {
 		return nil, 0, errorf(http.StatusBadRequest, CodeBadRequest, "audience is required: name at least one")
 	}
@@ -275,7 +263,7 @@ func ParseJWTSVIDRequest(req *JWTSVIDRequest, maxTTL time.Duration) ([]string, t
 	return aud, ttl, nil
 }
 
-func (s *Server) issueJWTSVID(w http.ResponseWriter, r *http.Request, a *jwtAudit) (*JWTSVIDResponse, *Error) {
+func (s *Server) issueJWTSVID(w http.ResponseWriter, r *http.Request, a *jwtAudit) (*wire.JWTSVIDResponse, *Error) {
 	leaf, rec, e := s.clientCertificate(r)
 	if rec != nil {
 		a.prov, a.spiffeID, a.serial, a.task = rec.Provisioner, rec.SPIFFEID, rec.Serial, rec.Task
@@ -286,7 +274,7 @@ func (s *Server) issueJWTSVID(w http.ResponseWriter, r *http.Request, a *jwtAudi
 	if (*s.provs.Load())[rec.Provisioner] == nil {
 		return nil, errorf(http.StatusForbidden, CodeForbidden, "provisioner %q that vouched for this certificate is no longer configured; enroll again", truncate(rec.Provisioner, 64))
 	}
-	var req JWTSVIDRequest
+	var req wire.JWTSVIDRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		return nil, e
 	}
@@ -301,9 +289,9 @@ func (s *Server) issueJWTSVID(w http.ResponseWriter, r *http.Request, a *jwtAudi
 	if ttl == 0 {
 		ttl = s.jwt.opts.DefaultTTL
 	}
-	d := s.decide(r, &policy.Input{Endpoint: policy.EndpointJWTSVID, Provisioner: rec.Provisioner,
-		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Audience: aud, Task: rec.Task}, false)
-	if s.policy.Load() != nil {
+	d, inForce := s.decide(r, &policy.Input{Endpoint: policy.EndpointJWTSVID, Provisioner: rec.Provisioner,
+		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Audience: aud, Task: rec.Task})
+	if inForce {
 		a.rule, a.effect = d.RuleName(), string(d.Effect)
 	}
 	if d.Err != nil {
@@ -352,5 +340,5 @@ func (s *Server) issueJWTSVID(w http.ResponseWriter, r *http.Request, a *jwtAudi
 		return nil, errorf(http.StatusServiceUnavailable, CodeUnavailable, "the CA cannot sign JWT-SVIDs right now; retry")
 	}
 	a.jti, a.exp = c.ID, exp
-	return &JWTSVIDResponse{Token: tok, SPIFFEID: rec.SPIFFEID, ExpiresAt: exp.UTC()}, nil
+	return &wire.JWTSVIDResponse{Token: tok, SPIFFEID: rec.SPIFFEID, ExpiresAt: exp.UTC()}, nil
 }

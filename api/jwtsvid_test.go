@@ -18,6 +18,7 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/store/bolt"
+	"github.com/agentca/agentca/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -68,11 +69,11 @@ func newJWTEnv(tb testing.TB, leafTTL time.Duration, withKey bool) *jwtEnv {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust,
 		Provisioners: map[string]*api.Provisioner{"k8s": {Name: "k8s", Provisioner: &claimsProvisioner{}}},
-		JWTSVID:      &api.JWTSVIDOptions{Issuer: "https://ca.example.org/"},
-		Policy:       &api.Policy{Rules: pol}})
+		JWTSVID:      &api.JWTSVIDOptions{Issuer: "https://ca.example.org/"}})
 	if err != nil {
 		tb.Fatal(err)
 	}
+	srv.SetPolicy(&api.Policy{Rules: pol})
 	issued, err := authority.Issue(context.Background(), &ca.Request{PublicKey: mustKey(tb, ca.ECP256).Public(), SPIFFEID: agentA,
 		Provisioner: "k8s", TTL: leafTTL})
 	if err != nil {
@@ -111,7 +112,7 @@ func TestJWTSVIDEndpoint(t *testing.T) {
 	if w.Code != http.StatusOK || w.Header().Get("Cache-Control") != "no-store" {
 		t.Fatalf("%d %s %v", w.Code, w.Body, w.Header())
 	}
-	var resp api.JWTSVIDResponse
+	var resp wire.JWTSVIDResponse
 	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestJWTSVIDEndpoint(t *testing.T) {
 		{`{"audience":["https://forbidden.example.org"]}`, true, 403, "policy_denied", "no-forbidden"},
 	} {
 		w := e.post(c.body, c.cert)
-		var got api.Error
+		var got wire.Error
 		_ = json.Unmarshal(w.Body.Bytes(), &got)
 		if w.Code != c.status || got.Code != c.code || !strings.Contains(got.Message, c.contains) {
 			t.Errorf("%s: want %d %s (%q), got %d %s", c.body, c.status, c.code, c.contains, w.Code, w.Body)
@@ -220,7 +221,7 @@ func FuzzJWTSVIDRequest(f *testing.F) {
 		w := e.post(body, true)
 		switch {
 		case w.Code == http.StatusOK:
-			var resp api.JWTSVIDResponse
+			var resp wire.JWTSVIDResponse
 			if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil || resp.SPIFFEID != agentA || resp.Token == "" {
 				t.Fatalf("200 with %s", w.Body)
 			}

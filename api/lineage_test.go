@@ -18,11 +18,13 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// revokedSeen records what OnRevoke was told.
+// revokedSeen records what the revocation service told the caches.
 type revokedSeen struct {
 	mu      sync.Mutex
 	serials map[string]int
@@ -34,21 +36,30 @@ func (r *revokedSeen) has(serial string) bool {
 	return r.serials[serial] > 0
 }
 
-// withOnRevoke replaces e's server with one whose OnRevoke records every
-// revocation it is told of (as the daemon's OCSP and CRL caches are).
-func withOnRevoke(t *testing.T, e *env) *revokedSeen {
+// withCaches replaces e's server with one whose revocation service
+// tells a cache that records every revocation (as the daemon's OCSP and
+// CRL caches are told), and fails the test on one told twice.
+func withCaches(t *testing.T, e *env) *revokedSeen {
 	t.Helper()
 	seen := &revokedSeen{serials: map[string]int{}}
-	srv, err := api.New(api.Options{Authority: e.authority, Store: e.store, Trust: e.srv.Trust(), Provisioners: e.provs,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now,
-		OnRevoke: func(_ context.Context, rec *store.Certificate) {
+	logger := slog.New(slog.NewJSONHandler(e.logs, nil))
+	rev, err := revocation.New(revocation.Options{Store: e.store, Workloads: e.store, Logger: logger,
+		Notifier: revocation.Direct(revocation.CacheFunc(func(_ context.Context, rec *store.Certificate) {
 			if !rec.Revoked() {
-				t.Errorf("OnRevoke told of an unrevoked record %s", rec.Serial)
+				t.Errorf("the caches were told of an unrevoked record %s", rec.Serial)
 			}
 			seen.mu.Lock()
 			seen.serials[rec.Serial]++
+			if seen.serials[rec.Serial] > 1 {
+				t.Errorf("the caches were told of %s %d times", rec.Serial, seen.serials[rec.Serial])
+			}
 			seen.mu.Unlock()
-		}})
+		}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Options{Authority: e.authority, Store: e.store, Trust: e.srv.Trust(), Provisioners: e.provs,
+		Logger: logger, Registry: prometheus.NewRegistry(), Now: e.clock.Now, Revocation: rev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +77,7 @@ func withOnRevoke(t *testing.T, e *env) *revokedSeen {
 
 func (e *env) renewWith(c *enrolled, key crypto.Signer) *response {
 	e.t.Helper()
-	return e.postJSON(e.client(c.tls), "/v1/renew", api.RenewRequest{CSR: csrFor(e.t, key, nil)})
+	return e.postJSON(e.client(c.tls), "/v1/renew", wire.RenewRequest{CSR: csrFor(e.t, key, nil)})
 }
 
 func mustRevoked(t *testing.T, e *env, serial string, reason int) {
@@ -83,7 +94,7 @@ func mustRevoked(t *testing.T, e *env, serial string, reason int) {
 // audit line and the metric.
 func TestRenewRetryAndReuse(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	seen := withOnRevoke(t, e)
+	seen := withCaches(t, e)
 	const id = "spiffe://example.org/agent/lineage"
 	grand := e.enroll(id, "")
 	k1 := mustKey(t, ca.ECP256)
@@ -117,7 +128,7 @@ func TestRenewRetryAndReuse(t *testing.T) {
 	for _, c := range []*enrolled{grand, parent, child} {
 		mustRevoked(t, e, c.resp.Serial, 1)
 		if !seen.has(c.resp.Serial) {
-			t.Errorf("OnRevoke was not told of %s", c.resp.Serial)
+			t.Errorf("the caches were not told of %s", c.resp.Serial)
 		}
 	}
 	logs := e.logs.String()
@@ -138,10 +149,10 @@ func TestRenewRetryAndReuse(t *testing.T) {
 // hear of each.
 func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	seen := withOnRevoke(t, e)
+	seen := withCaches(t, e)
 	chain := func(id, task string) []*enrolled {
 		key := mustKey(t, ca.ECP256)
-		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(t, key, nil), Task: task})
+		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(id), CSR: csrFor(t, key, nil), Task: task})
 		if r.status != http.StatusCreated {
 			t.Fatalf("sign: %d %s", r.status, r.body)
 		}
@@ -161,7 +172,7 @@ func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 		for _, x := range c {
 			mustRevoked(t, e, x.resp.Serial, reason)
 			if !seen.has(x.resp.Serial) {
-				t.Errorf("OnRevoke was not told of %s", x.resp.Serial)
+				t.Errorf("the caches were not told of %s", x.resp.Serial)
 			}
 		}
 	}
@@ -179,7 +190,7 @@ func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 	})
 	t.Run("self", func(t *testing.T) {
 		c := chain("spiffe://example.org/agent/c2", "")
-		if r := e.postJSON(e.client(c[1].tls), "/v1/revoke", api.RevokeRequest{Reason: "keyCompromise"}); r.status != http.StatusOK {
+		if r := e.postJSON(e.client(c[1].tls), "/v1/revoke", wire.RevokeRequest{Reason: "keyCompromise"}); r.status != http.StatusOK {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
 		check(t, c[1:], 1)
@@ -190,7 +201,7 @@ func TestRevokeCascadesThroughEveryPath(t *testing.T) {
 	t.Run("task end", func(t *testing.T) {
 		c := chain("spiffe://example.org/agent/c3", "job-7")
 		r := do(t, e.admin.Client(), http.MethodPost, e.admin.URL+"/admin/v1/tasks/end", "application/json", strings.NewReader(`{"task":"job-7"}`))
-		var out api.TaskEndResponse
+		var out wire.TaskEndResponse
 		if err := json.Unmarshal(r.body, &out); err != nil || r.status != 200 || len(out.Revoked) != 3 {
 			t.Fatalf("%d %s: want the three certificates of job-7 revoked, each listed once", r.status, r.body)
 		}
@@ -217,7 +228,7 @@ func TestRenewRacingRevocation(t *testing.T) {
 			hc := e.client(first[i].tls)
 			for range 50 {
 				k := mustKey(t, ca.ECP256)
-				r := e.postJSON(hc, "/v1/renew", api.RenewRequest{CSR: csrFor(t, k, nil)})
+				r := e.postJSON(hc, "/v1/renew", wire.RenewRequest{CSR: csrFor(t, k, nil)})
 				if r.status != http.StatusCreated {
 					if r.status != http.StatusForbidden {
 						t.Errorf("agent %d: renew: %d %s", i, r.status, r.body)
@@ -255,7 +266,7 @@ func TestTokenRefusedForEndedTask(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	withTokens(t, e, nil, nil)
 	key := mustKey(t, ca.ECP256)
-	r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), Task: "t-50"})
+	r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), Task: "t-50"})
 	if r.status != http.StatusCreated {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
@@ -291,7 +302,7 @@ func TestPolicyClaimsAtRenewal(t *testing.T) {
 	withTokens(t, e, nil, pol)
 	enroll := func(prov string) *enrolled {
 		key := mustKey(t, ca.ECP256)
-		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: prov, Token: "x", CSR: csrFor(t, key, nil)})
+		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: prov, Token: "x", CSR: csrFor(t, key, nil)})
 		if r.status != http.StatusCreated {
 			t.Fatalf("sign %s: %d %s", prov, r.status, r.body)
 		}

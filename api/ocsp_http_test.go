@@ -28,8 +28,10 @@ import (
 	"github.com/agentca/agentca/crl"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/provisioners/jointoken"
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/bolt"
+	"github.com/agentca/agentca/wire"
 	xocsp "golang.org/x/crypto/ocsp"
 )
 
@@ -138,17 +140,22 @@ func ocspTNewEnv(t testing.TB) *ocspTEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rev, err := revocation.New(revocation.Options{Store: e.store,
+		Notifier: revocation.Direct(revocation.CacheFunc(func(ctx context.Context, rec *store.Certificate) {
+			e.responder.Revoked(ctx, rec)
+			e.publisher.Changed()
+		}))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.srv, err = api.New(api.Options{
 		Authority: e.authority, Store: e.store, Trust: trust, Now: e.clock.Now,
 		Provisioners: map[string]*api.Provisioner{
 			"join": {Name: "join", Type: "join-token", DefaultTTL: 5 * time.Minute, MaxTTL: time.Hour, Provisioner: join},
 		},
-		OCSP: e.responder,
-		CRLs: &ocspTCRLs{active: e.publisher, bySKI: map[string]*crl.Publisher{e.issuer.SKI: e.publisher}},
-		OnRevoke: func(ctx context.Context, rec *store.Certificate) {
-			e.responder.Revoked(ctx, rec)
-			e.publisher.Changed()
-		},
+		OCSP:       e.responder,
+		CRLs:       &ocspTCRLs{active: e.publisher, bySKI: map[string]*crl.Publisher{e.issuer.SKI: e.publisher}},
+		Revocation: rev,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -556,7 +563,7 @@ func TestOCSPHTTPRevocationShowsAtOnce(t *testing.T) {
 	if r := ocspTParse(t, e.get(b64), leaf, e.issuer.Cert); r.Status != xocsp.Good {
 		t.Fatalf("before: status %d", r.Status)
 	}
-	body, _ := json.Marshal(api.RevokeRequest{Serial: strings.ToUpper(hex.EncodeToString(leaf.SerialNumber.Bytes())), Reason: "keyCompromise"})
+	body, _ := json.Marshal(wire.RevokeRequest{Serial: strings.ToUpper(hex.EncodeToString(leaf.SerialNumber.Bytes())), Reason: "keyCompromise"})
 	start := time.Now()
 	w := httptest.NewRecorder()
 	e.admin.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/admin/v1/revoke", bytes.NewReader(body)))

@@ -7,12 +7,12 @@ import (
 	"regexp"
 
 	"github.com/agentca/agentca/ca"
-	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/policy"
 )
 
-// Policy is the runtime policy the API applies at /v1/sign, /v1/renew and
-// /v1/token: compiled rules and the environment they see.
+// Policy is the runtime policy the CA applies at /v1/sign, /v1/renew,
+// /v1/token, /v1/jwt-svid and to workload SVIDs: compiled rules and the
+// environment they see. It is the Authority's Decider (ca.Options).
 type Policy struct {
 	// Rules decide; nil allows everything (no policy configured).
 	Rules *policy.Policy
@@ -25,9 +25,10 @@ type Policy struct {
 // refused.
 const CodePolicyDenied = "policy_denied"
 
-// SetPolicy swaps the runtime policy; requests in flight finish with the
-// one they started with. Nil removes it.
-func (s *Server) SetPolicy(p *Policy) { s.policy.Store(p) }
+// SetPolicy swaps the runtime policy the CA consults (ca.Authority's
+// Decider); requests in flight finish with the one they started with. Nil
+// removes it.
+func (s *Server) SetPolicy(p *Policy) { s.ca.SetDecider(p) }
 
 // taskID is what a task identifier may look like.
 var taskID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$`)
@@ -37,30 +38,48 @@ var taskID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$`)
 // digit.
 func ValidTask(s string) bool { return taskID.MatchString(s) }
 
-// decide evaluates the policy for in (filling the environment and the
-// time) and, with logLine, writes the decision's audit line (the token
-// endpoint puts the rule in its own audit line instead). Without a policy
-// every request is allowed and nothing is logged.
-func (s *Server) decide(r *http.Request, in *policy.Input, logLine bool) policy.Decision {
-	p := s.policy.Load()
+// Decide evaluates the rules on in, which sees the configured environment
+// with in.Environment's request facts ("remote_ip") over it. It is the CA's
+// Decider (ca.Decider): the Authority asks it at every certificate request,
+// and the token and JWT-SVID endpoints through the Authority. A nil policy
+// or one without rules is not in force: it allows everything.
+func (p *Policy) Decide(in *policy.Input) (d policy.Decision, inForce bool) {
 	if p == nil || p.Rules == nil {
-		return policy.Decision{Allowed: true, Effect: policy.Allow}
+		return policy.Decision{Allowed: true, Effect: policy.Allow}, false
 	}
-	env := make(map[string]string, len(p.Environment)+1)
+	env := make(map[string]string, len(p.Environment)+len(in.Environment))
 	maps.Copy(env, p.Environment)
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		env["remote_ip"] = host
-	}
+	maps.Copy(env, in.Environment)
 	in.Environment = env
-	in.Now = s.now()
-	d := p.Rules.Evaluate(in)
-	if !logLine {
-		return d
+	return p.Rules.Evaluate(in), true
+}
+
+// callerEnv is the request facts the policy sees beside its configured
+// environment: the caller's address as "remote_ip".
+func callerEnv(r *http.Request) map[string]string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return map[string]string{"remote_ip": host}
 	}
-	attrs := []any{"op", "policy", "endpoint", in.Endpoint, "provisioner", in.Provisioner, "spiffe_id", in.SPIFFEID,
+	return nil
+}
+
+// decide asks the CA's runtime policy about in (a request that signs
+// nothing: a token, a JWT-SVID), with the caller's address and the time
+// filled in. inForce false means no policy is in force.
+func (s *Server) decide(r *http.Request, in *policy.Input) (d policy.Decision, inForce bool) {
+	in.Environment = callerEnv(r)
+	in.Now = s.now()
+	return s.ca.Decide(in)
+}
+
+// auditDecision writes the audit line of the policy's decision on a
+// certificate request (the token and JWT-SVID endpoints put the rule in
+// their own audit line instead).
+func (s *Server) auditDecision(r *http.Request, req *ca.Request, d policy.Decision) {
+	attrs := []any{"op", "policy", "endpoint", req.Endpoint, "provisioner", req.Provisioner, "spiffe_id", req.SPIFFEID,
 		"remote", r.RemoteAddr, "rule", d.RuleName(), "effect", string(d.Effect)}
-	if in.Task != "" {
-		attrs = append(attrs, "task", in.Task)
+	if req.Task != "" {
+		attrs = append(attrs, "task", req.Task)
 	}
 	if d.MaxTTL > 0 {
 		attrs = append(attrs, "max_ttl", d.MaxTTL.String())
@@ -73,7 +92,6 @@ func (s *Server) decide(r *http.Request, in *policy.Input, logLine bool) policy.
 		}
 		s.log.Warn("audit", append(attrs, "outcome", "denied")...)
 	}
-	return d
 }
 
 // policyDenied is the refusal of a denying decision; the rule is named,
@@ -85,32 +103,20 @@ func policyDenied(d policy.Decision) *Error {
 	return errorf(http.StatusForbidden, CodePolicyDenied, "refused by the CA's policy (rule %q)", d.RuleName())
 }
 
-// applyPolicy decides on a certificate request at endpoint (sign or
-// renew) and, when a cap rule matched, lowers req's lifetime limits to the
-// cap: the requested lifetime is clamped to it, never refused for it.
-// claims are the attestation's facts (nil at renewal).
-func (s *Server) applyPolicy(r *http.Request, endpoint string, claims map[string]string, req *ca.Request) *Error {
-	if p := s.policy.Load(); p == nil || p.Rules == nil {
-		return nil
-	}
-	ttl := req.TTL
-	if ttl == 0 {
-		ttl = min(req.DefaultTTL, req.MaxTTL)
-	}
-	d := s.decide(r, &policy.Input{Endpoint: endpoint, Provisioner: req.Provisioner, Claims: claims,
-		SPIFFEID: req.SPIFFEID, DNSNames: req.DNSNames, TTL: ttl, Task: req.Task}, true)
-	if !d.Allowed {
-		return policyDenied(d)
-	}
-	if c := d.MaxTTL; c > 0 {
-		// Zero limits mean the CA's defaults; make them explicit first.
-		if req.MaxTTL <= 0 {
-			req.MaxTTL = config.DefaultMaxTTL
+// issue asks the CA for req's certificate at endpoint (sign, renew or
+// workload). The CA's runtime policy decides first, seeing the
+// attestation's claims (the lineage's at renewal), and a cap rule lowers
+// the lifetime the CA computes: the requested lifetime is clamped to it,
+// never refused for it. A refusal is the policy's 403 (denied), any other
+// failure the CA's error.
+func (s *Server) issue(r *http.Request, endpoint string, req *ca.Request) (issued *ca.Issued, denied *Error, err error) {
+	req.Endpoint, req.Environment = endpoint, callerEnv(r)
+	issued, d, err := s.ca.IssueDecided(r.Context(), req)
+	if d != nil {
+		s.auditDecision(r, req, *d)
+		if !d.Allowed {
+			return nil, policyDenied(*d), nil
 		}
-		if req.DefaultTTL <= 0 {
-			req.DefaultTTL = config.DefaultLeafTTL
-		}
-		req.TTL, req.DefaultTTL, req.MaxTTL = min(req.TTL, c), min(req.DefaultTTL, c), min(req.MaxTTL, c)
 	}
-	return nil
+	return issued, nil, err
 }

@@ -10,17 +10,9 @@ import (
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"go.step.sm/crypto/keyutil"
 )
-
-// RenewRequest is the body of POST /v1/renew; both fields are optional and
-// an empty body is allowed.
-type RenewRequest struct {
-	// CSR with a fresh key. Without it the certificate is renewed with
-	// the key it already has.
-	CSR string `json:"csr,omitempty"`
-	TTL string `json:"ttl,omitempty"`
-}
 
 // clientCertificate authenticates the TLS client of r: its leaf must be
 // recorded in the store byte for byte (the TLS handshake proved the
@@ -109,8 +101,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 	if rec != nil {
 		a.spiffeID, a.renewedFrom = rec.SPIFFEID, rec.Serial
 	}
-	s.audit(r, a)
-	s.finish(w, r, "renew", provName, start, issued, e)
+	s.finish(w, r, start, a)
 }
 
 func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *string) (*ca.Issued, *store.Certificate, *Error) {
@@ -124,7 +115,7 @@ func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *strin
 	if rec.Parent != "" {
 		return nil, rec, errorf(http.StatusForbidden, CodeForbidden, "a workload SVID is renewed by its node agent, not by itself")
 	}
-	var req RenewRequest
+	var req wire.RenewRequest
 	if e := decodeJSON(w, r, &req, true); e != nil {
 		return nil, rec, e
 	}
@@ -153,10 +144,10 @@ func (s *Server) doRenew(w http.ResponseWriter, r *http.Request, provName *strin
 		Claims: rec.Claims,
 	}
 	// The policy sees the claims the lineage was attested with.
-	if e := s.applyPolicy(r, "renew", rec.Claims, creq); e != nil {
+	issued, e, err := s.issue(r, "renew", creq)
+	if e != nil {
 		return nil, rec, e
 	}
-	issued, err := s.ca.Issue(r.Context(), creq)
 	if err != nil {
 		if e := s.renewalReused(r, rec, err); e != nil {
 			return nil, rec, e

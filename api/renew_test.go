@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/wire"
 )
 
 func TestRenew(t *testing.T) {
@@ -27,10 +28,10 @@ func TestRenew(t *testing.T) {
 	}{
 		{"empty body keeps the key", func(t *testing.T) (any, crypto.Signer) { return []byte{}, nil }, false},
 		{"empty object keeps the key", func(t *testing.T) (any, crypto.Signer) { return []byte(`{}`), nil }, false},
-		{"ttl only", func(t *testing.T) (any, crypto.Signer) { return api.RenewRequest{TTL: "20m"}, nil }, false},
+		{"ttl only", func(t *testing.T) (any, crypto.Signer) { return wire.RenewRequest{TTL: "20m"}, nil }, false},
 		{"new key", func(t *testing.T) (any, crypto.Signer) {
 			k := mustKey(t, ca.ECP384)
-			return api.RenewRequest{CSR: csrFor(t, k, nil)}, k
+			return wire.RenewRequest{CSR: csrFor(t, k, nil)}, k
 		}, true},
 	}
 	for _, tt := range tests {
@@ -56,7 +57,7 @@ func TestRenew(t *testing.T) {
 			if !got.leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Public()) {
 				t.Errorf("renewed certificate is not for the expected key (new key: %v)", tt.newKey)
 			}
-			if b, ok := body.(api.RenewRequest); ok && b.TTL == "20m" {
+			if b, ok := body.(wire.RenewRequest); ok && b.TTL == "20m" {
 				if life := got.leaf.NotAfter.Sub(got.leaf.NotBefore); life != 21*time.Minute {
 					t.Errorf("lifetime %s, want 20m + 1m backdate", life)
 				}
@@ -85,7 +86,7 @@ func TestRenewKeepsRecordedIdentity(t *testing.T) {
 	evil, _ := url.Parse("spiffe://example.org/admin/ops")
 	csr := csrFor(t, k, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "admin"}, URIs: []*url.URL{evil},
 		DNSNames: []string{"ca.example.org"}})
-	r := e.postJSON(e.client(old.tls), "/v1/renew", api.RenewRequest{CSR: csr})
+	r := e.postJSON(e.client(old.tls), "/v1/renew", wire.RenewRequest{CSR: csr})
 	if r.status != http.StatusCreated {
 		t.Fatalf("renew: %d %s", r.status, r.body)
 	}
@@ -171,19 +172,19 @@ func TestRenewRefusals(t *testing.T) {
 		{"CSR reuses the key", 400, api.CodeBadKey,
 			func(t *testing.T, e *env) (*tls.Certificate, any) {
 				c := e.enroll(id, "")
-				return c.tls, api.RenewRequest{CSR: csrFor(t, c.key, nil)}
+				return c.tls, wire.RenewRequest{CSR: csrFor(t, c.key, nil)}
 			}},
 		{"bad CSR", 400, api.CodeBadCSR,
 			func(t *testing.T, e *env) (*tls.Certificate, any) {
-				return e.enroll(id, "").tls, api.RenewRequest{CSR: "nope"}
+				return e.enroll(id, "").tls, wire.RenewRequest{CSR: "nope"}
 			}},
 		{"ttl above max", 400, api.CodeBadTTL,
 			func(t *testing.T, e *env) (*tls.Certificate, any) {
-				return e.enroll(id, "").tls, api.RenewRequest{TTL: "2h"}
+				return e.enroll(id, "").tls, wire.RenewRequest{TTL: "2h"}
 			}},
 		{"bad ttl", 400, api.CodeBadTTL,
 			func(t *testing.T, e *env) (*tls.Certificate, any) {
-				return e.enroll(id, "").tls, api.RenewRequest{TTL: "soon"}
+				return e.enroll(id, "").tls, wire.RenewRequest{TTL: "soon"}
 			}},
 		{"unknown field", 400, api.CodeBadRequest,
 			func(t *testing.T, e *env) (*tls.Certificate, any) {

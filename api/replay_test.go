@@ -12,6 +12,7 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 )
 
 // An operator clears a trust-on-first-use entry over the admin API, and
@@ -25,19 +26,19 @@ func TestAdminClearReplayKey(t *testing.T) {
 		Provisioner: "aws", TTL: 5 * time.Minute, Once: []string{key}}); err != nil {
 		t.Fatal(err)
 	}
-	r := e.adminPost("/admin/v1/replay-keys/clear", api.ReplayKeyRequest{Key: key})
+	r := e.adminPost("/admin/v1/replay-keys/clear", wire.ReplayKeyRequest{Key: key})
 	if r.status != http.StatusOK {
 		t.Fatalf("clear: %d %s", r.status, r.body)
 	}
-	var out api.ReplayKeyResponse
+	var out wire.ReplayKeyResponse
 	if err := json.Unmarshal(r.body, &out); err != nil || out.Key != key || out.Serial == "" {
 		t.Fatalf("answer %s, %v", r.body, err)
 	}
 	if _, err := e.store.ReplayKey(ctx, key); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("key still stored: %v", err)
 	}
-	apiError(t, e.adminPost("/admin/v1/replay-keys/clear", api.ReplayKeyRequest{Key: key}), http.StatusNotFound, api.CodeNotFound)
-	apiError(t, e.adminPost("/admin/v1/replay-keys/clear", api.ReplayKeyRequest{}), http.StatusBadRequest, api.CodeBadRequest)
+	apiError(t, e.adminPost("/admin/v1/replay-keys/clear", wire.ReplayKeyRequest{Key: key}), http.StatusNotFound, api.CodeNotFound)
+	apiError(t, e.adminPost("/admin/v1/replay-keys/clear", wire.ReplayKeyRequest{}), http.StatusBadRequest, api.CodeBadRequest)
 	if !strings.Contains(e.logs.String(), `"op":"replay_key_clear"`) {
 		t.Fatal("no audit line for the clear")
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/agentca/agentca/crl"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 )
 
 // CRLs gives the current CRL of an issuer.
@@ -26,23 +27,6 @@ type CRLs interface {
 // maxOCSPRequest bounds an OCSP request; real ones are about 100 bytes.
 const maxOCSPRequest = 16 << 10
 
-// RevokeRequest is the body of POST /v1/revoke and /admin/v1/revoke.
-type RevokeRequest struct {
-	// Serial in hex; on /v1/revoke empty means the caller's own.
-	Serial string `json:"serial,omitempty"`
-	// Reason is an RFC 5280 name such as "keyCompromise"; empty means
-	// unspecified.
-	Reason string `json:"reason,omitempty"`
-}
-
-// RevokeResponse is the answer to a revocation.
-type RevokeResponse struct {
-	Serial    string    `json:"serial"`
-	SPIFFEID  string    `json:"spiffe_id"`
-	RevokedAt time.Time `json:"revoked_at"`
-	Reason    string    `json:"reason"`
-}
-
 // selfRevoke is POST /v1/revoke: a leaf revokes itself, or a client whose
 // SPIFFE ID is in the configured admins revokes any serial.
 func (s *Server) selfRevoke(w http.ResponseWriter, r *http.Request) {
@@ -51,7 +35,7 @@ func (s *Server) selfRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	var req RevokeRequest
+	var req wire.RevokeRequest
 	if e := decodeJSON(w, r, &req, true); e != nil {
 		writeError(w, e)
 		return
@@ -80,7 +64,7 @@ func (s *Server) selfRevoke(w http.ResponseWriter, r *http.Request) {
 
 // adminRevoke is POST /admin/v1/revoke on the admin socket.
 func (s *Server) adminRevoke(w http.ResponseWriter, r *http.Request) {
-	var req RevokeRequest
+	var req wire.RevokeRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)
 		return
@@ -111,7 +95,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, serial, reasonNa
 		return
 	}
 	rec := &recs[0]
-	writeJSON(w, http.StatusOK, RevokeResponse{Serial: rec.Serial, SPIFFEID: rec.SPIFFEID, RevokedAt: rec.RevokedAt,
+	writeJSON(w, http.StatusOK, wire.RevokeResponse{Serial: rec.Serial, SPIFFEID: rec.SPIFFEID, RevokedAt: rec.RevokedAt,
 		Reason: crl.ReasonName(rec.RevocationReason)})
 }
 

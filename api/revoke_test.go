@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/agentca/agentca/api"
+	"github.com/agentca/agentca/wire"
 )
 
 func TestSelfRevoke(t *testing.T) {
@@ -16,14 +17,14 @@ func TestSelfRevoke(t *testing.T) {
 	other := e.enroll("spiffe://example.org/agent/bystander", "")
 
 	// A leaf may not revoke another leaf.
-	r := e.postJSON(e.client(c.tls), "/v1/revoke", api.RevokeRequest{Serial: other.resp.Serial})
+	r := e.postJSON(e.client(c.tls), "/v1/revoke", wire.RevokeRequest{Serial: other.resp.Serial})
 	apiError(t, r, http.StatusForbidden, api.CodeForbidden)
 
-	r = e.postJSON(e.client(c.tls), "/v1/revoke", api.RevokeRequest{Reason: "keyCompromise"})
+	r = e.postJSON(e.client(c.tls), "/v1/revoke", wire.RevokeRequest{Reason: "keyCompromise"})
 	if r.status != http.StatusOK {
 		t.Fatalf("self-revoke: %d %s", r.status, r.body)
 	}
-	var resp api.RevokeResponse
+	var resp wire.RevokeResponse
 	if err := json.Unmarshal(r.body, &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -50,10 +51,10 @@ func TestAdminRevoke(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"unknown serial", api.RevokeRequest{Serial: "0badc0de"}, http.StatusNotFound, api.CodeUnknownCertificate},
-		{"bad serial", api.RevokeRequest{Serial: "xyz"}, http.StatusBadRequest, api.CodeBadRequest},
-		{"no serial", api.RevokeRequest{}, http.StatusBadRequest, api.CodeBadRequest},
-		{"bad reason", api.RevokeRequest{Serial: c.resp.Serial, Reason: "bored"}, http.StatusBadRequest, api.CodeBadRequest},
+		{"unknown serial", wire.RevokeRequest{Serial: "0badc0de"}, http.StatusNotFound, api.CodeUnknownCertificate},
+		{"bad serial", wire.RevokeRequest{Serial: "xyz"}, http.StatusBadRequest, api.CodeBadRequest},
+		{"no serial", wire.RevokeRequest{}, http.StatusBadRequest, api.CodeBadRequest},
+		{"bad reason", wire.RevokeRequest{Serial: c.resp.Serial, Reason: "bored"}, http.StatusBadRequest, api.CodeBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,7 +64,7 @@ func TestAdminRevoke(t *testing.T) {
 	if rec, err := e.store.Certificate(context.Background(), c.resp.Serial); err != nil || rec.Revoked() {
 		t.Fatalf("a refused revocation revoked: %+v %v", rec, err)
 	}
-	r := e.adminPost("/admin/v1/revoke", api.RevokeRequest{Serial: c.resp.Serial})
+	r := e.adminPost("/admin/v1/revoke", wire.RevokeRequest{Serial: c.resp.Serial})
 	if r.status != http.StatusOK {
 		t.Fatalf("admin revoke: %d %s", r.status, r.body)
 	}

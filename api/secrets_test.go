@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/wire"
 )
 
 // TestNoSecretEchoed sends a live join token in every request field of
@@ -29,21 +30,21 @@ func TestNoSecretEchoed(t *testing.T) {
 	admin := func(path string, v any) func() *response { return func() *response { return e.adminPost(path, v) } }
 	anon, mtls := e.client(nil), e.client(good.tls)
 	calls := []call{
-		{"sign provisioner", https("/v1/sign", anon, api.SignRequest{Provisioner: secret, Token: "x", CSR: csr})},
-		{"sign ttl", https("/v1/sign", anon, api.SignRequest{Provisioner: "join", Token: "agentca-jt-x", CSR: csr, TTL: secret})},
-		{"sign task", https("/v1/sign", anon, api.SignRequest{Provisioner: "join", Token: "agentca-jt-x", CSR: csr, Task: secret + "!"})},
-		{"sign csr", https("/v1/sign", anon, api.SignRequest{Provisioner: "join", Token: "agentca-jt-x", CSR: secret})},
-		{"challenge provisioner", https("/v1/challenge", anon, api.ChallengeRequest{Provisioner: secret})},
-		{"renew ttl", https("/v1/renew", mtls, api.RenewRequest{TTL: secret})},
-		{"renew csr", https("/v1/renew", mtls, api.RenewRequest{CSR: secret})},
-		{"self revoke serial", https("/v1/revoke", mtls, api.RevokeRequest{Serial: secret})},
-		{"self revoke reason", https("/v1/revoke", mtls, api.RevokeRequest{Reason: secret})},
+		{"sign provisioner", https("/v1/sign", anon, wire.SignRequest{Provisioner: secret, Token: "x", CSR: csr})},
+		{"sign ttl", https("/v1/sign", anon, wire.SignRequest{Provisioner: "join", Token: "agentca-jt-x", CSR: csr, TTL: secret})},
+		{"sign task", https("/v1/sign", anon, wire.SignRequest{Provisioner: "join", Token: "agentca-jt-x", CSR: csr, Task: secret + "!"})},
+		{"sign csr", https("/v1/sign", anon, wire.SignRequest{Provisioner: "join", Token: "agentca-jt-x", CSR: secret})},
+		{"challenge provisioner", https("/v1/challenge", anon, wire.ChallengeRequest{Provisioner: secret})},
+		{"renew ttl", https("/v1/renew", mtls, wire.RenewRequest{TTL: secret})},
+		{"renew csr", https("/v1/renew", mtls, wire.RenewRequest{CSR: secret})},
+		{"self revoke serial", https("/v1/revoke", mtls, wire.RevokeRequest{Serial: secret})},
+		{"self revoke reason", https("/v1/revoke", mtls, wire.RevokeRequest{Reason: secret})},
 		{"unknown field", https("/v1/sign", anon, map[string]string{secret: "x"})},
-		{"tokens provisioner", admin("/admin/v1/tokens", api.TokenRequest{SPIFFEID: "spiffe://example.org/a", Provisioner: secret})},
-		{"tokens spiffe_id", admin("/admin/v1/tokens", api.TokenRequest{SPIFFEID: secret})},
-		{"tokens ttl", admin("/admin/v1/tokens", api.TokenRequest{SPIFFEID: "spiffe://example.org/a", TTL: secret})},
-		{"admin revoke serial", admin("/admin/v1/revoke", api.RevokeRequest{Serial: secret})},
-		{"admin revoke reason", admin("/admin/v1/revoke", api.RevokeRequest{Serial: good.resp.Serial, Reason: secret})},
+		{"tokens provisioner", admin("/admin/v1/tokens", wire.TokenRequest{SPIFFEID: "spiffe://example.org/a", Provisioner: secret})},
+		{"tokens spiffe_id", admin("/admin/v1/tokens", wire.TokenRequest{SPIFFEID: secret})},
+		{"tokens ttl", admin("/admin/v1/tokens", wire.TokenRequest{SPIFFEID: "spiffe://example.org/a", TTL: secret})},
+		{"admin revoke serial", admin("/admin/v1/revoke", wire.RevokeRequest{Serial: secret})},
+		{"admin revoke reason", admin("/admin/v1/revoke", wire.RevokeRequest{Serial: good.resp.Serial, Reason: secret})},
 	}
 	for _, c := range calls {
 		r := c.send()
@@ -58,7 +59,7 @@ func TestNoSecretEchoed(t *testing.T) {
 		t.Fatalf("a log line holds the token:\n%s", logs)
 	}
 	// The unknown provisioner is still named, by length and hash.
-	r := e.postJSON(anon, "/v1/sign", api.SignRequest{Provisioner: secret, Token: "x", CSR: csr})
+	r := e.postJSON(anon, "/v1/sign", wire.SignRequest{Provisioner: secret, Token: "x", CSR: csr})
 	if m := apiError(t, r, http.StatusBadRequest, api.CodeUnknownProvisioner).Message; !strings.Contains(m, "54 bytes, sha256 ") {
 		t.Fatalf("message %q", m)
 	}

@@ -24,7 +24,9 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -57,24 +59,22 @@ func (p *Provisioner) identity(ctx context.Context, trustDomain, token string) (
 	return id, nil
 }
 
-// CertStore is what the API needs from the store.
-type CertStore interface {
-	Certificate(ctx context.Context, serial string) (*store.Certificate, error)
-	ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error)
-	Revoke(ctx context.Context, serial string, reason int, at time.Time) (*store.Certificate, error)
-	RevokeLineage(ctx context.Context, serial string, reason int, at time.Time, ancestors bool) ([]store.Certificate, error)
-	TaskEnded(ctx context.Context, task string) (bool, error)
-	ReplayKey(ctx context.Context, key string) (string, error)
-	DeleteReplayKey(ctx context.Context, key string) error
-	EndTask(ctx context.Context, task string, at time.Time) error
-}
-
 // Options configure a Server.
 type Options struct {
 	Authority *ca.Authority
-	Store     CertStore
-	// Trust is the published trust material. Required.
-	Trust *Trust
+	// Store reads the certificate records. Required.
+	Store CertReader
+	// Revoker records revocations and task ends for the revocation
+	// service api builds when Revocation is nil; nil means Store, which
+	// must then implement it.
+	Revoker Revoker
+	// ReplayKeys serves the admin's replay key reset; nil means Store,
+	// which must then implement it.
+	ReplayKeys ReplayKeys
+	// Trust is the published trust material, read at each request (a
+	// *Trust is its own fixed source; the daemon's anchor runtime
+	// follows the stored anchors). Required.
+	Trust TrustSource
 	// Provisioners by name. Required, at least one.
 	Provisioners map[string]*Provisioner
 	// Logger receives the audit lines. Nil discards.
@@ -88,15 +88,19 @@ type Options struct {
 	OCSP *ocsp.Responder
 	// CRLs serves /crl; nil serves no CRL.
 	CRLs CRLs
-	// OnRevoke is called after each revocation is recorded, so caches
-	// (OCSP, CRL) follow at once.
-	OnRevoke func(ctx context.Context, rec *store.Certificate)
+	// Revocation makes every revocation (revoke, task end, a reused
+	// renewal, a node's workload SVIDs): it writes the store, tells the
+	// OCSP and CRL caches and writes the audit lines. Nil means one over
+	// Store and Workloads that tells no cache.
+	Revocation *revocation.Service
 	// Admins are SPIFFE IDs allowed to revoke any certificate over mTLS.
 	Admins []string
 	// Log is the issuance log: with it, every SignResponse carries the
 	// certificate's inclusion proof, and the HTTP listener serves the CT
-	// v1 API (ct.go). Nil serves neither.
-	Log *Log
+	// v1 API (ct.go), reading the stored log through LogReader
+	// (required with Log). Nil serves neither.
+	Log       LogSigner
+	LogReader LogReader
 	// Anchors runs trust-anchor rotation for the admin API; nil answers
 	// its endpoints with 404.
 	Anchors AnchorAdmin
@@ -106,8 +110,6 @@ type Options struct {
 	// JWTSVID configures POST /v1/jwt-svid, its keys and OIDC discovery
 	// (jwtsvid.go); nil serves none of them.
 	JWTSVID *JWTSVIDOptions
-	// Policy is the runtime policy (policy.go); nil allows everything.
-	Policy *Policy
 	// Ready, when set, says why this process cannot serve what needs its
 	// store now (GET /ready: a replica cut off from etcd's quorum); nil
 	// means it always can.
@@ -120,8 +122,8 @@ type Options struct {
 // Server holds the handlers' state.
 type Server struct {
 	ca      *ca.Authority
-	store   CertStore
-	trust   atomic.Pointer[Trust]
+	store   storeRoles
+	trust   trustRef
 	provs   atomic.Pointer[map[string]*Provisioner]
 	log     *slog.Logger
 	reg     *prometheus.Registry
@@ -129,19 +131,19 @@ type Server struct {
 	ops     *opMetrics
 	now     func() time.Time
 
-	ocsp     *ocsp.Responder
-	crls     CRLs
-	onRevoke func(ctx context.Context, rec *store.Certificate)
-	admins   atomic.Pointer[[]string]
-	tlog     *Log
-	anchors  AnchorAdmin
-	tokens   *tokenIssuer
-	jwt      *jwtSVIDIssuer
-	exch     *exchanger
-	policy   atomic.Pointer[Policy]
-	ready    func() error
+	ocsp    *ocsp.Responder
+	crls    CRLs
+	rev     *revocation.Service
+	admins  atomic.Pointer[[]string]
+	tlog    LogSigner
+	anchors AnchorAdmin
+	tokens  *tokenIssuer
+	jwt     *jwtSVIDIssuer
+	exch    *exchanger
+	ready   func() error
 
 	workloads WorkloadStore
+	tlogStore LogReader // the stored log the CT endpoints read
 }
 
 // New checks opts and returns a Server.
@@ -149,8 +151,15 @@ func New(opts Options) (*Server, error) {
 	if opts.Authority == nil || opts.Store == nil || opts.Trust == nil || len(opts.Provisioners) == 0 {
 		return nil, errors.New("api: Authority, Store, Trust and Provisioners are required")
 	}
-	s := &Server{ca: opts.Authority, store: opts.Store, log: opts.Logger, reg: opts.Registry, now: opts.Now,
-		ocsp: opts.OCSP, crls: opts.CRLs, onRevoke: opts.OnRevoke, tlog: opts.Log,
+	if opts.Log != nil && opts.LogReader == nil {
+		return nil, errors.New("api: the issuance log (Log) needs its LogReader")
+	}
+	roles, err := rolesOf(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{ca: opts.Authority, store: roles, log: opts.Logger, reg: opts.Registry, now: opts.Now,
+		ocsp: opts.OCSP, crls: opts.CRLs, rev: opts.Revocation, tlog: opts.Log, tlogStore: opts.LogReader,
 		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -163,13 +172,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = NewMetrics(s.reg)
 	s.ops = newOpMetrics(s.reg, s)
-	// Every revocation made here counts by reason, then reaches the caches.
-	onRevoke := s.onRevoke
-	s.onRevoke = func(ctx context.Context, rec *store.Certificate) {
-		s.ops.revoked(rec.RevocationReason)
-		if onRevoke != nil {
-			onRevoke(ctx, rec)
+	if s.rev == nil {
+		rev, err := s.defaultRevocation(opts)
+		if err != nil {
+			return nil, err
 		}
+		s.rev = rev
 	}
 	if opts.Tokens != nil {
 		t, err := newTokenIssuer(*opts.Tokens)
@@ -192,9 +200,8 @@ func New(opts Options) (*Server, error) {
 		}
 		s.exch = x
 	}
-	s.policy.Store(opts.Policy)
 	s.SetAdmins(opts.Admins)
-	s.trust.Store(opts.Trust)
+	s.trust.set(opts.Trust)
 	s.SetProvisioners(opts.Provisioners)
 	return s, nil
 }
@@ -214,8 +221,8 @@ func (s *Server) SetAdmins(ids []string) {
 // isAdmin reports whether id is one of the configured admins.
 func (s *Server) isAdmin(id string) bool { return slices.Contains(*s.admins.Load(), id) }
 
-// SetTrust swaps the published trust material.
-func (s *Server) SetTrust(t *Trust) { s.trust.Store(t) }
+// SetTrust swaps the published trust material for t.
+func (s *Server) SetTrust(t *Trust) { s.trust.set(t) }
 
 // Trust returns the published trust material.
 func (s *Server) Trust() *Trust { return s.trust.Load() }
@@ -282,7 +289,7 @@ func (s *Server) HTTPHandler() http.Handler {
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, wire.Health{Status: "ok"})
 }
 
 // readiness is GET /ready, for load balancers: /health's answer while
@@ -309,31 +316,6 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(s.trust.Load().Bundle)
 }
 
-// SignRequest is the body of POST /v1/sign.
-type SignRequest struct {
-	Provisioner string `json:"provisioner"`
-	Token       string `json:"token"`
-	CSR         string `json:"csr"`
-	// TTL is a Go duration ("10m"); empty means the provisioner default.
-	TTL string `json:"ttl,omitempty"`
-	// Task optionally names the task the certificate is for (ValidTask);
-	// it is recorded, and ending the task revokes the certificate.
-	Task string `json:"task,omitempty"`
-}
-
-// SignResponse is the body of a successful /v1/sign or /v1/renew.
-type SignResponse struct {
-	Certificate string    `json:"certificate"`
-	Chain       []string  `json:"chain"`
-	Serial      string    `json:"serial"`
-	SPIFFEID    string    `json:"spiffe_id"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
-	// Log is the certificate's issuance-log entry with its inclusion
-	// proof; absent when the server keeps no log.
-	Log *LogReceipt `json:"log,omitempty"`
-}
-
 // ParseTTL reads the optional ttl field.
 func ParseTTL(s string) (time.Duration, *Error) {
 	if s == "" {
@@ -358,8 +340,8 @@ func truncate(s string, n int) string {
 
 // DecodeSignRequest reads and checks a /v1/sign body without touching any
 // state: the JSON shape, the CSR (parsed, key type, signature) and the TTL.
-func DecodeSignRequest(w http.ResponseWriter, r *http.Request) (*SignRequest, *x509.CertificateRequest, time.Duration, *Error) {
-	var req SignRequest
+func DecodeSignRequest(w http.ResponseWriter, r *http.Request) (*wire.SignRequest, *x509.CertificateRequest, time.Duration, *Error) {
+	var req wire.SignRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		return nil, nil, 0, e
 	}
@@ -413,56 +395,56 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	if e == nil && prov == nil {
 		e = errorf(http.StatusBadRequest, CodeUnknownProvisioner, "no provisioner named %s", fingerprint(req.Provisioner))
 	}
-	var issued *ca.Issued
+	a := auditEntry{op: "sign", prov: provName}
 	if e == nil {
 		id, err := prov.identity(r.Context(), s.ca.TrustDomain(), req.Token)
 		if err != nil {
 			e = s.refusal(err)
-			s.audit(r, auditEntry{op: "sign", prov: provName, e: e, detail: err})
+			a.detail = err
 		} else {
+			a.spiffeID = id.SPIFFEID
 			creq := &ca.Request{
 				PublicKey: csr.PublicKey, SPIFFEID: id.SPIFFEID, DNSNames: id.DNSNames,
 				Provisioner: prov.Name, TTL: ttl, DefaultTTL: prov.DefaultTTL, MaxTTL: prov.MaxTTL,
 				JoinToken: id.JoinToken, Once: id.Once, Task: req.Task, Claims: id.Claims,
 			}
-			if e = s.applyPolicy(r, "sign", id.Claims, creq); e == nil {
-				issued, err = s.ca.Issue(r.Context(), creq)
-				if err != nil {
-					e = s.refusal(err)
-				}
+			if a.issued, e, err = s.issue(r, "sign", creq); e == nil && err != nil {
+				e = s.refusal(err)
 			}
-			s.audit(r, auditEntry{op: "sign", prov: provName, spiffeID: id.SPIFFEID, issued: issued, e: e, detail: err})
+			a.detail = err
 		}
-	} else {
-		s.audit(r, auditEntry{op: "sign", prov: provName, e: e})
 	}
-	s.finish(w, r, "sign", provName, start, issued, e)
+	a.e = e
+	s.finish(w, r, start, a)
 }
 
-// finish writes the response and records the metric.
-func (s *Server) finish(w http.ResponseWriter, r *http.Request, op, prov string, start time.Time, issued *ca.Issued, e *Error) {
-	var resp *SignResponse
-	if e == nil {
-		resp = signResponse(issued)
-		resp.Log, e = s.logReceipt(r.Context(), issued)
+// finish settles the response (a certificate is answered only with its
+// log receipt: a receipt failure turns it into an error), then writes the
+// audit line and the metric from the same outcome, then the response.
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, start time.Time, a auditEntry) {
+	var resp *wire.SignResponse
+	if a.e == nil {
+		resp = signResponse(a.issued)
+		resp.Log, a.e = s.logReceipt(r.Context(), a.issued)
 	}
+	s.audit(r, a)
 	outcome := "issued"
 	switch {
-	case e != nil:
-		outcome = e.Code
-		writeError(w, e)
-	case issued.Existing:
+	case a.e != nil:
+		outcome = a.e.Code
+		writeError(w, a.e)
+	case a.issued.Existing:
 		// A retry: the certificate it already obtained.
 		outcome = "retried"
 		writeJSON(w, http.StatusOK, resp)
 	default:
 		writeJSON(w, http.StatusCreated, resp)
 	}
-	s.metrics.observe(prov, op, outcome, time.Since(start).Seconds())
+	s.metrics.observe(a.prov, a.op, outcome, time.Since(start).Seconds())
 }
 
-func signResponse(c *ca.Issued) *SignResponse {
-	return &SignResponse{
+func signResponse(c *ca.Issued) *wire.SignResponse {
+	return &wire.SignResponse{
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER})),
 		Chain:       c.Issuer.ChainPEM(),
 		Serial:      c.Serial,

@@ -20,6 +20,7 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 )
 
 func TestSign(t *testing.T) {
@@ -28,7 +29,7 @@ func TestSign(t *testing.T) {
 	key := mustKey(t, ca.Ed25519)
 	tok := e.token(id)
 	before := e.clock.Now().Truncate(time.Second)
-	r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: tok, CSR: csrFor(t, key, nil), TTL: "10m"})
+	r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: tok, CSR: csrFor(t, key, nil), TTL: "10m"})
 	if r.status != http.StatusCreated {
 		t.Fatalf("status %d, body %s", r.status, r.body)
 	}
@@ -82,7 +83,7 @@ func TestSign(t *testing.T) {
 
 	// The token is spent (for any other key: a retry with the same key
 	// gets this certificate again, TestSignRetryAfterDroppedConnection).
-	again := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: tok, CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
+	again := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: tok, CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
 	apiError(t, again, http.StatusUnauthorized, api.CodeUnauthorized)
 
 	// One audit line per request, and the token is in none of them.
@@ -126,8 +127,8 @@ func signBody(t *testing.T, v any) []byte {
 	return b
 }
 
-func validSign(t *testing.T, e *env, edit func(*api.SignRequest)) ([]byte, string) {
-	req := api.SignRequest{Provisioner: "join", Token: e.token("spiffe://example.org/agent/x"), CSR: csrFor(t, mustKey(t, ca.ECP256), nil)}
+func validSign(t *testing.T, e *env, edit func(*wire.SignRequest)) ([]byte, string) {
+	req := wire.SignRequest{Provisioner: "join", Token: e.token("spiffe://example.org/agent/x"), CSR: csrFor(t, mustKey(t, ca.ECP256), nil)}
 	if edit != nil {
 		edit(&req)
 	}
@@ -143,15 +144,15 @@ func TestSignRefusals(t *testing.T) {
 	tests := []signCase{
 		{name: "missing csr", status: 400, code: api.CodeBadRequest, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.CSR = "" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.CSR = "" })
 			}},
 		{name: "missing token", status: 400, code: api.CodeBadRequest,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.Token = "" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.Token = "" })
 			}},
 		{name: "missing provisioner", status: 400, code: api.CodeBadRequest, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.Provisioner = "" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.Provisioner = "" })
 			}},
 		{name: "unknown field", status: 400, code: api.CodeBadRequest, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
@@ -181,45 +182,45 @@ func TestSignRefusals(t *testing.T) {
 			}},
 		{name: "garbage csr", status: 400, code: api.CodeBadCSR, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) {
+				return validSign(t, e, func(r *wire.SignRequest) {
 					r.CSR = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
 				})
 			}},
 		{name: "certificate instead of csr", status: 400, code: api.CodeBadCSR, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.CSR = string(e.srv.Trust().RootsPEM) })
+				return validSign(t, e, func(r *wire.SignRequest) { r.CSR = string(e.srv.Trust().RootsPEM) })
 			}},
 		{name: "RSA-1024 key", status: 400, code: api.CodeBadKey, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.CSR = csrFor(t, rsa1024, nil) })
+				return validSign(t, e, func(r *wire.SignRequest) { r.CSR = csrFor(t, rsa1024, nil) })
 			}},
 		{name: "ttl not a duration", status: 400, code: api.CodeBadTTL, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.TTL = "ten minutes" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.TTL = "ten minutes" })
 			}},
 		{name: "ttl negative", status: 400, code: api.CodeBadTTL, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.TTL = "-5m" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.TTL = "-5m" })
 			}},
 		{name: "ttl above provisioner max", status: 400, code: api.CodeBadTTL, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.TTL = "2h" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.TTL = "2h" })
 			}},
 		{name: "ttl below min", status: 400, code: api.CodeBadTTL, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.TTL = "10s" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.TTL = "10s" })
 			}},
 		{name: "unknown provisioner", status: 400, code: api.CodeUnknownProvisioner, keepsToken: true,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.Provisioner = "k8s" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.Provisioner = "k8s" })
 			}},
 		{name: "malformed token", status: 401, code: api.CodeUnauthorized,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.Token = "hunter2" })
+				return validSign(t, e, func(r *wire.SignRequest) { r.Token = "hunter2" })
 			}},
 		{name: "unknown token", status: 401, code: api.CodeUnauthorized,
 			build: func(t *testing.T, e *env) ([]byte, string) {
-				return validSign(t, e, func(r *api.SignRequest) { r.Token = "agentca-jt-" + strings.Repeat("Q", 43) })
+				return validSign(t, e, func(r *wire.SignRequest) { r.Token = "agentca-jt-" + strings.Repeat("Q", 43) })
 			}},
 		{name: "used token", status: 401, code: api.CodeUnauthorized,
 			build: func(t *testing.T, e *env) ([]byte, string) {
@@ -229,7 +230,7 @@ func TestSignRefusals(t *testing.T) {
 				}
 				// Again for another key (the same key would be a
 				// retry, answered with the certificate).
-				return validSign(t, e, func(r *api.SignRequest) { r.Token = e.lastToken })
+				return validSign(t, e, func(r *wire.SignRequest) { r.Token = e.lastToken })
 			}},
 		{name: "expired token", status: 401, code: api.CodeUnauthorized,
 			build: func(t *testing.T, e *env) ([]byte, string) {
@@ -245,7 +246,7 @@ func TestSignRefusals(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				return validSign(t, e, func(r *api.SignRequest) { r.Token = c[0].Token })
+				return validSign(t, e, func(r *wire.SignRequest) { r.Token = c[0].Token })
 			}},
 		{name: "store closed", status: 503, code: api.CodeUnavailable,
 			build: func(t *testing.T, e *env) ([]byte, string) {
@@ -268,7 +269,7 @@ func TestSignRefusals(t *testing.T) {
 			}
 			if tt.keepsToken {
 				tok := e.lastToken
-				ok := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: tok, CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
+				ok := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: tok, CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
 				if ok.status != http.StatusCreated {
 					t.Errorf("the refused request spent the token: %d %s", ok.status, ok.body)
 				}

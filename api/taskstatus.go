@@ -1,16 +1,14 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/agentca/agentca/wire"
+)
 
 // TaskStatusPath is where relying services learn whether a task has
 // ended (docs/delegation.md): GET /v1/task-status?task=ID.
 const TaskStatusPath = "/v1/task-status"
-
-// TaskStatus is the answer of GET /v1/task-status.
-type TaskStatus struct {
-	Task  string `json:"task"`
-	Ended bool   `json:"ended"`
-}
 
 // taskStatus answers whether a task has ended, for relying services that
 // accept delegated tokens: a chain's token is bound to the last actor's
@@ -31,5 +29,5 @@ func (s *Server) taskStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-cache")
-	writeJSON(w, http.StatusOK, TaskStatus{Task: task, Ended: ended})
+	writeJSON(w, http.StatusOK, wire.TaskStatus{Task: task, Ended: ended})
 }

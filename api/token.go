@@ -15,8 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
+	"github.com/agentca/agentca/wire"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
 )
@@ -66,25 +67,33 @@ const (
 	OAuthUnavailable          = "temporarily_unavailable"
 )
 
-// OAuthError is the body of a token endpoint error (RFC 6749 §5.2).
+// OAuthError is a token endpoint error (RFC 6749 §5.2): its HTTP status
+// and what its JSON body says. In JSON it is that body, wire.OAuthError.
 type OAuthError struct {
-	Status      int    `json:"-"`
-	Code        string `json:"error"`
-	Description string `json:"error_description,omitempty"`
+	Status      int
+	Code        string
+	Description string
 }
 
 func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
 
-func oauthErr(status int, code, format string, args ...any) *OAuthError {
-	return &OAuthError{Status: status, Code: code, Description: fmt.Sprintf(format, args...)}
+// MarshalJSON encodes e as its body, wire.OAuthError.
+func (e OAuthError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire.OAuthError{Code: e.Code, Description: e.Description})
 }
 
-// AccessTokenResponse is a successful token endpoint answer (RFC 6749 §5.1).
-type AccessTokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope"`
+// UnmarshalJSON decodes a wire.OAuthError body into e, leaving its status.
+func (e *OAuthError) UnmarshalJSON(b []byte) error {
+	var w wire.OAuthError
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	e.Code, e.Description = w.Code, w.Description
+	return nil
+}
+
+func oauthErr(status int, code, format string, args ...any) *OAuthError {
+	return &OAuthError{Status: status, Code: code, Description: fmt.Sprintf(format, args...)}
 }
 
 // AccessTokenRequest is a parsed, checked token request.
@@ -148,10 +157,10 @@ func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
 		return nil, errors.New("api: tokens: the token key must be ECDSA P-256")
 	}
 	if o.DefaultTTL <= 0 {
-		o.DefaultTTL = 5 * time.Minute
+		o.DefaultTTL = identity.DefaultAccessTokenTTL
 	}
 	if o.MaxTTL <= 0 {
-		o.MaxTTL = time.Hour
+		o.MaxTTL = identity.DefaultAccessTokenMaxTTL
 	}
 	if o.DefaultTTL > o.MaxTTL {
 		return nil, errors.New("api: tokens: DefaultTTL is above MaxTTL")
@@ -364,7 +373,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	}
 	// As at renewal: an identity the CA would no longer issue (over
 	// 2,048 bytes, or under its reserved path) gets no token.
-	if err := config.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
+	if err := identity.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
 		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "the client certificate's SPIFFE ID is no longer allowed (%d bytes); enroll again", len(rec.SPIFFEID))
 	}
 	// As at renewal: a certificate vouched for by a provisioner that is
@@ -404,15 +413,14 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	if ttl == 0 {
 		ttl = s.tokens.opts.DefaultTTL
 	}
-	p := s.policy.Load()
-	if p == nil || p.Rules == nil {
+	d, inForce := s.decide(r, &policy.Input{Endpoint: policy.EndpointToken, Provisioner: rec.Provisioner,
+		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task})
+	if !inForce {
 		// Fail closed: without a policy nothing says which client may
 		// have which scope, so no client gets any.
 		a.rule, a.effect, a.detail = "no-policy", string(policy.Deny), "no runtime policy is configured (policy.file)"
 		return oauthErr(http.StatusForbidden, OAuthAccessDenied, "the CA has no runtime policy; it issues no token until one (policy.file) allows it")
 	}
-	d := s.decide(r, &policy.Input{Endpoint: policy.EndpointToken, Provisioner: rec.Provisioner,
-		SPIFFEID: rec.SPIFFEID, DNSNames: rec.DNSNames, TTL: ttl, Scope: req.Scope, Audience: req.Audience, Task: rec.Task}, false)
 	a.rule, a.effect = d.RuleName(), string(d.Effect)
 	if d.Err != nil {
 		a.detail = d.Err.Error()
@@ -446,7 +454,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 	}
 	a.jti, a.exp = c.ID, exp
 	expiresIn := int64(exp.Sub(now).Round(time.Second) / time.Second)
-	writeOAuth(w, http.StatusOK, AccessTokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: max(expiresIn, 1), Scope: c.Scope})
+	writeOAuth(w, http.StatusOK, wire.AccessTokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: max(expiresIn, 1), Scope: c.Scope})
 	return nil
 }
 

@@ -47,11 +47,11 @@ func BenchmarkToken(b *testing.B) {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust,
 		Provisioners: map[string]*api.Provisioner{"k8s": {Name: "k8s", Provisioner: &claimsProvisioner{}}},
-		Tokens:       &api.TokenOptions{Signer: mustKey(b, ca.ECP256), Issuer: "https://ca.example.org", Scopes: []string{testScope}},
-		Policy:       &api.Policy{Rules: pol}})
+		Tokens:       &api.TokenOptions{Signer: mustKey(b, ca.ECP256), Issuer: "https://ca.example.org", Scopes: []string{testScope}}})
 	if err != nil {
 		b.Fatal(err)
 	}
+	srv.SetPolicy(&api.Policy{Rules: pol})
 	issued, err := authority.Issue(context.Background(), &ca.Request{PublicKey: mustKey(b, ca.ECP256).Public(), SPIFFEID: agentA, Provisioner: "k8s"})
 	if err != nil {
 		b.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/provisioners"
+	"github.com/agentca/agentca/wire"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,10 +76,11 @@ func withTokens(t *testing.T, e *env, o *api.TokenOptions, pol *api.Policy) {
 	trust := e.srv.Trust()
 	srv, err := api.New(api.Options{Authority: e.authority, Store: e.store, Trust: trust, Provisioners: e.provs,
 		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now,
-		Tokens: o, Policy: pol})
+		Tokens: o})
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.SetPolicy(pol) // the Authority's, shared with the server it replaces
 	ts.Config.Handler = srv.HTTPSHandler()
 	e.srv, e.ts = srv, ts
 }
@@ -382,7 +384,7 @@ func TestPolicyAtSignRenewToken(t *testing.T) {
 	e.clock.Set(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC))
 
 	t.Run("deny by namespace", func(t *testing.T) {
-		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "k8s", Token: "x", CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
+		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "k8s", Token: "x", CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
 		apiError(t, r, http.StatusForbidden, api.CodePolicyDenied)
 		if !strings.Contains(e.logs.String(), `"rule":"no-sandbox"`) {
 			t.Error("the decision's audit line does not name the rule")
@@ -391,7 +393,7 @@ func TestPolicyAtSignRenewToken(t *testing.T) {
 	var tasked *enrolled
 	t.Run("cap by task", func(t *testing.T) {
 		key := mustKey(t, ca.ECP256)
-		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), TTL: "30m", Task: "t-42"})
+		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), TTL: "30m", Task: "t-42"})
 		if r.status != http.StatusCreated {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
@@ -452,14 +454,14 @@ func TestPolicyAtSignRenewToken(t *testing.T) {
 	})
 	t.Run("task end", func(t *testing.T) {
 		r := do(t, e.admin.Client(), http.MethodPost, e.admin.URL+"/admin/v1/tasks/end", "application/json", strings.NewReader(`{"task":"t-42"}`))
-		var out api.TaskEndResponse
+		var out wire.TaskEndResponse
 		if err := json.Unmarshal(r.body, &out); err != nil || r.status != 200 || len(out.Revoked) != 2 {
 			t.Fatalf("%d %s: want both certificates of t-42 revoked", r.status, r.body)
 		}
 		r2, body := e.postForm(e.client(tasked.tls), tokenForm(testScope, toolsURL))
 		oauthError(t, r2, body, 401, "invalid_client")
 		// No new certificate for the ended task: not by enrolling...
-		sr := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, mustKey(t, ca.ECP256), nil), Task: "t-42"})
+		sr := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, mustKey(t, ca.ECP256), nil), Task: "t-42"})
 		apiError(t, sr, http.StatusForbidden, api.CodeTaskEnded)
 		// ... nor by renewing one of its (revoked) certificates.
 		rr := e.postJSON(e.client(tasked.tls), "/v1/renew", []byte(`{}`))
@@ -474,7 +476,7 @@ func TestPolicyAtSignRenewToken(t *testing.T) {
 		// revoked, as between EndTask and the revocations: its renewal
 		// is refused in the issuing transaction.
 		key := mustKey(t, ca.ECP256)
-		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), Task: "t-43"})
+		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, key, nil), Task: "t-43"})
 		if r.status != http.StatusCreated {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
@@ -485,7 +487,7 @@ func TestPolicyAtSignRenewToken(t *testing.T) {
 		apiError(t, e.postJSON(e.client(c.tls), "/v1/renew", []byte(`{}`)), http.StatusForbidden, api.CodeTaskEnded)
 	})
 	t.Run("bad task at sign", func(t *testing.T) {
-		r := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, mustKey(t, ca.ECP256), nil), Task: "no spaces"})
+		r := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: e.token(agentA), CSR: csrFor(t, mustKey(t, ca.ECP256), nil), Task: "no spaces"})
 		apiError(t, r, http.StatusBadRequest, api.CodeBadRequest)
 	})
 }

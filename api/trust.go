@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"github.com/agentca/agentca/ca"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -90,3 +91,21 @@ func NewTrust(td string, roots []*x509.Certificate, sequence uint64, refreshHint
 	}
 	return t, nil
 }
+
+// TrustSource gives the current trust material.
+type TrustSource interface {
+	Trust() *Trust
+}
+
+// Trust makes a fixed set its own TrustSource.
+func (t *Trust) Trust() *Trust { return t }
+
+// trustRef is the Server's TrustSource, swapped atomically (SetTrust).
+type trustRef struct{ v atomic.Value } // holds trustHolder
+
+type trustHolder struct{ TrustSource }
+
+func (r *trustRef) set(src TrustSource) { r.v.Store(trustHolder{src}) }
+
+// Load returns the current trust material.
+func (r *trustRef) Load() *Trust { return r.v.Load().(trustHolder).Trust() }

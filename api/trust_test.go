@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -141,9 +142,9 @@ func TestHealth(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.enroll("spiffe://example.org/agent/m", "")
-	bad := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "join", Token: "nope", CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
+	bad := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "join", Token: "nope", CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
 	apiError(t, bad, 401, api.CodeUnauthorized)
-	unk := e.postJSON(e.client(nil), "/v1/sign", api.SignRequest{Provisioner: "attacker-chosen-label", Token: "x", CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
+	unk := e.postJSON(e.client(nil), "/v1/sign", wire.SignRequest{Provisioner: "attacker-chosen-label", Token: "x", CSR: csrFor(t, mustKey(t, ca.ECP256), nil)})
 	apiError(t, unk, 400, api.CodeUnknownProvisioner)
 	c := e.enroll("spiffe://example.org/agent/m2", "")
 	if r := e.postJSON(e.client(c.tls), "/v1/renew", []byte{}); r.status != 201 {

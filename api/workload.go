@@ -16,10 +16,11 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/ca"
-	"github.com/agentca/agentca/crl"
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/policy"
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/agentca/agentca/workloads"
 )
 
@@ -33,25 +34,10 @@ const CodeConflict = "conflict"
 // maxCallerSelectors bounds the selectors a node sends for one caller.
 const maxCallerSelectors = 256
 
-// reasonCessation is RFC 5280 cessationOfOperation.
-const reasonCessation = 5
-
 // WorkloadStore keeps the workload definitions.
 type WorkloadStore interface {
 	Workloads(ctx context.Context) (*workloads.Set, error)
 	UpdateWorkloads(ctx context.Context, fn func(*workloads.Set) error) (*workloads.Set, error)
-}
-
-// WorkloadSignRequest is the body of POST /v1/workload/sign.
-type WorkloadSignRequest struct {
-	SPIFFEID  string   `json:"spiffe_id"`
-	Selectors []string `json:"selectors"`
-	CSR       string   `json:"csr"`
-}
-
-// WorkloadDeleteRequest is the body of POST /admin/v1/workloads/delete.
-type WorkloadDeleteRequest struct {
-	ID string `json:"id"`
 }
 
 func (s *Server) routeWorkloads(mux *http.ServeMux) {
@@ -106,8 +92,8 @@ func (s *Server) createWorkload(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if d.TTL != "" {
-		if t, _ := time.ParseDuration(d.TTL); t > config.Ceiling {
-			writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a workload SVID may live at most %s", config.Ceiling))
+		if t, _ := time.ParseDuration(d.TTL); t > identity.Ceiling {
+			writeError(w, errorf(http.StatusBadRequest, CodeBadTTL, "a workload SVID may live at most %s", identity.Ceiling))
 			return
 		}
 	}
@@ -130,7 +116,7 @@ func (s *Server) createWorkload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteWorkload(w http.ResponseWriter, r *http.Request) {
-	var req WorkloadDeleteRequest
+	var req wire.WorkloadDeleteRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		writeError(w, e)
 		return
@@ -199,8 +185,7 @@ func (s *Server) workloadSign(w http.ResponseWriter, r *http.Request) {
 	a := auditEntry{op: "workload", prov: provName}
 	issued, e := s.doWorkloadSign(w, r, &a)
 	a.issued, a.e = issued, e
-	s.audit(r, a)
-	s.finish(w, r, "workload", a.prov, start, issued, e)
+	s.finish(w, r, start, a)
 }
 
 func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *auditEntry) (*ca.Issued, *Error) {
@@ -211,7 +196,7 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 	if e != nil {
 		return nil, e
 	}
-	var req WorkloadSignRequest
+	var req wire.WorkloadSignRequest
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		return nil, e
 	}
@@ -239,7 +224,7 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 			break
 		}
 	}
-	if def == nil || config.ValidateSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()) != nil {
+	if def == nil || identity.ValidateSPIFFEID(req.SPIFFEID, s.ca.TrustDomain()) != nil {
 		a.detail = errors.New("no definition for this node yields that SPIFFE ID from those selectors")
 		return nil, errorf(http.StatusForbidden, CodeWorkloadNotAllowed, "no workload definition allows this node to hand out %s to a caller with those selectors", truncate(req.SPIFFEID, 256))
 	}
@@ -254,10 +239,11 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 	for _, sel := range req.Selectors {
 		claims[sel] = ""
 	}
-	if e := s.applyPolicy(r, policy.EndpointWorkload, claims, creq); e != nil {
+	creq.PolicyClaims = claims
+	issued, e, err := s.issue(r, policy.EndpointWorkload, creq)
+	if e != nil {
 		return nil, e
 	}
-	issued, err := s.ca.Issue(r.Context(), creq)
 	if err != nil {
 		return nil, s.refusal(err)
 	}
@@ -266,97 +252,22 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 	// again and revoke what was just issued if so.
 	if cur, err := s.store.Certificate(r.Context(), node.Serial); err != nil || cur.Revoked() {
 		ctx := context.WithoutCancel(r.Context())
-		if _, rerr := s.revokeOne(ctx, r, issued.Serial, reasonCessation, s.now(), "node-revoked"); rerr != nil {
+		if rec, rerr := s.rev.RevokeIssued(ctx, issued.Serial, s.now(), "node-revoked", r.RemoteAddr); rerr != nil {
 			s.log.Error("workload: revoking an SVID issued to a revoked node failed", "serial", issued.Serial, "err", rerr)
+		} else {
+			s.countRevoked([]store.Certificate{*rec})
 		}
 		return nil, errorf(http.StatusForbidden, CodeCertificateRevoked, "the client certificate is revoked")
 	}
 	return issued, nil
 }
 
-// revokeOne revokes serial, tells the caches and writes the audit line.
-func (s *Server) revokeOne(ctx context.Context, r *http.Request, serial string, reason int, now time.Time, by string) (*store.Certificate, error) {
-	rec, err := s.store.Revoke(ctx, serial, reason, now)
-	if err != nil {
-		return nil, err
+// defaultRevocation is the revocation service of a Server given none:
+// over its store and workload definitions, telling no cache.
+func (s *Server) defaultRevocation(opts Options) (*revocation.Service, error) {
+	var wl revocation.Workloads
+	if opts.Workloads != nil {
+		wl = opts.Workloads
 	}
-	if s.onRevoke != nil {
-		s.onRevoke(ctx, rec)
-	}
-	s.log.Info("audit", "op", "revoke", "serial", rec.Serial, "spiffe_id", rec.SPIFFEID, "reason", crl.ReasonName(rec.RevocationReason),
-		"revoked_at", rec.RevokedAt.Format(time.RFC3339), "by", by, "remote", r.RemoteAddr)
-	return rec, nil
-}
-
-// maxLineage bounds how many earlier certificates of a node
-// revokeWorkloads follows.
-const maxLineage = 100_000
-
-// revokeWorkloads revokes the unexpired workload SVIDs issued to the node
-// certificates nodes (a revoked lineage) or to the certificates the first
-// of them renewed (a node agent renews its certificate, and the SVIDs it
-// got with the earlier ones may still be valid), with reason
-// cessationOfOperation (their keys were not compromised by the node's
-// revocation itself). It returns the records revoked.
-func (s *Server) revokeWorkloads(ctx context.Context, r *http.Request, nodes []store.Certificate, now time.Time) ([]store.Certificate, error) {
-	if len(nodes) == 0 {
-		return nil, nil
-	}
-	serial := nodes[0].Serial
-	if s.workloads == nil {
-		return nil, nil
-	}
-	// The listing reads every record; a CA that never had a workload
-	// definition has no workload SVID to look for.
-	if set, err := s.workloads.Workloads(ctx); err != nil {
-		return nil, err
-	} else if set.Sequence == 0 {
-		return nil, nil
-	}
-	// The node's lineage back to the certificates whose SVIDs could still
-	// be valid: an SVID was issued before its node certificate expired
-	// and lives at most the lifetime ceiling.
-	parents := map[string]bool{}
-	for _, n := range nodes[1:] {
-		parents[n.Serial] = true
-	}
-	for cur := serial; cur != "" && len(parents) < maxLineage && !parents[cur]; {
-		parents[cur] = true
-		rec, err := s.store.Certificate(ctx, cur)
-		if errors.Is(err, store.ErrNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		if rec.NotAfter.Before(now.Add(-config.Ceiling)) {
-			break
-		}
-		cur = rec.RenewedFrom
-	}
-	var out []store.Certificate
-	after := ""
-	for {
-		recs, err := s.store.ListCertificates(ctx, store.ListOptions{After: after, Limit: taskPage})
-		if err != nil {
-			return out, err
-		}
-		for _, c := range recs {
-			if c.Parent == "" || !parents[c.Parent] || c.Revoked() || !now.Before(c.NotAfter) {
-				continue
-			}
-			rec, err := s.revokeOne(ctx, r, c.Serial, reasonCessation, now, "node-revoked:"+serial)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return out, err
-			}
-			out = append(out, *rec)
-		}
-		if len(recs) < taskPage {
-			return out, nil
-		}
-		after = recs[len(recs)-1].Serial
-	}
+	return revocation.New(revocation.Options{Store: s.store, Workloads: wl, Ceiling: identity.Ceiling, Logger: s.log})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/store/bolt"
+	"github.com/agentca/agentca/wire"
 	"github.com/agentca/agentca/workloads"
 )
 
@@ -85,7 +86,7 @@ func (ib *issuanceBench) post(b *testing.B, path string, body []byte, leaf *x509
 	if w.Code != http.StatusCreated && w.Code != http.StatusOK {
 		b.Fatalf("%s: %d %s", path, w.Code, w.Body)
 	}
-	var resp api.SignResponse
+	var resp wire.SignResponse
 	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
 		b.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func BenchmarkWorkloadSign(b *testing.B) {
 			}); err != nil {
 				b.Fatal(err)
 			}
-			body, err := json.Marshal(api.WorkloadSignRequest{SPIFFEID: "spiffe://example.org/w/1000",
+			body, err := json.Marshal(wire.WorkloadSignRequest{SPIFFEID: "spiffe://example.org/w/1000",
 				Selectors: []string{"unix:uid:1000", "unix:gid:100", "unix:user:svc"}, CSR: csrFor(b, mustKey(b, ca.ECP256), nil)})
 			if err != nil {
 				b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/wire"
 	"github.com/agentca/agentca/workloads"
 )
 
@@ -66,7 +67,7 @@ func TestWorkloadNodeCondition(t *testing.T) {
 
 	key := mustKey(t, ca.ECP256)
 	sign := func(n *enrolled, id string) *response {
-		return e.postJSON(e.client(n.tls), "/v1/workload/sign", api.WorkloadSignRequest{SPIFFEID: id, Selectors: []string{"unix:uid:1000"},
+		return e.postJSON(e.client(n.tls), "/v1/workload/sign", wire.WorkloadSignRequest{SPIFFEID: id, Selectors: []string{"unix:uid:1000"},
 			CSR: csrFor(t, key, nil)})
 	}
 	for _, id := range []string{"spiffe://example.org/w/a", "spiffe://example.org/w/listed"} {

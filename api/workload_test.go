@@ -12,6 +12,7 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/policy"
+	"github.com/agentca/agentca/wire"
 	"github.com/agentca/agentca/workloads"
 )
 
@@ -52,10 +53,10 @@ func TestWorkloadAdmin(t *testing.T) {
 	if err := json.Unmarshal(r.body, &set); err != nil || len(set.Definitions) != 1 || set.Definitions[0].ID != "web" || set.Sequence != 1 {
 		t.Fatalf("list: %s (%v)", r.body, err)
 	}
-	if r := e.adminJSON(http.MethodPost, "/admin/v1/workloads/delete", api.WorkloadDeleteRequest{ID: "web"}); r.status != http.StatusOK {
+	if r := e.adminJSON(http.MethodPost, "/admin/v1/workloads/delete", wire.WorkloadDeleteRequest{ID: "web"}); r.status != http.StatusOK {
 		t.Fatalf("delete: %d %s", r.status, r.body)
 	}
-	apiError(t, e.adminJSON(http.MethodPost, "/admin/v1/workloads/delete", api.WorkloadDeleteRequest{ID: "web"}), http.StatusNotFound, api.CodeNotFound)
+	apiError(t, e.adminJSON(http.MethodPost, "/admin/v1/workloads/delete", wire.WorkloadDeleteRequest{ID: "web"}), http.StatusNotFound, api.CodeNotFound)
 }
 
 func TestWorkloadSign(t *testing.T) {
@@ -81,8 +82,8 @@ func TestWorkloadSign(t *testing.T) {
 	}
 
 	key := mustKey(t, ca.ECP256)
-	req := func(id string, sel ...string) api.WorkloadSignRequest {
-		return api.WorkloadSignRequest{SPIFFEID: id, Selectors: sel, CSR: csrFor(t, key, nil)}
+	req := func(id string, sel ...string) wire.WorkloadSignRequest {
+		return wire.WorkloadSignRequest{SPIFFEID: id, Selectors: sel, CSR: csrFor(t, key, nil)}
 	}
 	r := e.postJSON(e.client(node.tls), "/v1/workload/sign", req("spiffe://example.org/w/1000", "unix:uid:1000", "unix:gid:100"))
 	if r.status != http.StatusCreated {
@@ -106,7 +107,7 @@ func TestWorkloadSign(t *testing.T) {
 	// Refusals: what no definition for this node yields.
 	for name, tc := range map[string]struct {
 		n   *enrolled
-		req api.WorkloadSignRequest
+		req wire.WorkloadSignRequest
 	}{
 		"missing selector":     {node, req("spiffe://example.org/w/1000", "unix:uid:1000")},
 		"other id":             {node, req("spiffe://example.org/w/1001", "unix:uid:1000", "unix:gid:100")},
@@ -135,13 +136,13 @@ func TestWorkloadSign(t *testing.T) {
 	}
 	renewed := enrolledFrom(t, node.key, r)
 	key2 := mustKey(t, ca.ECP256)
-	r = e.postJSON(e.client(renewed.tls), "/v1/workload/sign", api.WorkloadSignRequest{SPIFFEID: "spiffe://example.org/w/1000",
+	r = e.postJSON(e.client(renewed.tls), "/v1/workload/sign", wire.WorkloadSignRequest{SPIFFEID: "spiffe://example.org/w/1000",
 		Selectors: []string{"unix:uid:1000", "unix:gid:100"}, CSR: csrFor(t, key2, nil)})
 	if r.status != http.StatusCreated {
 		t.Fatalf("workload sign with the renewed node: %d %s", r.status, r.body)
 	}
 	svid2 := enrolledFrom(t, key2, r)
-	if r := e.adminJSON(http.MethodPost, "/admin/v1/revoke", api.RevokeRequest{Serial: renewed.resp.Serial}); r.status != http.StatusOK {
+	if r := e.adminJSON(http.MethodPost, "/admin/v1/revoke", wire.RevokeRequest{Serial: renewed.resp.Serial}); r.status != http.StatusOK {
 		t.Fatalf("revoke: %d %s", r.status, r.body)
 	}
 	for _, serial := range []string{svid.resp.Serial, svid2.resp.Serial} {
@@ -167,7 +168,7 @@ func TestWorkloadPolicy(t *testing.T) {
 	node := e.enroll("spiffe://example.org/node/a", "")
 	key := mustKey(t, ca.ECP256)
 	sign := func(uid string) *response {
-		return e.postJSON(e.client(node.tls), "/v1/workload/sign", api.WorkloadSignRequest{SPIFFEID: "spiffe://example.org/w/" + uid,
+		return e.postJSON(e.client(node.tls), "/v1/workload/sign", wire.WorkloadSignRequest{SPIFFEID: "spiffe://example.org/w/" + uid,
 			Selectors: []string{"unix:uid:" + uid, "unix:gid:100"}, CSR: csrFor(t, key, nil)})
 	}
 	apiError(t, sign("0"), http.StatusForbidden, api.CodePolicyDenied)

@@ -1,9 +1,10 @@
 // Package ca is agentca's signing core: it creates CA hierarchies and issues
 // X.509-SVID leaf certificates.
 //
-// The Authority decides everything that goes into a certificate: the SPIFFE
-// ID a provisioner vouched for, the lifetime within the configured limits,
-// and the profile (see Profile). It does not authenticate callers; that is
+// The Authority decides everything that goes into a certificate: whether
+// the runtime policy (its Decider) allows it, the SPIFFE ID a provisioner
+// vouched for (with package identity's rules), the lifetime within the
+// configured limits and the policy's cap, and the profile (see Profile). It does not authenticate callers; that is
 // the provisioners' job, and it does not speak HTTP. Each issuance is
 // recorded through a Recorder in one transaction together with whatever the
 // attestation consumes (a join token), so a certificate is never returned
@@ -27,7 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentca/agentca/internal/config"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/translog"
 	"go.step.sm/crypto/keyutil"
@@ -139,7 +140,7 @@ type Options struct {
 	// Recorder records each issuance. Required.
 	Recorder Recorder
 	// MinTTL is the shortest lifetime a request may ask for. Zero means
-	// one minute.
+	// identity.DefaultMinTTL, one minute.
 	MinTTL time.Duration
 	// Backdate is subtracted from NotBefore for clock skew, at most one
 	// minute. Zero means one minute; negative means no backdating.
@@ -149,13 +150,18 @@ type Options struct {
 	// Rand is the source for serial numbers and signatures. Nil means
 	// crypto/rand.
 	Rand io.Reader
-	// Logger receives one audit line per issuance and per refusal. Nil
-	// discards.
+	// Logger receives the Authority's operational warnings (a serial
+	// collision signed again). It writes no audit lines: the api package
+	// writes one per issuance and refusal. Nil discards.
 	Logger *slog.Logger
 	// PublicHTTP is the base URL of the plain HTTP listener
 	// (public_urls.http). When set, every leaf carries the OCSP URL and
 	// caIssuers URL (AIA) and a CRL distribution point under it.
 	PublicHTTP string
+	// Decider is the runtime policy, consulted on every request but the
+	// CA's own certificates (SetDecider swaps it). Nil means no policy:
+	// everything is allowed.
+	Decider Decider
 }
 
 // Authority issues leaf certificates.
@@ -169,11 +175,12 @@ type Authority struct {
 	rand     io.Reader
 	log      *slog.Logger
 	httpBase string
+	decider  atomic.Pointer[Decider]
 }
 
 // New validates opts and returns an Authority.
 func New(opts Options) (*Authority, error) {
-	if err := config.ValidateTrustDomain(opts.TrustDomain); err != nil {
+	if err := identity.ValidateTrustDomain(opts.TrustDomain); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
 	if opts.Recorder == nil {
@@ -183,7 +190,7 @@ func New(opts Options) (*Authority, error) {
 		now: opts.Now, rand: opts.Rand, log: opts.Logger,
 		httpBase: strings.TrimSuffix(opts.PublicHTTP, "/")}
 	if a.minTTL <= 0 {
-		a.minTTL = time.Minute
+		a.minTTL = identity.DefaultMinTTL
 	}
 	switch {
 	case a.backdate == 0:
@@ -203,6 +210,7 @@ func New(opts Options) (*Authority, error) {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.issuer.Store(opts.Issuer)
+	a.SetDecider(opts.Decider)
 	return a, nil
 }
 
@@ -250,11 +258,20 @@ type Request struct {
 	Claims map[string]string
 	// CAIdentity is set only for the CA's own certificates (its HTTPS
 	// server certificate): without it a SPIFFE ID under the reserved path
-	// (config.ReservedSPIFFEPath) is refused.
+	// (identity.ReservedSPIFFEPath) is refused.
 	CAIdentity bool
 	// Parent is the serial of the node certificate that asked for this
 	// workload SVID, recorded with it.
 	Parent string
+	// Endpoint is what the runtime policy sees as the request's endpoint
+	// (policy.EndpointSign, ...), and Environment the request's facts it
+	// sees beside its configured environment (the caller's "remote_ip").
+	Endpoint    string
+	Environment map[string]string
+	// PolicyClaims, when not nil, are the claims the runtime policy sees
+	// instead of Claims, and are not recorded (a workload SVID's node and
+	// selectors).
+	PolicyClaims map[string]string
 }
 
 // Issued is a recorded leaf certificate.
@@ -283,15 +300,23 @@ var (
 )
 
 // Issue checks req against policy, signs a leaf and records it. It returns
-// an error wrapping ErrKeyType, ErrTTL, ErrIdentity or a store error, and
-// no certificate, when anything is in doubt.
+// an error wrapping ErrDenied, ErrKeyType, ErrTTL, ErrIdentity or a store
+// error, and no certificate, when anything is in doubt. IssueDecided also
+// returns the runtime policy's decision.
 func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
+	out, _, err := a.IssueDecided(ctx, req)
+	return out, err
+}
+
+// issue is Issue once the runtime policy has allowed req, with its cap (0
+// for none).
+func (a *Authority) issue(ctx context.Context, req *Request, cap time.Duration) (*Issued, error) {
 	if err := CheckPublicKey(req.PublicKey); err != nil {
 		return nil, err
 	}
-	validate := config.ValidateWorkloadSPIFFEID
+	validate := identity.ValidateWorkloadSPIFFEID
 	if req.CAIdentity {
-		validate = config.ValidateSPIFFEID
+		validate = identity.ValidateSPIFFEID
 	}
 	if err := validate(req.SPIFFEID, a.td); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
@@ -300,7 +325,7 @@ func (a *Authority) Issue(ctx context.Context, req *Request) (*Issued, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
 	}
-	ttl, err := a.lifetime(req)
+	ttl, err := a.lifetime(req, cap)
 	if err != nil {
 		return nil, err
 	}
@@ -432,23 +457,4 @@ func (a *Authority) IssueResponderFrom(ctx context.Context, iss *Issuer, pub cry
 		return nil, err
 	}
 	return a.signAndRecord(ctx, tmpl, iss, &Request{PublicKey: pub, Provisioner: ResponderProvisioner}, now)
-}
-
-func (a *Authority) lifetime(req *Request) (time.Duration, error) {
-	maxTTL := min(req.MaxTTL, config.Ceiling)
-	if maxTTL <= 0 {
-		maxTTL = config.DefaultMaxTTL
-	}
-	ttl := req.TTL
-	if ttl == 0 {
-		ttl = req.DefaultTTL
-		if ttl == 0 {
-			ttl = config.DefaultLeafTTL
-		}
-		ttl = min(ttl, maxTTL)
-	}
-	if ttl < a.minTTL || ttl > maxTTL {
-		return 0, fmt.Errorf("%w: %s is outside [%s, %s]", ErrTTL, ttl, a.minTTL, maxTTL)
-	}
-	return ttl, nil
 }

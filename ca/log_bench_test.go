@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/logsign"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/translog"
@@ -75,14 +75,14 @@ func BenchmarkLogAuthorityIssue(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			var tlog *api.Log
+			var tlog *logsign.Signer
 			if mode == "log=on+receipt" {
 				key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 				signer, err := translog.NewSigner(key)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if tlog, err = api.NewLog(ctx, api.LogOptions{Store: st, Signer: signer, Appended: appended}); err != nil {
+				if tlog, err = logsign.New(ctx, logsign.Options{Store: st, Key: signer, Appended: appended}); err != nil {
 					b.Fatal(err)
 				}
 				done := make(chan struct{})

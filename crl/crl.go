@@ -7,7 +7,8 @@
 // A Publisher keeps the current CRL as encoded bytes. It rebuilds it
 // shortly after it is told of a revocation (debounced, so a burst of
 // revocations costs one build) and before nextUpdate. It does not serve
-// HTTP; see Handler.
+// HTTP: the api package serves GET /crl and /crl/<issuer SKI> from the
+// publishers it is given (api.CRLs).
 package crl
 
 import (

@@ -171,8 +171,9 @@ type ListOptions struct {
 	Limit int
 }
 
-// Log is the issuance log's storage: what the CT API, the tree head signer
-// and the audit read. Appends happen only through Store.Issue.
+// Log is the issuance log's storage as the CT API, the tree head signer
+// and the audit read it. Appends happen only through Store.Issue; tree
+// heads are saved through TreeHeadSaver.
 type Log interface {
 	// Nodes reads stored tree nodes (translog.NodeReader), for proofs
 	// and past roots.
@@ -189,6 +190,11 @@ type Log interface {
 	LogIndex(ctx context.Context, leafHash []byte) (uint64, error)
 	// TreeHead returns the last signed tree head saved, or ErrNotFound.
 	TreeHead(ctx context.Context) (*ct.SignedTreeHead, error)
+}
+
+// TreeHeadSaver keeps the issuance log's signed tree head: the tree head
+// signer's one write.
+type TreeHeadSaver interface {
 	// SaveTreeHead keeps sth as the last signed tree head. It refuses
 	// (ErrTreeHead) a tree head for a size the log has not reached,
 	// one smaller than the saved one, or one of the saved size with
@@ -196,9 +202,14 @@ type Log interface {
 	SaveTreeHead(ctx context.Context, sth *ct.SignedTreeHead) error
 }
 
-// Store is what every backend implements.
+// Store is what every backend implements, and what only the backends,
+// the conformance suite (store/storetest) and the code that opens a
+// backend see. Every other component is handed the few methods of its
+// role, in an interface of its own declared where it is used (see
+// docs/design.md).
 type Store interface {
 	Log
+	TreeHeadSaver
 	// Issue records iss atomically: the certificate, its log entry
 	// (iss.LogLeaf), the join token's consumption and the replay keys,
 	// or nothing. An error wrapping ErrUnavailable may leave the outcome

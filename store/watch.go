@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/agentca/agentca/translog"
 	ct "github.com/google/certificate-transparency-go"
 )
 
@@ -96,25 +95,4 @@ type TreeHeadPublisher interface {
 	// back: the caller signs again with the stored tree head's timestamp
 	// (TreeHead) and publishes that.
 	PublishTreeHead(ctx context.Context, sth *ct.SignedTreeHead) (*ct.SignedTreeHead, error)
-}
-
-// TreeHeadSigner signs the tree head of the log state st with a timestamp
-// of at least minTimestamp (milliseconds since the Unix epoch).
-type TreeHeadSigner func(st translog.State, minTimestamp uint64) (*ct.SignedTreeHead, error)
-
-// CommitSigner is implemented by stores that can sign the tree head of
-// each batch they append in the batch's own transaction (store/etcd):
-// the new log state and its signed tree head are then committed together,
-// so a replica needs no round of its own to publish a tree head, no two
-// replicas ever race to publish one, and every size the log passes
-// through has exactly one tree head.
-type CommitSigner interface {
-	// SignTreeHeads installs sign, which the store then calls for each
-	// batch that appends, before committing it; its tree head is
-	// saved in the same transaction (its timestamp at least the saved
-	// tree head's), and signed gets it after the commit, before any of
-	// the batch's writers is answered. signed must not block. A batch
-	// whose sign fails is committed without a tree head (the caller
-	// signs one as it would without this interface: OnLogAppend).
-	SignTreeHeads(sign TreeHeadSigner, signed func(*ct.SignedTreeHead))
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/internal/testca"
 	"github.com/agentca/agentca/verify"
+	"github.com/agentca/agentca/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -141,9 +142,9 @@ func (c *conversation) run(ctx context.Context, want string) {
 	}
 }
 
-func anchorStatus(t *testing.T, ca *testca.CA, id string) api.AnchorStatus {
+func anchorStatus(t *testing.T, ca *testca.CA, id string) wire.AnchorStatus {
 	t.Helper()
-	var all []api.AnchorStatus
+	var all []wire.AnchorStatus
 	if status, body := ca.Admin(t, http.MethodGet, "/admin/v1/anchors", nil, &all); status != http.StatusOK {
 		t.Fatalf("list anchors: %d %s", status, body)
 	}
@@ -153,7 +154,7 @@ func anchorStatus(t *testing.T, ca *testca.CA, id string) api.AnchorStatus {
 		}
 	}
 	t.Fatalf("anchor %s not listed: %+v", id, all)
-	return api.AnchorStatus{}
+	return wire.AnchorStatus{}
 }
 
 func getBody(t *testing.T, hc *http.Client, url string) (int, []byte) {
@@ -279,7 +280,7 @@ func testRotation(t *testing.T, mode rotationMode) {
 	}
 	defer func() { cancel(); wg.Wait() }()
 
-	var all []api.AnchorStatus
+	var all []wire.AnchorStatus
 	if status, body := ca.Admin(t, http.MethodGet, "/admin/v1/anchors", nil, &all); status != http.StatusOK || len(all) != 1 || all[0].State != "active" {
 		t.Fatalf("anchors at start: %d %s", status, body)
 	}
@@ -288,9 +289,9 @@ func testRotation(t *testing.T, mode rotationMode) {
 	seq := bundleSequence(t, ca)
 
 	// Stage: the new root is published at once.
-	var staged api.AnchorStatus
+	var staged wire.AnchorStatus
 	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/stage",
-		api.StageRequest{IntermediateOnly: mode.intermediateOnly, CrossSign: mode.crossSign}, &staged); status != http.StatusCreated {
+		wire.StageRequest{IntermediateOnly: mode.intermediateOnly, CrossSign: mode.crossSign}, &staged); status != http.StatusCreated {
 		t.Fatalf("stage: %d %s", status, body)
 	}
 	stagedAt := time.Now()
@@ -312,7 +313,7 @@ func testRotation(t *testing.T, mode rotationMode) {
 		t.Fatalf("/v1/roots lists %d roots after stage, want %d", len(roots), wantRoots)
 	}
 	// Too early: agents may not have the new root yet.
-	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/activate", api.AnchorRequest{ID: staged.ID}, nil); status != http.StatusConflict ||
+	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/activate", wire.AnchorRequest{ID: staged.ID}, nil); status != http.StatusConflict ||
 		!bytes.Contains(body, []byte(api.CodeAnchorUnsafe)) {
 		t.Fatalf("activate right after stage: %d %s, want 409 %s", status, body, api.CodeAnchorUnsafe)
 	}
@@ -335,7 +336,7 @@ func testRotation(t *testing.T, mode rotationMode) {
 		t.Fatalf("sign before activation: %v", err)
 	}
 	oldLeaf := oldCreds.Leaf
-	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/activate", api.AnchorRequest{ID: staged.ID}, nil); status != http.StatusOK {
+	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/activate", wire.AnchorRequest{ID: staged.ID}, nil); status != http.StatusOK {
 		t.Fatalf("activate: %d %s", status, body)
 	}
 	if st := anchorStatus(t, ca, old.ID); st.State != "retiring" || st.Unexpired == 0 {
@@ -346,7 +347,7 @@ func testRotation(t *testing.T, mode rotationMode) {
 	if st := ocspStatus(t, ca, oldLeaf, oldIssuer); st != xocsp.Good {
 		t.Fatalf("OCSP for an old, unexpired leaf after activation: status %d", st)
 	}
-	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/retire", api.AnchorRequest{ID: old.ID}, nil); status != http.StatusConflict ||
+	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/retire", wire.AnchorRequest{ID: old.ID}, nil); status != http.StatusConflict ||
 		!bytes.Contains(body, []byte(api.CodeAnchorUnsafe)) {
 		t.Fatalf("retire with valid certificates: %d %s, want 409 %s", status, body, api.CodeAnchorUnsafe)
 	}
@@ -396,7 +397,7 @@ func testRotation(t *testing.T, mode rotationMode) {
 	waitFor(t, 3*rotTTL, "the old issuing CA's certificates expire", func() bool {
 		return anchorStatus(t, ca, old.ID).SafeToRetire
 	})
-	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/retire", api.AnchorRequest{ID: old.ID}, nil); status != http.StatusOK {
+	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/retire", wire.AnchorRequest{ID: old.ID}, nil); status != http.StatusOK {
 		t.Fatalf("retire: %d %s", status, body)
 	}
 	after := caRoots(t, ca)
@@ -484,8 +485,8 @@ func TestBundleRefreshHint(t *testing.T) {
 		t.Fatalf("first bundle refresh: %v", err)
 	}
 	before := renewals.Load()
-	var staged api.AnchorStatus
-	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/stage", api.StageRequest{}, &staged); status != http.StatusCreated {
+	var staged wire.AnchorStatus
+	if status, body := ca.Admin(t, http.MethodPost, "/admin/v1/anchors/stage", wire.StageRequest{}, &staged); status != http.StatusCreated {
 		t.Fatalf("stage: %d %s", status, body)
 	}
 	waitFor(t, 15*time.Second, "the agent and the verifier to trust the staged root", func() bool {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ocsp"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // issuingStatus asks the OCSP responder named in cert (an issuing CA or a
@@ -82,11 +84,7 @@ func TestIssuingCAStatus(t *testing.T) {
 
 	// A new anchor with a new root, cross-signed by the old one.
 	mustRun(t, "anchors", "stage", "--dir", c.Dir, "--cross-sign")
-	var list []struct {
-		ID        string `json:"id"`
-		State     string `json:"state"`
-		IssuerSKI string `json:"issuer_ski"`
-	}
+	var list []wire.AnchorStatus
 	if err := json.Unmarshal([]byte(mustRun(t, "anchors", "list", "--json", "--dir", c.Dir).stdout), &list); err != nil || len(list) != 2 {
 		t.Fatalf("anchors list --json: %v %v", err, list)
 	}

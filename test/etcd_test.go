@@ -28,6 +28,7 @@ import (
 	"github.com/agentca/agentca/store/etcd/etcdtest"
 	"github.com/agentca/agentca/store/logaudit"
 	"github.com/agentca/agentca/translog"
+	"github.com/agentca/agentca/wire"
 	ct "github.com/google/certificate-transparency-go"
 	"golang.org/x/crypto/ocsp"
 )
@@ -384,10 +385,7 @@ func TestEtcdReplicas(t *testing.T) {
 	// operator deploys them to every replica).
 	mustRun(t, "anchors", "stage", "--dir", a.Dir)
 	staged := time.Now()
-	var anchors []struct {
-		ID, State string
-		IssuerSKI string `json:"issuer_ski"`
-	}
+	var anchors []wire.AnchorStatus
 	if err := json.Unmarshal([]byte(mustRun(t, "anchors", "list", "--json", "--dir", a.Dir).stdout), &anchors); err != nil || len(anchors) != 2 {
 		t.Fatalf("anchors list: %v %+v", err, anchors)
 	}
@@ -593,7 +591,7 @@ func TestEtcdFailover(t *testing.T) {
 		final, err = st.TreeHead(ctx)
 		return err == nil && final.TreeSize == ls.Size()
 	})
-	rep, err := logaudit.Run(ctx, st, logKey)
+	rep, err := logaudit.Run(ctx, st, st, logKey)
 	if err != nil {
 		t.Fatal(err)
 	}

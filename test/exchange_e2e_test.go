@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/exchange"
+	"github.com/agentca/agentca/wire"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -114,14 +115,11 @@ func agentCreds(t *testing.T, c *testCA, id string, extra ...string) *tls.Certif
 	return readCreds(t, dir).tlsCert()
 }
 
+// oauthAnswer is a token endpoint answer: a token or an error.
 type oauthAnswer struct {
 	status int
-	Token  string `json:"access_token"`
-	Issued string `json:"issued_token_type"`
-	Scope  string `json:"scope"`
-	Expiry int64  `json:"expires_in"`
-	Error  string `json:"error"`
-	Desc   string `json:"error_description"`
+	wire.ExchangeResponse
+	wire.OAuthError
 }
 
 // exchangeAs posts a token exchange with cert; params are name, value
@@ -148,16 +146,16 @@ func exchangeAs(t *testing.T, c *testCA, cert *tls.Certificate, params ...string
 
 func wantExchanged(t *testing.T, a oauthAnswer) string {
 	t.Helper()
-	if a.status != 200 || a.Token == "" || a.Issued != exchange.TypeAccessToken {
-		t.Fatalf("exchange: %d %s: %s", a.status, a.Error, a.Desc)
+	if a.status != 200 || a.AccessToken == "" || a.IssuedTokenType != exchange.TypeAccessToken {
+		t.Fatalf("exchange: %d %s: %s", a.status, a.Code, a.Description)
 	}
-	return a.Token
+	return a.AccessToken
 }
 
 func wantRefused(t *testing.T, name string, a oauthAnswer, status int, code, desc string) {
 	t.Helper()
-	if a.status != status || a.Error != code || !strings.Contains(a.Desc, desc) {
-		t.Errorf("%s: %d %s %q, want %d %s containing %q", name, a.status, a.Error, a.Desc, status, code, desc)
+	if a.status != status || a.Code != code || !strings.Contains(a.Description, desc) {
+		t.Errorf("%s: %d %s %q, want %d %s containing %q", name, a.status, a.Code, a.Description, status, code, desc)
 	}
 }
 
@@ -279,7 +277,7 @@ func tokenGetCert(t *testing.T, c *testCA, cert *tls.Certificate, params ...stri
 	if json.Unmarshal(r.body, &a) != nil || r.status != 200 {
 		t.Fatalf("token: %d %s", r.status, r.body)
 	}
-	return a.Token
+	return a.AccessToken
 }
 
 // TestTokenExchangeRefusesSubjectTokens: an untrusted issuer, an expired

@@ -34,6 +34,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // agentcaBin is the binary under test, built by TestMain.
@@ -481,12 +483,7 @@ func (c *testCA) token(spiffeID string, extra ...string) string {
 func (c *testCA) tokenJSON(spiffeID string, extra ...string) (string, time.Time) {
 	c.t.Helper()
 	r := mustRun(c.t, append([]string{"token", "create", "--dir", c.Dir, "--spiffe-id", spiffeID, "--json"}, extra...)...)
-	var out struct {
-		Tokens []struct {
-			Token     string    `json:"token"`
-			ExpiresAt time.Time `json:"expires_at"`
-		} `json:"tokens"`
-	}
+	var out wire.TokenResponse
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out.Tokens) != 1 {
 		c.t.Fatalf("token create --json: %v\n%s", err, r)
 	}
@@ -499,22 +496,11 @@ func (c *testCA) enroll(token, out string, extra ...string) result {
 	return runCLI(c.t, append([]string{"enroll", "--ca", c.URL, "--root", c.rootsFile(), "--token", token, "--out", out}, extra...)...)
 }
 
-// certInfo is one entry of `agentca certs list --json`.
-type certInfo struct {
-	Serial      string    `json:"serial"`
-	SPIFFEID    string    `json:"spiffe_id"`
-	Provisioner string    `json:"provisioner"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
-	Revoked     bool      `json:"revoked"`
-	RenewedFrom string    `json:"renewed_from"`
-}
-
-// certs lists what the CA issued for spiffeID.
-func (c *testCA) certs(spiffeID string) []certInfo {
+// certs lists what the CA issued for spiffeID (`agentca certs list --json`).
+func (c *testCA) certs(spiffeID string) []wire.CertInfo {
 	c.t.Helper()
 	r := mustRun(c.t, "certs", "list", "--dir", c.Dir, "--json", "--spiffe-id", spiffeID)
-	var out []certInfo
+	var out []wire.CertInfo
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		c.t.Fatalf("certs list --json: %v\n%s", err, r)
 	}
@@ -571,15 +557,9 @@ func postJSON(t *testing.T, hc *http.Client, url string, v any) apiResp {
 	return do(t, hc, http.MethodPost, url, "application/json", bytes.NewReader(b))
 }
 
-// apiError is the JSON error body.
-type apiError struct {
-	Code    string `json:"error"`
-	Message string `json:"message"`
-}
-
 // wantError checks r is an error with status and code, with a JSON body
 // holding exactly a non-empty "error" and "message", and returns it.
-func wantError(t *testing.T, r apiResp, status int, code string) apiError {
+func wantError(t *testing.T, r apiResp, status int, code string) wire.Error {
 	t.Helper()
 	if r.status != status {
 		t.Errorf("want status %d, got %d: %s", status, r.status, r.body)
@@ -590,9 +570,9 @@ func wantError(t *testing.T, r apiResp, status int, code string) apiError {
 	var raw map[string]any
 	if err := json.Unmarshal(r.body, &raw); err != nil {
 		t.Errorf("error body is not JSON: %v: %q", err, r.body)
-		return apiError{}
+		return wire.Error{}
 	}
-	var e apiError
+	var e wire.Error
 	_ = json.Unmarshal(r.body, &e)
 	if e.Code != code {
 		t.Errorf("want error code %q, got %q (body %s)", code, e.Code, r.body)
@@ -608,23 +588,13 @@ func wantError(t *testing.T, r apiResp, status int, code string) apiError {
 	return e
 }
 
-// signResponse is the body of a successful /v1/sign or /v1/renew.
-type signResponse struct {
-	Certificate string    `json:"certificate"`
-	Chain       []string  `json:"chain"`
-	Serial      string    `json:"serial"`
-	SPIFFEID    string    `json:"spiffe_id"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
-}
-
 // wantIssued checks r is a 201 SignResponse and returns it with the leaf.
-func wantIssued(t *testing.T, r apiResp) (*signResponse, *x509.Certificate) {
+func wantIssued(t *testing.T, r apiResp) (*wire.SignResponse, *x509.Certificate) {
 	t.Helper()
 	if r.status != http.StatusCreated {
 		t.Fatalf("want 201, got %d: %s", r.status, r.body)
 	}
-	var sr signResponse
+	var sr wire.SignResponse
 	if err := json.Unmarshal(r.body, &sr); err != nil {
 		t.Fatalf("sign response: %v: %s", err, r.body)
 	}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/translog"
+	"github.com/agentca/agentca/wire"
 	ct "github.com/google/certificate-transparency-go"
 	"github.com/google/certificate-transparency-go/client"
 	"github.com/google/certificate-transparency-go/jsonclient"
@@ -45,22 +46,11 @@ import (
 	bbolt "go.etcd.io/bbolt"
 )
 
-// logE2EReceipt is the SignResponse's "log" object.
-type logE2EReceipt struct {
-	Index          uint64             `json:"index"`
-	Timestamp      uint64             `json:"timestamp"`
-	LeafHash       []byte             `json:"leaf_hash"`
-	TreeSize       uint64             `json:"tree_size"`
-	RootHash       []byte             `json:"root_hash"`
-	InclusionProof [][]byte           `json:"inclusion_proof"`
-	STH            *ct.GetSTHResponse `json:"sth"`
-}
-
 // logE2EIssued is one certificate a client received.
 type logE2EIssued struct {
 	leaf *x509.Certificate
 	pem  string // leaf and chain
-	log  logE2EReceipt
+	log  wire.LogReceipt
 }
 
 // logE2ETokens creates n join tokens for id in one admin call.
@@ -87,11 +77,7 @@ func logE2ESign(hc *http.Client, c *testCA, tok, csr string) (*logE2EIssued, err
 	if r.status != http.StatusCreated {
 		return nil, fmt.Errorf("sign: status %d: %s", r.status, r.body)
 	}
-	var resp struct {
-		Certificate string         `json:"certificate"`
-		Chain       []string       `json:"chain"`
-		Log         *logE2EReceipt `json:"log"`
-	}
+	var resp wire.SignResponse
 	if err := json.Unmarshal(r.body, &resp); err != nil {
 		return nil, err
 	}
@@ -232,7 +218,7 @@ func logE2EEntries(t *testing.T, ctx context.Context, lc *client.LogClient, size
 func logE2ECertCount(t *testing.T, c *testCA) int {
 	t.Helper()
 	r := mustRun(t, "certs", "list", "--dir", c.Dir, "--json")
-	var out []certInfo
+	var out []wire.CertInfo
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		t.Fatalf("certs list --json: %v", err)
 	}

@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // ---------------------------------------------------------------------
@@ -925,10 +927,7 @@ func TestProvAzureIMDSEnroll(t *testing.T) {
 	t.Run("nonce of another challenge", func(t *testing.T) {
 		hc := ca.client(nil)
 		defer hc.CloseIdleConnections()
-		var chs [2]struct {
-			Nonce     string    `json:"nonce"`
-			ExpiresAt time.Time `json:"expires_at"`
-		}
+		var chs [2]wire.ChallengeResponse
 		for i := range chs {
 			r := postJSON(t, hc, ca.URL+"/v1/challenge", map[string]string{"provisioner": "azure-imds"})
 			if r.status != http.StatusCreated {

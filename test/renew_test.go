@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // TestRenew exercises POST /v1/renew over mTLS and `agentca renew`, and
@@ -198,7 +200,7 @@ func TestRenew(t *testing.T) {
 }
 
 // renewedFrom reports whether recs record leaf as renewed from prev.
-func renewedFrom(recs []certInfo, leaf, prev *x509.Certificate) bool {
+func renewedFrom(recs []wire.CertInfo, leaf, prev *x509.Certificate) bool {
 	for _, r := range recs {
 		if normSerialNoT(r.Serial) == leaf.SerialNumber.Text(16) {
 			return normSerialNoT(r.RenewedFrom) == prev.SerialNumber.Text(16)

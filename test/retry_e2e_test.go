@@ -12,15 +12,17 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ocsp"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // retryResp decodes a 200 or 201 SignResponse.
-func retryResp(t *testing.T, r apiResp, status int) (*signResponse, *x509.Certificate) {
+func retryResp(t *testing.T, r apiResp, status int) (*wire.SignResponse, *x509.Certificate) {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("want %d, got %d: %s", status, r.status, r.body)
 	}
-	var sr signResponse
+	var sr wire.SignResponse
 	if err := json.Unmarshal(r.body, &sr); err != nil {
 		t.Fatalf("sign response: %v: %s", err, r.body)
 	}
@@ -48,7 +50,7 @@ func TestEtcdRetriesAndLineage(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(conn, "POST /v1/sign HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", a.HTTPS, len(body), body)
-	var recorded []certInfo
+	var recorded []wire.CertInfo
 	eventually(t, 10*time.Second, 50*time.Millisecond, "the dropped request to be recorded", func() bool {
 		recorded = a.certs(id)
 		return len(recorded) == 1

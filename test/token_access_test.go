@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // toolServerBin is examples/tool-server, built once per run.
@@ -236,9 +238,7 @@ func TestAccessTokensAgainstToolServer(t *testing.T) {
 	defer renewedHC.CloseIdleConnections()
 	tr := do(t, renewedHC, http.MethodPost, c.URL+"/v1/token", "application/x-www-form-urlencoded",
 		strings.NewReader("grant_type=client_credentials&scope=tools.read&resource="+url))
-	var tokA2 struct {
-		AccessToken string `json:"access_token"`
-	}
+	var tokA2 wire.AccessTokenResponse
 	if err := json.Unmarshal(tr.body, &tokA2); err != nil || tr.status != 200 {
 		t.Fatalf("token for the renewed certificate: %d %s", tr.status, tr.body)
 	}
@@ -331,19 +331,14 @@ func TestTaskEnd(t *testing.T) {
 	if tok.status != 200 {
 		t.Fatalf("token: %d %s", tok.status, tok.body)
 	}
-	var tr struct {
-		AccessToken string `json:"access_token"`
-	}
+	var tr wire.AccessTokenResponse
 	_ = json.Unmarshal(tok.body, &tr)
 	claims := jwtClaims(t, tr.AccessToken)
 	if claims["task"] != "ticket-7" {
 		t.Errorf("token claims %v, want task ticket-7", claims)
 	}
 	r := mustRun(t, "task", "end", "--dir", c.Dir, "--json", "ticket-7")
-	var out struct {
-		Task    string   `json:"task"`
-		Revoked []string `json:"revoked"`
-	}
+	var out wire.TaskEndResponse
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out.Revoked) != 1 || normSerial(t, out.Revoked[0]) != leaf.SerialNumber.Text(16) {
 		t.Fatalf("task end: %v\n%s", err, r)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentca/agentca/identity"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -108,8 +109,7 @@ func (d *Definition) Validate(td string) error {
 	}
 	for _, n := range d.Nodes {
 		id := strings.TrimSuffix(n, "/*")
-		sid, err := spiffeid.FromString(id)
-		if err != nil || sid.TrustDomain().Name() != td || sid.Path() == "" {
+		if identity.ValidateSPIFFEID(id, td) != nil {
 			return bad("node %q is not a SPIFFE ID of %s (or a prefix ending in /*)", truncate(n), td)
 		}
 	}

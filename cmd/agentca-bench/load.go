@@ -276,8 +276,20 @@ func warmConns(ctx context.Context, hc *http.Client, url string, n int) {
 // latency. work(i) returns when worker i is done.
 func (l *load) measure(ctx context.Context, ph *phase, c int, dur time.Duration, pprofURL, pprofDir string, work func(i int, r *result)) {
 	prof := startProfile(ctx, pprofURL, pprofDir, ph.name, dur)
+	measureCPU(ph, c, l.d.cpuSeconds, work)
+	if prof != nil {
+		ph.profile = prof.wait()
+	}
+	for _, m := range ph.firstErrors {
+		logf("%s: error: %s", ph.name, m)
+	}
+}
+
+// measureCPU runs work on c workers and fills in the phase's timing,
+// latency and CPU, the server's CPU read by serverCPU (seconds so far).
+func measureCPU(ph *phase, c int, serverCPU func() float64, work func(i int, r *result)) {
 	results := make([]result, c)
-	cpu0, self0 := l.d.cpuSeconds(), procCPU(os.Getpid())
+	cpu0, self0 := serverCPU(), procCPU(os.Getpid())
 	busy0, idle0 := machineCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -286,7 +298,7 @@ func (l *load) measure(ctx context.Context, ph *phase, c int, dur time.Duration,
 	}
 	wg.Wait()
 	ph.elapsed = time.Since(start)
-	ph.daemonCPU = l.d.cpuSeconds() - cpu0
+	ph.daemonCPU = serverCPU() - cpu0
 	ph.clientCPU = procCPU(os.Getpid()) - self0
 	busy1, idle1 := machineCPU()
 	ph.otherCPU = max(0, busy1-busy0-ph.daemonCPU-ph.clientCPU)
@@ -303,12 +315,6 @@ func (l *load) measure(ctx context.Context, ph *phase, c int, dur time.Duration,
 		}
 	}
 	slices.Sort(ph.lat)
-	if prof != nil {
-		ph.profile = prof.wait()
-	}
-	for _, m := range ph.firstErrors {
-		logf("%s: error: %s", ph.name, m)
-	}
 }
 
 // signPhase runs POST /v1/sign at concurrency c for at most dur, one

@@ -65,6 +65,12 @@ type options struct {
 	revokeConc    int
 	revokeRateDur time.Duration
 	bigStore      int // certificates in the big-store phase
+
+	// compare mode (compare.go): step-ca's binaries and the rounds.
+	compare   bool
+	stepCABin string
+	stepBin   string
+	rounds    int
 }
 
 // skippable are the phases --skip names.
@@ -96,6 +102,10 @@ func main() {
 	flag.DurationVar(&opts.revokeRateDur, "revoke-rate-duration", 3*time.Second, "length of the revoke-rate phase")
 	flag.IntVar(&opts.bigStore, "big-store-certs", 1_000_000, "certificates written into the store of the big-store phase (daemon start-up, RSS and inclusion proofs at that size)")
 	flag.StringVar(&opts.pprofDir, "pprof", "", "profile the daemon: run a pprof-enabled build of `agentca serve` (./cmd/agentca-bench/profserve, built with `go build`) and save one CPU profile per phase in this directory")
+	flag.BoolVar(&opts.compare, "compare", false, "compare mode (make bench-compare): run the sign and renew paths against agentca and step-ca (badger, bbolt), interleaved, for --rounds rounds of --duration each")
+	flag.StringVar(&opts.stepCABin, "step-ca", "", "with --compare: the step-ca binary")
+	flag.StringVar(&opts.stepBin, "step", "", "with --compare: the step CLI binary (runs `step ca init`)")
+	flag.IntVar(&opts.rounds, "rounds", 3, "with --compare: rounds of every path on every CA")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: agentca-bench [flags]\n\nLoad generator for agentca: /v1/sign and /v1/renew against a local daemon.\n\n")
 		flag.PrintDefaults()
@@ -167,10 +177,31 @@ func main() {
 	if opts.runs("big-store") {
 		limit += time.Duration(opts.bigStore/1000)*time.Second + 3*time.Minute
 	}
+	if opts.compare {
+		if opts.rounds < 1 || opts.rounds > 20 || opts.stepCABin == "" || opts.stepBin == "" {
+			fmt.Fprintln(os.Stderr, "agentca-bench: --compare needs --step-ca and --step, and --rounds between 1 and 20")
+			os.Exit(2)
+		}
+		limit = time.Duration(opts.rounds*len(comparePaths)*3)*(opts.duration+20*time.Second) + 5*time.Minute
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if opts.compare {
+		md, err := runCompare(ctx, opts)
+		if err == nil {
+			fmt.Print("\n" + md)
+			if opts.write != "" {
+				err = writeBetween(opts.write, md, compareBegin, compareEnd)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	switch opts.storage {
 	case "bbolt":

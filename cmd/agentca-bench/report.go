@@ -229,7 +229,11 @@ func (r *report) markdown() string {
 
 // writeReport puts md into path: between the markers when the file has
 // them, appended when it exists without them, as the whole file otherwise.
-func writeReport(path, md string) error {
+func writeReport(path, md string) error { return writeBetween(path, md, markBegin, markEnd) }
+
+// writeBetween replaces what lies between the markers begin and end in
+// path with md (which carries the markers), or appends md.
+func writeBetween(path, md, markBegin, markEnd string) error {
 	old, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return os.WriteFile(path, []byte(md), 0o644)

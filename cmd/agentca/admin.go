@@ -15,8 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/internal/daemon"
+	"github.com/agentca/agentca/wire"
 	"github.com/urfave/cli/v2"
 )
 
@@ -61,7 +61,7 @@ func (a *adminClient) do(ctx context.Context, method, path string, in, out any) 
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		var e api.Error
+		var e wire.Error
 		if json.Unmarshal(b, &e) == nil && e.Code != "" {
 			return fmt.Errorf("%s: %s", e.Code, e.Message)
 		}
@@ -100,11 +100,11 @@ func tokenCommand() *cli.Command {
 				if c.Int("count") < 1 {
 					return usagef("--count must be at least 1")
 				}
-				req := api.TokenRequest{SPIFFEID: c.String("spiffe-id"), Count: c.Int("count"), Provisioner: c.String("provisioner")}
+				req := wire.TokenRequest{SPIFFEID: c.String("spiffe-id"), Count: c.Int("count"), Provisioner: c.String("provisioner")}
 				if d := c.Duration("ttl"); d != 0 {
 					req.TTL = d.String()
 				}
-				var resp api.TokenResponse
+				var resp wire.TokenResponse
 				if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodPost, "/admin/v1/tokens", req, &resp); err != nil {
 					return err
 				}
@@ -137,7 +137,7 @@ func certsCommand() *cli.Command {
 			},
 			Action: func(c *cli.Context) error {
 				adm := newAdminClient(c.String("dir"))
-				var all []api.CertInfo
+				var all []wire.CertInfo
 				after := ""
 				for {
 					q := url.Values{"limit": {"1000"}}
@@ -147,9 +147,7 @@ func certsCommand() *cli.Command {
 					if after != "" {
 						q.Set("after", after)
 					}
-					var page struct {
-						Certificates []api.CertInfo `json:"certificates"`
-					}
+					var page wire.CertList
 					if err := adm.do(c.Context, http.MethodGet, "/admin/v1/certs?"+q.Encode(), nil, &page); err != nil {
 						return err
 					}
@@ -165,7 +163,7 @@ func certsCommand() *cli.Command {
 				}
 				if c.Bool("json") {
 					if all == nil {
-						all = []api.CertInfo{}
+						all = []wire.CertInfo{}
 					}
 					return json.NewEncoder(c.App.Writer).Encode(all)
 				}
@@ -203,9 +201,9 @@ func tofuCommand() *cli.Command {
 				if c.String("key") == "" {
 					return usagef("--key is required")
 				}
-				var resp api.ReplayKeyResponse
+				var resp wire.ReplayKeyResponse
 				if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodPost, "/admin/v1/replay-keys/clear",
-					api.ReplayKeyRequest{Key: c.String("key")}, &resp); err != nil {
+					wire.ReplayKeyRequest{Key: c.String("key")}, &resp); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "Cleared %s (first used by certificate %s)\n", resp.Key, resp.Serial)

@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/agentca/agentca/api"
+	"github.com/agentca/agentca/wire"
 	"github.com/urfave/cli/v2"
 )
 
@@ -24,13 +24,13 @@ func anchorsCommand() *cli.Command {
 			Usage: usage,
 			Flags: []cli.Flag{dirFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: []string{"AGENTCA_JSON"}}},
 			Action: func(c *cli.Context) error {
-				var all []api.AnchorStatus
+				var all []wire.AnchorStatus
 				if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodGet, "/admin/v1/anchors", nil, &all); err != nil {
 					return err
 				}
 				if c.Bool("json") {
 					if all == nil {
-						all = []api.AnchorStatus{}
+						all = []wire.AnchorStatus{}
 					}
 					return json.NewEncoder(c.App.Writer).Encode(all)
 				}
@@ -48,12 +48,12 @@ func anchorsCommand() *cli.Command {
 				if c.NArg() != 1 {
 					return usagef("want exactly one anchor ID (see agentca anchors list)")
 				}
-				var st api.AnchorStatus
+				var st wire.AnchorStatus
 				if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodPost, path,
-					api.AnchorRequest{ID: c.Args().First(), Force: c.Bool("force")}, &st); err != nil {
+					wire.AnchorRequest{ID: c.Args().First(), Force: c.Bool("force")}, &st); err != nil {
 					return err
 				}
-				return printAnchors(c.App.Writer, []api.AnchorStatus{st}, true)
+				return printAnchors(c.App.Writer, []wire.AnchorStatus{st}, true)
 			},
 		}
 	}
@@ -72,12 +72,12 @@ func anchorsCommand() *cli.Command {
 					&cli.BoolFlag{Name: "cross-sign", Usage: "also certify the new issuing CA with the current root", EnvVars: []string{"AGENTCA_CROSS_SIGN"}},
 				},
 				Action: func(c *cli.Context) error {
-					var st api.AnchorStatus
+					var st wire.AnchorStatus
 					if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodPost, "/admin/v1/anchors/stage",
-						api.StageRequest{IntermediateOnly: c.Bool("intermediate-only"), CrossSign: c.Bool("cross-sign")}, &st); err != nil {
+						wire.StageRequest{IntermediateOnly: c.Bool("intermediate-only"), CrossSign: c.Bool("cross-sign")}, &st); err != nil {
 						return err
 					}
-					return printAnchors(c.App.Writer, []api.AnchorStatus{st}, true)
+					return printAnchors(c.App.Writer, []wire.AnchorStatus{st}, true)
 				},
 			},
 			transition("activate", "make a staged anchor the issuer; the active one starts retiring", "/admin/v1/anchors/activate",
@@ -88,7 +88,7 @@ func anchorsCommand() *cli.Command {
 	}
 }
 
-func printAnchors(w io.Writer, all []api.AnchorStatus, details bool) error {
+func printAnchors(w io.Writer, all []wire.AnchorStatus, details bool) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if details {
 		fmt.Fprintln(tw, "ID\tSTATE\tROOT SHA-256\tVALID CERTS\tACTIVATE\tRETIRE\tNOTE")

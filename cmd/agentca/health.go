@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/agentca/agentca/wire"
 )
 
 // healthCommand asks the running daemon whether it serves, over its admin
@@ -29,9 +31,7 @@ func healthCommand() *cli.Command {
 			adm := newAdminClient(c.String("dir"))
 			deadline := time.Now().Add(c.Duration("wait"))
 			for {
-				var resp struct {
-					Status string `json:"status"`
-				}
+				var resp wire.Health
 				err := adm.do(c.Context, http.MethodGet, "/health", nil, &resp)
 				if err == nil && resp.Status == "ok" {
 					fmt.Fprintln(c.App.Writer, "ok")

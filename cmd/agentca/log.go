@@ -402,7 +402,7 @@ func logAudit(c *cli.Context) error {
 	defer st.Close()
 	// Records of certificates expired past the retention may have been
 	// swept; their entries stay in the log.
-	rep, err := logaudit.RunWithOptions(c.Context, st, logaudit.Options{LogKey: key,
+	rep, err := logaudit.RunWithOptions(c.Context, st, st, logaudit.Options{LogKey: key,
 		SweptBefore: time.Now().Add(-cfg.Storage.RetentionOrDefault()), Live: cfg.Storage.Type == "etcd"})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)

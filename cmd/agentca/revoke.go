@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/agent"
-	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/crl"
+	"github.com/agentca/agentca/wire"
 	"github.com/urfave/cli/v2"
 	xocsp "golang.org/x/crypto/ocsp"
 )
@@ -32,8 +32,8 @@ func revokeCommand() *cli.Command {
 			if _, err := crl.ParseReason(c.String("reason")); err != nil {
 				return usagef("--reason: unknown reason %q", c.String("reason"))
 			}
-			req := api.RevokeRequest{Serial: c.String("serial"), Reason: c.String("reason")}
-			var resp api.RevokeResponse
+			req := wire.RevokeRequest{Serial: c.String("serial"), Reason: c.String("reason")}
+			var resp wire.RevokeResponse
 			switch {
 			case c.String("dir") != "" && c.String("serial") != "" && c.String("ca") == "":
 				if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodPost, "/admin/v1/revoke", req, &resp); err != nil {

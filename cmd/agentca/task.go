@@ -14,6 +14,7 @@ import (
 	"github.com/agentca/agentca/agent"
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/crl"
+	"github.com/agentca/agentca/wire"
 	"github.com/urfave/cli/v2"
 )
 
@@ -38,11 +39,11 @@ func taskCommand() *cli.Command {
 				if _, err := crl.ParseReason(c.String("reason")); err != nil {
 					return usagef("--reason: unknown reason %q", c.String("reason"))
 				}
-				req := api.TaskEndRequest{Task: c.Args().First(), Reason: c.String("reason")}
+				req := wire.TaskEndRequest{Task: c.Args().First(), Reason: c.String("reason")}
 				if !api.ValidTask(req.Task) {
 					return usagef("task ID %q: 1-128 letters, digits, '.', '_', ':', '/' or '-'", req.Task)
 				}
-				var resp api.TaskEndResponse
+				var resp wire.TaskEndResponse
 				switch {
 				case c.String("dir") != "" && c.String("ca") == "":
 					if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodPost, "/admin/v1/tasks/end", req, &resp); err != nil {
@@ -70,7 +71,7 @@ func taskCommand() *cli.Command {
 
 // endTaskOverTLS posts to the HTTPS listener's admin API with the
 // certificate in --out, whose SPIFFE ID must be in the CA's admins.
-func endTaskOverTLS(c *cli.Context, req api.TaskEndRequest, out *api.TaskEndResponse) error {
+func endTaskOverTLS(c *cli.Context, req wire.TaskEndRequest, out *wire.TaskEndResponse) error {
 	cur, roots, err := agent.LoadFiles(c.String("out"))
 	if err != nil {
 		return err
@@ -96,7 +97,7 @@ func endTaskOverTLS(c *cli.Context, req api.TaskEndRequest, out *api.TaskEndResp
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e api.Error
+		var e wire.Error
 		if json.Unmarshal(body, &e) == nil && e.Code != "" {
 			return fmt.Errorf("%s: %s", e.Code, e.Message)
 		}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/agentca/agentca/api"
+	"github.com/agentca/agentca/wire"
 	"github.com/agentca/agentca/workloads"
 	"github.com/urfave/cli/v2"
 )
@@ -90,7 +90,7 @@ func workloadsCommand() *cli.Command {
 				}
 				var out workloads.Definition
 				if err := newAdminClient(c.String("dir")).do(c.Context, http.MethodPost, "/admin/v1/workloads/delete",
-					api.WorkloadDeleteRequest{ID: c.Args().First()}, &out); err != nil {
+					wire.WorkloadDeleteRequest{ID: c.Args().First()}, &out); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "Deleted workload %s (%s)\n", out.ID, out.SPIFFEID)

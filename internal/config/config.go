@@ -18,15 +18,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/agentca/agentca/identity"
 )
 
 // FileName is the configuration file's name inside the state directory.
 const FileName = "agentca.json"
-
-// Ceiling is the longest lifetime any leaf may have, whatever the
-// configuration says.
-const Ceiling = 24 * time.Hour
 
 // Duration is a time.Duration that reads and writes Go duration strings
 // ("5m", "1h30m") in JSON.
@@ -298,14 +294,6 @@ func (p Provisioner) MarshalJSON() ([]byte, error) {
 	return json.Marshal(merged)
 }
 
-// Defaults for values the file may leave out.
-const (
-	DefaultLeafTTL  = 5 * time.Minute
-	DefaultMaxTTL   = time.Hour
-	DefaultMinTTL   = time.Minute
-	DefaultTokenTTL = 15 * time.Minute
-)
-
 // Provisioner types.
 const (
 	TypeJoinToken = "join-token"
@@ -327,7 +315,7 @@ func Default(trustDomain, httpsAddr, httpAddr string) *Config {
 		ServerDNSNames: []string{"localhost"},
 		KeyType:        "ec-p256",
 		Storage:        Storage{Type: "bbolt", Path: "agentca.db"},
-		Leaf:           Leaf{DefaultTTL: Duration(DefaultLeafTTL), MaxTTL: Duration(DefaultMaxTTL), MinTTL: Duration(DefaultMinTTL)},
+		Leaf:           Leaf{DefaultTTL: Duration(identity.DefaultLeafTTL), MaxTTL: Duration(identity.DefaultMaxTTL), MinTTL: Duration(identity.DefaultMinTTL)},
 		OCSP:           OCSP{Validity: Duration(5 * time.Minute), ResponderTTL: Duration(24 * time.Hour), MaxStaleness: Duration(time.Second)},
 		CRL:            CRL{Validity: Duration(10 * time.Minute)},
 		Provisioners:   []Provisioner{{Type: TypeJoinToken, Name: "join"}},
@@ -374,13 +362,13 @@ func (c *Config) Marshal() ([]byte, error) {
 
 func (c *Config) applyDefaults() {
 	if c.Leaf.DefaultTTL == 0 {
-		c.Leaf.DefaultTTL = Duration(DefaultLeafTTL)
+		c.Leaf.DefaultTTL = Duration(identity.DefaultLeafTTL)
 	}
 	if c.Leaf.MaxTTL == 0 {
-		c.Leaf.MaxTTL = Duration(DefaultMaxTTL)
+		c.Leaf.MaxTTL = Duration(identity.DefaultMaxTTL)
 	}
 	if c.Leaf.MinTTL == 0 {
-		c.Leaf.MinTTL = Duration(DefaultMinTTL)
+		c.Leaf.MinTTL = Duration(identity.DefaultMinTTL)
 	}
 	if c.OCSP.Validity == 0 {
 		c.OCSP.Validity = Duration(5 * time.Minute)
@@ -415,7 +403,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Provisioners {
 		p := &c.Provisioners[i]
 		if p.Type == TypeJoinToken && p.TokenTTL == 0 {
-			p.TokenTTL = Duration(DefaultTokenTTL)
+			p.TokenTTL = Duration(identity.DefaultTokenTTL)
 		}
 	}
 }
@@ -426,7 +414,7 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("config: %s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if err := ValidateTrustDomain(c.TrustDomain); err != nil {
+	if err := identity.ValidateTrustDomain(c.TrustDomain); err != nil {
 		bad("trust_domain", "%v", err)
 	}
 	for name, addr := range map[string]string{"listen.https": c.Listen.HTTPS, "listen.http": c.Listen.HTTP} {
@@ -458,7 +446,7 @@ func (c *Config) Validate() error {
 	if l.MinTTL.Std() < time.Second {
 		bad("leaf.min_ttl", "must be at least 1s")
 	}
-	if l.MaxTTL.Std() > Ceiling {
+	if l.MaxTTL.Std() > identity.Ceiling {
 		bad("leaf.max_ttl", "%s is above the 24h ceiling", l.MaxTTL.Std())
 	}
 	if l.MaxTTL < l.MinTTL {
@@ -478,7 +466,7 @@ func (c *Config) Validate() error {
 		bad("crl.validity", "%s is outside [1s, 168h]", v)
 	}
 	for i, a := range c.Admins {
-		if err := ValidateSPIFFEID(a, c.TrustDomain); err != nil {
+		if err := identity.ValidateSPIFFEID(a, c.TrustDomain); err != nil {
 			bad(fmt.Sprintf("admins[%d]", i), "%v", err)
 		}
 	}
@@ -496,8 +484,8 @@ func (c *Config) Validate() error {
 			bad(field+".name", "%q: names starting with %q are the CA's own (its server and OCSP responder certificates)", p.Name, ReservedProvisionerPrefix)
 		}
 		seen[p.Name] = true
-		if p.SPIFFEIDTemplate != "" && templateReserved(p.SPIFFEIDTemplate, c.TrustDomain) {
-			bad(field+".spiffe_id_template", "%q names IDs under %s, reserved for the CA's own identities", p.SPIFFEIDTemplate, ReservedSPIFFEPath+"/")
+		if p.SPIFFEIDTemplate != "" && identity.TemplateReserved(p.SPIFFEIDTemplate, c.TrustDomain) {
+			bad(field+".spiffe_id_template", "%q names IDs under %s, reserved for the CA's own identities", p.SPIFFEIDTemplate, identity.ReservedSPIFFEPath+"/")
 		}
 		switch p.Type {
 		case TypeJoinToken:
@@ -581,40 +569,6 @@ func (c *Config) TTLs(p Provisioner) (def, max time.Duration) {
 		def = max
 	}
 	return def, max
-}
-
-// ValidateTrustDomain checks a SPIFFE trust domain name (lowercase
-// letters, digits, dots, dashes and underscores), with go-spiffe's rules.
-func ValidateTrustDomain(td string) error {
-	if td == "" {
-		return errors.New("trust domain is empty")
-	}
-	if strings.Contains(td, "/") {
-		return fmt.Errorf("trust domain %q must be a bare name such as example.org", td)
-	}
-	if _, err := spiffeid.TrustDomainFromString(td); err != nil {
-		return fmt.Errorf("trust domain %q: %w", td, err)
-	}
-	return nil
-}
-
-// ValidateSPIFFEID checks that id is a SPIFFE ID with a non-empty path in
-// trust domain td, with go-spiffe's rules.
-func ValidateSPIFFEID(id, td string) error {
-	if err := checkSPIFFEIDLength(id); err != nil {
-		return err
-	}
-	sid, err := spiffeid.FromString(id)
-	if err != nil {
-		return fmt.Errorf("%q is not a SPIFFE ID: %w", id, err)
-	}
-	if sid.TrustDomain().Name() != td {
-		return fmt.Errorf("SPIFFE ID %q is outside trust domain %q", id, td)
-	}
-	if sid.Path() == "" {
-		return fmt.Errorf("SPIFFE ID %q has no path", id)
-	}
-	return nil
 }
 
 // validateEtcd checks the etcd settings of storage.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 )
 
@@ -83,16 +84,16 @@ func TestParseDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"leaf.default_ttl", c.Leaf.DefaultTTL.Std(), config.DefaultLeafTTL},
-		{"leaf.max_ttl", c.Leaf.MaxTTL.Std(), config.DefaultMaxTTL},
-		{"leaf.min_ttl", c.Leaf.MinTTL.Std(), config.DefaultMinTTL},
+		{"leaf.default_ttl", c.Leaf.DefaultTTL.Std(), identity.DefaultLeafTTL},
+		{"leaf.max_ttl", c.Leaf.MaxTTL.Std(), identity.DefaultMaxTTL},
+		{"leaf.min_ttl", c.Leaf.MinTTL.Std(), identity.DefaultMinTTL},
 		{"storage.type", c.Storage.Type, "bbolt"},
 		{"storage.path", c.Storage.Path, "agentca.db"},
 		{"storage.retention", c.Storage.RetentionOrDefault(), config.DefaultRetention},
 		{"key_type", c.KeyType, "ec-p256"},
 		{"public_urls.https", c.PublicURLs.HTTPS, "https://127.0.0.1:8443"},
 		{"public_urls.http", c.PublicURLs.HTTP, "http://127.0.0.1:8080"},
-		{"provisioners[0].token_ttl", c.Provisioners[0].TokenTTL.Std(), config.DefaultTokenTTL},
+		{"provisioners[0].token_ttl", c.Provisioners[0].TokenTTL.Std(), identity.DefaultTokenTTL},
 		{"provisioners[0].default_ttl", c.Provisioners[0].DefaultTTL.Std(), time.Duration(0)},
 		{"logging.format", c.Logging.Format, ""},
 	}
@@ -103,7 +104,7 @@ func TestParseDefaults(t *testing.T) {
 			}
 		})
 	}
-	if config.DefaultLeafTTL != 5*time.Minute || config.DefaultTokenTTL != 15*time.Minute || config.Ceiling != 24*time.Hour {
+	if identity.DefaultLeafTTL != 5*time.Minute || identity.DefaultTokenTTL != 15*time.Minute || identity.Ceiling != 24*time.Hour {
 		t.Fatal("the defaults differ from SPEC.md (5m leaf, 15m join token, 24h ceiling)")
 	}
 }
@@ -245,7 +246,7 @@ func TestValidateAcceptsEdges(t *testing.T) {
 		name string
 		edit func(*config.Config)
 	}{
-		{"max_ttl at the ceiling", func(c *config.Config) { c.Leaf.MaxTTL = config.Duration(config.Ceiling) }},
+		{"max_ttl at the ceiling", func(c *config.Config) { c.Leaf.MaxTTL = config.Duration(identity.Ceiling) }},
 		{"min_ttl of one second", func(c *config.Config) { c.Leaf.MinTTL = config.Duration(time.Second) }},
 		{"default equals max", func(c *config.Config) { c.Leaf.DefaultTTL = c.Leaf.MaxTTL }},
 		{"provisioner limits", func(c *config.Config) {
@@ -287,76 +288,6 @@ func TestTTLs(t *testing.T) {
 			def, max := c.TTLs(tt.p)
 			if def != tt.def || max != tt.max {
 				t.Fatalf("TTLs = %s, %s; want %s, %s", def, max, tt.def, tt.max)
-			}
-		})
-	}
-}
-
-func TestValidateTrustDomain(t *testing.T) {
-	tests := []struct {
-		td string
-		ok bool
-	}{
-		{"example.org", true},
-		{"example", true},
-		{"a-b_c.example.org", true},
-		{"123.example", true},
-		{"", false},
-		{"Example.org", false},
-		{"spiffe://example.org", false},
-		{"example.org/", false},
-		{"example.org:8443", false},
-		{"exa mple.org", false},
-		{"exämple.org", false},
-		{"example.org\x00", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.td, func(t *testing.T) {
-			err := config.ValidateTrustDomain(tt.td)
-			if (err == nil) != tt.ok {
-				t.Fatalf("ValidateTrustDomain(%q) = %v, want ok=%v", tt.td, err, tt.ok)
-			}
-		})
-	}
-}
-
-func TestValidateSPIFFEID(t *testing.T) {
-	tests := []struct {
-		id string
-		ok bool
-	}{
-		{"spiffe://example.org/agent", true},
-		{"spiffe://example.org/ns/agents/sa/x", true},
-		{"spiffe://example.org/a-b_c.d", true},
-		{"spiffe://example.org/...", true},
-		{"spiffe://example.org", false},
-		{"spiffe://example.org/", false},
-		{"spiffe://other.org/agent", false},
-		{"spiffe://example.org.evil/agent", false},
-		{"spiffe://sub.example.org/agent", false},
-		{"SPIFFE://example.org/agent", false},
-		{"spiffe://EXAMPLE.ORG/agent", false},
-		{"https://example.org/agent", false},
-		{"spiffe:/example.org/agent", false},
-		{"example.org/agent", false},
-		{"", false},
-		{"spiffe://example.org/a//b", false},
-		{"spiffe://example.org/a/", false},
-		{"spiffe://example.org/./a", false},
-		{"spiffe://example.org/a/..", false},
-		{"spiffe://example.org/a?x=1", false},
-		{"spiffe://example.org/a#f", false},
-		{"spiffe://example.org:8443/a", false},
-		{"spiffe://user@example.org/a", false},
-		{"spiffe://example.org/a%2Fb", false},
-		{"spiffe://example.org/a b", false},
-		{"spiffe://example.org/ä", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.id, func(t *testing.T) {
-			err := config.ValidateSPIFFEID(tt.id, "example.org")
-			if (err == nil) != tt.ok {
-				t.Fatalf("ValidateSPIFFEID(%q) = %v, want ok=%v", tt.id, err, tt.ok)
 			}
 		})
 	}
@@ -432,7 +363,7 @@ func TestMarshalParseRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the config init writes does not parse: %v\n%s", err, b)
 		}
-		c.Provisioners[0].TokenTTL = config.Duration(config.DefaultTokenTTL) // applied by Parse
+		c.Provisioners[0].TokenTTL = config.Duration(identity.DefaultTokenTTL) // applied by Parse
 		if !reflect.DeepEqual(c, c2) {
 			t.Fatalf("round trip changed the default config:\n%+v\n%+v", c, c2)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 )
 
@@ -24,13 +25,13 @@ func FuzzConfigParse(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("an accepted config does not validate: %v", err)
 		}
-		if c.Leaf.MaxTTL.Std() > config.Ceiling {
+		if c.Leaf.MaxTTL.Std() > identity.Ceiling {
 			t.Fatalf("accepted leaf.max_ttl %s above the ceiling", c.Leaf.MaxTTL.Std())
 		}
 		for _, p := range c.Provisioners {
 			def, max := c.TTLs(p)
-			if def > max || max > config.Ceiling || def < c.Leaf.MinTTL.Std() {
-				t.Fatalf("provisioner %q gets TTLs %s/%s outside [%s, %s]", p.Name, def, max, c.Leaf.MinTTL.Std(), config.Ceiling)
+			if def > max || max > identity.Ceiling || def < c.Leaf.MinTTL.Std() {
+				t.Fatalf("provisioner %q gets TTLs %s/%s outside [%s, %s]", p.Name, def, max, c.Leaf.MinTTL.Std(), identity.Ceiling)
 			}
 		}
 		b, err := c.Marshal()

@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/agentca/agentca/identity"
 )
 
 // JWTSVID configures JWT-SVIDs (POST /v1/jwt-svid) and OIDC discovery
@@ -21,21 +23,15 @@ type JWTSVID struct {
 	MaxTTL Duration `json:"max_ttl,omitempty"`
 }
 
-// JWT-SVID lifetime defaults.
-const (
-	DefaultJWTSVIDLifetime = 5 * time.Minute
-	DefaultJWTSVIDMaxTTL   = time.Hour
-)
-
 // TTLs returns the default and maximum JWT-SVID lifetimes, defaults
 // applied.
 func (j JWTSVID) TTLs() (def, max time.Duration) {
 	def, max = j.DefaultTTL.Std(), j.MaxTTL.Std()
 	if max == 0 {
-		max = DefaultJWTSVIDMaxTTL
+		max = identity.DefaultJWTSVIDMaxTTL
 	}
 	if def == 0 {
-		def = min(DefaultJWTSVIDLifetime, max)
+		def = min(identity.DefaultJWTSVIDTTL, max)
 	}
 	return def, max
 }
@@ -51,7 +47,7 @@ func (c *Config) JWTIssuer() string {
 
 func (c *Config) validateJWTSVID(bad func(field, format string, args ...any)) {
 	j := c.JWTSVID
-	if v := j.MaxTTL.Std(); v != 0 && (v < time.Second || v > Ceiling) {
+	if v := j.MaxTTL.Std(); v != 0 && (v < time.Second || v > identity.Ceiling) {
 		bad("jwt_svid.max_ttl", "%s is outside [1s, 24h]", v)
 	}
 	_, max := j.TTLs()

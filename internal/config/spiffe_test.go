@@ -29,22 +29,3 @@ func TestReservedTemplate(t *testing.T) {
 		}
 	}
 }
-
-func TestValidateSPIFFEIDLength(t *testing.T) {
-	id := func(n int) string {
-		return "spiffe://example.org/" + strings.Repeat("a", n-len("spiffe://example.org/"))
-	}
-	if err := config.ValidateSPIFFEID(id(2048), "example.org"); err != nil {
-		t.Fatalf("2048 bytes: %v", err)
-	}
-	err := config.ValidateSPIFFEID(id(2049), "example.org")
-	if err == nil || len(err.Error()) > 200 {
-		t.Fatalf("2049 bytes: %v", err)
-	}
-	if err := config.ValidateWorkloadSPIFFEID(config.ServerSPIFFEID("example.org"), "example.org"); err == nil {
-		t.Fatal("the server's ID is not reserved")
-	}
-	if err := config.ValidateSPIFFEID(config.ServerSPIFFEID("example.org"), "example.org"); err != nil {
-		t.Fatal(err)
-	}
-}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/agentca/agentca/identity"
 )
 
 // Tokens configures the OAuth 2.0 token endpoint (docs/tokens.md). Zero
@@ -32,20 +34,14 @@ type Tokens struct {
 	Exchange *Exchange `json:"exchange,omitempty"`
 }
 
-// Token lifetime defaults.
-const (
-	DefaultTokenLifetime = 5 * time.Minute
-	DefaultTokenMaxTTL   = time.Hour
-)
-
 // TTLs returns the default and maximum token lifetimes, defaults applied.
 func (t Tokens) TTLs() (def, max time.Duration) {
 	def, max = t.DefaultTTL.Std(), t.MaxTTL.Std()
 	if max == 0 {
-		max = DefaultTokenMaxTTL
+		max = identity.DefaultAccessTokenMaxTTL
 	}
 	if def == 0 {
-		def = min(DefaultTokenLifetime, max)
+		def = min(identity.DefaultAccessTokenTTL, max)
 	}
 	return def, max
 }
@@ -73,7 +69,7 @@ func (p Policy) DefaultEffect() string {
 
 func (c *Config) validateTokens(bad func(field, format string, args ...any)) {
 	t := c.Tokens
-	if v := t.MaxTTL.Std(); v != 0 && (v < time.Second || v > Ceiling) {
+	if v := t.MaxTTL.Std(); v != 0 && (v < time.Second || v > identity.Ceiling) {
 		bad("tokens.max_ttl", "%s is outside [1s, 24h]", v)
 	}
 	def, max := t.TTLs()
@@ -91,7 +87,7 @@ func (c *Config) validateTokens(bad func(field, format string, args ...any)) {
 	for i, a := range t.Audiences {
 		field := fmt.Sprintf("tokens.audiences[%d]", i)
 		if strings.HasPrefix(a, "spiffe://") {
-			if err := ValidateSPIFFEID(a, c.TrustDomain); err != nil {
+			if err := identity.ValidateSPIFFEID(a, c.TrustDomain); err != nil {
 				bad(field, "%v", err)
 			}
 			continue

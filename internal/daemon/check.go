@@ -59,7 +59,7 @@ func CheckStore(ctx context.Context, dir string) (*CheckReport, error) {
 			return rep, nil
 		}
 	}
-	audit, err := logaudit.RunWithOptions(ctx, st, logaudit.Options{LogKey: logKey,
+	audit, err := logaudit.RunWithOptions(ctx, st, st, logaudit.Options{LogKey: logKey,
 		SweptBefore: time.Now().Add(-cfg.Storage.RetentionOrDefault()), Live: cfg.Storage.Type == "etcd"})
 	if err != nil {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("the log audit failed: %v", err))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentca/agentca/ca"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/internal/fsutil"
 )
@@ -50,7 +51,7 @@ type InitResult struct {
 // and moved in at the end, so a failure leaves no half-made CA. It refuses
 // a directory that already holds a CA.
 func Init(ctx context.Context, opts InitOptions) (*InitResult, error) {
-	if err := config.ValidateTrustDomain(opts.TrustDomain); err != nil {
+	if err := identity.ValidateTrustDomain(opts.TrustDomain); err != nil {
 		return nil, err
 	}
 	if opts.Name == "" {

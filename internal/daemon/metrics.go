@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"time"
 
+	"github.com/agentca/agentca/internal/anchors"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,7 +16,7 @@ import (
 // OCSP responder certificates, the HTTPS server certificate). docs/api.md
 // lists them.
 type opsCollector struct {
-	anch      *anchors
+	anch      *anchors.Runtime
 	responder *ocsp.Responder
 	server    *serverCerts
 	now       func() time.Time
@@ -23,7 +24,7 @@ type opsCollector struct {
 	crlBuilds, crlBytes, crlAge, crlEntries, expiry *prometheus.Desc
 }
 
-func newOpsCollector(anch *anchors, responder *ocsp.Responder, server *serverCerts) *opsCollector {
+func newOpsCollector(anch *anchors.Runtime, responder *ocsp.Responder, server *serverCerts) *opsCollector {
 	issuer := []string{"issuer"}
 	return &opsCollector{anch: anch, responder: responder, server: server, now: time.Now,
 		crlBuilds:  prometheus.NewDesc("agentca_crl_builds_total", "CRLs built and published, by issuer (hex SKI) since its CRL publisher started.", issuer, nil),
@@ -44,10 +45,7 @@ func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
-	for ski, p := range *c.anch.crls.Load() {
-		if ski == "" { // the active issuer, also listed under its SKI
-			continue
-		}
+	for ski, p := range c.anch.Publishers() {
 		ch <- prometheus.MustNewConstMetric(c.crlBuilds, prometheus.CounterValue, float64(p.Builds()), ski)
 		if cur := p.Current(); cur != nil {
 			ch <- prometheus.MustNewConstMetric(c.crlBytes, prometheus.GaugeValue, float64(len(cur.DER)), ski)

@@ -18,6 +18,7 @@ import (
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/etcd"
 	"github.com/agentca/agentca/store/logaudit"
+	"github.com/agentca/agentca/translog"
 )
 
 // MigrateOptions configure Migrate.
@@ -103,21 +104,10 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 		return fmt.Errorf("migrate: %s; agentca.json is unchanged, and the etcd prefix %s holds an unfinished copy that no replica opens: delete it (etcdctl del --prefix %s/) before migrating again",
 			fmt.Sprintf(format, args...), dst.Prefix(), dst.Prefix())
 	}
-	dstState, err := dst.LogState(ctx)
-	if err != nil {
-		return nil, failed("%v", err)
-	}
-	if dstState.Size() != srcState.Size() || string(dstState.Root()) != string(srcState.Root()) {
-		return nil, failed("the copied log (size %d, root %x) is not the bbolt file's (size %d, root %x)",
-			dstState.Size(), dstState.Root(), srcState.Size(), srcState.Root())
-	}
-	rep, err := logaudit.RunWithOptions(ctx, dst, logaudit.Options{LogKey: logKey,
+	dstState, err := auditCopy(ctx, dst, srcState, logaudit.Options{LogKey: logKey,
 		SweptBefore: time.Now().Add(-cfg.Storage.RetentionOrDefault())})
 	if err != nil {
-		return nil, failed("audit of the copy: %v", err)
-	}
-	if len(rep.Findings) > 0 {
-		return nil, failed("the audit of the copy found %d divergence(s), first: %s", len(rep.Findings), rep.Findings[0])
+		return nil, failed("%v", err)
 	}
 
 	// The copy carries the state directory's store identity (a new one
@@ -137,33 +127,13 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 		return nil, failed("%v", err)
 	}
 
-	// agentca.json: only the storage section changes; the file keeps its
-	// mode and owner. The previous one is kept beside it.
-	info, err := os.Stat(cfgPath)
+	backup, undo, err := switchStorage(cfgPath, to)
 	if err != nil {
-		return nil, failed("%v", err)
-	}
-	old, err := os.ReadFile(cfgPath)
-	if err != nil {
-		return nil, failed("%v", err)
-	}
-	updated, err := withStorage(old, to)
-	if err != nil {
-		return nil, failed("%v", err)
-	}
-	backup := cfgPath + ".bbolt"
-	if _, err := os.Lstat(backup); err == nil {
-		backup = fmt.Sprintf("%s.bbolt-%s", cfgPath, time.Now().UTC().Format("20060102T150405Z"))
-	}
-	if err := writeLike(backup, old, info); err != nil {
-		return nil, failed("%v", err)
-	}
-	if err := writeLike(cfgPath, updated, info); err != nil {
 		return nil, failed("%v", err)
 	}
 	if err := dst.FinishImport(ctx); err != nil {
 		// Back to bbolt: the copy is not served.
-		if rerr := writeLike(cfgPath, old, info); rerr != nil {
+		if rerr := undo(); rerr != nil {
 			return nil, fmt.Errorf("migrate: %v; restoring agentca.json also failed (%v): copy %s back over it", err, rerr, backup)
 		}
 		return nil, failed("%v", err)
@@ -178,6 +148,56 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateResult, error) {
 		path = filepath.Join(opts.Dir, path)
 	}
 	return &MigrateResult{Stats: stats, LogSize: dstState.Size(), Root: dstState.Root(), From: path, ConfigPath: cfgPath, Backup: backup}, nil
+}
+
+// auditCopy checks that dst's log, copied, is the source's (srcState)
+// and audits it against the copied records; it returns dst's log state.
+func auditCopy(ctx context.Context, dst *etcd.Store, srcState translog.State, opts logaudit.Options) (translog.State, error) {
+	dstState, err := dst.LogState(ctx)
+	if err != nil {
+		return dstState, err
+	}
+	if dstState.Size() != srcState.Size() || string(dstState.Root()) != string(srcState.Root()) {
+		return dstState, fmt.Errorf("the copied log (size %d, root %x) is not the bbolt file's (size %d, root %x)",
+			dstState.Size(), dstState.Root(), srcState.Size(), srcState.Root())
+	}
+	rep, err := logaudit.RunWithOptions(ctx, dst, dst, opts)
+	if err != nil {
+		return dstState, fmt.Errorf("audit of the copy: %v", err)
+	}
+	if len(rep.Findings) > 0 {
+		return dstState, fmt.Errorf("the audit of the copy found %d divergence(s), first: %s", len(rep.Findings), rep.Findings[0])
+	}
+	return dstState, nil
+}
+
+// switchStorage points agentca.json (cfgPath) at to: only the storage
+// section changes; the file keeps its mode and owner. The previous one is
+// kept beside it, as backup; undo writes it back over cfgPath.
+func switchStorage(cfgPath string, to config.Storage) (backup string, undo func() error, err error) {
+	info, err := os.Stat(cfgPath)
+	if err != nil {
+		return "", nil, err
+	}
+	old, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return "", nil, err
+	}
+	updated, err := withStorage(old, to)
+	if err != nil {
+		return "", nil, err
+	}
+	backup = cfgPath + ".bbolt"
+	if _, err := os.Lstat(backup); err == nil {
+		backup = fmt.Sprintf("%s.bbolt-%s", cfgPath, time.Now().UTC().Format("20060102T150405Z"))
+	}
+	if err := writeLike(backup, old, info); err != nil {
+		return "", nil, err
+	}
+	if err := writeLike(cfgPath, updated, info); err != nil {
+		return "", nil, err
+	}
+	return backup, func() error { return writeLike(cfgPath, old, info) }, nil
 }
 
 // withStorage returns the agentca.json document raw with its storage

@@ -25,7 +25,7 @@ import (
 // audit on etcd). A bbolt file is opened read-only. A store that is
 // missing, empty or not the one dir is bound to is refused.
 func OpenStore(ctx context.Context, dir string, sc config.Storage) (store.Store, error) {
-	return openBound(ctx, dir, sc, nil, nil, sc.Type == "bbolt" || sc.Type == "", nil)
+	return openBound(ctx, dir, sc, nil, nil, nil, sc.Type == "bbolt" || sc.Type == "", nil)
 }
 
 // openStore opens, or creates, the configured store: the bbolt file

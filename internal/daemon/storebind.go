@@ -94,8 +94,9 @@ func boltPath(dir string, sc config.Storage) string {
 
 // openBound opens the store agentca.json names, refusing one that is
 // missing or empty (never creating it) or is not this state directory's
-// (checkBinding). readOnly opens a bbolt file for reading.
-func openBound(ctx context.Context, dir string, sc config.Storage, onLogAppend func(), onCommit func(time.Duration, int), readOnly bool, log *slog.Logger) (store.Store, error) {
+// (checkBinding). readOnly opens a bbolt file for reading. treeHeads, when
+// set, signs each batch's tree head in its transaction on etcd.
+func openBound(ctx context.Context, dir string, sc config.Storage, onLogAppend func(), onCommit func(time.Duration, int), treeHeads etcd.TreeHeadSigner, readOnly bool, log *slog.Logger) (store.Store, error) {
 	var st store.Store
 	switch sc.Type {
 	case "bbolt", "":
@@ -109,7 +110,7 @@ func openBound(ctx context.Context, dir string, sc config.Storage, onLogAppend f
 		if err != nil {
 			return nil, err
 		}
-		opts.OnLogAppend, opts.OnCommit, opts.MustExist, opts.Logger = onLogAppend, onCommit, true, log
+		opts.OnLogAppend, opts.OnCommit, opts.TreeHeads, opts.MustExist, opts.Logger = onLogAppend, onCommit, treeHeads, true, log
 		e, err := etcd.Open(ctx, opts)
 		if err != nil {
 			return nil, err

@@ -17,13 +17,15 @@ import (
 // storeHooks are the cache updates a store change calls for. Nil hooks
 // are skipped.
 type storeHooks struct {
-	// Revoked is what the API's OnRevoke does: drop and re-sign the OCSP
-	// response, rebuild the CRL.
+	// Revoked brings a revocation, this replica's or another's, to the
+	// caches (revocation.Feed.Deliver): drop and re-sign the OCSP
+	// response, rebuild the CRL. It is the only path by which a
+	// revocation reaches them on a store that reports its changes.
 	Revoked func(ctx context.Context, rec *store.Certificate)
 	// LogChanged gets the tree head a replica (this one or another)
 	// saved, nil when the store could not decode it or changes may have
 	// been missed: the issuance log then serves it once checked
-	// (api.Log.Offer), or looks at the stored log.
+	// (logsign.Signer.Offer), or looks at the stored log.
 	LogChanged func(*ct.SignedTreeHead)
 	// AnchorsChanged reloads the trust anchors.
 	AnchorsChanged func(ctx context.Context)
@@ -64,7 +66,7 @@ func (h storeHooks) apply(ctx context.Context, c store.Change, log *slog.Logger)
 		// A replica saved a tree head: serve it (or one at least as
 		// large). The log's growth alone (ChangeLog) is not a cue: the
 		// replica that appended signs its batch's tree head in the
-		// batch's transaction (store.CommitSigner), and signing here
+		// batch's transaction (etcd.Options.TreeHeads), and signing here
 		// too would only double the tree-head rounds.
 		if h.LogChanged != nil {
 			h.LogChanged(c.TreeHead)

@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/internal/daemon"
+	"github.com/agentca/agentca/wire"
 	"go.step.sm/crypto/pemutil"
 )
 
@@ -130,11 +130,11 @@ func (c *CA) Token(t testing.TB, spiffeID string) string {
 // Tokens creates count join tokens valid for ttl (zero: the default).
 func (c *CA) Tokens(t testing.TB, spiffeID string, count int, ttl time.Duration) []string {
 	t.Helper()
-	req := api.TokenRequest{SPIFFEID: spiffeID, Count: count}
+	req := wire.TokenRequest{SPIFFEID: spiffeID, Count: count}
 	if ttl > 0 {
 		req.TTL = ttl.String()
 	}
-	var out api.TokenResponse
+	var out wire.TokenResponse
 	if status, body := c.Admin(t, http.MethodPost, "/admin/v1/tokens", req, &out); status != http.StatusCreated {
 		t.Fatalf("token create: %d: %s", status, body)
 	}

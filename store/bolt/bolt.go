@@ -427,50 +427,16 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 	}
 	var logIndex uint64 // set by the write that commits
 	err = s.write(ctx, func(tx *bbolt.Tx) error {
-		certs, tokens, once := tx.Bucket(bucketCerts), tx.Bucket(bucketTokens), tx.Bucket(bucketOnce)
 		// Checks first; nothing is written until all pass.
-		if certs.Get(serial) != nil {
-			return refuse(store.ErrDuplicateSerial)
+		chk, refused, err := store.CheckIssue(txReader{tx}, iss, rec.Serial)
+		if err != nil {
+			return err
 		}
-		if t := iss.Certificate.Task; t != "" && tx.Bucket(bucketTasksEnded).Get([]byte(t)) != nil {
-			return refuse(store.ErrTaskEnded)
-		}
-		var tok store.JoinToken
-		if iss.JoinToken != nil {
-			v := tokens.Get(iss.JoinToken)
-			if v == nil {
-				return refuse(store.ErrTokenInvalid)
-			}
-			if err := json.Unmarshal(v, &tok); err != nil {
-				return fmt.Errorf("decode join token: %w", err)
-			}
-			if !tok.Usable(iss.Certificate.SPIFFEID, iss.Certificate.Provisioner, iss.Now) {
-				return refuse(store.ErrTokenInvalid)
-			}
-		}
-		for i, k := range iss.Once {
-			if once.Get([]byte(k)) != nil {
-				return refuse(store.ErrReplay)
-			}
-			for _, earlier := range iss.Once[:i] {
-				if earlier == k {
-					return refuse(store.ErrReplay)
-				}
-			}
-		}
-		var renKey, renValue []byte
-		if iss.Certificate.RenewedFrom != "" {
-			var err error
-			if renKey, renValue, err = checkRenewal(tx, iss, rec.Serial); err != nil {
-				return err
-			}
+		if refused != nil {
+			return refuse(refused)
 		}
 		var index uint64
 		if leaf != nil {
-			if tx.Bucket(bucketLogIndex).Get(leaf.Hash) != nil {
-				return refuse(fmt.Errorf("%w: the log already holds this certificate", store.ErrDuplicateSerial))
-			}
-			var err error
 			if index, err = s.batch.next(tx); err != nil {
 				return err
 			}
@@ -480,29 +446,28 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		if leaf != nil {
 			v = withLogFields(certJSON, index, leaf.Timestamp())
 		}
-		if err := certs.Put(serial, v); err != nil {
+		if err := tx.Bucket(bucketCerts).Put(serial, v); err != nil {
 			return err
 		}
 		if err := putExpiry(tx.Bucket(bucketCertExpiry), iss.Certificate.NotAfter, serial); err != nil {
 			return err
 		}
-		if iss.JoinToken != nil {
-			tok.UsedBy, tok.UsedAt = iss.Certificate.Serial, iss.Now.UTC()
-			v, err := json.Marshal(&tok)
-			if err != nil {
-				return err
-			}
-			if err := tokens.Put(iss.JoinToken, v); err != nil {
+		if chk.Token != nil {
+			if err := putJSON(tx.Bucket(bucketTokens), iss.JoinToken, chk.Token); err != nil {
 				return err
 			}
 		}
 		for _, k := range iss.Once {
-			if err := once.Put([]byte(k), serial); err != nil {
+			if err := tx.Bucket(bucketOnce).Put([]byte(k), serial); err != nil {
 				return err
 			}
 		}
-		if renKey != nil {
-			if err := tx.Bucket(bucketRenewals).Put(renKey, renValue); err != nil {
+		if chk.Renewal != nil {
+			key, err := serialKey(iss.Certificate.RenewedFrom)
+			if err != nil {
+				return err
+			}
+			if err := putJSON(tx.Bucket(bucketRenewals), key, chk.Renewal); err != nil {
 				return err
 			}
 		}
@@ -518,6 +483,15 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 		iss.Certificate.LogIndex, iss.Certificate.LogTimestamp = logIndex, leaf.Timestamp()
 	}
 	return s.afterIssue(ctx, iss, err)
+}
+
+// putJSON stores v's JSON encoding under key in b.
+func putJSON(b *bbolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
 }
 
 // Certificate implements store.Store.

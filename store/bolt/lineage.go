@@ -19,8 +19,11 @@ import (
 
 var bucketRenewals = []byte("renewals")
 
-// txReader is store.LineageReader inside a bbolt transaction.
+// txReader is store.IssueReader (and so store.LineageReader) inside a
+// bbolt transaction.
 type txReader struct{ tx *bbolt.Tx }
+
+var _ store.IssueReader = txReader{}
 
 func (r txReader) Cert(serial string) (*store.Certificate, error) {
 	key, err := serialKey(serial)
@@ -54,24 +57,39 @@ func (r txReader) Renewal(parent string) (*store.Renewal, error) {
 	return &ren, nil
 }
 
-// checkRenewal runs store.CheckRenewal in tx and returns the renewal
-// record to write under the parent's key when it passes. Its refusals
-// are *refusal (nothing written).
-func checkRenewal(tx *bbolt.Tx, iss *store.Issuance, serial string) (key, value []byte, err error) {
-	if err := store.CheckRenewal(txReader{tx}, iss); err != nil {
-		if errors.Is(err, store.ErrRevoked) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrRenewalReused) ||
-			store.ExistingChild(err) != "" {
-			return nil, nil, refuse(err)
+// Exists implements store.IssueReader.
+func (r txReader) Exists(kind store.Record, key string) (bool, error) {
+	var bucket, k []byte
+	switch kind {
+	case store.CertRecord:
+		var err error
+		if k, err = serialKey(key); err != nil {
+			return false, err
 		}
-		return nil, nil, err
+		bucket = bucketCerts
+	case store.EndedTask:
+		bucket, k = bucketTasksEnded, []byte(key)
+	case store.ReplayRecord:
+		bucket, k = bucketOnce, []byte(key)
+	case store.LoggedLeaf:
+		bucket, k = bucketLogIndex, []byte(key)
+	default:
+		return false, fmt.Errorf("store: unknown record kind %d", kind)
 	}
-	if key, err = serialKey(iss.Certificate.RenewedFrom); err != nil {
-		return nil, nil, err
+	return r.tx.Bucket(bucket).Get(k) != nil, nil
+}
+
+// JoinToken implements store.IssueReader.
+func (r txReader) JoinToken(hash []byte) (*store.JoinToken, error) {
+	v := r.tx.Bucket(bucketTokens).Get(hash)
+	if v == nil {
+		return nil, nil
 	}
-	c := iss.Certificate
-	c.Serial = serial
-	value, err = json.Marshal(store.NewRenewal(&c))
-	return key, value, err
+	var tok store.JoinToken
+	if err := json.Unmarshal(v, &tok); err != nil {
+		return nil, fmt.Errorf("decode join token: %w", err)
+	}
+	return &tok, nil
 }
 
 // afterIssue turns Issue's refusals into what a retry or a reused renewal

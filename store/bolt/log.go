@@ -356,7 +356,7 @@ func (s *Store) TreeHead(ctx context.Context) (*ct.SignedTreeHead, error) {
 	return sth, nil
 }
 
-// SaveTreeHead implements store.Log. Besides the sizes, it checks that the
+// SaveTreeHead implements store.TreeHeadSaver. Besides the sizes, it checks that the
 // tree head's root is the root of the stored tree at its size, so the file
 // never holds a tree head its own tree contradicts.
 func (s *Store) SaveTreeHead(ctx context.Context, sth *ct.SignedTreeHead) error {

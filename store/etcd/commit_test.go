@@ -85,8 +85,8 @@ func TestIssueWithoutReads(t *testing.T) {
 	}
 }
 
-// signerRecorder is a store.CommitSigner's callbacks, recording what was
-// signed and handed back.
+// signerRecorder is an etcd.TreeHeadSigner recording what was signed and
+// handed back.
 type signerRecorder struct {
 	signer *translog.Signer
 	fail   atomic.Bool // sign fails while set
@@ -95,20 +95,32 @@ type signerRecorder struct {
 	minTS  []uint64
 }
 
-func (r *signerRecorder) install(s *etcd.Store) {
-	s.SignTreeHeads(func(st translog.State, minTS uint64) (*ct.SignedTreeHead, error) {
-		if r.fail.Load() {
-			return nil, errors.New("the log key is unavailable")
-		}
-		r.mu.Lock()
-		r.minTS = append(r.minTS, minTS)
-		r.mu.Unlock()
-		return r.signer.Sign(st, max(uint64(time.Now().UnixMilli()), minTS))
-	}, func(sth *ct.SignedTreeHead) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		r.signed = append(r.signed, sth)
-	})
+func (r *signerRecorder) SignTreeHead(st translog.State, minTS uint64) (*ct.SignedTreeHead, error) {
+	if r.fail.Load() {
+		return nil, errors.New("the log key is unavailable")
+	}
+	r.mu.Lock()
+	r.minTS = append(r.minTS, minTS)
+	r.mu.Unlock()
+	return r.signer.Sign(st, max(uint64(time.Now().UnixMilli()), minTS))
+}
+
+func (r *signerRecorder) TreeHeadCommitted(sth *ct.SignedTreeHead) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.signed = append(r.signed, sth)
+}
+
+// openSigning opens a store on prefix that signs its batches' tree heads
+// with r.
+func openSigning(t *testing.T, c *etcdtest.Cluster, prefix string, r etcd.TreeHeadSigner) *etcd.Store {
+	t.Helper()
+	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: c.Endpoints(), Prefix: prefix, MaxTxnOps: 1024, TreeHeads: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // largest returns the largest tree head handed back so far.
@@ -141,11 +153,9 @@ func newLogSigner(t *testing.T) *translog.Signer {
 // go back; the stored tree head is the last one, and verifies.
 func TestCommitSignerTwoReplicas(t *testing.T) {
 	cluster := etcdtest.New(t, 1)
-	a, b := open(t, cluster, "/cs", 0), open(t, cluster, "/cs", 0)
 	signer := newLogSigner(t)
 	ra, rb := &signerRecorder{signer: signer}, &signerRecorder{signer: signer}
-	ra.install(a)
-	rb.install(b)
+	a, b := openSigning(t, cluster, "/cs", ra), openSigning(t, cluster, "/cs", rb)
 	ctx := context.Background()
 	const n = 200
 	var wg sync.WaitGroup
@@ -209,14 +219,13 @@ func TestCommitSignerTwoReplicas(t *testing.T) {
 func TestCommitSignerFailure(t *testing.T) {
 	cluster := etcdtest.New(t, 1)
 	var cued atomic.Int64
+	r := &signerRecorder{signer: newLogSigner(t)}
 	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: cluster.Endpoints(), Prefix: "/csf", MaxTxnOps: 1024,
-		OnLogAppend: func() { cued.Add(1) }})
+		OnLogAppend: func() { cued.Add(1) }, TreeHeads: r})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	r := &signerRecorder{signer: newLogSigner(t)}
-	r.install(s)
 	ctx := context.Background()
 	issue := func() {
 		c, l := logged(t)
@@ -297,18 +306,14 @@ func TestNodesCachedAndRead(t *testing.T) {
 func TestCommitSignerSlow(t *testing.T) {
 	cluster := etcdtest.New(t, 1)
 	var cued atomic.Int64
+	hung := make(chan struct{})
+	defer close(hung)
 	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: cluster.Endpoints(), Prefix: "/slow", MaxTxnOps: 1024,
-		RequestTimeout: 800 * time.Millisecond, OnLogAppend: func() { cued.Add(1) }})
+		RequestTimeout: 800 * time.Millisecond, OnLogAppend: func() { cued.Add(1) }, TreeHeads: hungSigner{t, hung}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	hung := make(chan struct{})
-	defer close(hung)
-	s.SignTreeHeads(func(translog.State, uint64) (*ct.SignedTreeHead, error) {
-		<-hung
-		return nil, errors.New("unplugged")
-	}, func(*ct.SignedTreeHead) { t.Error("a tree head was handed back") })
 	start := time.Now()
 	c, l := logged(t)
 	if err := s.Issue(context.Background(), &store.Issuance{Certificate: c, Now: now, LogLeaf: l}); err != nil {
@@ -324,3 +329,17 @@ func TestCommitSignerSlow(t *testing.T) {
 		t.Fatalf("a tree head was stored: %v", err)
 	}
 }
+
+// hungSigner is a log key that does not answer until its channel is
+// closed.
+type hungSigner struct {
+	t    *testing.T
+	hung chan struct{}
+}
+
+func (h hungSigner) SignTreeHead(translog.State, uint64) (*ct.SignedTreeHead, error) {
+	<-h.hung
+	return nil, errors.New("unplugged")
+}
+
+func (h hungSigner) TreeHeadCommitted(*ct.SignedTreeHead) { h.t.Error("a tree head was handed back") }

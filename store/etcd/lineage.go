@@ -27,9 +27,12 @@ func (k keys) renewal(serial string) string { return k.p + "/renewed/" + serial 
 // errMoreKeys: the lineage grew between its walk and the transaction.
 var errMoreKeys = errors.New("store: etcd: the lineage changed; reading it again")
 
-// batchReader is store.LineageReader over a batch: only the keys the op
-// declared can be read.
+// batchReader is store.IssueReader (and so store.LineageReader) over a
+// batch: only the keys the op declared can be read, and each key read is
+// compared by the batch's transaction.
 type batchReader struct{ b *batch }
+
+var _ store.IssueReader = batchReader{}
 
 func (r batchReader) read(key string, v any) (bool, error) {
 	raw, ok, err := r.b.get(key)
@@ -101,19 +104,36 @@ func (r *getReader) Renewal(parent string) (*store.Renewal, error) {
 	return &ren, nil
 }
 
-// checkRenewal runs store.CheckRenewal on the batch and returns the
-// renewal record to write under the parent's key when it passes.
-func checkRenewal(b *batch, iss *store.Issuance, serial string) ([]byte, error) {
-	if err := store.CheckRenewal(batchReader{b: b}, iss); err != nil {
-		if errors.Is(err, store.ErrRevoked) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrRenewalReused) ||
-			store.ExistingChild(err) != "" {
-			return nil, refuse(err)
-		}
+// Exists implements store.IssueReader.
+func (r batchReader) Exists(kind store.Record, key string) (bool, error) {
+	var k string
+	switch kind {
+	case store.CertRecord:
+		k = r.b.s.k.cert(key)
+	case store.EndedTask:
+		k = r.b.s.k.taskEnded(key)
+	case store.ReplayRecord:
+		k = r.b.s.k.once(key)
+	case store.LoggedLeaf:
+		k = r.b.s.k.logHash([]byte(key))
+	default:
+		return false, fmt.Errorf("store: etcd: unknown record kind %d", kind)
+	}
+	_, ok, err := r.b.get(k)
+	return ok, err
+}
+
+// JoinToken implements store.IssueReader.
+func (r batchReader) JoinToken(hash []byte) (*store.JoinToken, error) {
+	raw, ok, err := r.b.get(r.b.s.k.token(hash))
+	if err != nil || !ok {
 		return nil, err
 	}
-	c := iss.Certificate
-	c.Serial = serial
-	return json.Marshal(store.NewRenewal(&c))
+	var tok store.JoinToken
+	if err := json.Unmarshal(raw, &tok); err != nil {
+		return nil, fmt.Errorf("decode join token: %w", err)
+	}
+	return &tok, nil
 }
 
 // afterIssue turns Issue's refusals into what a retry or a reused renewal

@@ -225,7 +225,7 @@ func (s *Store) putIfUnchanged(ctx context.Context, rev int64, sth *ct.SignedTre
 	return resp.Succeeded, nil
 }
 
-// SaveTreeHead implements store.Log, with store/bolt's checks: besides the
+// SaveTreeHead implements store.TreeHeadSaver, with store/bolt's checks: besides the
 // sizes, the tree head's root must be the stored tree's at its size.
 func (s *Store) SaveTreeHead(ctx context.Context, sth *ct.SignedTreeHead) error {
 	for attempt := 0; attempt < 100; attempt++ {

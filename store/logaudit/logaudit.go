@@ -57,7 +57,7 @@ type Options struct {
 	LogKey crypto.PublicKey
 	// SweptBefore is now minus the store's retention: the records of
 	// certificates that expired before it may have been removed
-	// (store.Store.Sweep), so an entry of such a certificate without its
+	// (store.Store's Sweep), so an entry of such a certificate without its
 	// record is expected, not a finding. Zero expects every record.
 	SweptBefore time.Time
 	// Live audits a store that is being written to (etcd, with the
@@ -74,9 +74,16 @@ const maxPerKind = 20
 // page is how many entries, records or nodes are read at once.
 const page = 4096
 
+// Records lists the certificate records the audit checks against the
+// log's entries.
+type Records interface {
+	ListCertificates(ctx context.Context, opts store.ListOptions) ([]store.Certificate, error)
+}
+
 type auditor struct {
 	ctx         context.Context
-	s           store.Store
+	s           store.Log
+	recs        Records
 	rep         *Report
 	counts      map[string]int
 	sweptBefore time.Time
@@ -100,17 +107,18 @@ type entryInfo struct {
 	claimed   bool // a record names this entry
 }
 
-// Run audits s. logKey is the log's public key (D/log.pub.pem); it checks
+// Run audits the log s and the certificate records recs (one store,
+// usually, in both roles). logKey is the log's public key (D/log.pub.pem); it checks
 // the saved tree head's signature. An error means the audit could not run
 // (the store cannot be read); divergences are in the Report.
-func Run(ctx context.Context, s store.Store, logKey crypto.PublicKey) (*Report, error) {
-	return RunWithOptions(ctx, s, Options{LogKey: logKey})
+func Run(ctx context.Context, s store.Log, recs Records, logKey crypto.PublicKey) (*Report, error) {
+	return RunWithOptions(ctx, s, recs, Options{LogKey: logKey})
 }
 
 // RunWithOptions is Run with the retention taken into account.
-func RunWithOptions(ctx context.Context, s store.Store, opts Options) (*Report, error) {
+func RunWithOptions(ctx context.Context, s store.Log, recs Records, opts Options) (*Report, error) {
 	logKey := opts.LogKey
-	a := &auditor{ctx: ctx, s: s, rep: &Report{}, counts: map[string]int{}, sweptBefore: opts.SweptBefore, live: opts.Live}
+	a := &auditor{ctx: ctx, s: s, recs: recs, rep: &Report{}, counts: map[string]int{}, sweptBefore: opts.SweptBefore, live: opts.Live}
 	// The tree head first: on a live store a later one may be saved
 	// while the audit reads, and it must not be larger than the log the
 	// audit sees.
@@ -274,7 +282,7 @@ func (a *auditor) certificates(infos []entryInfo, complete bool) error {
 	after := ""
 	logged := 0
 	for {
-		recs, err := a.s.ListCertificates(a.ctx, store.ListOptions{After: after, Limit: 1000})
+		recs, err := a.recs.ListCertificates(a.ctx, store.ListOptions{After: after, Limit: 1000})
 		if err != nil {
 			return err
 		}

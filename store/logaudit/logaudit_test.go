@@ -84,7 +84,7 @@ func TestRun(t *testing.T) {
 	for range 7 {
 		issue(t, s, true)
 	}
-	rep, err := logaudit.Run(ctx, s, key.Public())
+	rep, err := logaudit.Run(ctx, s, s, key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestRun(t *testing.T) {
 		t.Fatalf("log without a tree head: findings %q", rep.Findings)
 	}
 	saveHead(t, s, signer)
-	rep, err = logaudit.Run(ctx, s, key.Public())
+	rep, err = logaudit.Run(ctx, s, s, key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestRun(t *testing.T) {
 
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	unlogged := issue(t, s, false)
-	rep, err = logaudit.Run(ctx, s, other.Public())
+	rep, err = logaudit.Run(ctx, s, s, other.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestRunAfterRetention(t *testing.T) {
 	if sw, err := s.Sweep(ctx, now.Add(-retention), 100); err != nil || sw.Certificates != 3 {
 		t.Fatalf("Sweep: %+v %v", sw, err)
 	}
-	rep, err := logaudit.RunWithOptions(ctx, s, logaudit.Options{LogKey: key.Public(), SweptBefore: now.Add(-retention)})
+	rep, err := logaudit.RunWithOptions(ctx, s, s, logaudit.Options{LogKey: key.Public(), SweptBefore: now.Add(-retention)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestRunAfterRetention(t *testing.T) {
 		t.Fatalf("audit after retention: %+v", rep)
 	}
 	// Without the retention the swept records are orphans.
-	rep, err = logaudit.Run(ctx, s, key.Public())
+	rep, err = logaudit.Run(ctx, s, s, key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,14 +200,14 @@ func TestRunLive(t *testing.T) {
 		issue(t, s, true)
 	}
 	lag := laggingStore{Store: s, st: st}
-	rep, err := logaudit.RunWithOptions(ctx, lag, logaudit.Options{LogKey: key.Public(), Live: true})
+	rep, err := logaudit.RunWithOptions(ctx, lag, lag, logaudit.Options{LogKey: key.Public(), Live: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rep.Findings) != 0 || rep.Entries != 4 {
 		t.Fatalf("live audit: %+v", rep)
 	}
-	rep, err = logaudit.RunWithOptions(ctx, lag, logaudit.Options{LogKey: key.Public()})
+	rep, err = logaudit.RunWithOptions(ctx, lag, lag, logaudit.Options{LogKey: key.Public()})
 	if err != nil {
 		t.Fatal(err)
 	}

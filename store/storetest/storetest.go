@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests = append(tests, anchorTests...)
 	tests = append(tests, lineageTests...)
 	tests = append(tests, workloadTests...)
+	tests = append(tests, checkTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -1,4 +1,4 @@
-package daemon
+package anchors
 
 // The status of issuing CAs, answered for by their roots (docs/revocation.md,
 // "Issuing CA status"). Every root of a staged, active or retiring anchor
@@ -42,15 +42,19 @@ const rootCRLValidity = 24 * time.Hour
 // OCSP responder reads (they are not in the store).
 const anchorProvisioner = "agentca-anchor"
 
-// caRecords are the issuing CA certificates as the records the OCSP
+// CARecords are the issuing CA certificates as the records the OCSP
 // responder reads, keyed by serial; it answers from them before the store.
-type caRecords struct {
+type CARecords struct {
 	ocsp.Store
 	certs atomic.Pointer[map[string]*store.Certificate]
 }
 
+// NewCARecords answers from the issuing CAs the Runtime sets, then from
+// st.
+func NewCARecords(st ocsp.Store) *CARecords { return &CARecords{Store: st} }
+
 // Certificate implements ocsp.Store.
-func (c *caRecords) Certificate(ctx context.Context, serial string) (*store.Certificate, error) {
+func (c *CARecords) Certificate(ctx context.Context, serial string) (*store.Certificate, error) {
 	if m := c.certs.Load(); m != nil {
 		if rec := (*m)[serial]; rec != nil {
 			return rec, nil
@@ -61,7 +65,7 @@ func (c *caRecords) Certificate(ctx context.Context, serial string) (*store.Cert
 
 // set replaces the records with the issuing CA certificates (and
 // cross-signed ones) of the non-retired anchors of set.
-func (c *caRecords) set(set *store.AnchorSet) {
+func (c *CARecords) set(set *store.AnchorSet) {
 	m := map[string]*store.Certificate{}
 	for i := range set.Anchors {
 		an := &set.Anchors[i]
@@ -102,7 +106,7 @@ func (noRevocations) Revocations(context.Context, string, time.Time) ([]store.Re
 // rootKey is a root's key, read from its file or KMS at each signature
 // and let go after.
 type rootKey struct {
-	keys *caKeys
+	keys Keys
 	ref  string
 	pub  crypto.PublicKey
 }
@@ -110,7 +114,7 @@ type rootKey struct {
 func (k *rootKey) Public() crypto.PublicKey { return k.pub }
 
 func (k *rootKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	s, err := k.keys.load(roleRoot, k.ref, false)
+	s, err := k.keys.Load(roleRoot, k.ref)
 	if err != nil {
 		return nil, fmt.Errorf("the root key: %w", err)
 	}
@@ -121,7 +125,7 @@ func (k *rootKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]by
 // anchor of set and stops the others. a.mu is held. A root that cannot
 // start (its key cannot be read) is logged and retried by retryRoots
 // a minute later.
-func (a *anchors) applyRoots(set *store.AnchorSet) {
+func (a *Runtime) applyRoots(set *store.AnchorSet) {
 	a.caRecords.set(set)
 	want := map[string]*store.Anchor{}
 	for i := range set.Anchors {
@@ -162,7 +166,7 @@ func (a *anchors) applyRoots(set *store.AnchorSet) {
 
 // retryRoots applies the stored set again, a minute after a root could
 // not start.
-func (a *anchors) retryRoots(ctx context.Context) {
+func (a *Runtime) retryRoots(ctx context.Context) {
 	a.mu.Lock()
 	failed := a.rootsFailed && time.Now().After(a.rootsRetryAt)
 	a.mu.Unlock()
@@ -183,7 +187,7 @@ func (a *anchors) retryRoots(ctx context.Context) {
 }
 
 // startRoot starts the responder and CRL of the root of an.
-func (a *anchors) startRoot(ski string, an *store.Anchor) error {
+func (a *Runtime) startRoot(ski string, an *store.Anchor) error {
 	p, err := parseAnchor(an)
 	if err != nil {
 		return err
@@ -216,18 +220,18 @@ func (a *anchors) startRoot(ski string, an *store.Anchor) error {
 		defer close(run.done)
 		var wg sync.WaitGroup
 		wg.Go(func() { pub.Run(runCtx) })
-		wg.Go(func() { renewLoop(runCtx, "root OCSP responder certificate", rr.notAfter, rr.renew, rr.log) })
+		wg.Go(func() { RenewLoop(runCtx, "root OCSP responder certificate", rr.notAfter, rr.renew, rr.log) })
 		wg.Go(func() { a.presignLoop(runCtx, ski) })
 		wg.Wait()
 	}()
 	a.roots[ski] = run
-	a.log.Info("root OCSP responder and CRL running", "root", ski, "root_sha256", Fingerprint(p.root))
+	a.log.Info("root OCSP responder and CRL running", "root", ski, "root_sha256", fingerprint(p.root))
 	return nil
 }
 
 // presign signs the responses about the issuing CAs of root ski, so the
 // first relying service asking does not wait.
-func (a *anchors) presign(ctx context.Context, ski string) {
+func (a *Runtime) presign(ctx context.Context, ski string) {
 	for _, rec := range *a.caRecords.certs.Load() {
 		if rec.IssuerSKI != ski {
 			continue
@@ -242,7 +246,7 @@ func (a *anchors) presign(ctx context.Context, ski string) {
 // presignLoop keeps the responses about root ski's issuing CAs signed
 // ahead of requests: every third of ocsp.validity, so none is older than
 // two thirds of it (when the responder would sign it on a request).
-func (a *anchors) presignLoop(ctx context.Context, ski string) {
+func (a *Runtime) presignLoop(ctx context.Context, ski string) {
 	t := time.NewTicker(max(a.cfg.OCSP.Validity.Std()/3, time.Second))
 	defer t.Stop()
 	for {
@@ -257,7 +261,7 @@ func (a *anchors) presignLoop(ctx context.Context, ski string) {
 
 // publishCRLs publishes the CRLs of the running issuing CAs and roots.
 // a.mu is held.
-func (a *anchors) publishCRLs() {
+func (a *Runtime) publishCRLs() {
 	crls := map[string]*crl.Publisher{}
 	for ski, rr := range a.roots {
 		crls[ski] = rr.publisher

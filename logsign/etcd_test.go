@@ -1,7 +1,7 @@
-package api_test
+package logsign_test
 
-// The issuance log on a store shared by replicas that signs each batch's
-// tree head in the batch's transaction (store/etcd, store.CommitSigner).
+// The signer on a store shared by replicas that signs each batch's tree
+// head in the batch's transaction (store/etcd with a BatchSigner).
 // Identifiers start with logE.
 
 import (
@@ -18,18 +18,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentca/agentca/api"
+	"github.com/agentca/agentca/logsign"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/store/etcd"
 	"github.com/agentca/agentca/store/etcd/etcdtest"
 	"github.com/agentca/agentca/translog"
-	ct "github.com/google/certificate-transparency-go"
 )
 
-func logEOpen(t *testing.T, c *etcdtest.Cluster) *etcd.Store {
+// logEOpen opens the store of a replica that signs its batches' tree heads
+// with batches.
+func logEOpen(t *testing.T, c *etcdtest.Cluster, batches *logsign.BatchSigner) *etcd.Store {
 	t.Helper()
-	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: c.Endpoints(), Prefix: "/loge", MaxTxnOps: 1024})
+	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: c.Endpoints(), Prefix: "/loge", MaxTxnOps: 1024, TreeHeads: batches})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,10 +38,13 @@ func logEOpen(t *testing.T, c *etcdtest.Cluster) *etcd.Store {
 	return s
 }
 
-func logENewLog(t *testing.T, s *etcd.Store, signer *translog.Signer) *api.Log {
+// logENewLog opens a replica's store and starts its signer.
+func logENewLog(t *testing.T, c *etcdtest.Cluster, key *translog.Signer) (*etcd.Store, *logsign.Signer) {
 	t.Helper()
+	batches := logsign.NewBatchSigner(key, nil)
+	s := logEOpen(t, c, batches)
 	ctx, cancel := context.WithCancel(context.Background())
-	l, err := api.NewLog(ctx, api.LogOptions{Store: s, Signer: signer})
+	l, err := logsign.New(ctx, logsign.Options{Store: s, Key: key, Batches: batches})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -48,7 +52,7 @@ func logENewLog(t *testing.T, s *etcd.Store, signer *translog.Signer) *api.Log {
 	done := make(chan struct{})
 	go func() { defer close(done); l.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return l
+	return s, l
 }
 
 // logEIssue stores a certificate with its log entry through s.
@@ -88,8 +92,8 @@ func TestLogCommitSignerReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa, sb := logEOpen(t, cluster), logEOpen(t, cluster)
-	la, lb := logENewLog(t, sa, signer), logENewLog(t, sb, signer)
+	sa, la := logENewLog(t, cluster, signer)
+	sb, lb := logENewLog(t, cluster, signer)
 	ctx := context.Background()
 	const n = 60
 	var wg sync.WaitGroup
@@ -125,7 +129,7 @@ func TestLogCommitSignerReplicas(t *testing.T) {
 	if err != nil || stored.TreeSize != n {
 		t.Fatalf("stored tree head %+v, %v; want size %d", stored, err, n)
 	}
-	for _, l := range []*api.Log{la, lb} {
+	for _, l := range []*logsign.Signer{la, lb} {
 		l.Offer(stored)
 		got := l.Latest()
 		if got.TreeSize != n || got.Timestamp != stored.Timestamp || !bytes.Equal(got.TreeHeadSignature.Signature, stored.TreeHeadSignature.Signature) {
@@ -167,20 +171,15 @@ func TestLogCommitSignerReplicas(t *testing.T) {
 	}
 }
 
-// logECommitStore is a bbolt store that signs in commits as store/etcd
-// does (the signed callback is the test's to call), and whose LogState
-// can be held and made to fail: the tree head signer's own round running
-// while commits hand tree heads over.
+// logECommitStore is a bbolt store whose LogState can be held and made
+// to fail: the tree head signer's own round running while commits hand
+// tree heads over (the test hands them to the BatchSigner, as store/etcd
+// does).
 type logECommitStore struct {
 	*bolt.Store
-	signed  func(*ct.SignedTreeHead)
 	hold    atomic.Bool
 	held    chan struct{}
 	release chan struct{}
-}
-
-func (s *logECommitStore) SignTreeHeads(_ store.TreeHeadSigner, signed func(*ct.SignedTreeHead)) {
-	s.signed = signed
 }
 
 func (s *logECommitStore) LogState(ctx context.Context) (translog.State, error) {
@@ -209,7 +208,8 @@ func TestLogRefreshNeverGoesBack(t *testing.T) {
 	s := &logECommitStore{Store: b, held: make(chan struct{}), release: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	l, err := api.NewLog(ctx, api.LogOptions{Store: s, Signer: signer})
+	batches := logsign.NewBatchSigner(signer, nil)
+	l, err := logsign.New(ctx, logsign.Options{Store: s, Key: signer, Batches: batches})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestLogRefreshNeverGoesBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.signed(sth) // a commit hands its tree head over
+	batches.TreeHeadCommitted(sth) // a commit hands its tree head over
 	if got := l.Latest().TreeSize; got != 5 {
 		t.Fatalf("after the commit: size %d, want 5", got)
 	}
@@ -260,8 +260,7 @@ func TestLogStartUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa := logEOpen(t, cluster)
-	logENewLog(t, sa, signer)
+	sa, _ := logENewLog(t, cluster, signer)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range 8 {
@@ -279,7 +278,7 @@ func TestLogStartUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = api.NewLog(ctx, api.LogOptions{Store: sb, Signer: signer})
+		_, err = logsign.New(ctx, logsign.Options{Store: sb, Key: signer})
 		sb.Close()
 		if err != nil {
 			t.Fatalf("start %d under load: %v", starts, err)

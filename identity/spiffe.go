@@ -1,8 +1,11 @@
-package config
+package identity
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // MaxSPIFFEIDBytes is the SPIFFE ID specification's limit on a SPIFFE ID
@@ -18,6 +21,40 @@ const ReservedSPIFFEPath = "/agentca"
 // ServerSPIFFEID is the SPIFFE ID of the CA's own HTTPS server
 // certificate in trust domain td.
 func ServerSPIFFEID(td string) string { return "spiffe://" + td + ReservedSPIFFEPath + "/server" }
+
+// ValidateTrustDomain checks a SPIFFE trust domain name (lowercase
+// letters, digits, dots, dashes and underscores), with go-spiffe's rules.
+func ValidateTrustDomain(td string) error {
+	if td == "" {
+		return errors.New("trust domain is empty")
+	}
+	if strings.Contains(td, "/") {
+		return fmt.Errorf("trust domain %q must be a bare name such as example.org", td)
+	}
+	if _, err := spiffeid.TrustDomainFromString(td); err != nil {
+		return fmt.Errorf("trust domain %q: %w", td, err)
+	}
+	return nil
+}
+
+// ValidateSPIFFEID checks that id is a SPIFFE ID with a non-empty path in
+// trust domain td, with go-spiffe's rules.
+func ValidateSPIFFEID(id, td string) error {
+	if err := checkSPIFFEIDLength(id); err != nil {
+		return err
+	}
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return fmt.Errorf("%q is not a SPIFFE ID: %w", id, err)
+	}
+	if sid.TrustDomain().Name() != td {
+		return fmt.Errorf("SPIFFE ID %q is outside trust domain %q", id, td)
+	}
+	if sid.Path() == "" {
+		return fmt.Errorf("SPIFFE ID %q has no path", id)
+	}
+	return nil
+}
 
 // checkSPIFFEIDLength refuses an ID longer than MaxSPIFFEIDBytes; the
 // message names the length only (the ID may be anything a caller sent).
@@ -48,10 +85,10 @@ func ValidateWorkloadSPIFFEID(id, td string) error {
 	return nil
 }
 
-// templateReserved reports whether a SPIFFE ID template's fixed text
+// TemplateReserved reports whether a SPIFFE ID template's fixed text
 // (up to its first action other than {{.trust_domain}}) already names the
 // reserved path, so that every ID it renders would be refused.
-func templateReserved(tmpl, td string) bool {
+func TemplateReserved(tmpl, td string) bool {
 	s := tmpl
 	for _, a := range []string{"{{.trust_domain}}", "{{ .trust_domain }}"} {
 		s = strings.ReplaceAll(s, a, td)

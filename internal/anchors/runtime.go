@@ -1,18 +1,11 @@
-package daemon
-
-// Trust anchors at run time. The anchor set lives in the store (see
-// store.AnchorSet); this file turns it into the running CA: the active
-// issuing CA signs leaves, every active or retiring issuing CA keeps a
-// CRL publisher and a delegated OCSP responder, and every staged, active
-// or retiring root is published in /v1/roots and the bundle. apply runs
-// at start-up, after each transition made here, and whenever the stored
-// sequence moves (another replica changed the set), so every process
-// converges on the stored state.
+package anchors
 
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,25 +19,66 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/crl"
+	"github.com/agentca/agentca/identity"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/ocsp"
 	"github.com/agentca/agentca/store"
+	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// anchorsPollInterval is how often the stored anchor set is compared with
-// the applied one, so changes made by another replica are followed.
-const anchorsPollInterval = time.Second
+// pollInterval is how often the stored anchor set is compared with the
+// applied one, so changes made by another replica are followed.
+const pollInterval = time.Second
 
 // errNoChange makes an UpdateAnchors function store nothing.
 var errNoChange = errors.New("no change")
 
-// anchors runs the trust anchors of one daemon.
-type anchors struct {
+// ServerProvisioner names the CA's own HTTPS certificates in the store:
+// they are not counted as leaves an anchor must outlive.
+const ServerProvisioner = "agentca-server"
+
+// Store is what the runtime needs from the store: the anchor set, the
+// issuers' leaf counts, and the revocations for their CRLs.
+type Store interface {
+	Anchors(ctx context.Context) (*store.AnchorSet, error)
+	UpdateAnchors(ctx context.Context, fn func(*store.AnchorSet) error) (*store.AnchorSet, error)
+	IssuerStats(ctx context.Context, issuerSKI string, now time.Time) (store.IssuerStats, error)
+	crl.Source
+}
+
+// Options are what a Runtime is built from. Every field but OnActivate,
+// ServerIssuer and Registry is required.
+type Options struct {
+	// Dir is the state directory: agentca.json is read again there for
+	// the lifetimes that may have changed since the start (SIGHUP).
+	Dir string
+	// Config is agentca.json as the daemon started with it.
+	Config    *config.Config
+	Keys      Keys
+	Store     Store
+	Authority *ca.Authority
+	// Responder is the OCSP responder every issuing CA and root signs
+	// with, with the OCSP key; it reads CARecords.
+	Responder *ocsp.Responder
+	OCSPKey   crypto.Signer
+	CARecords *CARecords
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
+	// OnActivate runs after the active issuer changed (the server
+	// certificate is renewed under it).
+	OnActivate func(context.Context)
+	// ServerIssuer is the SKI of the issuer of the CA's current HTTPS
+	// certificate: retire refuses that issuer.
+	ServerIssuer func() string
+}
+
+// Runtime runs the trust anchors of one daemon.
+type Runtime struct {
 	dir       string
 	cfg       *config.Config
-	keys      *caKeys
-	st        store.Store
+	keys      Keys
+	st        Store
 	authority *ca.Authority
 	responder *ocsp.Responder
 	ocspKey   crypto.Signer
@@ -53,18 +87,14 @@ type anchors struct {
 	// anchor must have been staged before activation is safe.
 	// minStagedNow re-reads it from agentca.json (SIGHUP may have
 	// changed the lifetimes).
-	minStaged time.Duration
-	// onActivate runs after the active issuer changed (the server
-	// certificate is renewed under it).
-	onActivate func(context.Context)
-	// serverIssuer is the SKI of the issuer of the CA's current HTTPS
-	// certificate: retire refuses that issuer.
+	minStaged    time.Duration
+	onActivate   func(context.Context)
 	serverIssuer func() string
-	// setTrust publishes new trust material (api.Server.SetTrust).
-	setTrust func(*api.Trust)
-	// ctx bounds the per-issuer goroutines; wg waits for them.
-	ctx context.Context
-	wg  sync.WaitGroup
+	// ctx bounds the per-issuer goroutines (cancel ends them); wg waits
+	// for them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	transitions *prometheus.CounterVec
 	states      *prometheus.GaugeVec
@@ -82,8 +112,8 @@ type anchors struct {
 	running   map[string]*runningIssuer // by anchor ID
 	// caRecords are the issuing CAs as the OCSP responder reads them;
 	// roots run the OCSP responder and CRL of each root in use, by SKI
-	// (rootstatus.go); rootsFailed is set while one could not start.
-	caRecords    *caRecords
+	// (roots.go); rootsFailed is set while one could not start.
+	caRecords    *CARecords
 	roots        map[string]*runningRoot
 	rootsFailed  bool
 	rootsRetryAt time.Time
@@ -92,7 +122,7 @@ type anchors struct {
 	// jwtSigners are the loaded JWT-SVID keys, by anchor ID; jwtErr is why
 	// the active anchor's could not be loaded at the last apply (refresh
 	// then applies again), jwtErrLogged the last such error logged
-	// (jwtsvid.go).
+	// (jwt.go).
 	jwtSigners   map[string]crypto.Signer
 	jwtErr       error
 	jwtErrLogged string
@@ -107,79 +137,92 @@ type runningIssuer struct {
 	done      chan struct{}
 }
 
-func newAnchors(ctx context.Context, a *anchors, reg prometheus.Registerer) *anchors {
-	a.ctx = ctx
-	a.running = map[string]*runningIssuer{}
-	a.roots = map[string]*runningRoot{}
+// New runs the stored anchor set: it starts every active or retiring
+// issuing CA (CRL, OCSP responder certificate) and every root in use,
+// publishes the trust material, and gives the active anchor a JWT-SVID
+// key when it has none. It refuses a set whose active issuing CA cannot
+// run here. The goroutines it starts run until ctx is done or Close.
+func New(ctx context.Context, opts Options) (*Runtime, error) {
+	if opts.Config == nil || opts.Keys == nil || opts.Store == nil || opts.Authority == nil || opts.Responder == nil ||
+		opts.OCSPKey == nil || opts.CARecords == nil || opts.Logger == nil {
+		return nil, errors.New("anchors: Config, Keys, Store, Authority, Responder, OCSPKey, CARecords and Logger are required")
+	}
+	a := &Runtime{dir: opts.Dir, cfg: opts.Config, keys: opts.Keys, st: opts.Store, authority: opts.Authority,
+		responder: opts.Responder, ocspKey: opts.OCSPKey, caRecords: opts.CARecords, log: opts.Logger,
+		minStaged: MaxLeafTTL(opts.Config), onActivate: opts.OnActivate, serverIssuer: opts.ServerIssuer,
+		running: map[string]*runningIssuer{}, roots: map[string]*runningRoot{}}
+	a.ctx, a.cancel = context.WithCancel(ctx)
 	a.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agentca_anchor_transitions_total", Help: "Trust-anchor transitions made by this process, by the state entered.",
 	}, []string{"state"})
 	a.states = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentca_anchors", Help: "Trust anchors by state.",
 	}, []string{"state"})
-	if reg != nil {
-		reg.MustRegister(a.transitions, a.states)
+	if opts.Registry != nil {
+		opts.Registry.MustRegister(a.transitions, a.states)
 	}
 	for _, st := range []string{"staged", "active", "retiring", "retired"} {
 		a.transitions.WithLabelValues(st) // exposed at 0 before the first transition
 	}
 	empty := map[string]*crl.Publisher{}
 	a.crls.Store(&empty)
-	return a
+	if err := a.start(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// start applies the stored set and settles the active anchor's JWT-SVID
+// key.
+func (a *Runtime) start(ctx context.Context) error {
+	if err := a.Refresh(ctx); err != nil {
+		return fmt.Errorf("trust anchors: %w", err)
+	}
+	if a.authority.Issuer() == nil {
+		if err := a.ActiveError(); err != nil {
+			return err
+		}
+		return errors.New("no active trust anchor; refusing to start")
+	}
+	// A JWT-SVID key problem costs JWT-SVIDs (503), not the X.509 CA.
+	if err := a.ensureJWTKey(ctx); err != nil {
+		a.log.Error("the active anchor has no JWT-SVID key; JWT-SVIDs are refused until one is made at a later start", "err", err)
+	} else if err := a.Refresh(ctx); err != nil {
+		return fmt.Errorf("trust anchors: %w", err)
+	}
+	return nil
+}
+
+// Close stops the per-issuer goroutines (CRLs, OCSP responder
+// renewals) and waits for them.
+func (a *Runtime) Close() {
+	a.cancel()
+	a.wg.Wait()
 }
 
 // minStagedNow is the longest leaf lifetime in the current agentca.json,
 // or the one at start-up when the file cannot be read.
-func (a *anchors) minStagedNow() time.Duration {
+func (a *Runtime) minStagedNow() time.Duration {
 	cfg, err := config.Load(filepath.Join(a.dir, config.FileName))
 	if err != nil {
 		return a.minStaged
 	}
-	return maxLeafTTL(cfg)
+	return MaxLeafTTL(cfg)
 }
 
-// maxLeafTTL is the longest lifetime any leaf can get under cfg.
-func maxLeafTTL(cfg *config.Config) time.Duration {
+// MaxLeafTTL is the longest lifetime any leaf can get under cfg.
+func MaxLeafTTL(cfg *config.Config) time.Duration {
 	m := cfg.Leaf.MaxTTL.Std()
 	for _, p := range cfg.Provisioners {
 		m = max(m, p.MaxTTL.Std())
 	}
-	return min(m, config.Ceiling)
+	return min(m, identity.Ceiling)
 }
 
-// bootstrap stores the anchor of a state directory made before anchors
-// were stored (certs/root.pem and certs/issuing.pem with the configured
-// keys), as active, when the store holds none.
-func (a *anchors) bootstrap(ctx context.Context) error {
-	root, err := readCert(filepath.Join(a.dir, RootCertFile))
-	if err != nil {
-		return err
-	}
-	iss, err := readCert(filepath.Join(a.dir, IssuingCert))
-	if err != nil {
-		return err
-	}
-	_, err = a.st.UpdateAnchors(ctx, func(set *store.AnchorSet) error {
-		if len(set.Anchors) > 0 {
-			return errNoChange
-		}
-		at := iss.NotBefore
-		set.Anchors = append(set.Anchors, store.Anchor{
-			ID: ca.AnchorID(iss), State: store.AnchorActive, Root: root.Raw, Issuer: iss.Raw,
-			RootKey: a.keys.ref(roleRoot), IssuerKey: a.keys.ref(roleIssuing), IssuerSKI: skiHex(iss),
-			StagedAt: at, ActivatedAt: at,
-		})
-		return nil
-	})
-	if errors.Is(err, errNoChange) {
-		return nil
-	}
-	return err
-}
-
-// refresh applies the stored anchor set when it moved since the last
+// Refresh applies the stored anchor set when it moved since the last
 // apply.
-func (a *anchors) refresh(ctx context.Context) error {
+func (a *Runtime) Refresh(ctx context.Context) error {
 	set, err := a.st.Anchors(ctx)
 	if err != nil {
 		return err
@@ -196,10 +239,10 @@ func (a *anchors) refresh(ctx context.Context) error {
 	return a.apply(ctx, set)
 }
 
-// watch follows changes made elsewhere (another replica, or an operator
+// Watch follows changes made elsewhere (another replica, or an operator
 // on another process) until ctx is done.
-func (a *anchors) watch(ctx context.Context) {
-	t := time.NewTicker(anchorsPollInterval)
+func (a *Runtime) Watch(ctx context.Context) {
+	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -207,7 +250,7 @@ func (a *anchors) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := a.refresh(ctx); err != nil && ctx.Err() == nil {
+		if err := a.Refresh(ctx); err != nil && ctx.Err() == nil {
 			a.log.Error("reading the trust anchors failed", "err", err)
 		}
 		a.retryRoots(ctx)
@@ -235,7 +278,7 @@ func parseAnchor(an *store.Anchor) (*parsed, error) {
 }
 
 // apply makes set the running state. a.mu is held.
-func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
+func (a *Runtime) apply(ctx context.Context, set *store.AnchorSet) error {
 	var roots []*x509.Certificate
 	var issuers []*ca.Issuer
 	want := map[string]bool{}
@@ -263,7 +306,7 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 		if an.State == store.AnchorActive {
 			activeID = an.ID
 		}
-		ri, err := a.start(ctx, an, p)
+		ri, err := a.startIssuer(ctx, an, p)
 		if an.State == store.AnchorActive {
 			a.activeErr = err
 		}
@@ -316,9 +359,6 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 	a.publishCRLs()
 	a.authority.SetIssuer(active)
 	a.trust.Store(trust)
-	if a.setTrust != nil {
-		a.setTrust(trust)
-	}
 	for _, st := range []store.AnchorState{store.AnchorStaged, store.AnchorActive, store.AnchorRetiring, store.AnchorRetired} {
 		a.states.WithLabelValues(string(st)).Set(float64(counts[st]))
 	}
@@ -338,8 +378,8 @@ func (a *anchors) apply(ctx context.Context, set *store.AnchorSet) error {
 	return nil
 }
 
-// start runs the issuing CA of an active or retiring anchor (once).
-func (a *anchors) start(_ context.Context, an *store.Anchor, p *parsed) (*runningIssuer, error) {
+// startIssuer runs the issuing CA of an active or retiring anchor (once).
+func (a *Runtime) startIssuer(_ context.Context, an *store.Anchor, p *parsed) (*runningIssuer, error) {
 	if ri := a.running[an.ID]; ri != nil {
 		return ri, nil
 	}
@@ -347,7 +387,7 @@ func (a *anchors) start(_ context.Context, an *store.Anchor, p *parsed) (*runnin
 	// issuer starting must not fail because its trigger went away.
 	ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
 	defer cancel()
-	key, err := a.keys.load("issuing", an.IssuerKey, false)
+	key, err := a.keys.Load(roleIssuing, an.IssuerKey)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +407,7 @@ func (a *anchors) start(_ context.Context, an *store.Anchor, p *parsed) (*runnin
 	if _, err := pub.Build(ctx); err != nil {
 		return nil, err
 	}
-	rc := &responderCerts{authority: a.authority, issuer: iss, responder: a.responder, key: a.ocspKey,
+	rc := &responderCert{authority: a.authority, issuer: iss, responder: a.responder, key: a.ocspKey,
 		ttl: a.cfg.OCSP.ResponderTTL.Std(), validity: a.cfg.OCSP.Validity.Std(), log: a.log.With("issuer", iss.SKI)}
 	if err := rc.renew(ctx); err != nil {
 		return nil, fmt.Errorf("OCSP responder certificate: %w", err)
@@ -380,16 +420,16 @@ func (a *anchors) start(_ context.Context, an *store.Anchor, p *parsed) (*runnin
 		defer close(ri.done)
 		var wg sync.WaitGroup
 		wg.Go(func() { pub.Run(runCtx) })
-		wg.Go(func() { renewLoop(runCtx, "OCSP responder certificate", rc.notAfter, rc.renew, rc.log) })
+		wg.Go(func() { RenewLoop(runCtx, "OCSP responder certificate", rc.notAfter, rc.renew, rc.log) })
 		wg.Wait()
 	}()
 	a.running[an.ID] = ri
-	a.log.Info("issuing CA running", "anchor", an.ID, "state", an.State, "issuer", iss.SKI, "root_sha256", Fingerprint(p.root))
+	a.log.Info("issuing CA running", "anchor", an.ID, "state", an.State, "issuer", iss.SKI, "root_sha256", fingerprint(p.root))
 	return ri, nil
 }
 
 // stop ends a retired issuer's CRL and OCSP.
-func (a *anchors) stop(id string, ri *runningIssuer) {
+func (a *Runtime) stop(id string, ri *runningIssuer) {
 	ri.cancel()
 	<-ri.done
 	a.responder.RemoveIssuer(ri.issuer.SKI)
@@ -398,40 +438,31 @@ func (a *anchors) stop(id string, ri *runningIssuer) {
 }
 
 // ActiveError is why the active anchor's issuing CA cannot run, or nil.
-func (a *anchors) ActiveError() error {
+func (a *Runtime) ActiveError() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.activeErr
 }
 
-// setTrustFunc sets where new trust material is published.
-func (a *anchors) setTrustFunc(f func(*api.Trust)) {
-	a.mu.Lock()
-	a.setTrust = f
-	a.mu.Unlock()
-}
-
-// Wait waits for the per-issuer goroutines after ctx is done.
-func (a *anchors) Wait() { a.wg.Wait() }
-
 // CRL implements api.CRLs: ski "" is the active issuer.
-func (a *anchors) CRL(ski string) *crl.CRL {
+func (a *Runtime) CRL(ski string) *crl.CRL {
 	if p := (*a.crls.Load())[ski]; p != nil {
 		return p.Current()
 	}
 	return nil
 }
 
-// revoked rebuilds the CRL of the certificate's issuer.
-func (a *anchors) revoked(rec *store.Certificate) {
+// Revoked rebuilds the CRL of the certificate's issuer (a
+// revocation.Cache).
+func (a *Runtime) Revoked(_ context.Context, rec *store.Certificate) {
 	if p := (*a.crls.Load())[rec.IssuerSKI]; p != nil {
 		p.Changed()
 	}
 }
 
-// rebuildCRLs rebuilds the CRL of every running issuer (not the roots':
+// RebuildCRLs rebuilds the CRL of every running issuer (not the roots':
 // they list no revocation of the store).
-func (a *anchors) rebuildCRLs() {
+func (a *Runtime) RebuildCRLs() {
 	for ski, p := range *a.crls.Load() {
 		if iss := p.Issuer(); ski != "" && iss.Cert != iss.Root {
 			p.Changed()
@@ -439,12 +470,24 @@ func (a *anchors) rebuildCRLs() {
 	}
 }
 
-// Trust returns the published trust material.
-func (a *anchors) Trust() *api.Trust { return a.trust.Load() }
+// Trust returns the published trust material (an api.TrustSource).
+func (a *Runtime) Trust() *api.Trust { return a.trust.Load() }
+
+// Publishers are the CRL publishers of the running issuing CAs and roots,
+// by SKI.
+func (a *Runtime) Publishers() map[string]*crl.Publisher {
+	out := map[string]*crl.Publisher{}
+	for ski, p := range *a.crls.Load() {
+		if ski != "" { // the active issuer, also listed under its SKI
+			out[ski] = p
+		}
+	}
+	return out
+}
 
 // transition changes the stored set with fn, applies the result and logs
 // it as an audit line.
-func (a *anchors) transition(ctx context.Context, op, id string, fn func(*store.AnchorSet) error) (*store.AnchorSet, error) {
+func (a *Runtime) transition(ctx context.Context, op, id string, fn func(*store.AnchorSet) error) (*store.AnchorSet, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// Every anchor whose state fn changes (an activation also moves the
@@ -498,12 +541,12 @@ func (e *appliedError) Error() string { return e.err.Error() }
 func (e *appliedError) Unwrap() error { return e.err }
 
 // ListAnchors implements api.AnchorAdmin.
-func (a *anchors) ListAnchors(ctx context.Context) ([]api.AnchorStatus, error) {
+func (a *Runtime) ListAnchors(ctx context.Context) ([]wire.AnchorStatus, error) {
 	set, err := a.st.Anchors(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.AnchorStatus, 0, len(set.Anchors))
+	out := make([]wire.AnchorStatus, 0, len(set.Anchors))
 	for i := range set.Anchors {
 		s, err := a.status(ctx, &set.Anchors[i])
 		if err != nil {
@@ -517,14 +560,14 @@ func (a *anchors) ListAnchors(ctx context.Context) ([]api.AnchorStatus, error) {
 // leafStats counts an issuer's unexpired certificates other than the
 // CA's own (its server and OCSP responder certificates, which it
 // replaces itself).
-func (a *anchors) leafStats(ctx context.Context, ski string) (int, time.Time, error) {
+func (a *Runtime) leafStats(ctx context.Context, ski string) (int, time.Time, error) {
 	st, err := a.st.IssuerStats(ctx, ski, time.Now())
 	if err != nil {
 		return 0, time.Time{}, err
 	}
 	n, last := 0, time.Time{}
 	for prov, c := range st.ByProvisioner {
-		if prov == serverProvisioner || prov == ca.ResponderProvisioner {
+		if prov == ServerProvisioner || prov == ca.ResponderProvisioner {
 			continue
 		}
 		n += c.Unexpired
@@ -535,12 +578,12 @@ func (a *anchors) leafStats(ctx context.Context, ski string) (int, time.Time, er
 	return n, last, nil
 }
 
-func (a *anchors) status(ctx context.Context, an *store.Anchor) (*api.AnchorStatus, error) {
+func (a *Runtime) status(ctx context.Context, an *store.Anchor) (*wire.AnchorStatus, error) {
 	p, err := parseAnchor(an)
 	if err != nil {
 		return nil, err
 	}
-	s := &api.AnchorStatus{ID: an.ID, State: string(an.State), RootSHA256: Fingerprint(p.root), IssuerSKI: an.IssuerSKI,
+	s := &wire.AnchorStatus{ID: an.ID, State: string(an.State), RootSHA256: fingerprint(p.root), IssuerSKI: an.IssuerSKI,
 		NotAfter: p.root.NotAfter, IssuerNotAfter: p.issuer.NotAfter, CrossSigned: p.cross != nil,
 		StagedAt: an.StagedAt, ActivatedAt: an.ActivatedAt, RetiringAt: an.RetiringAt, RetiredAt: an.RetiredAt}
 	if an.State != store.AnchorRetired {
@@ -571,7 +614,7 @@ func (a *anchors) status(ctx context.Context, an *store.Anchor) (*api.AnchorStat
 // StageAnchor implements api.AnchorAdmin: it creates keys and
 // certificates for a new anchor and stores it as staged, which publishes
 // its root at once.
-func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.AnchorStatus, error) {
+func (a *Runtime) StageAnchor(ctx context.Context, req wire.StageRequest) (*wire.AnchorStatus, error) {
 	if req.IntermediateOnly && req.CrossSign {
 		return nil, fmt.Errorf("%w: --cross-sign applies to a new root; an intermediate-only anchor already chains to the current root", ca.ErrAnchorState)
 	}
@@ -597,10 +640,10 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 	if kt == "" {
 		kt = ca.ECP256
 	}
-	newKeys := &newAnchorKeys{a: a, kt: kt}
+	newKeys := a.keys.New(kt)
 	an, err := func() (*store.Anchor, error) {
 		an := &store.Anchor{State: store.AnchorStaged, StagedAt: now}
-		issKey, issRef, err := newKeys.create(roleIssuing)
+		issKey, issRef, err := newKeys.Create(roleIssuing)
 		if err != nil {
 			return nil, err
 		}
@@ -609,11 +652,11 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 		if req.IntermediateOnly {
 			root = curP.root
 			an.RootKey = cur.RootKey
-			if rootKey, err = a.keys.load(roleRoot, cur.RootKey, false); err != nil {
+			if rootKey, err = a.keys.Load(roleRoot, cur.RootKey); err != nil {
 				return nil, fmt.Errorf("the current root's key: %w", err)
 			}
 		} else {
-			if rootKey, an.RootKey, err = newKeys.create(roleRoot); err != nil {
+			if rootKey, an.RootKey, err = newKeys.Create(roleRoot); err != nil {
 				return nil, err
 			}
 			if root, err = ca.NewRoot(org, tag, rootKey, now); err != nil {
@@ -625,7 +668,7 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 			return nil, err
 		}
 		if req.CrossSign {
-			oldRootKey, err := a.keys.load(roleRoot, cur.RootKey, false)
+			oldRootKey, err := a.keys.Load(roleRoot, cur.RootKey)
 			if err != nil {
 				return nil, fmt.Errorf("the current root's key: %w", err)
 			}
@@ -637,7 +680,7 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 		}
 		an.ID, an.Root, an.Issuer, an.IssuerKey, an.IssuerSKI = ca.AnchorID(iss), root.Raw, iss.Raw, issRef, skiHex(iss)
 		// Its JWT-SVID key, published from now on, signs from activation.
-		jwtKey, jwtRef, err := newKeys.create(roleJWT)
+		jwtKey, jwtRef, err := newKeys.Create(roleJWT)
 		if err != nil {
 			return nil, err
 		}
@@ -648,7 +691,7 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 		return an, nil
 	}()
 	if err != nil {
-		return nil, errors.Join(err, newKeys.cleanup())
+		return nil, errors.Join(err, newKeys.Cleanup())
 	}
 	set, err = a.transition(ctx, "stage", an.ID, func(set *store.AnchorSet) error {
 		if set.Find(an.ID) != nil {
@@ -662,24 +705,24 @@ func (a *anchors) StageAnchor(ctx context.Context, req api.StageRequest) (*api.A
 		// failure (a timeout, an error applying a stored state) the
 		// anchor may be stored, and its keys are what it needs.
 		if errors.Is(err, ca.ErrAnchorState) {
-			return nil, errors.Join(err, newKeys.cleanup())
+			return nil, errors.Join(err, newKeys.Cleanup())
 		}
 		a.log.Warn("staging failed after the keys were made; they are kept in case the anchor was stored", "anchor", an.ID,
-			"keys", strings.Join(newKeys.refs, ", "), "err", err)
+			"keys", strings.Join(newKeys.Refs(), ", "), "err", err)
 		return nil, err
 	}
 	return a.status(ctx, set.Find(an.ID))
 }
 
 // ActivateAnchor implements api.AnchorAdmin.
-func (a *anchors) ActivateAnchor(ctx context.Context, id string, force bool) (*api.AnchorStatus, error) {
+func (a *Runtime) ActivateAnchor(ctx context.Context, id string, force bool) (*wire.AnchorStatus, error) {
 	set, err := a.st.Anchors(ctx)
 	if err != nil {
 		return nil, err
 	}
 	// The new issuer must be usable here before anything is stored.
 	if an := set.Find(id); an != nil && an.State == store.AnchorStaged {
-		if _, err := a.keys.load(roleIssuing, an.IssuerKey, false); err != nil {
+		if _, err := a.keys.Load(roleIssuing, an.IssuerKey); err != nil {
 			return nil, fmt.Errorf("anchor %s: its issuing key cannot be loaded here, refusing to activate it: %w", id, err)
 		}
 	}
@@ -698,7 +741,7 @@ func (a *anchors) ActivateAnchor(ctx context.Context, id string, force bool) (*a
 }
 
 // RetireAnchor implements api.AnchorAdmin.
-func (a *anchors) RetireAnchor(ctx context.Context, id string, force bool) (*api.AnchorStatus, error) {
+func (a *Runtime) RetireAnchor(ctx context.Context, id string, force bool) (*wire.AnchorStatus, error) {
 	set, err := a.st.Anchors(ctx)
 	if err != nil {
 		return nil, err
@@ -733,3 +776,9 @@ func (a *anchors) RetireAnchor(ctx context.Context, id string, force bool) (*api
 }
 
 func skiHex(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SubjectKeyId) }
+
+// fingerprint is the SHA-256 of c, in hex.
+func fingerprint(c *x509.Certificate) string {
+	h := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(h[:])
+}
