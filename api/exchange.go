@@ -25,7 +25,6 @@ import (
 
 	"github.com/agentca/agentca/exchange"
 	"github.com/agentca/agentca/identity"
-	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/policy"
 	"github.com/agentca/agentca/store"
 	"github.com/agentca/agentca/wire"
@@ -87,7 +86,7 @@ func newExchanger(o ExchangeOptions) (*exchanger, error) {
 		return nil, errors.New("api: token exchange: a Validator is required")
 	}
 	if o.MaxChain <= 0 {
-		o.MaxChain = config.DefaultExchangeChain
+		o.MaxChain = exchange.DefaultMaxChain
 	}
 	return &exchanger{opts: o}, nil
 }

@@ -59,6 +59,9 @@ const (
 	Leeway = 5 * time.Second
 	// maxClaims bounds the string claims handed to the policy.
 	maxClaims = 64
+	// DefaultMaxChain is the most actors a token may name when the
+	// configuration says nothing (tokens.exchange.max_chain).
+	DefaultMaxChain = 4
 )
 
 // ErrUnavailable marks a failure that is not the token's fault (an

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/agentca/agentca/exchange"
 )
 
 // Exchange configures RFC 8693 token exchange at /v1/token
@@ -42,7 +44,7 @@ type ExchangeIssuer struct {
 
 // Exchange limits.
 const (
-	DefaultExchangeChain = 4
+	DefaultExchangeChain = exchange.DefaultMaxChain
 	MaxExchangeChain     = 16
 	maxExchangeIssuers   = 32
 )
