@@ -256,7 +256,8 @@ func TestTokenExchangeChain(t *testing.T) {
 	eventually(t, 5*time.Second, 50*time.Millisecond, "the tool to refuse the ended task's chain", func() bool {
 		return call(t, hcB, tool, t2).status == 401
 	})
-	if d := time.Since(ended); d > 2*time.Second {
+	// 200 ms of cache age plus the round trips of a loaded machine.
+	if d := time.Since(ended); d > 3*time.Second {
 		t.Errorf("the tool refused the ended task after %s", d)
 	}
 	wantRefused(t, "exchange after the task ended", exchangeAs(t, c, b, "subject_token", t1, "subject_token_type", atType,
