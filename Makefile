@@ -132,7 +132,9 @@ FUZZ_TARGETS := FuzzParseCSR:./ca/ FuzzDecodeSignRequest:./api/ FuzzOCSPHandler:
 	FuzzAWSAttest:./provisioners/awsiid/ FuzzAzureIMDSAttest:./provisioners/azureimds/ \
 	FuzzParseTokenRequest:./api/ FuzzJWTSVIDRequest:./api/ FuzzParse:./policy/ FuzzAuthorization:./verify/oauth/ \
 	FuzzReadBackup:./store/etcd/ FuzzRender:./workloads/ FuzzParseCgroup:./nodeagent/ \
-	FuzzCompileCondition:./policy/ FuzzParseExchangeRequest:./api/ FuzzParseAct:./exchange/ FuzzValidate:./exchange/
+	FuzzCompileCondition:./policy/ \
+	FuzzParseBundle:./federation/ FuzzBundleQuery:./api/ \
+	FuzzParseExchangeRequest:./api/ FuzzParseAct:./exchange/ FuzzValidate:./exchange/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($${t#*:})"; \

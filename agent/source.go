@@ -59,6 +59,13 @@ type Config struct {
 	// certificate must come with a receipt proving it is in the log
 	// (VerifyReceipt), or it is refused and the renewal retried.
 	LogKey crypto.PublicKey
+	// FederatesWith names foreign trust domains ("b.example") the CA is
+	// federated with whose peers this Source may authorise: their
+	// bundles are fetched from the CA (/v1/bundle?trust_domain=…) with
+	// the own bundle, served by GetX509BundleForTrustDomain and, with Dir,
+	// written as bundle.<td>.pem (federation.go). Nil: the own trust
+	// domain only.
+	FederatesWith []string
 }
 
 // ErrExpired is returned by Err when the certificate expired and the Source
@@ -79,6 +86,9 @@ type Source struct {
 	stapleKick chan struct{}
 	// pending is the key of the attempt under way (pending.go).
 	pending crypto.Signer
+	// federated are the bundles of cfg.FederatesWith (federation.go).
+	federatesWith []spiffeid.TrustDomain
+	federated     atomic.Pointer[federatedState]
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -123,11 +133,15 @@ func NewSource(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.KeyType == "" {
 		cfg.KeyType = "ec-p256"
 	}
+	var err error
 	s := &Source{cfg: cfg, log: cfg.Logger, now: make(chan struct{}, 1), stapleKick: make(chan struct{}, 1), done: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.trust.Store(newTrustState(cfg.Roots))
+	if s.federatesWith, err = ParseTrustDomains(cfg.FederatesWith); err != nil {
+		return nil, err
+	}
 	client, err := NewClient(cfg.CAURL, s.trust.Load().pool)
 	if err != nil {
 		return nil, err
@@ -139,6 +153,9 @@ func NewSource(ctx context.Context, cfg Config) (*Source, error) {
 		if err := s.enroll(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := s.refreshFederated(ctx); err != nil {
+		s.log.Warn("could not fetch every federated trust domain's bundle; their peers are refused until it is", "err", err)
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -278,6 +295,12 @@ func (s *Source) bundleLoop(ctx context.Context) {
 		wait = defaultBundleRefresh
 		if b.RefreshHint > 0 {
 			wait = b.RefreshHint
+		}
+		if hint, err := s.refreshFederated(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("could not refresh a federated trust domain's bundle; keeping the current one", "err", err)
+			wait = min(wait, retry)
+		} else if hint > 0 {
+			wait = min(wait, hint)
 		}
 		wait = min(max(wait, minBundleRefresh), maxBundleRefresh)
 	}

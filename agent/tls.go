@@ -30,13 +30,17 @@ func (s *Source) GetX509SVID() (*x509svid.SVID, error) {
 }
 
 // GetX509BundleForTrustDomain implements x509bundle.Source: every anchor
-// the CA currently publishes, for the Source's own trust domain.
+// the CA currently publishes, for the Source's own trust domain, and the
+// bundles of the federated trust domains named in Config.FederatesWith.
 func (s *Source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	own, err := spiffeid.FromString(s.creds.Load().SPIFFEID)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if td != own.TrustDomain() {
+		if b, ok := s.federatedBundle(td); ok {
+			return b, nil
+		}
 		return nil, fmt.Errorf("agent: no bundle for trust domain %q", td)
 	}
 	return x509bundle.FromX509Authorities(td, s.trust.Load().roots), nil

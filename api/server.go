@@ -29,6 +29,7 @@ import (
 	"github.com/agentca/agentca/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 )
 
 // Provisioner is a configured provisioner: the verifier with the limits
@@ -117,6 +118,9 @@ type Options struct {
 	// Workloads keeps the workload definitions (workload.go); nil serves
 	// neither their admin API nor the node agent endpoints.
 	Workloads WorkloadStore
+	// Federation holds the federated trust domains' bundles, served at
+	// /v1/bundle?trust_domain=… (federation.go); nil: none.
+	Federation spiffebundle.Source
 }
 
 // Server holds the handlers' state.
@@ -144,6 +148,7 @@ type Server struct {
 
 	workloads WorkloadStore
 	tlogStore LogReader // the stored log the CT endpoints read
+	federated spiffebundle.Source
 }
 
 // New checks opts and returns a Server.
@@ -160,7 +165,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{ca: opts.Authority, store: roles, log: opts.Logger, reg: opts.Registry, now: opts.Now,
 		ocsp: opts.OCSP, crls: opts.CRLs, rev: opts.Revocation, tlog: opts.Log, tlogStore: opts.LogReader,
-		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads}
+		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads, federated: opts.Federation}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -311,6 +316,10 @@ func (s *Server) roots(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawQuery != "" {
+		s.federatedBundle(w, r)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache")
 	_, _ = w.Write(s.trust.Load().Bundle)

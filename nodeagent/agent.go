@@ -38,6 +38,9 @@ type Config struct {
 	Roots func() []*x509.Certificate
 	// TrustDomain of the CA. Required.
 	TrustDomain spiffeid.TrustDomain
+	// Federated, when set, returns the bundles of the federated trust
+	// domains to hand to workloads (federation.go).
+	Federated func() map[spiffeid.TrustDomain][]*x509.Certificate
 	// KeyType of workload keys; empty means ec-p256.
 	KeyType string
 	// Poll is how often definitions and the bundle are checked; zero
@@ -62,6 +65,7 @@ type Agent struct {
 	loaded  bool
 	svids   map[string]*entry // by SPIFFE ID
 	bundle  [32]byte          // digest of the roots last seen
+	fedSum  [32]byte          // digest of the federated bundles last seen
 	changed chan struct{}     // closed and replaced at every change
 }
 
@@ -92,6 +96,7 @@ func New(cfg Config) (*Agent, error) {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.bundle = digest(cfg.Roots())
+	a.fedSum = a.federatedDigest()
 	return a, nil
 }
 
@@ -165,6 +170,13 @@ func (a *Agent) Run(ctx context.Context) {
 				a.notifyLocked()
 				a.mu.Unlock()
 				a.log.Info("trust bundle changed; pushing to streams")
+			}
+			if d := a.federatedDigest(); d != a.fedSum {
+				a.mu.Lock()
+				a.fedSum = d
+				a.notifyLocked()
+				a.mu.Unlock()
+				a.log.Info("federated bundles changed; pushing to streams")
 			}
 		}
 		a.rotate(ctx, now)

@@ -92,6 +92,17 @@ func (a *Agent) secrets(svids []*agent.Credentials, names []string) ([]*anypb.An
 			return nil, "", err
 		}
 	}
+	if want(AllSecret) {
+		s, state, err := a.allSecret() // federation.go; nil without federated bundles
+		if err != nil {
+			return nil, "", err
+		}
+		if s != nil {
+			if err := add(s, state); err != nil {
+				return nil, "", err
+			}
+		}
+	}
 	return out, key, nil
 }
 

@@ -163,7 +163,8 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload
 	var last []byte
 	return w.a.watch(stream.Context(), func(svids []*agent.Credentials) error {
 		bundle := concatDER(w.a.Bundle())
-		resp := &workload.X509SVIDResponse{}
+		fed := w.a.federatedDER()
+		resp := &workload.X509SVIDResponse{FederatedBundles: fed}
 		var state bytes.Buffer
 		for _, cr := range svids {
 			key, err := x509.MarshalPKCS8PrivateKey(cr.Key)
@@ -175,6 +176,9 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload
 			state.WriteString(cr.Serial + ",")
 		}
 		state.Write(bundle)
+		var fs strings.Builder
+		federatedState(&fs, fed)
+		state.WriteString(fs.String())
 		if bytes.Equal(state.Bytes(), last) {
 			return nil
 		}
@@ -187,10 +191,18 @@ func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream wo
 	var last []byte
 	return w.a.watch(stream.Context(), func([]*agent.Credentials) error {
 		bundle := concatDER(w.a.Bundle())
-		if bytes.Equal(bundle, last) {
+		fed := w.a.federatedDER()
+		var fs strings.Builder
+		federatedState(&fs, fed)
+		state := append(append([]byte(nil), bundle...), fs.String()...)
+		if bytes.Equal(state, last) {
 			return nil
 		}
-		last = bundle
-		return stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{w.a.cfg.TrustDomain.IDString(): bundle}})
+		last = state
+		bundles := map[string][]byte{w.a.cfg.TrustDomain.IDString(): bundle}
+		for id, b := range fed {
+			bundles[id] = b
+		}
+		return stream.Send(&workload.X509BundlesResponse{Bundles: bundles})
 	})
 }

@@ -206,7 +206,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	documented := map[string]bool{}
 	for _, n := range documentedMetrics(t) {
 		documented[n] = true
-		if !exposed[n] && !strings.HasPrefix(n, "agentca_etcd_") {
+		if !exposed[n] && !strings.HasPrefix(n, "agentca_etcd_") && !strings.HasPrefix(n, "agentca_federation_") {
 			missing = append(missing, n)
 		}
 	}

@@ -94,6 +94,15 @@ type Options struct {
 	// HTTPClient fetches OCSP, CRLs and roots; nil means a client with a
 	// 2 s timeout.
 	HTTPClient *http.Client
+	// FederatesWith names foreign trust domains ("b.example") whose
+	// peers may be accepted: their bundles come from BundleURL with
+	// ?trust_domain=…, else bundle.<td>.pem beside BundleFile, else
+	// FederatedRoots, and are refreshed with the own bundle
+	// (federation.go). Authorize nil then accepts members of these too.
+	FederatesWith []string
+	// FederatedRoots are fixed anchors of federated trust domains named
+	// in FederatesWith, by trust domain name.
+	FederatedRoots map[string][]*x509.Certificate
 	// Now nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -117,6 +126,10 @@ type Verifier struct {
 	// jwt holds the JWT-SVID keys of the last bundle fetched from
 	// BundleURL (jwtsvid.go).
 	jwt atomic.Pointer[jwtbundle.Bundle]
+
+	// fedTDs are Options.FederatesWith; federated their bundles.
+	fedTDs    []spiffeid.TrustDomain
+	federated atomic.Pointer[federatedBundles]
 }
 
 // New builds a Verifier and starts refreshing the bundle when a source to
@@ -140,10 +153,13 @@ func New(opts Options) (*Verifier, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Authorize == nil {
-		opts.Authorize = tlsconfig.AuthorizeMemberOf(td)
-	}
 	v.opts, v.td = opts, td
+	if err := v.initFederation(); err != nil {
+		return nil, err
+	}
+	if v.opts.Authorize == nil {
+		v.opts.Authorize = v.defaultAuthorizer()
+	}
 	v.rev = &revocationChecker{opts: &v.opts}
 	roots := opts.Roots
 	if len(roots) == 0 && opts.BundleFile != "" {
@@ -155,6 +171,9 @@ func New(opts Options) (*Verifier, error) {
 		return nil, errors.New("verify: Roots or BundleFile is required")
 	}
 	v.bundle.Store(x509bundle.FromX509Authorities(td, roots))
+	if err := v.refreshFederated(context.Background()); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	v.cancel = cancel
 	if opts.BundleFile != "" || opts.RootsURL != "" || opts.BundleURL != "" {
@@ -180,6 +199,9 @@ func (v *Verifier) Roots() []*x509.Certificate { return v.bundle.Load().X509Auth
 // GetX509BundleForTrustDomain implements go-spiffe's x509bundle.Source.
 func (v *Verifier) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	if td != v.td {
+		if b, ok := v.federatedBundle(td); ok {
+			return b, nil
+		}
 		return nil, fmt.Errorf("verify: no bundle for trust domain %q", td)
 	}
 	return v.bundle.Load(), nil
@@ -297,7 +319,7 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 		return errors.New("verify: refreshed bundle is empty")
 	}
 	v.bundle.Store(x509bundle.FromX509Authorities(v.td, roots))
-	return nil
+	return v.refreshFederated(ctx)
 }
 
 func (v *Verifier) fetchRoots(ctx context.Context) ([]*x509.Certificate, error) {

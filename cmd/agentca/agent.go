@@ -61,6 +61,7 @@ func enrollCommand() *cli.Command {
 			&cli.BoolFlag{Name: "daemon", Usage: "stay up and renew at 2/3 of the lifetime (SIGHUP renews now, SIGTERM exits 0)", EnvVars: []string{"AGENTCA_DAEMON"}},
 			&cli.StringFlag{Name: "log-key", Usage: "the CA's issuance-log public key (log.pub.pem): refuse any certificate whose log receipt does not verify", EnvVars: []string{"AGENTCA_LOG_KEY"}},
 			&cli.StringFlag{Name: "on-renew", Usage: "with --daemon, shell command run after each renewal", EnvVars: []string{"AGENTCA_ON_RENEW"}},
+			federatesWithFlag(),
 		),
 		Action: enroll,
 	}
@@ -89,6 +90,10 @@ func enroll(c *cli.Context) error {
 	if c.String("on-renew") != "" && !c.Bool("daemon") {
 		return usagef("--on-renew needs --daemon")
 	}
+	federated, err := federatesWith(c)
+	if err != nil {
+		return err
+	}
 	log, err := newLogger(c, config.LogConfig{})
 	if err != nil {
 		return err
@@ -113,7 +118,7 @@ func enroll(c *cli.Context) error {
 	}
 	cfg := agent.Config{LogKey: logKey,
 		CAURL: caURL, Roots: roots, Provisioner: provisioner, Attest: kind.attest(c, caURL, roots, provisioner),
-		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: out, Task: c.String("task"),
+		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: out, Task: c.String("task"), FederatesWith: federated,
 	}
 	if !c.Bool("daemon") {
 		src, err := agent.NewSource(c.Context, cfg)

@@ -28,6 +28,7 @@ func nodeAgentCommand() *cli.Command {
 			&cli.StringFlag{Name: "kubelet-token-file", Usage: "bearer token for the kubelet (re-read at each request)", EnvVars: []string{"AGENTCA_KUBELET_TOKEN_FILE"}},
 			&cli.StringFlag{Name: "kubelet-ca-file", Usage: "PEM roots to verify the kubelet's certificate (default: the system's)", EnvVars: []string{"AGENTCA_KUBELET_CA_FILE"}},
 			&cli.DurationFlag{Name: "poll-interval", Usage: "how often to fetch the workload definitions and check the bundle", Value: 2 * time.Second, EnvVars: []string{"AGENTCA_POLL_INTERVAL"}},
+			federatesWithFlag(),
 		),
 		Action: nodeAgent,
 	}
@@ -51,6 +52,10 @@ func nodeAgent(c *cli.Context) error {
 	if p := c.Duration("poll-interval"); p < 100*time.Millisecond || p > time.Minute {
 		return usagef("--poll-interval must be between 100ms and 1m")
 	}
+	federated, err := federatesWith(c)
+	if err != nil {
+		return err
+	}
 	kubelet, err := kubeletFromFlags(c)
 	if err != nil {
 		return err
@@ -71,7 +76,7 @@ func nodeAgent(c *cli.Context) error {
 		return err
 	}
 	cfg := agent.Config{CAURL: caURL, Roots: roots, Provisioner: provisioner, Attest: kind.attest(c, caURL, roots, provisioner),
-		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: dir}
+		KeyType: c.String("key-type"), TTL: c.Duration("ttl"), Dir: dir, FederatesWith: federated}
 	resume(c, &cfg, kind, roots, log)
 	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
@@ -89,7 +94,7 @@ func nodeAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	na, err := nodeagent.New(nodeagent.Config{CA: ca, Roots: src.Roots, TrustDomain: node.TrustDomain(),
+	na, err := nodeagent.New(nodeagent.Config{CA: ca, Roots: src.Roots, TrustDomain: node.TrustDomain(), Federated: src.FederatedBundles,
 		KeyType: c.String("key-type"), Poll: c.Duration("poll-interval"), Kubelet: kubelet, Logger: log})
 	if err != nil {
 		return err

@@ -82,6 +82,7 @@ type Config struct {
 	Policy         Policy        `json:"policy,omitzero"`
 	Limits         Limits        `json:"limits,omitzero"`
 	JWTSVID        JWTSVID       `json:"jwt_svid,omitzero"`
+	Federation     []Federation  `json:"federation,omitempty"`
 }
 
 // Keys says where each CA key lives: a PEM file (a path, relative to the
@@ -541,6 +542,7 @@ func (c *Config) Validate() error {
 	c.validateExchange(bad)
 	c.Limits.validate(bad)
 	c.validateJWTSVID(bad)
+	c.validateFederation(bad)
 	return errors.Join(errs...)
 }
 

@@ -255,16 +255,23 @@ func (d *daemon) checkConfig(context.Context) error {
 
 // buildAPI builds the revocation service and the API over everything
 // before.
-func (d *daemon) buildAPI(context.Context) error {
+func (d *daemon) buildAPI(ctx context.Context) error {
 	cfg, st := d.cfg, d.st
 	rev, err := d.revocation()
 	if err != nil {
 		return err
 	}
+	// SPIFFE federation (federation.go): foreign bundles, fetched in the
+	// background until Serve returns.
+	fed, stopFed, err := startFederation(ctx, d.dir, cfg, st, d.reg, d.log)
+	if err != nil {
+		return err
+	}
+	d.onClose(stopFed)
 	srv, err := api.New(api.Options{Authority: d.authority, Store: st, Trust: d.anchors, Provisioners: d.provs, Logger: d.log, Registry: d.reg,
 		OCSP: d.responder, CRLs: d.anchors, Admins: cfg.Admins, Log: d.tlog, LogReader: st, Anchors: d.anchors,
 		Tokens: d.tokens, JWTSVID: jwtSVIDOptions(cfg), Revocation: rev, Workloads: st,
-		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second))})
+		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second)), Federation: fed})
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests = append(tests, lineageTests...)
 	tests = append(tests, workloadTests...)
 	tests = append(tests, checkTests...)
+	tests = append(tests, federationTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
