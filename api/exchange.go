@@ -360,7 +360,8 @@ func (s *Server) tokenClient(r *http.Request, a *tokenAudit) (*x509.Certificate,
 // token, which must name the caller itself.
 func (s *Server) validateSubject(r *http.Request, a *exchangeAudit, req *ExchangeRequest, rec *store.Certificate) (*exchange.Subject, *OAuthError) {
 	svid := s.jwtSVIDKeys()
-	sub, err := s.exch.opts.Validator.Validate(r.Context(), req.SubjectToken, req.SubjectTokenType, rec.SPIFFEID, svid)
+	caller := exchange.Caller{SPIFFEID: rec.SPIFFEID, Thumbprint: Thumbprint(rec.DER)}
+	sub, err := s.exch.opts.Validator.Validate(r.Context(), req.SubjectToken, req.SubjectTokenType, caller, svid)
 	if oe := tokenRefusal(a, "subject_token", err); oe != nil {
 		return nil, oe
 	}
@@ -370,7 +371,7 @@ func (s *Server) validateSubject(r *http.Request, a *exchangeAudit, req *Exchang
 		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidRequest, "the subject_token's may_act claim names another actor than the client")
 	}
 	if req.ActorToken != "" {
-		act, err := s.exch.opts.Validator.Validate(r.Context(), req.ActorToken, req.ActorTokenType, rec.SPIFFEID, svid)
+		act, err := s.exch.opts.Validator.Validate(r.Context(), req.ActorToken, req.ActorTokenType, caller, svid)
 		if oe := tokenRefusal(a, "actor_token", err); oe != nil {
 			return nil, oe
 		}

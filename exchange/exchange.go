@@ -13,6 +13,7 @@ package exchange
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -242,13 +243,21 @@ type payload struct {
 	} `json:"may_act"`
 }
 
-// Validate checks raw, presented with tokenType, to the CA by the agent
-// recipient (the caller's SPIFFE ID). svidKeys are the JWT-SVID keys now
-// published (nil: none). Audience rules: an identity provider's token
-// must name the configured audience; this CA's tokens and JWT-SVIDs must
-// name the CA (its token issuer) or the recipient. An error is an *Error
-// (the token is refused) or wraps ErrUnavailable.
-func (v *Validator) Validate(ctx context.Context, raw, tokenType, recipient string, svidKeys *StaticKeys) (*Subject, error) {
+// Caller is the agent presenting a token: its SPIFFE ID and the
+// x5t#S256 of its certificate.
+type Caller struct {
+	SPIFFEID, Thumbprint string
+}
+
+// Validate checks raw, presented with tokenType, to the CA by caller.
+// svidKeys are the JWT-SVID keys now published (nil: none). Audience
+// rules: an identity provider's token must name the configured audience;
+// this CA's tokens and JWT-SVIDs must name the caller's SPIFFE ID (they
+// were handed to it), or name the CA and be the caller's own (an access
+// token bound to its certificate, a JWT-SVID for its SPIFFE ID), so that
+// a token lifted from one agent cannot be exchanged by another. An error
+// is an *Error (the token is refused) or wraps ErrUnavailable.
+func (v *Validator) Validate(ctx context.Context, raw, tokenType string, caller Caller, svidKeys *StaticKeys) (*Subject, error) {
 	switch tokenType {
 	case TypeJWT, TypeAccessToken, TypeIDToken:
 	default:
@@ -279,8 +288,13 @@ func (v *Validator) Validate(ctx context.Context, raw, tokenType, recipient stri
 	s := &Subject{TokenIssuer: peek.Issuer}
 	var keys keySource
 	var algs []jose.SignatureAlgorithm
+	ownOnly := false // the token names the CA, not the caller: the caller's own only
 	audOK := func(aud jwt.Audience) bool {
-		return aud.Contains(v.cfg.TokenIssuer) || (recipient != "" && aud.Contains(recipient))
+		if caller.SPIFFEID != "" && aud.Contains(caller.SPIFFEID) {
+			return true
+		}
+		ownOnly = aud.Contains(v.cfg.TokenIssuer)
+		return ownOnly
 	}
 	switch {
 	case peek.Issuer == v.cfg.TokenIssuer && isAT:
@@ -314,7 +328,25 @@ func (v *Validator) Validate(ctx context.Context, raw, tokenType, recipient stri
 		}
 		return nil, &Error{Reason: "the signature does not verify", Err: err}
 	}
-	return s, v.claims(s, &p, body, audOK)
+	if err := v.claims(s, &p, body, audOK); err != nil {
+		return nil, err
+	}
+	if ownOnly && !owned(s, caller) {
+		return nil, refuse("a token addressed to the CA may be exchanged only by the agent it was issued to (name the next agent's SPIFFE ID as its audience)")
+	}
+	return s, nil
+}
+
+// owned reports whether s, a token of this CA, is caller's own: an
+// access token bound to its certificate, a JWT-SVID for its SPIFFE ID.
+func owned(s *Subject, c Caller) bool {
+	switch s.Kind {
+	case KindAccessToken:
+		return c.Thumbprint != "" && subtle.ConstantTimeCompare([]byte(s.Cnf), []byte(c.Thumbprint)) == 1
+	case KindJWTSVID:
+		return c.SPIFFEID != "" && s.Subject == c.SPIFFEID
+	}
+	return false
 }
 
 // claims checks the verified payload and fills s.

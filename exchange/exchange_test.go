@@ -107,25 +107,37 @@ func (f *fixture) caToken(kv ...any) map[string]any {
 func TestValidate(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	s, err := f.v.Validate(ctx, sign(t, f.idpKey, "idp", "JWT", f.user()), exchange.TypeJWT, agentA, f.svid)
+	s, err := f.v.Validate(ctx, sign(t, f.idpKey, "idp", "JWT", f.user()), exchange.TypeJWT, exchange.Caller{SPIFFEID: agentA}, f.svid)
 	if err != nil || s.Kind != exchange.KindUser || s.Subject != "alice" || s.Type != exchange.SubjectUser || s.Issuer != idp ||
 		!s.HasScope || len(s.Scope) != 1 || s.Claims["email"] != "alice@example.org" || len(s.Actors) != 0 || s.Task != "" {
 		t.Fatalf("user token: %+v %v", s, err)
 	}
-	s, err = f.v.Validate(ctx, sign(t, f.caKey, "ca", "at+jwt", f.caToken()), exchange.TypeAccessToken, agentB, f.svid)
+	s, err = f.v.Validate(ctx, sign(t, f.caKey, "ca", "at+jwt", f.caToken()), exchange.TypeAccessToken, exchange.Caller{SPIFFEID: agentB}, f.svid)
 	if err != nil || s.Kind != exchange.KindAccessToken || s.Subject != "alice" || s.Type != exchange.SubjectUser ||
 		exchange.Chain(s.Actors) != agentA || s.Task != "t-1" || s.Cnf != "abc" {
 		t.Fatalf("CA token: %+v %v", s, err)
 	}
 	s, err = f.v.Validate(ctx, sign(t, f.svidKey, "svid", "JWT", map[string]any{"iss": svidIss, "sub": agentA, "aud": agentB,
-		"iat": f.now.Unix(), "exp": f.now.Add(time.Minute).Unix()}), exchange.TypeJWT, agentB, f.svid)
+		"iat": f.now.Unix(), "exp": f.now.Add(time.Minute).Unix()}), exchange.TypeJWT, exchange.Caller{SPIFFEID: agentB}, f.svid)
 	if err != nil || s.Kind != exchange.KindJWTSVID || s.Subject != agentA || s.Type != exchange.SubjectWorkload || s.HasScope {
 		t.Fatalf("JWT-SVID: %+v %v", s, err)
 	}
 
+	// A token addressed to the CA: only its own holder may exchange it.
+	toCA := sign(t, f.caKey, "ca", "at+jwt", f.caToken("aud", caIss))
+	if _, err := f.v.Validate(ctx, toCA, exchange.TypeAccessToken, exchange.Caller{SPIFFEID: agentA, Thumbprint: "abc"}, f.svid); err != nil {
+		t.Fatalf("a CA-addressed token by its holder: %v", err)
+	}
+	svidToCA := sign(t, f.svidKey, "svid", "JWT", map[string]any{"iss": svidIss, "sub": agentA, "aud": caIss,
+		"iat": f.now.Unix(), "exp": f.now.Add(time.Minute).Unix()})
+	if _, err := f.v.Validate(ctx, svidToCA, exchange.TypeJWT, exchange.Caller{SPIFFEID: agentA}, f.svid); err != nil {
+		t.Fatalf("a CA-addressed JWT-SVID by its subject: %v", err)
+	}
 	for _, tc := range []struct {
 		name, token, typ, recipient, want string
 	}{
+		{"CA-addressed token, another holder", toCA, exchange.TypeAccessToken, agentB, "only by the agent it was issued to"},
+		{"CA-addressed JWT-SVID, another agent", svidToCA, exchange.TypeJWT, agentB, "only by the agent it was issued to"},
 		{"untrusted issuer", sign(t, f.outside, "idp", "JWT", f.user("iss", "https://other.example")), exchange.TypeJWT, agentA, "not trusted"},
 		{"other key", sign(t, f.outside, "idp", "JWT", f.user()), exchange.TypeJWT, agentA, "signature"},
 		{"expired", sign(t, f.idpKey, "idp", "JWT", f.user("exp", f.now.Add(-time.Minute).Unix())), exchange.TypeJWT, agentA, "expired"},
@@ -144,7 +156,7 @@ func TestValidate(t *testing.T) {
 		{"unknown type", sign(t, f.idpKey, "idp", "JWT", f.user()), "urn:x", agentA, "not supported"},
 		{"alg none", "eyJhbGciOiJub25lIn0." + strings.TrimRight(jsonB64(f.user()), "=") + ".", exchange.TypeJWT, agentA, "algorithm"},
 	} {
-		_, err := f.v.Validate(ctx, tc.token, tc.typ, tc.recipient, f.svid)
+		_, err := f.v.Validate(ctx, tc.token, tc.typ, exchange.Caller{SPIFFEID: tc.recipient}, f.svid)
 		var e *exchange.Error
 		if !errors.As(err, &e) || !strings.Contains(e.Reason, tc.want) {
 			t.Errorf("%s: %v, want a refusal containing %q", tc.name, err, tc.want)
@@ -210,7 +222,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add(sign(f, fx.outside, "ca", "at+jwt", fx.caToken()))
 	f.Add("a.b.c")
 	f.Fuzz(func(t *testing.T, tok string) {
-		s, err := fx.v.Validate(context.Background(), tok, exchange.TypeJWT, agentB, fx.svid)
+		s, err := fx.v.Validate(context.Background(), tok, exchange.TypeJWT, exchange.Caller{SPIFFEID: agentB}, fx.svid)
 		if err == nil {
 			t.Fatalf("accepted %q: %+v", tok, s)
 		}

@@ -81,7 +81,7 @@ func TestRemoteKeys(t *testing.T) {
 	}
 	ctx := context.Background()
 	for range 3 {
-		if _, err := v.Validate(ctx, sign(t, k1, "k1", "JWT", claims()), exchange.TypeJWT, agentA, nil); err != nil {
+		if _, err := v.Validate(ctx, sign(t, k1, "k1", "JWT", claims()), exchange.TypeJWT, exchange.Caller{SPIFFEID: agentA}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -91,7 +91,7 @@ func TestRemoteKeys(t *testing.T) {
 	// Made-up kids: one fetch per 10 s at most.
 	bogus, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	for range 20 {
-		if _, err := v.Validate(ctx, sign(t, bogus, "nope", "JWT", claims()), exchange.TypeJWT, agentA, nil); err == nil {
+		if _, err := v.Validate(ctx, sign(t, bogus, "nope", "JWT", claims()), exchange.TypeJWT, exchange.Caller{SPIFFEID: agentA}, nil); err == nil {
 			t.Fatal("a token of an unknown key was accepted")
 		}
 	}
@@ -100,15 +100,15 @@ func TestRemoteKeys(t *testing.T) {
 	}
 	// A rotation: the new key is fetched once the 10 s have passed.
 	k2 := srv.addKey("k2")
-	if _, err := v.Validate(ctx, sign(t, k2, "k2", "JWT", claims()), exchange.TypeJWT, agentA, nil); err == nil {
+	if _, err := v.Validate(ctx, sign(t, k2, "k2", "JWT", claims()), exchange.TypeJWT, exchange.Caller{SPIFFEID: agentA}, nil); err == nil {
 		t.Fatal("accepted within the 10 s (no fetch should have happened)")
 	}
 	clock.Add(int64(11 * time.Second))
-	if _, err := v.Validate(ctx, sign(t, k2, "k2", "JWT", claims()), exchange.TypeJWT, agentA, nil); err != nil {
+	if _, err := v.Validate(ctx, sign(t, k2, "k2", "JWT", claims()), exchange.TypeJWT, exchange.Caller{SPIFFEID: agentA}, nil); err != nil {
 		t.Fatalf("after the rotation: %v", err)
 	}
 	for range 5 {
-		_, _ = v.Validate(ctx, sign(t, bogus, "nope", "JWT", claims()), exchange.TypeJWT, agentA, nil)
+		_, _ = v.Validate(ctx, sign(t, bogus, "nope", "JWT", claims()), exchange.TypeJWT, exchange.Caller{SPIFFEID: agentA}, nil)
 	}
 	if n := srv.fetches.Load(); n != 2 {
 		t.Fatalf("%d fetches, want 2 (the first, the rotation)", n)
@@ -123,7 +123,7 @@ func TestRemoteKeys(t *testing.T) {
 	}
 	c := claims()
 	c["iss"] = srv2.ts.URL
-	if _, err := v2.Validate(ctx, sign(t, k1, "k1", "JWT", c), exchange.TypeJWT, agentA, nil); !errors.Is(err, exchange.ErrUnavailable) {
+	if _, err := v2.Validate(ctx, sign(t, k1, "k1", "JWT", c), exchange.TypeJWT, exchange.Caller{SPIFFEID: agentA}, nil); !errors.Is(err, exchange.ErrUnavailable) {
 		t.Fatalf("discovery over untrusted TLS: %v, want ErrUnavailable", err)
 	}
 }

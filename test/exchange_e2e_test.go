@@ -311,6 +311,10 @@ func TestTokenExchangeRefusesSubjectTokens(t *testing.T) {
 		wantRefused(t, tc.name, exchangeAs(t, c, a, "subject_token", tc.token, "subject_token_type", jwtType,
 			"audience", idAgentB), 400, "invalid_request", tc.desc)
 	}
+	// A's token addressed to the CA, lifted by B: only A may exchange it.
+	b := agentCreds(t, c, idAgentB)
+	wantRefused(t, "a lifted CA-addressed token", exchangeAs(t, c, b, "subject_token", tokenGetCert(t, c, a, "audience", c.URL),
+		"subject_token_type", atType, "audience", idAgentC), 400, "invalid_request", "only by the agent it was issued to")
 	// may_act naming the caller: accepted.
 	wantExchanged(t, exchangeAs(t, c, a, "subject_token", idp.sign(with("may_act", map[string]any{"sub": idAgentA}), nil),
 		"subject_token_type", jwtType, "scope", "tools.read", "audience", idAgentB))
