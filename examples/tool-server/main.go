@@ -61,7 +61,7 @@ type Options struct {
 	// AllowDelegation accepts delegated tokens (token exchange): the
 	// answer then says who acts for whom.
 	AllowDelegation bool
-	Log          *slog.Logger
+	Log             *slog.Logger
 	// Ready, when set, gets the listening address.
 	Ready func(addr string)
 }
