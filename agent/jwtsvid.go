@@ -33,6 +33,12 @@ func (c *Client) JWTSVID(ctx context.Context, cur *tls.Certificate, audience []s
 	roots, _ := c.state()
 	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
 	defer hc.CloseIdleConnections()
+	return c.jwtSVID(ctx, hc, audience, ttl)
+}
+
+// jwtSVID posts the request on hc, whose TLS client certificate is the
+// SVID asking.
+func (c *Client) jwtSVID(ctx context.Context, hc *http.Client, audience []string, ttl time.Duration) (*JWTSVID, error) {
 	body := wire.JWTSVIDRequest{Audience: audience}
 	if ttl > 0 {
 		body.TTL = ttl.String()

@@ -22,6 +22,8 @@ type NodeClient struct {
 	mu   sync.Mutex
 	pool *x509.CertPool
 	hc   *http.Client
+
+	svidConns svidConns // workload_jwt.go
 }
 
 // NewNodeClient returns a client for the CA at caURL that verifies the CA

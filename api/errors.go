@@ -86,9 +86,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		writeError(w, errorf(http.StatusInternalServerError, CodeInternal, "cannot encode the response"))
 		return
 	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	// A sign response with its receipt is larger than net/http's
+	// 2 KB before it would chunk: with the length, it goes out in one
+	// piece, without the chunk framing.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
 }
 
 // decodeJSON reads a JSON object of at most MaxBody bytes into v, refusing

@@ -46,6 +46,9 @@ type Config struct {
 	// Poll is how often definitions and the bundle are checked; zero
 	// means 2s (changes reach callers within that, plus a renewal).
 	Poll time.Duration
+	// JWT, when set, serves the Workload API's JWT methods (jwt.go);
+	// without it they answer Unimplemented.
+	JWT JWTCA
 	// Kubelet, when set, adds the caller's pod's k8s selectors.
 	Kubelet *Kubelet
 	// Logger nil discards.
@@ -67,6 +70,10 @@ type Agent struct {
 	bundle  [32]byte          // digest of the roots last seen
 	fedSum  [32]byte          // digest of the federated bundles last seen
 	changed chan struct{}     // closed and replaced at every change
+
+	jwt     jwtState  // jwt.go
+	encoded encodings // encode.go
+	chains  chains    // compact.go
 }
 
 // entry is one SPIFFE ID's SVID.
@@ -164,6 +171,9 @@ func (a *Agent) Run(ctx context.Context) {
 			if err := a.Refresh(ctx); err != nil && ctx.Err() == nil {
 				a.log.Warn("fetching workload definitions failed", "err", err)
 			}
+			if err := a.RefreshJWTBundle(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("fetching the JWT-SVID keys failed", "err", err)
+			}
 			if d := digest(a.cfg.Roots()); d != a.bundle {
 				a.mu.Lock()
 				a.bundle = d
@@ -251,6 +261,7 @@ func (a *Agent) signLocked(ctx context.Context, e *entry) (*agent.Credentials, e
 	if err != nil {
 		return nil, err
 	}
+	a.chains.compact(cr)
 	a.mu.Lock()
 	e.creds, e.got = cr, time.Now()
 	a.mu.Unlock()

@@ -52,8 +52,8 @@ func (h *hashCache) UnixSelectors(c Caller) ([]string, error) {
 }
 
 // hashCache remembers executables' SHA-256 by file identity (device,
-// inode, size, modification time), so a caller's binary is hashed once,
-// and user and group names for nameTTL.
+// inode, size, modification and change times), so a caller's binary is
+// hashed once, and user and group names for nameTTL.
 type hashCache struct {
 	mu    sync.Mutex
 	m     map[fileID]string
@@ -96,12 +96,24 @@ func (h *hashCache) name(kind, id string) string {
 }
 
 type fileID struct {
-	dev, ino uint64
-	size     int64
-	mtime    int64
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
 }
 
 func (h *hashCache) sum(path string) (string, error) {
+	// A stat through the link names the same file an open would: when
+	// that version was hashed already, one system call is enough.
+	if fi, err := os.Stat(path); err == nil {
+		if id, ok := fileIDOf(fi); ok {
+			h.mu.Lock()
+			s, ok := h.m[id]
+			h.mu.Unlock()
+			if ok {
+				return s, nil
+			}
+		}
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -111,11 +123,10 @@ func (h *hashCache) sum(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
+	id, ok := fileIDOf(fi)
 	if !ok {
 		return "", errors.New("nodeagent: no file identity")
 	}
-	id := fileID{dev: uint64(st.Dev), ino: st.Ino, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
 	h.mu.Lock()
 	s, ok := h.m[id]
 	h.mu.Unlock()
@@ -134,4 +145,17 @@ func (h *hashCache) sum(path string) (string, error) {
 	h.m[id] = s
 	h.mu.Unlock()
 	return s, nil
+}
+
+// fileIDOf is the identity of a file version: device, inode, size,
+// modification time, and change time (which a write or a utimes call
+// moves, and which no one but the kernel sets: a binary rewritten in place
+// with its size and mtime restored is hashed again).
+func fileIDOf(fi os.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino, size: fi.Size(), mtime: fi.ModTime().UnixNano(),
+		ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec}, true
 }

@@ -1,8 +1,7 @@
 package nodeagent
 
 // The SPIFFE Workload API (gRPC service SpiffeWorkloadAPI) on the unix
-// socket. X.509 only: the JWT methods answer Unimplemented until agentca
-// issues JWT-SVIDs.
+// socket. The JWT methods are in jwt.go.
 
 import (
 	"bytes"
@@ -167,12 +166,11 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload
 		resp := &workload.X509SVIDResponse{FederatedBundles: fed}
 		var state bytes.Buffer
 		for _, cr := range svids {
-			key, err := x509.MarshalPKCS8PrivateKey(cr.Key)
+			enc, err := w.a.encoded.get(cr)
 			if err != nil {
 				return status.Error(codes.Internal, "cannot encode the key")
 			}
-			chain := append([]*x509.Certificate{cr.Leaf}, cr.Chain...)
-			resp.Svids = append(resp.Svids, &workload.X509SVID{SpiffeId: cr.SPIFFEID, X509Svid: concatDER(chain), X509SvidKey: key, Bundle: bundle})
+			resp.Svids = append(resp.Svids, &workload.X509SVID{SpiffeId: cr.SPIFFEID, X509Svid: enc.chain, X509SvidKey: enc.key, Bundle: bundle})
 			state.WriteString(cr.Serial + ",")
 		}
 		state.Write(bundle)

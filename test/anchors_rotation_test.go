@@ -440,7 +440,9 @@ func testRotation(t *testing.T, mode rotationMode) {
 		if f != 0 {
 			t.Errorf("%s: %d of %d handshakes failed during the rotation:\n%v", c.name, f, n, c.errs)
 		}
-		if n < 100 {
+		// At least a few per second of the rotation: on a loaded 2-core
+		// machine under -race a handshake (with OCSP) takes up to 200 ms.
+		if n < 40 {
 			t.Errorf("%s: only %d handshakes", c.name, n)
 		}
 		t.Logf("%s: %d handshakes, %d failed; %d server and %d client renewals", c.name, n, f, serverRenewals.Load(), clientRenewals.Load())

@@ -190,3 +190,26 @@ func TestParseLeafErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestNewLeafEncoding: NewLeaf's encoding is byte for byte what
+// tls.Marshal makes of the same MerkleTreeLeaf, at the length-prefix
+// boundaries too, and parses back to it.
+func TestNewLeafEncoding(t *testing.T) {
+	der, _ := testCert(t, "spiffe://example.org/agent/enc")
+	for _, d := range [][]byte{der, {0x30}, make([]byte, 255), make([]byte, 256), make([]byte, 1<<16), make([]byte, 1<<24-1)} {
+		for _, ts := range []uint64{0, 1767225600000, 1<<64 - 1} {
+			l, err := NewLeaf(d, ts)
+			if err != nil {
+				t.Fatalf("NewLeaf(%d bytes, %d): %v", len(d), ts, err)
+			}
+			want := mustMarshal(t, *ct.CreateX509MerkleTreeLeaf(ct.ASN1Cert{Data: d}, ts))
+			if !bytes.Equal(l.Input, want) {
+				t.Fatalf("NewLeaf(%d bytes, %d) encodes %x..., tls.Marshal %x...", len(d), ts, l.Input[:min(len(l.Input), 24)], want[:min(len(want), 24)])
+			}
+			back, err := ParseLeaf(l.Input)
+			if err != nil || !bytes.Equal(back.Hash, l.Hash) || back.Timestamp() != ts || !bytes.Equal(back.Certificate(), d) {
+				t.Fatalf("ParseLeaf(NewLeaf(%d bytes, %d)) = %v, %v", len(d), ts, back, err)
+			}
+		}
+	}
+}

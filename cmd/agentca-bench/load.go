@@ -29,8 +29,9 @@ import (
 type load struct {
 	d      *daemon
 	opts   options
-	csrs   [][]byte // JSON string literals of PEM CSRs, ready to splice
-	tokens []string // unused join tokens, consumed from next
+	csrs   [][]byte        // JSON string literals of PEM CSRs, ready to splice
+	keys   []crypto.Signer // the CSRs' keys (renewal with a fresh key)
+	tokens []string        // unused join tokens, consumed from next
 	next   int
 	chunks int
 }
@@ -73,6 +74,7 @@ func newLoad(ctx context.Context, d *daemon, opts options) (*load, error) {
 	l := &load{d: d, opts: opts}
 	logf("generating %d P-256 keys and CSRs (reused across requests)", opts.csrPool)
 	l.csrs = make([][]byte, opts.csrPool)
+	l.keys = make([]crypto.Signer, opts.csrPool)
 	for i := range l.csrs {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -84,6 +86,7 @@ func newLoad(ctx context.Context, d *daemon, opts options) (*load, error) {
 		}
 		lit, _ := json.Marshal(csr)
 		l.csrs[i] = lit
+		l.keys[i] = key
 	}
 	return l, ctx.Err()
 }
@@ -402,6 +405,12 @@ func (a *agent) current() *tls.Certificate {
 // renewedTo makes the leaf in a renewal's answer b (same key) the agent's
 // certificate.
 func (a *agent) renewedTo(b []byte) error {
+	return a.renewedWith(b, nil)
+}
+
+// renewedWith makes the leaf in a renewal's answer b, for key (nil: the
+// current key), the agent's certificate.
+func (a *agent) renewedWith(b []byte, key crypto.Signer) error {
 	var sr signResponse
 	if err := json.Unmarshal(b, &sr); err != nil {
 		return err
@@ -411,7 +420,14 @@ func (a *agent) renewedTo(b []byte) error {
 		return err
 	}
 	cur := a.current()
-	next := &tls.Certificate{Certificate: append([][]byte{leaves[0].Raw}, cur.Certificate[1:]...), PrivateKey: cur.PrivateKey, Leaf: leaves[0]}
+	priv := cur.PrivateKey
+	if key != nil {
+		if k, ok := leaves[0].PublicKey.(*ecdsa.PublicKey); !ok || !k.Equal(key.Public()) {
+			return fmt.Errorf("the renewed leaf does not carry the CSR's key")
+		}
+		priv = key
+	}
+	next := &tls.Certificate{Certificate: append([][]byte{leaves[0].Raw}, cur.Certificate[1:]...), PrivateKey: priv, Leaf: leaves[0]}
 	a.renewed.Store(next)
 	return nil
 }
@@ -510,12 +526,14 @@ func (l *load) agentClients(ctx context.Context, agents []*agent) (clients []*ht
 	}
 }
 
-// renewPhase has each agent renew over mTLS, with an empty JSON body {}
-// (renew keeping the key), for at most dur and at most maxRate*dur
-// renewals in all. A certificate renews once (a second renewal is a
-// retry, answered with the same child), so each renewal renews the
-// previous one's certificate on a new connection, as an agent does.
-func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, maxRate float64, pprofURL, pprofDir string) *phase {
+// renewPhase has each agent renew over mTLS for at most dur and at most
+// maxRate*dur renewals in all: with an empty JSON body {} (renew keeping
+// the key), or, fresh, with a CSR for a key from the pool (the agent's
+// default), taking that key for its next renewal. A certificate renews
+// once (a second renewal is a retry, answered with the same child), so
+// each renewal renews the previous one's certificate on a new
+// connection, as an agent does.
+func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, fresh bool, dur time.Duration, maxRate float64, pprofURL, pprofDir string) *phase {
 	ph := &phase{name: name, kind: "renew"}
 	c := len(agents)
 	clients, closeClients := l.agentClients(ctx, agents)
@@ -531,21 +549,38 @@ func (l *load) renewPhase(ctx context.Context, name string, agents []*agent, dur
 		r.lat = make([]time.Duration, 0, 4096)
 		hc, a := clients[w], agents[w]
 		first := true
+		k := w
 		for ctx.Err() == nil && time.Now().Before(deadline) {
 			if count.Add(1) > limit {
 				countReached.Store(true)
 				return
 			}
-			verify := a.renewedTo
+			verify, body := a.renewedTo, body
+			if fresh {
+				// The next key of the pool that is not the current one.
+				k = (k + 1) % len(l.keys)
+				if key := l.keys[k]; key.Public().(*ecdsa.PublicKey).Equal(a.current().Leaf.PublicKey) {
+					k = (k + 1) % len(l.keys)
+				}
+				key := l.keys[k]
+				body = slices.Concat([]byte(`{"csr":`), l.csrs[k], []byte(`}`))
+				verify = func(b []byte) error { return a.renewedWith(b, key) }
+			}
 			if first {
+				// The first answer's chain is verified too.
 				first = false
+				cur, next := a.current().Leaf, verify
+				pub := cur.PublicKey
+				if fresh {
+					pub = l.keys[k].Public()
+				}
 				verify = func(b []byte) error {
-					leaf, _, err := l.checkSigned(b, a.id, a.cert.Leaf.PublicKey)
-					if err == nil && leaf.SerialNumber.Cmp(a.cert.Leaf.SerialNumber) == 0 {
+					leaf, _, err := l.checkSigned(b, a.id, pub)
+					if err == nil && leaf.SerialNumber.Cmp(cur.SerialNumber) == 0 {
 						err = fmt.Errorf("renewal returned the same serial")
 					}
 					if err == nil {
-						err = a.renewedTo(b)
+						err = next(b)
 					}
 					return err
 				}

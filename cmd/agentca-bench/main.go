@@ -18,8 +18,10 @@
 //     over keep-alive HTTP/1.1 connections (one per worker) for --duration,
 //     never more requests than tokens;
 //  5. enrolls 64 agents and, at concurrency 64, has each renew over mTLS
-//     with its own certificate on its own keep-alive connection, with an
-//     empty JSON body {} (renew keeping the key) for --duration;
+//     its latest certificate, on a new connection each time, for
+//     --duration: phase renew with an empty JSON body {} (renew keeping
+//     the key), then phase renew-csr with a CSR for a key from the pool
+//     (a fresh key, the agent's default);
 //  6. stops the daemon with SIGTERM and checks that it exits 0.
 //
 // The daemon's CPU time comes from /proc/PID/stat (utime+stime) before and
@@ -74,7 +76,7 @@ type options struct {
 }
 
 // skippable are the phases --skip names.
-var skippable = []string{"k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token", "jwt-svid", "token-exchange"}
+var skippable = []string{"renew", "renew-csr", "k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token", "jwt-svid", "workload", "token-exchange"}
 
 func (o *options) runs(phase string) bool { return !o.skip[phase] }
 
@@ -370,10 +372,16 @@ func run(ctx context.Context, opts options) (*report, error) {
 		// Bounded by count as well: no more renewals than the sign
 		// phases' token budget.
 		maxRate := max(2*estimate, ceil.rate)
-		ph := lg.renewPhase(ctx, fmt.Sprintf("renew c=%d", opts.renewConc), agents, opts.duration, maxRate, d.pprofURL, opts.pprofDir)
-		logf("%s: %d renewed in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
-			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
-		rep.phases = append(rep.phases, ph)
+		for _, fresh := range []bool{false, true} {
+			name := map[bool]string{false: "renew", true: "renew-csr"}[fresh]
+			if !opts.runs(name) || ctx.Err() != nil {
+				continue
+			}
+			ph := lg.renewPhase(ctx, fmt.Sprintf("%s c=%d", name, opts.renewConc), agents, fresh, opts.duration, maxRate, d.pprofURL, opts.pprofDir)
+			logf("%s: %d renewed in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
+				fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
+			rep.phases = append(rep.phases, ph)
+		}
 	}
 
 	if err := runTokenPhase(ctx, opts, lg, rep); err != nil { // token.go
@@ -385,6 +393,10 @@ func run(ctx context.Context, opts options) (*report, error) {
 		return rep, err
 	}
 	if err := runJWTSVIDPhase(ctx, opts, lg, rep); err != nil { // jwtsvid.go
+		keep = true
+		return rep, err
+	}
+	if err := runWorkloadPhases(ctx, opts, d, rep, dir); err != nil { // workload.go
 		keep = true
 		return rep, err
 	}

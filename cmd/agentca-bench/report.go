@@ -41,6 +41,7 @@ type report struct {
 	revoke         *revokeStats
 	enrolled       int // certificates issued to set up the renewal and OCSP phases
 	bigStore       *bigStoreResult
+	workload       *workloadRun // workload.go
 }
 
 func newReport(opts options) *report {
@@ -154,7 +155,7 @@ func (r *report) markdown() string {
 	p("- Daemon: %s, state in a fresh temporary directory (bbolt, fsync on every commit); %s\n", serve, r.daemon.configNote)
 	p("- Client: this load generator, on the same machine and cores as the daemon. Keep-alive HTTP/1.1, one TLS connection per worker, opened before the measured window. "+
 		"`/v1/sign`: a fresh single-use join token per request, CSRs from a pool of %d pre-generated P-256 keys reused across requests (so the client's own cost is small). "+
-		"`/v1/renew`: %d enrolled agents, each renewing its latest certificate over mTLS, body `{}` (renew keeping the key: no CSR to verify, the fastest renewal); a certificate renews once, so each renewal presents the previous one's certificate on a new TLS connection, as an agent does. "+
+		"`/v1/renew`: %d enrolled agents, each renewing its latest certificate over mTLS, body `{}` (renew keeping the key: no CSR to verify, the fastest renewal); a certificate renews once, so each renewal presents the previous one's certificate on a new TLS connection, as an agent does; `renew-csr`: the same with body `{\"csr\"}`, a CSR for another key of the pool each time (a fresh key, the agent's default), the next renewal presenting that key. "+
 		"Any answer other than 201 counts as an error.\n", r.opts.csrPool, r.opts.agents)
 	if r.k8s != nil {
 		p("- `k8s-sign`: the same `/v1/sign` load with provisioner `k8s`, a `k8s-sa` provisioner added to `agentca.json` before `serve` "+
@@ -271,6 +272,9 @@ func metNot(ok bool) string {
 // extraSections are the comparisons with the targets of the k8s-sa,
 // OCSP and revocation phases.
 func (r *report) extraSections(p func(string, ...any)) {
+	if r.workload != nil {
+		p("%s\n", r.workload.markdown())
+	}
 	if bs := r.bigStore; bs != nil {
 		mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 		p("- **big store** (target at 1,000,000 certificates: daemon RSS ≤ 300 MB, start-up ≤ 2 s, no full scan at start; inclusion proof p99 ≤ 1 ms): "+

@@ -94,7 +94,7 @@ func nodeAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	na, err := nodeagent.New(nodeagent.Config{CA: ca, Roots: src.Roots, TrustDomain: node.TrustDomain(), Federated: src.FederatedBundles,
+	na, err := nodeagent.New(nodeagent.Config{CA: ca, JWT: ca, Roots: src.Roots, TrustDomain: node.TrustDomain(), Federated: src.FederatedBundles,
 		KeyType: c.String("key-type"), Poll: c.Duration("poll-interval"), Kubelet: kubelet, Logger: log})
 	if err != nil {
 		return err

@@ -342,6 +342,13 @@ func (d *daemon) buildServers(ctx context.Context) error {
 		GetCertificate: d.certs.get,
 		// Before the client's handshake signature is checked.
 		VerifyPeerCertificate: capClientKey,
+		// No TLS 1.3 session tickets: a resumed session carries the
+		// client certificate of the handshake that made the ticket, so
+		// an agent that renewed would be seen as its old certificate;
+		// and an agent renews on a new connection every few minutes,
+		// so each ticket was CPU (its encryption, with the certificate
+		// chain inside) spent for nothing.
+		SessionTicketsDisabled: true,
 	}
 	d.servers = []*http.Server{
 		newHTTPServer(d.srv.HTTPSHandler(), d.log, tlsConf),
