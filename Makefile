@@ -133,7 +133,8 @@ FUZZ_TARGETS := FuzzParseCSR:./ca/ FuzzDecodeSignRequest:./api/ FuzzOCSPHandler:
 	FuzzParseTokenRequest:./api/ FuzzJWTSVIDRequest:./api/ FuzzParse:./policy/ FuzzAuthorization:./verify/oauth/ \
 	FuzzReadBackup:./store/etcd/ FuzzRender:./workloads/ FuzzParseCgroup:./nodeagent/ \
 	FuzzCompileCondition:./policy/ \
-	FuzzParseBundle:./federation/ FuzzBundleQuery:./api/
+	FuzzParseBundle:./federation/ FuzzBundleQuery:./api/ \
+	FuzzParseExchangeRequest:./api/ FuzzParseAct:./exchange/ FuzzValidate:./exchange/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($${t#*:})"; \

@@ -144,6 +144,13 @@ type TokenTransport struct {
 	Audience func(*http.Request) (string, error)
 	// Task, when set, is named in the token requests.
 	Task string
+	// SubjectToken, when set, makes every token an exchanged one (RFC
+	// 8693, docs/delegation.md): it returns the token this agent received
+	// for the request (e.g. oauth.FromContext(r.Context()).Token on a
+	// request made with the incoming request's context), which the CA
+	// exchanges for a token to the request's audience with this agent
+	// added to the chain. A request for which it returns "" fails.
+	SubjectToken func(*http.Request) string
 
 	mu     sync.Mutex
 	certFP [32]byte
@@ -171,7 +178,13 @@ func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	inner, tok, err := t.tokenFor(req.Context(), cert, aud)
+	subject := ""
+	if t.SubjectToken != nil {
+		if subject = t.SubjectToken(req); subject == "" {
+			return nil, errors.New("agent: TokenTransport: no subject token to exchange for this request")
+		}
+	}
+	inner, tok, err := t.tokenFor(req.Context(), cert, aud, subject)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +192,7 @@ func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	resp, err := inner.RoundTrip(r)
 	if err == nil && resp.StatusCode == http.StatusUnauthorized {
-		t.forget(aud, tok) // refused: fetch another next time
+		t.forget(cacheKey(aud, subject), tok) // refused: fetch another next time
 	}
 	// A 503 (the service cannot reach the CA's keys or OCSP right now)
 	// says nothing about the token: it is kept.
@@ -188,7 +201,7 @@ func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // tokenFor returns the transport pinned to cert and a fresh token for aud
 // bound to cert.
-func (t *TokenTransport) tokenFor(ctx context.Context, cert *tls.Certificate, aud string) (*http.Transport, *Token, error) {
+func (t *TokenTransport) tokenFor(ctx context.Context, cert *tls.Certificate, aud, subject string) (*http.Transport, *Token, error) {
 	fp := sha256.Sum256(cert.Certificate[0])
 	t.mu.Lock()
 	if t.inner == nil || fp != t.certFP {
@@ -216,18 +229,27 @@ func (t *TokenTransport) tokenFor(ctx context.Context, cert *tls.Certificate, au
 		t.inner, t.certFP, t.tokens = tr, fp, map[string]*Token{}
 	}
 	inner := t.inner
-	tok := t.tokens[aud]
+	key := cacheKey(aud, subject)
+	tok := t.tokens[key]
 	t.mu.Unlock()
 	if tok != nil && time.Until(tok.Expiry) > refreshBefore(tok) {
 		return inner, tok, nil
 	}
-	tok, err := t.CA.Token(ctx, cert, TokenRequest{Scope: t.Scope, Resource: []string{aud}, Task: t.Task})
+	var err error
+	if subject != "" {
+		tok, err = t.CA.Exchange(ctx, cert, ExchangeRequest{SubjectToken: subject, Scope: t.Scope, Resource: []string{aud}})
+	} else {
+		tok, err = t.CA.Token(ctx, cert, TokenRequest{Scope: t.Scope, Resource: []string{aud}, Task: t.Task})
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	t.mu.Lock()
 	if fp == t.certFP {
-		t.tokens[aud] = tok
+		if subject != "" && len(t.tokens) >= maxExchanged {
+			clear(t.tokens) // bounded: one entry per subject token seen
+		}
+		t.tokens[key] = tok
 	}
 	t.mu.Unlock()
 	return inner, tok, nil

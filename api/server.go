@@ -143,6 +143,7 @@ type Server struct {
 	anchors AnchorAdmin
 	tokens  *tokenIssuer
 	jwt     *jwtSVIDIssuer
+	exch    *exchanger
 	ready   func() error
 
 	workloads WorkloadStore
@@ -197,6 +198,13 @@ func New(opts Options) (*Server, error) {
 		}
 		s.jwt = j
 	}
+	if opts.Tokens != nil && opts.Tokens.Exchange != nil {
+		x, err := newExchanger(*opts.Tokens.Exchange)
+		if err != nil {
+			return nil, err
+		}
+		s.exch = x
+	}
 	s.SetAdmins(opts.Admins)
 	s.trust.set(opts.Trust)
 	s.SetProvisioners(opts.Provisioners)
@@ -239,6 +247,7 @@ func (s *Server) HTTPSHandler() http.Handler {
 	mux.HandleFunc("/v1/workload/definitions", allow(http.MethodGet, s.workloadDefinitions))
 	if s.tokens != nil {
 		mux.HandleFunc("/v1/token", s.token)
+		mux.HandleFunc(TaskStatusPath, allow(http.MethodGet, s.taskStatus))
 		mux.HandleFunc("/.well-known/jwks.json", allow(http.MethodGet, s.jwksHandler))
 		mux.HandleFunc("/.well-known/oauth-authorization-server", allow(http.MethodGet, s.oauthMetadata))
 	}

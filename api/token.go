@@ -44,6 +44,8 @@ type TokenOptions struct {
 	// PreviousKeys are ECDSA P-256 public keys published in the JWKS
 	// beside Signer's (a key rotation), never used to sign.
 	PreviousKeys []crypto.PublicKey
+	// Exchange, when set, turns on RFC 8693 token exchange (exchange.go).
+	Exchange *ExchangeOptions
 }
 
 // Token endpoint limits.
@@ -202,7 +204,7 @@ func newTokenIssuer(o TokenOptions) (*tokenIssuer, error) {
 		"issuer":                                     o.Issuer,
 		"token_endpoint":                             o.Issuer + "/v1/token",
 		"jwks_uri":                                   o.Issuer + "/.well-known/jwks.json",
-		"grant_types_supported":                      []string{"client_credentials"},
+		"grant_types_supported":                      grantTypes(o.Exchange != nil),
 		"response_types_supported":                   []string{},
 		"token_endpoint_auth_methods_supported":      []string{"tls_client_auth"},
 		"tls_client_certificate_bound_access_tokens": true,
@@ -276,6 +278,10 @@ func writeOAuth(w http.ResponseWriter, status int, v any) {
 // token is POST /v1/token: the client credentials grant, the client
 // authenticated by its TLS certificate (RFC 8705 §2, tls_client_auth).
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	if s.isExchange(r) {
+		s.tokenExchange(w, r)
+		return
+	}
 	start := time.Now()
 	a := tokenAudit{}
 	e := s.issueToken(w, r, &a)

@@ -43,11 +43,15 @@ const (
 	// (claims: "node", "node_provisioner", "definition", and each of the
 	// workload's selectors as a key with an empty value).
 	EndpointWorkload = "workload"
+	// EndpointTokenExchange is an RFC 8693 token exchange at /v1/token
+	// (docs/delegation.md): the Subject* fields and Actors describe the
+	// chain.
+	EndpointTokenExchange = "token-exchange"
 )
 
 // Endpoints lists every endpoint, the default of a rule without
 // "endpoints".
-var Endpoints = []string{EndpointSign, EndpointRenew, EndpointToken, EndpointJWTSVID, EndpointWorkload}
+var Endpoints = []string{EndpointSign, EndpointRenew, EndpointToken, EndpointJWTSVID, EndpointWorkload, EndpointTokenExchange}
 
 // Effect is what a matching rule decides.
 type Effect string
@@ -88,6 +92,9 @@ var inputSizes = map[string]uint64{
 	"scope": 32, "scope.@items": 128,
 	"audience": 8, "audience.@items": 512,
 	"environment": 64, "environment.@keys": 128, "environment.@values": 1024,
+	"subject": 1024, "subject_issuer": 512, "subject_type": 8,
+	"subject_claims": 64, "subject_claims.@keys": 128, "subject_claims.@values": 1024,
+	"actors": 32, "actors.@items": 2048,
 }
 
 // sizeEstimator gives the checker the sizes above.
@@ -150,6 +157,18 @@ type Input struct {
 	// metadata (see docs/policy.md).
 	Environment map[string]string
 	Now         time.Time
+	// Subject, SubjectIssuer, SubjectType ("user" or "workload") and
+	// SubjectClaims describe who a token exchange acts for
+	// (token-exchange only).
+	Subject       string
+	SubjectIssuer string
+	SubjectType   string
+	SubjectClaims map[string]string
+	// Actors are the agents that acted before the caller, newest first
+	// (token-exchange only); ChainDepth is the number of actors the new
+	// token names, the caller included.
+	Actors     []string
+	ChainDepth int
 }
 
 // Decision is the outcome of Evaluate.
@@ -218,6 +237,12 @@ func newEnv() (*cel.Env, error) {
 		cel.Variable("task", cel.StringType),
 		cel.Variable("environment", cel.MapType(cel.StringType, cel.StringType)),
 		cel.Variable("now", cel.TimestampType),
+		cel.Variable("subject", cel.StringType),
+		cel.Variable("subject_issuer", cel.StringType),
+		cel.Variable("subject_type", cel.StringType),
+		cel.Variable("subject_claims", cel.MapType(cel.StringType, cel.StringType)),
+		cel.Variable("actors", cel.ListType(cel.StringType)),
+		cel.Variable("chain_depth", cel.IntType),
 		ext.Strings(),
 		cel.OptionalTypes(),
 	)
@@ -391,6 +416,18 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return mapOrEmpty(in.Environment), true
 	case "now":
 		return in.Now, true
+	case "subject":
+		return in.Subject, true
+	case "subject_issuer":
+		return in.SubjectIssuer, true
+	case "subject_type":
+		return in.SubjectType, true
+	case "subject_claims":
+		return mapOrEmpty(in.SubjectClaims), true
+	case "actors":
+		return listOrEmpty(in.Actors), true
+	case "chain_depth":
+		return int64(in.ChainDepth), true
 	}
 	return nil, false
 }

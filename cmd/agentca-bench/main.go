@@ -76,7 +76,7 @@ type options struct {
 }
 
 // skippable are the phases --skip names.
-var skippable = []string{"renew", "renew-csr", "k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token", "jwt-svid", "workload"}
+var skippable = []string{"renew", "renew-csr", "k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token", "jwt-svid", "workload", "token-exchange"}
 
 func (o *options) runs(phase string) bool { return !o.skip[phase] }
 
@@ -385,6 +385,10 @@ func run(ctx context.Context, opts options) (*report, error) {
 	}
 
 	if err := runTokenPhase(ctx, opts, lg, rep); err != nil { // token.go
+		keep = true
+		return rep, err
+	}
+	if err := runExchangePhase(ctx, opts, lg, rep); err != nil { // exchange.go
 		keep = true
 		return rep, err
 	}

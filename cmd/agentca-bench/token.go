@@ -35,7 +35,9 @@ const benchPolicy = `{"rules": [
   {"name": "admin-scope-ops-only", "endpoints": ["token"], "when": "'tools.admin' in scope && !spiffe_id.startsWith('spiffe://bench.example.org/ops/')", "effect": "deny"},
   {"name": "office-hours", "endpoints": ["token"], "when": "environment['hours'] == 'office' && (now.getHours('UTC') < 7 || now.getHours('UTC') >= 20)", "effect": "deny"},
   {"name": "task-tokens-short", "endpoints": ["token"], "when": "task != ''", "effect": "cap", "max_ttl": "2m"},
-  {"name": "payments-billing-only", "endpoints": ["jwt-svid"], "when": "'https://payments.bench.example.org' in audience && !spiffe_id.startsWith('spiffe://bench.example.org/billing/')", "effect": "deny"}
+  {"name": "payments-billing-only", "endpoints": ["jwt-svid"], "when": "'https://payments.bench.example.org' in audience && !spiffe_id.startsWith('spiffe://bench.example.org/billing/')", "effect": "deny"},
+  {"name": "no-repeat", "endpoints": ["token-exchange"], "when": "spiffe_id in actors", "effect": "deny"},
+  {"name": "exchange", "endpoints": ["token-exchange"], "when": "chain_depth <= 4", "effect": "allow"}
 ]}`
 
 // configureTokens gives the daemon's agentca.json the token scopes and
@@ -45,7 +47,7 @@ func configureTokens(dir string) error {
 		return err
 	}
 	return editConfig(filepath.Join(dir, "agentca.json"), func(c map[string]any) {
-		c["tokens"] = map[string]any{"scopes": []string{benchScope, "tools.write", "tools.admin"}}
+		c["tokens"] = map[string]any{"scopes": []string{benchScope, "tools.write", "tools.admin"}, "exchange": map[string]any{}}
 		c["policy"] = map[string]any{"file": "policy.json", "environment": map[string]string{"hours": "any"}}
 	})
 }

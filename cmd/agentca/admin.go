@@ -118,7 +118,7 @@ func tokenCommand() *cli.Command {
 				_, err := c.App.Writer.Write(b.Bytes())
 				return err
 			},
-		}, tokenGetCommand()},
+		}, tokenGetCommand(), tokenExchangeCommand()},
 	}
 }
 

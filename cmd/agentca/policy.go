@@ -30,6 +30,13 @@ type policyRequest struct {
 	Environment map[string]string `json:"environment"`
 	// Now is RFC 3339; empty means the current time.
 	Now string `json:"now"`
+	// The chain of a token-exchange (docs/delegation.md).
+	Subject       string            `json:"subject"`
+	SubjectIssuer string            `json:"subject_issuer"`
+	SubjectType   string            `json:"subject_type"`
+	SubjectClaims map[string]string `json:"subject_claims"`
+	Actors        []string          `json:"actors"`
+	ChainDepth    int               `json:"chain_depth"`
 }
 
 // policyDecision is what --json prints.
@@ -104,11 +111,13 @@ func policyTest(c *cli.Context) error {
 		return fmt.Errorf("--request %s: %v", c.String("request"), err)
 	}
 	in := &policy.Input{Endpoint: req.Endpoint, Provisioner: req.Provisioner, Claims: req.Claims, SPIFFEID: req.SPIFFEID,
-		DNSNames: req.DNSNames, Scope: req.Scope, Audience: req.Audience, Task: req.Task, Now: time.Now()}
+		DNSNames: req.DNSNames, Scope: req.Scope, Audience: req.Audience, Task: req.Task, Now: time.Now(),
+		Subject: req.Subject, SubjectIssuer: req.SubjectIssuer, SubjectType: req.SubjectType, SubjectClaims: req.SubjectClaims,
+		Actors: req.Actors, ChainDepth: req.ChainDepth}
 	switch req.Endpoint {
-	case policy.EndpointSign, policy.EndpointRenew, policy.EndpointToken, policy.EndpointJWTSVID, policy.EndpointWorkload:
+	case policy.EndpointSign, policy.EndpointRenew, policy.EndpointToken, policy.EndpointJWTSVID, policy.EndpointWorkload, policy.EndpointTokenExchange:
 	default:
-		return fmt.Errorf("--request: endpoint must be sign, renew, token, jwt-svid or workload, not %q", req.Endpoint)
+		return fmt.Errorf("--request: endpoint must be sign, renew, token, jwt-svid, workload or token-exchange, not %q", req.Endpoint)
 	}
 	if req.TTL != "" {
 		if in.TTL, err = time.ParseDuration(req.TTL); err != nil {

@@ -2,7 +2,9 @@
 // request only when the caller presents its agentca certificate and an
 // access token agentca issued for that certificate, for this resource,
 // with the required scope (verify/oauth). It answers 200 with the
-// caller's SPIFFE ID; a stolen token, an expired one, another audience or
+// caller's SPIFFE ID (and, for a delegated token, a second line
+// "sub=<subject> act=<newest actor> <- … <- <first actor>": who acts for
+// whom); a stolen token, an expired one, another audience or
 // a revoked certificate get 401, a missing scope 403.
 //
 //	agentca enroll --ca https://127.0.0.1:8443 --root agentca-data/roots.pem \
@@ -56,7 +58,10 @@ type Options struct {
 	// reused: a revoked certificate's tokens stop working within it.
 	StatusMaxAge time.Duration
 	Leeway       time.Duration
-	Log          *slog.Logger
+	// AllowDelegation accepts delegated tokens (token exchange): the
+	// answer then says who acts for whom.
+	AllowDelegation bool
+	Log             *slog.Logger
 	// Ready, when set, gets the listening address.
 	Ready func(addr string)
 }
@@ -73,6 +78,7 @@ func main() {
 	flag.StringVar(&o.TrustDomain, "trust-domain", "example.org", "the CA's trust domain")
 	flag.DurationVar(&o.StatusMaxAge, "status-max-age", time.Second, "longest reuse of a certificate's OCSP/CRL status")
 	flag.DurationVar(&o.Leeway, "leeway", 5*time.Second, "clock skew allowed on token times (0: none)")
+	flag.BoolVar(&o.AllowDelegation, "allow-delegation", true, "accept delegated tokens (an act claim: an agent acting for a user or another agent)")
 	flag.Parse()
 	if o.CAURL == "" || o.RootFile == "" {
 		fmt.Fprintln(os.Stderr, "tool-server: --ca and --root are required")
@@ -107,7 +113,7 @@ func run(ctx context.Context, o Options) error {
 		leeway = -1 // none
 	}
 	mw, err := oauth.New(oauth.Options{Verifier: v, Issuer: o.CAURL, Audience: o.Resource, Scopes: o.Scopes,
-		Leeway: leeway, Logger: o.Log})
+		Leeway: leeway, Logger: o.Log, AllowDelegation: o.AllowDelegation, TaskMaxAge: o.StatusMaxAge})
 	if err != nil {
 		return err
 	}
@@ -126,6 +132,14 @@ func run(ctx context.Context, o Options) error {
 		Handler: mw.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c := oauth.FromContext(r.Context())
 			_, _ = io.WriteString(w, c.SPIFFEID+"\n")
+			if len(c.Actors) > 0 {
+				// Who acts for whom: the subject, then the actors,
+				// newest (the caller) first.
+				line := fmt.Sprintf("sub=%s act=%s", c.Subject, strings.Join(c.Actors, " <- "))
+				_, _ = io.WriteString(w, line+"\n")
+				o.Log.Info("delegated request", "subject", c.Subject, "subject_issuer", c.SubjectIssuer,
+					"actors", strings.Join(c.Actors, " <- "), "task", c.Task, "path", r.URL.Path)
+			}
 		})),
 		// Client certificates are requested, not verified in the
 		// handshake: the middleware checks them on every request, so a

@@ -539,6 +539,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTokens(bad)
+	c.validateExchange(bad)
 	c.Limits.validate(bad)
 	c.validateJWTSVID(bad)
 	c.validateFederation(bad)

@@ -30,6 +30,8 @@ type Tokens struct {
 	// out (or, during an HA rollout, in) keep verifying. They sign
 	// nothing.
 	PreviousKeys []string `json:"previous_keys,omitempty"`
+	// Exchange turns on RFC 8693 token exchange (exchange.go).
+	Exchange *Exchange `json:"exchange,omitempty"`
 }
 
 // TTLs returns the default and maximum token lifetimes, defaults applied.

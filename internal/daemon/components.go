@@ -243,6 +243,9 @@ func (d *daemon) checkConfig(context.Context) error {
 	if d.tokens, err = tokenOptions(d.cfg, d.keys); err != nil {
 		return err
 	}
+	if d.tokens.Exchange, err = exchangeOptions(d.dir, d.cfg, d.tokens, d.log); err != nil {
+		return err
+	}
 	if d.policy, err = LoadPolicy(d.dir, d.cfg); err != nil {
 		return err
 	}

@@ -18,8 +18,15 @@
 // with a JSON body when the CA's keys or the certificate's revocation
 // status cannot be obtained (retry).
 //
+// With Options.AllowDelegation it also accepts delegated tokens (RFC 8693
+// token exchange): their newest actor (act.sub), not their sub, must be
+// the certificate's SPIFFE ID, and Claims exposes the chain. A token that
+// names a task is refused once the CA says the task has ended (GET
+// /v1/task-status, cached for TaskMaxAge).
+//
 // It does not issue tokens, introspect them, or keep a deny list: a token
-// is void when its certificate is revoked or when it expires.
+// is void when its certificate is revoked, its task has ended, or it
+// expires.
 package oauth
 
 import (
@@ -109,12 +116,34 @@ type Options struct {
 	// Logger receives one line per refusal (debug) and key fetch
 	// failures (warn); nil discards.
 	Logger *slog.Logger
+	// AllowDelegation accepts delegated tokens (RFC 8693 token exchange,
+	// an "act" claim): the newest actor must be the certificate's SPIFFE
+	// ID; Claims.Subject is who it acts for. Off, they are refused.
+	AllowDelegation bool
+	// TaskStatusURL is where a token's task is checked (a token whose
+	// task has ended is refused); empty means Issuer + "/v1/task-status".
+	TaskStatusURL string
+	// TaskMaxAge is how long a task's status is reused; zero means
+	// DefaultTaskMaxAge. Ending a task takes effect within it.
+	TaskMaxAge time.Duration
 }
 
 // Claims are what an accepted request carries, from FromContext.
 type Claims struct {
-	// SPIFFEID of the caller: its certificate's, also the token's sub.
+	// SPIFFEID of the caller: its certificate's; the token's sub, or
+	// for a delegated token its newest actor.
 	SPIFFEID string
+	// Subject is who the token is for: SPIFFEID for a direct token, the
+	// chain's subject (a user, or a workload) for a delegated one, with
+	// SubjectIssuer who vouches for it (empty: the CA itself).
+	Subject       string
+	SubjectIssuer string
+	// Actors are a delegated token's actors, newest (the caller) first;
+	// empty for a direct token.
+	Actors []string
+	// Token is the raw access token, to exchange it for the next hop
+	// (agent.TokenTransport's SubjectToken).
+	Token    string
 	ClientID string
 	Issuer   string
 	Audience []string
@@ -157,7 +186,8 @@ func invalid(desc string, err error) *Error {
 type Middleware struct {
 	opts Options
 
-	keys atomic.Pointer[keySet]
+	keys  atomic.Pointer[keySet]
+	tasks tasks
 
 	fetchMu   sync.Mutex
 	inflight  *flight   // the fetch running, if any
@@ -199,6 +229,12 @@ func New(opts Options) (*Middleware, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.TaskStatusURL == "" {
+		opts.TaskStatusURL = opts.Issuer + "/v1/task-status"
+	}
+	if opts.TaskMaxAge <= 0 {
+		opts.TaskMaxAge = DefaultTaskMaxAge
 	}
 	return &Middleware{opts: opts}, nil
 }
@@ -295,8 +331,12 @@ func (m *Middleware) Authenticate(r *http.Request) (*Claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.SPIFFEID != id.String() {
-		return nil, invalid("the token's subject is not the client certificate's SPIFFE ID", nil)
+	if err := m.checkChain(c, id.String()); err != nil {
+		return nil, err
+	}
+	c.SPIFFEID, c.Token = id.String(), raw
+	if err := m.checkTask(r.Context(), c); err != nil {
+		return nil, err
 	}
 	for _, s := range m.opts.Scopes {
 		if !slices.Contains(c.Scope, s) {
@@ -346,6 +386,8 @@ type accessClaims struct {
 	NotBefore *jwt.NumericDate `json:"nbf"`
 	ID        string           `json:"jti"`
 	Task      string           `json:"task"`
+	Act       json.RawMessage  `json:"act"`
+	SubIssuer string           `json:"subject_issuer"`
 	Cnf       struct {
 		X5tS256 string `json:"x5t#S256"`
 	} `json:"cnf"`
@@ -393,7 +435,11 @@ func (m *Middleware) verifyToken(ctx context.Context, raw string, leaf *x509.Cer
 	if subtle.ConstantTimeCompare([]byte(ac.Cnf.X5tS256), []byte(want)) != 1 {
 		return nil, invalid("the token is bound to another certificate", nil)
 	}
-	return &Claims{SPIFFEID: ac.Subject, ClientID: ac.ClientID, Issuer: ac.Issuer, Audience: ac.Audience,
+	actors, err := parseActors(ac.Act)
+	if err != nil {
+		return nil, invalid("the token's act claim is malformed", err)
+	}
+	return &Claims{SPIFFEID: ac.Subject, Subject: ac.Subject, SubjectIssuer: ac.SubIssuer, Actors: actors, ClientID: ac.ClientID, Issuer: ac.Issuer, Audience: ac.Audience,
 		Scope: strings.Fields(ac.Scope), Task: ac.Task, ID: ac.ID, IssuedAt: ac.IssuedAt.Time(), Expiry: ac.Expiry.Time()}, nil
 }
 

@@ -52,6 +52,10 @@ type world struct {
 	now      time.Time
 	clock    atomic.Int64
 	jwksKeys func() []jose.JSONWebKey
+	// ended are the tasks the CA's task status endpoint says have ended;
+	// taskFetches counts its requests.
+	ended       sync.Map
+	taskFetches atomic.Int32
 }
 
 func (w *world) setNow(t time.Time) {
@@ -90,6 +94,11 @@ func newWorld(t testing.TB) *world {
 				return
 			}
 			_ = json.NewEncoder(rw).Encode(jose.JSONWebKeySet{Keys: w.jwksKeys()})
+		case "/v1/task-status":
+			w.taskFetches.Add(1)
+			task := r.URL.Query().Get("task")
+			_, ended := w.ended.Load(task)
+			_ = json.NewEncoder(rw).Encode(map[string]any{"task": task, "ended": ended})
 		default:
 			http.NotFound(rw, r)
 		}
