@@ -7,8 +7,11 @@ package store
 // here, once.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+
+	"github.com/agentca/agentca/translog"
 )
 
 // Record is a kind of record IssueReader.Exists is asked about.
@@ -108,6 +111,16 @@ func CheckIssue(r IssueReader, iss *Issuance, serial string) (c Checked, refused
 		}
 	}
 	return c, nil, nil
+}
+
+// CheckLogLeaf is the check every backend's Issue makes before its
+// transaction: the issuance-log leaf, when there is one, is rec's
+// certificate and has a timestamp.
+func CheckLogLeaf(rec *Certificate, leaf *translog.Leaf) error {
+	if leaf != nil && (leaf.Timestamp() == 0 || !bytes.Equal(leaf.Certificate(), rec.DER)) {
+		return errors.New("store: the log leaf is not the certificate's (or has no timestamp)")
+	}
+	return nil
 }
 
 // refusedIf is refusal when found, else nil.

@@ -184,19 +184,8 @@ func runBigStore(ctx context.Context, binary string, n int, keep bool) (*bigStor
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 	}()
-	for {
-		if time.Since(start) > 2*time.Minute {
-			return nil, fmt.Errorf("big-store: the daemon did not answer /health within 2 minutes (see %s)", logPath)
-		}
-		resp, err := hc.Get("https://" + httpsAddr + "/health")
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := waitHealthy(hc, httpsAddr, start, logPath); err != nil {
+		return nil, err
 	}
 	res.StartUp = time.Since(start)
 	res.RSSReady, _ = procStatusKB(cmd.Process.Pid, "VmRSS")
@@ -211,28 +200,11 @@ func runBigStore(ctx context.Context, binary string, n int, keep bool) (*bigStor
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	proofs := func() ([]time.Duration, error) {
-		var lat []time.Duration
-		for _, h := range sample {
-			u := fmt.Sprintf("http://%s/ct/v1/get-proof-by-hash?hash=%s&tree_size=%d", httpAddr, urlB64(h), sth.TreeSize)
-			t0 := time.Now()
-			var out map[string]any
-			if err := getJSON(ctx, u, &out); err != nil {
-				return nil, fmt.Errorf("big-store: inclusion proof: %w", err)
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		if len(lat) == 0 {
-			return nil, errors.New("big-store: no entry to prove")
-		}
-		return lat, nil
-	}
-	cold, err := proofs()
+	cold, err := proofLatencies(ctx, httpAddr, sample, sth.TreeSize)
 	if err != nil {
 		return nil, err
 	}
-	warm, err := proofs()
+	warm, err := proofLatencies(ctx, httpAddr, sample, sth.TreeSize)
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +214,45 @@ func runBigStore(ctx context.Context, binary string, n int, keep bool) (*bigStor
 	res.RSSAfter, _ = procStatusKB(cmd.Process.Pid, "VmRSS")
 	res.HWM, _ = procStatusKB(cmd.Process.Pid, "VmHWM")
 	return res, nil
+}
+
+// waitHealthy polls the daemon's /health until it answers 200, for two
+// minutes at most from start.
+func waitHealthy(hc *http.Client, httpsAddr string, start time.Time, logPath string) error {
+	for {
+		if time.Since(start) > 2*time.Minute {
+			return fmt.Errorf("big-store: the daemon did not answer /health within 2 minutes (see %s)", logPath)
+		}
+		resp, err := hc.Get("https://" + httpsAddr + "/health")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// proofLatencies asks the CT API for an inclusion proof of each sampled
+// leaf hash at treeSize, and returns the latencies in increasing order.
+func proofLatencies(ctx context.Context, httpAddr string, sample [][]byte, treeSize uint64) ([]time.Duration, error) {
+	var lat []time.Duration
+	for _, h := range sample {
+		u := fmt.Sprintf("http://%s/ct/v1/get-proof-by-hash?hash=%s&tree_size=%d", httpAddr, urlB64(h), treeSize)
+		t0 := time.Now()
+		var out map[string]any
+		if err := getJSON(ctx, u, &out); err != nil {
+			return nil, fmt.Errorf("big-store: inclusion proof: %w", err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) == 0 {
+		return nil, errors.New("big-store: no entry to prove")
+	}
+	return lat, nil
 }
 
 func twoFreePorts() (string, string, error) {

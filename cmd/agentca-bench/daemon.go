@@ -78,24 +78,7 @@ func freePort() (string, error) {
 func startDaemon(ctx context.Context, opts options, tmp string) (*daemon, error) {
 	d := &daemon{binary: opts.binary, dir: filepath.Join(tmp, "ca"), logPath: filepath.Join(tmp, "serve.log")}
 	d.info.binary = opts.binary
-	if bi, err := buildinfo.ReadFile(opts.binary); err == nil {
-		d.info.goVersion = bi.GoVersion
-		var rev, modified string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				modified = s.Value
-			}
-		}
-		if rev != "" {
-			d.info.revision = rev[:min(12, len(rev))]
-			if modified == "true" {
-				d.info.revision += " with uncommitted changes"
-			}
-		}
-	}
+	d.info.readBuildInfo(opts.binary)
 	httpsAddr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -132,7 +115,6 @@ func startDaemon(ctx context.Context, opts options, tmp string) (*daemon, error)
 		}
 	}
 	serveBin := d.binary
-	var env []string
 	if opts.pprofDir != "" {
 		if serveBin, err = buildProfserve(ctx, tmp); err != nil {
 			return nil, err
@@ -142,31 +124,67 @@ func startDaemon(ctx context.Context, opts options, tmp string) (*daemon, error)
 		}
 		d.info.profiled = true
 	}
+	if err := d.spawnRetrying(serveBin, httpsAddr, httpAddr, opts.pprofDir); err != nil {
+		return nil, err
+	}
+	d.info.configNote = configSummary(filepath.Join(d.dir, "agentca.json"))
+	return d, nil
+}
+
+// readBuildInfo fills in the Go version and the VCS revision the binary
+// was built from, when it says.
+func (i *daemonInfo) readBuildInfo(binary string) {
+	if bi, err := buildinfo.ReadFile(binary); err == nil {
+		i.goVersion = bi.GoVersion
+		var rev, modified string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				modified = s.Value
+			}
+		}
+		if rev != "" {
+			i.revision = rev[:min(12, len(rev))]
+			if modified == "true" {
+				i.revision += " with uncommitted changes"
+			}
+		}
+	}
+}
+
+// spawnRetrying starts `serve` on the given addresses; when a port was
+// taken in the meantime, it moves both listeners to new free ports and
+// tries again (three times at most).
+func (d *daemon) spawnRetrying(serveBin, httpsAddr, httpAddr, pprofDir string) error {
+	var env []string
+	var err error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			// A port was taken between freePort and the bind:
 			// move both listeners, through the documented
 			// listen and public_urls fields.
 			if httpsAddr, err = freePort(); err != nil {
-				return nil, err
+				return err
 			}
 			if httpAddr, err = freePort(); err != nil {
-				return nil, err
+				return err
 			}
 			if err := editConfig(filepath.Join(d.dir, "agentca.json"), func(c map[string]any) {
 				c["listen"] = map[string]any{"https": httpsAddr, "http": httpAddr}
 				c["public_urls"] = map[string]any{"https": "https://" + httpsAddr, "http": "http://" + httpAddr}
 			}); err != nil {
-				return nil, err
+				return err
 			}
 			logf("port taken; retrying on https %s, http %s", httpsAddr, httpAddr)
 		}
 		d.https = "https://" + httpsAddr
 		d.http = "http://" + httpAddr
-		if opts.pprofDir != "" {
+		if pprofDir != "" {
 			pp, err := freePort()
 			if err != nil {
-				return nil, err
+				return err
 			}
 			d.pprofURL = "http://" + pp
 			env = []string{"AGENTCA_BENCH_PPROF=" + pp}
@@ -180,10 +198,9 @@ func startDaemon(ctx context.Context, opts options, tmp string) (*daemon, error)
 		if attempt < 3 && bytes.Contains(b, []byte("address already in use")) {
 			continue
 		}
-		return nil, err
+		return err
 	}
-	d.info.configNote = configSummary(filepath.Join(d.dir, "agentca.json"))
-	return d, nil
+	return nil
 }
 
 func (d *daemon) spawn(bin string, env []string) error {

@@ -98,57 +98,8 @@ func runEtcd(ctx context.Context, opts options) error {
 		}
 	}
 	for i := range daemons {
-		d := &daemon{binary: opts.binary, dir: filepath.Join(tmp, fmt.Sprintf("ca%d", i)), logPath: filepath.Join(tmp, fmt.Sprintf("serve%d.log", i))}
-		httpsAddr, err := freePort()
+		d, err := startEtcdReplica(ctx, opts, i, tmp, serveBin, cluster.Endpoints(), daemons[0])
 		if err != nil {
-			return err
-		}
-		httpAddr, err := freePort()
-		if err != nil {
-			return err
-		}
-		if i == 0 {
-			logf("agentca init --storage etcd --dir %s", d.dir)
-			out, err := exec.CommandContext(ctx, d.binary, "init", "--dir", d.dir, "--trust-domain", trustDomain, "--https", httpsAddr,
-				"--http", httpAddr, "--storage", "etcd", "--etcd-endpoints", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", "/bench").CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("agentca init: %v: %s", err, bytes.TrimSpace(out))
-			}
-			if err := editConfig(filepath.Join(d.dir, "agentca.json"), func(c map[string]any) {
-				c["storage"].(map[string]any)["max_txn_ops"] = 1024
-			}); err != nil {
-				return err
-			}
-		} else {
-			if err := copyDir(daemons[0].dir, d.dir); err != nil {
-				return err
-			}
-			if err := editConfig(filepath.Join(d.dir, "agentca.json"), func(c map[string]any) {
-				c["listen"] = map[string]any{"https": httpsAddr, "http": httpAddr}
-				c["public_urls"] = map[string]any{"https": "https://" + httpsAddr, "http": "http://" + httpAddr}
-			}); err != nil {
-				return err
-			}
-		}
-		rootsPEM, err := os.ReadFile(filepath.Join(d.dir, "roots.pem"))
-		if err != nil {
-			return err
-		}
-		d.roots = x509.NewCertPool()
-		if !d.roots.AppendCertsFromPEM(rootsPEM) {
-			return errors.New("roots.pem holds no certificate")
-		}
-		d.https, d.http = "https://"+httpsAddr, "http://"+httpAddr
-		var env []string
-		if opts.pprofDir != "" {
-			pp, err := freePort()
-			if err != nil {
-				return err
-			}
-			d.pprofURL = "http://" + pp
-			env = []string{"AGENTCA_BENCH_PPROF=" + pp}
-		}
-		if err := d.spawn(serveBin, env); err != nil {
 			return err
 		}
 		daemons[i] = d
@@ -191,6 +142,66 @@ func runEtcd(ctx context.Context, opts options) error {
 		logf("report written to %s", opts.write)
 	}
 	return nil
+}
+
+// startEtcdReplica starts replica i of the CA: the first (i == 0) is made
+// with `agentca init --storage etcd` against the cluster's endpoints, the
+// others are copies of the first's state directory on their own ports.
+func startEtcdReplica(ctx context.Context, opts options, i int, tmp, serveBin string, endpoints []string, first *daemon) (*daemon, error) {
+	d := &daemon{binary: opts.binary, dir: filepath.Join(tmp, fmt.Sprintf("ca%d", i)), logPath: filepath.Join(tmp, fmt.Sprintf("serve%d.log", i))}
+	httpsAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	httpAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	if i == 0 {
+		logf("agentca init --storage etcd --dir %s", d.dir)
+		out, err := exec.CommandContext(ctx, d.binary, "init", "--dir", d.dir, "--trust-domain", trustDomain, "--https", httpsAddr,
+			"--http", httpAddr, "--storage", "etcd", "--etcd-endpoints", strings.Join(endpoints, ","), "--etcd-prefix", "/bench").CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("agentca init: %v: %s", err, bytes.TrimSpace(out))
+		}
+		if err := editConfig(filepath.Join(d.dir, "agentca.json"), func(c map[string]any) {
+			c["storage"].(map[string]any)["max_txn_ops"] = 1024
+		}); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := copyDir(first.dir, d.dir); err != nil {
+			return nil, err
+		}
+		if err := editConfig(filepath.Join(d.dir, "agentca.json"), func(c map[string]any) {
+			c["listen"] = map[string]any{"https": httpsAddr, "http": httpAddr}
+			c["public_urls"] = map[string]any{"https": "https://" + httpsAddr, "http": "http://" + httpAddr}
+		}); err != nil {
+			return nil, err
+		}
+	}
+	rootsPEM, err := os.ReadFile(filepath.Join(d.dir, "roots.pem"))
+	if err != nil {
+		return nil, err
+	}
+	d.roots = x509.NewCertPool()
+	if !d.roots.AppendCertsFromPEM(rootsPEM) {
+		return nil, errors.New("roots.pem holds no certificate")
+	}
+	d.https, d.http = "https://"+httpsAddr, "http://"+httpAddr
+	var env []string
+	if opts.pprofDir != "" {
+		pp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		d.pprofURL = "http://" + pp
+		env = []string{"AGENTCA_BENCH_PPROF=" + pp}
+	}
+	if err := d.spawn(serveBin, env); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // etcdSignLoad is signLoad spread over several daemons: worker w sends

@@ -81,6 +81,69 @@ var skippable = []string{"renew", "renew-csr", "k8s-sign", "ocsp-post", "ocsp-ge
 func (o *options) runs(phase string) bool { return !o.skip[phase] }
 
 func main() {
+	opts := parseFlags()
+	validate(&opts)
+	limit := runLimit(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if opts.compare {
+		md, err := runCompare(ctx, opts)
+		if err == nil {
+			fmt.Print("\n" + md)
+			if opts.write != "" {
+				err = writeBetween(opts.write, md, compareBegin, compareEnd)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+
+	switch opts.storage {
+	case "bbolt":
+	case "etcd":
+		if opts.replicas < 1 || opts.replicas > 8 {
+			fmt.Fprintf(os.Stderr, "agentca-bench: --etcd-replicas %d: want 1 to 8\n", opts.replicas)
+			os.Exit(2)
+		}
+		if err := runEtcd(ctx, opts); err != nil {
+			fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	default:
+		fmt.Fprintln(os.Stderr, "agentca-bench: --storage must be bbolt or etcd")
+		os.Exit(2)
+	}
+	rep, err := run(ctx, opts)
+	if rep != nil {
+		md := rep.markdown()
+		fmt.Println()
+		fmt.Print(md)
+		if opts.write != "" {
+			if werr := writeReport(opts.write, md); werr != nil {
+				fmt.Fprintf(os.Stderr, "agentca-bench: --write: %v\n", werr)
+				if err == nil {
+					err = werr
+				}
+			} else {
+				fmt.Fprintf(os.Stderr, "agentca-bench: report written to %s\n", opts.write)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags reads the command line into options: the flags, then the
+// --concurrency and --skip lists (exit 2 on a bad one).
+func parseFlags() options {
 	var opts options
 	var conc string
 	flag.StringVar(&opts.binary, "binary", "bin/agentca", "the agentca binary to benchmark")
@@ -139,6 +202,12 @@ func main() {
 		opts.skip[f] = true
 	}
 	opts.k8s = opts.runs("k8s-sign")
+	return opts
+}
+
+// validate checks the ranges of the options and resolves --binary to an
+// absolute path that exists (exit 2, or 1 for a missing binary).
+func validate(opts *options) {
 	if opts.bigStore < 1000 || opts.bigStore > 10_000_000 {
 		fmt.Fprintln(os.Stderr, "agentca-bench: --big-store-certs must be between 1000 and 10000000")
 		os.Exit(2)
@@ -171,9 +240,11 @@ func main() {
 		os.Exit(1)
 	}
 	opts.binary = bin
+}
 
-	// Bound the whole run: every phase is bounded by time and count, this
-	// is the backstop.
+// runLimit is the backstop that bounds the whole run (and checks the
+// --compare flags, exit 2).
+func runLimit(opts options) time.Duration {
 	limit := time.Duration(len(opts.concurrency)+2)*(opts.duration+time.Minute) + opts.ceilingDur + 2*time.Minute +
 		opts.k8sDuration + 2*opts.ocspDuration + opts.revokeRateDur + revokeLatencyMax + 4*time.Minute
 	if opts.runs("big-store") {
@@ -186,61 +257,7 @@ func main() {
 		}
 		limit = time.Duration(opts.rounds*len(comparePaths)*3)*(opts.duration+20*time.Second) + 5*time.Minute
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if opts.compare {
-		md, err := runCompare(ctx, opts)
-		if err == nil {
-			fmt.Print("\n" + md)
-			if opts.write != "" {
-				err = writeBetween(opts.write, md, compareBegin, compareEnd)
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
-			os.Exit(1)
-		}
-		return
-	}
-
-	switch opts.storage {
-	case "bbolt":
-	case "etcd":
-		if opts.replicas < 1 || opts.replicas > 8 {
-			fmt.Fprintf(os.Stderr, "agentca-bench: --etcd-replicas %d: want 1 to 8\n", opts.replicas)
-			os.Exit(2)
-		}
-		if err := runEtcd(ctx, opts); err != nil {
-			fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
-			os.Exit(1)
-		}
-		return
-	default:
-		fmt.Fprintln(os.Stderr, "agentca-bench: --storage must be bbolt or etcd")
-		os.Exit(2)
-	}
-	rep, err := run(ctx, opts)
-	if rep != nil {
-		md := rep.markdown()
-		fmt.Println()
-		fmt.Print(md)
-		if opts.write != "" {
-			if werr := writeReport(opts.write, md); werr != nil {
-				fmt.Fprintf(os.Stderr, "agentca-bench: --write: %v\n", werr)
-				if err == nil {
-					err = werr
-				}
-			} else {
-				fmt.Fprintf(os.Stderr, "agentca-bench: report written to %s\n", opts.write)
-			}
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "agentca-bench: %v\n", err)
-		os.Exit(1)
-	}
+	return limit
 }
 
 // logf prints progress to stderr, so stdout carries only the report.
@@ -288,100 +305,20 @@ func run(ctx context.Context, opts options) (*report, error) {
 	}
 	defer lg.close()
 
-	// Warm-up at the highest concurrency: fills connection pools and the
-	// daemon's heap, and estimates the rate to size the token batches.
-	maxC := 0
-	for _, c := range opts.concurrency {
-		maxC = max(maxC, c)
-	}
-	warm := min(2*time.Second, opts.duration/2)
-	if err := lg.ensureTokens(ctx, 10_000); err != nil {
+	r := &benchRun{opts: opts, d: d, lg: lg, rep: rep, ceil: ceil}
+	if err := r.signPhases(ctx); err != nil {
 		keep = true
 		return rep, err
 	}
-	w := lg.signPhase(ctx, "warm-up", maxC, warm, d.pprofURL, "")
-	estimate := w.rate()
-	logf("warm-up: %d issued, %.0f/s, %d errors", w.ok, estimate, w.errors)
-	if w.ok == 0 {
-		keep = true
-		rep.phases = append(rep.phases, w)
-		return rep, fmt.Errorf("warm-up issued nothing: %s", strings.Join(w.firstErrors, "; "))
-	}
-
-	var joinAtMax *phase // the join-token sign phase at the highest concurrency
-	for _, c := range opts.concurrency {
-		if ctx.Err() != nil {
-			break
-		}
-		// Enough tokens that the phase is bounded by time, not count:
-		// the daemon cannot issue faster than the machine ceiling, but
-		// the ceiling may have been measured while something else ran,
-		// so at least twice the warm-up rate. At most 200,000.
-		need := int(max(2*estimate, ceil.rate) * opts.duration.Seconds())
-		need = min(max(need, 2*c), 200_000)
-		if err := lg.ensureTokens(ctx, need); err != nil {
-			keep = true
-			return rep, err
-		}
-		ph := lg.signPhase(ctx, fmt.Sprintf("sign c=%d", c), c, opts.duration, d.pprofURL, opts.pprofDir)
-		logf("%s: %d issued in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
-			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
-		rep.phases = append(rep.phases, ph)
-		if c == maxC {
-			joinAtMax = ph
-		}
-	}
-	joinRate := estimate
-	if joinAtMax != nil && joinAtMax.ok > 0 {
-		joinRate = joinAtMax.rate()
-	}
-
 	// k8s-sign right after the join-token phases, so that the two are
 	// compared on the same store at about the same size.
-	if opts.k8s && ctx.Err() == nil {
-		// One token per request: enough for 1.3 times the join-token
-		// rate over the phase, at most 100,000.
-		n := min(max(int(1.3*joinRate*opts.k8sDuration.Seconds()), 2*maxC), 100_000)
-		t0 := time.Now()
-		toks, err := d.k8s.tokens(ctx, n)
-		if err != nil {
-			keep = true
-			return rep, err
-		}
-		logf("signed %d RS256 projected service-account tokens (one pod each) in %s", n, time.Since(t0).Round(time.Millisecond))
-		ph := &phase{name: fmt.Sprintf("k8s-sign c=%d", maxC), kind: "sign"}
-		lg.signLoad(ctx, ph, maxC, opts.k8sDuration, k8sProvisioner, toks, d.pprofURL, opts.pprofDir)
-		logf("%s: %d issued in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
-			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
-		rep.phases = append(rep.phases, ph)
-		rep.k8s, rep.joinAtMax = ph, joinAtMax
+	if err := r.k8sSignPhase(ctx); err != nil {
+		keep = true
+		return rep, err
 	}
-
-	if opts.renewConc > 0 && ctx.Err() == nil {
-		logf("enrolling %d agents", opts.agents)
-		if err := lg.ensureTokens(ctx, opts.agents); err != nil {
-			keep = true
-			return rep, err
-		}
-		agents, err := lg.enroll(ctx, opts.agents)
-		if err != nil {
-			keep = true
-			return rep, fmt.Errorf("enroll: %w", err)
-		}
-		rep.enrolled += len(agents)
-		// Bounded by count as well: no more renewals than the sign
-		// phases' token budget.
-		maxRate := max(2*estimate, ceil.rate)
-		for _, fresh := range []bool{false, true} {
-			name := map[bool]string{false: "renew", true: "renew-csr"}[fresh]
-			if !opts.runs(name) || ctx.Err() != nil {
-				continue
-			}
-			ph := lg.renewPhase(ctx, fmt.Sprintf("%s c=%d", name, opts.renewConc), agents, fresh, opts.duration, maxRate, d.pprofURL, opts.pprofDir)
-			logf("%s: %d renewed in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
-				fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
-			rep.phases = append(rep.phases, ph)
-		}
+	if err := r.renewPhases(ctx); err != nil {
+		keep = true
+		return rep, err
 	}
 
 	if err := runTokenPhase(ctx, opts, lg, rep); err != nil { // token.go
@@ -401,11 +338,148 @@ func run(ctx context.Context, opts options) (*report, error) {
 		return rep, err
 	}
 
-	if err := runRevocationPhases(ctx, opts, d, lg, rep, joinRate, maxC); err != nil {
+	if err := runRevocationPhases(ctx, opts, d, lg, rep, r.joinRate, r.maxC); err != nil {
 		keep = true
 		return rep, err
 	}
 
+	if err := r.stopDaemon(); err != nil {
+		keep = true
+		return rep, err
+	}
+	return rep, r.finish(ctx)
+}
+
+// benchRun is what the parts of run share: the daemon and its load, the
+// report, and what the sign phases measured that the later phases size
+// themselves by.
+type benchRun struct {
+	opts options
+	d    *daemon
+	lg   *load
+	rep  *report
+	ceil ceiling
+
+	warm     *phase  // the warm-up phase
+	estimate float64 // its rate
+	maxC     int     // the highest --concurrency
+	joinRate float64 // the join-token sign rate at maxC, or the estimate
+	// joinAtMax is the join-token sign phase at the highest concurrency.
+	joinAtMax *phase
+}
+
+// signPhases runs the warm-up at the highest concurrency, then one /v1/sign
+// phase with join tokens at each --concurrency.
+func (r *benchRun) signPhases(ctx context.Context) error {
+	opts, d, lg, rep, ceil := r.opts, r.d, r.lg, r.rep, r.ceil
+	// Warm-up at the highest concurrency: fills connection pools and the
+	// daemon's heap, and estimates the rate to size the token batches.
+	maxC := 0
+	for _, c := range opts.concurrency {
+		maxC = max(maxC, c)
+	}
+	warm := min(2*time.Second, opts.duration/2)
+	if err := lg.ensureTokens(ctx, 10_000); err != nil {
+		return err
+	}
+	w := lg.signPhase(ctx, "warm-up", maxC, warm, d.pprofURL, "")
+	estimate := w.rate()
+	logf("warm-up: %d issued, %.0f/s, %d errors", w.ok, estimate, w.errors)
+	if w.ok == 0 {
+		rep.phases = append(rep.phases, w)
+		return fmt.Errorf("warm-up issued nothing: %s", strings.Join(w.firstErrors, "; "))
+	}
+
+	var joinAtMax *phase // the join-token sign phase at the highest concurrency
+	for _, c := range opts.concurrency {
+		if ctx.Err() != nil {
+			break
+		}
+		// Enough tokens that the phase is bounded by time, not count:
+		// the daemon cannot issue faster than the machine ceiling, but
+		// the ceiling may have been measured while something else ran,
+		// so at least twice the warm-up rate. At most 200,000.
+		need := int(max(2*estimate, ceil.rate) * opts.duration.Seconds())
+		need = min(max(need, 2*c), 200_000)
+		if err := lg.ensureTokens(ctx, need); err != nil {
+			return err
+		}
+		ph := lg.signPhase(ctx, fmt.Sprintf("sign c=%d", c), c, opts.duration, d.pprofURL, opts.pprofDir)
+		logf("%s: %d issued in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
+			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
+		rep.phases = append(rep.phases, ph)
+		if c == maxC {
+			joinAtMax = ph
+		}
+	}
+	joinRate := estimate
+	if joinAtMax != nil && joinAtMax.ok > 0 {
+		joinRate = joinAtMax.rate()
+	}
+
+	r.warm, r.estimate, r.maxC, r.joinRate, r.joinAtMax = w, estimate, maxC, joinRate, joinAtMax
+	return nil
+}
+
+// k8sSignPhase runs /v1/sign with projected service-account tokens at the
+// highest concurrency, when the k8s-sign phase runs.
+func (r *benchRun) k8sSignPhase(ctx context.Context) error {
+	opts, d, lg, rep, joinRate, maxC, joinAtMax := r.opts, r.d, r.lg, r.rep, r.joinRate, r.maxC, r.joinAtMax
+	if opts.k8s && ctx.Err() == nil {
+		// One token per request: enough for 1.3 times the join-token
+		// rate over the phase, at most 100,000.
+		n := min(max(int(1.3*joinRate*opts.k8sDuration.Seconds()), 2*maxC), 100_000)
+		t0 := time.Now()
+		toks, err := d.k8s.tokens(ctx, n)
+		if err != nil {
+			return err
+		}
+		logf("signed %d RS256 projected service-account tokens (one pod each) in %s", n, time.Since(t0).Round(time.Millisecond))
+		ph := &phase{name: fmt.Sprintf("k8s-sign c=%d", maxC), kind: "sign"}
+		lg.signLoad(ctx, ph, maxC, opts.k8sDuration, k8sProvisioner, toks, d.pprofURL, opts.pprofDir)
+		logf("%s: %d issued in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
+			fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
+		rep.phases = append(rep.phases, ph)
+		rep.k8s, rep.joinAtMax = ph, joinAtMax
+	}
+	return nil
+}
+
+// renewPhases enrolls the agents and runs renew and renew-csr (those not
+// skipped) with them.
+func (r *benchRun) renewPhases(ctx context.Context) error {
+	opts, d, lg, rep, estimate, ceil := r.opts, r.d, r.lg, r.rep, r.estimate, r.ceil
+	if opts.renewConc > 0 && ctx.Err() == nil {
+		logf("enrolling %d agents", opts.agents)
+		if err := lg.ensureTokens(ctx, opts.agents); err != nil {
+			return err
+		}
+		agents, err := lg.enroll(ctx, opts.agents)
+		if err != nil {
+			return fmt.Errorf("enroll: %w", err)
+		}
+		rep.enrolled += len(agents)
+		// Bounded by count as well: no more renewals than the sign
+		// phases' token budget.
+		maxRate := max(2*estimate, ceil.rate)
+		for _, fresh := range []bool{false, true} {
+			name := map[bool]string{false: "renew", true: "renew-csr"}[fresh]
+			if !opts.runs(name) || ctx.Err() != nil {
+				continue
+			}
+			ph := lg.renewPhase(ctx, fmt.Sprintf("%s c=%d", name, opts.renewConc), agents, fresh, opts.duration, maxRate, d.pprofURL, opts.pprofDir)
+			logf("%s: %d renewed in %.2fs = %.0f/s, p50 %s p99 %s, %d errors", ph.name, ph.ok, ph.elapsed.Seconds(), ph.rate(),
+				fmtDur(ph.pct(0.50)), fmtDur(ph.pct(0.99)), ph.errors)
+			rep.phases = append(rep.phases, ph)
+		}
+	}
+	return nil
+}
+
+// stopDaemon records the daemon's peak RSS, stops it with SIGTERM, checks
+// that it exits 0 and fills in what the report says of it.
+func (r *benchRun) stopDaemon() error {
+	d, lg, rep := r.d, r.lg, r.rep
 	rep.daemon.peakRSS = d.peakRSS()
 	lg.close()
 	logf("stopping the daemon with SIGTERM")
@@ -416,21 +490,26 @@ func run(ctx context.Context, opts options) (*report, error) {
 		rep.daemon.dbBytes = fi.Size()
 	}
 	rep.daemon.tokens = len(lg.tokens)
-	rep.daemon.issued = w.ok + rep.enrolled
+	rep.daemon.issued = r.warm.ok + rep.enrolled
 	for _, ph := range rep.phases {
 		if ph.kind == "sign" || ph.kind == "renew" {
 			rep.daemon.issued += ph.ok
 		}
 	}
 	if stopErr != nil {
-		keep = true
-		return rep, stopErr
+		return stopErr
 	}
 	if code != 0 {
-		keep = true
-		return rep, fmt.Errorf("daemon exited with status %d after SIGTERM (want 0); see %s", code, d.logPath)
+		return fmt.Errorf("daemon exited with status %d after SIGTERM (want 0); see %s", code, d.logPath)
 	}
 	logf("daemon exited 0")
+	return nil
+}
+
+// finish measures the ceiling again, runs the big-store phase, and returns
+// the phases' errors (or the interruption) as one error.
+func (r *benchRun) finish(ctx context.Context) error {
+	opts, rep := r.opts, r.rep
 	// The ceiling again, now that the daemon is gone: other work on the
 	// machine shows up as a difference between the two.
 	if after, err := measureCeiling(ctx, opts.ceilingDur); err == nil {
@@ -440,7 +519,7 @@ func run(ctx context.Context, opts options) (*report, error) {
 	if opts.runs("big-store") {
 		bs, err := runBigStore(ctx, opts.binary, opts.bigStore, opts.keep)
 		if err != nil {
-			return rep, fmt.Errorf("big-store: %w", err)
+			return fmt.Errorf("big-store: %w", err)
 		}
 		rep.bigStore = bs
 		logf("big-store: %d certificates, start-up %s, RSS %.0f MiB (peak %.0f MiB), inclusion proof p99 %s",
@@ -456,12 +535,12 @@ func run(ctx context.Context, opts options) (*report, error) {
 		failed = append(failed, fmt.Sprintf("revoke-latency: %d errors", rl.errors))
 	}
 	if ctx.Err() != nil {
-		return rep, fmt.Errorf("interrupted: %w", context.Cause(ctx))
+		return fmt.Errorf("interrupted: %w", context.Cause(ctx))
 	}
 	if len(failed) > 0 {
-		return rep, errors.New(strings.Join(failed, "; "))
+		return errors.New(strings.Join(failed, "; "))
 	}
-	return rep, nil
+	return nil
 }
 
 // revokeLatencyMax bounds the revoke-latency phase (and its sign load).

@@ -67,16 +67,8 @@ func (c *CARecords) Certificate(ctx context.Context, serial string) (*store.Cert
 // cross-signed ones) of the non-retired anchors of set.
 func (c *CARecords) set(set *store.AnchorSet) {
 	m := map[string]*store.Certificate{}
-	for i := range set.Anchors {
-		an := &set.Anchors[i]
-		if an.State == store.AnchorRetired {
-			continue
-		}
-		p, err := parseAnchor(an)
-		if err != nil {
-			continue
-		}
-		for _, cert := range []*x509.Certificate{p.issuer, p.cross} {
+	for _, l := range liveAnchors(set) {
+		for _, cert := range []*x509.Certificate{l.p.issuer, l.p.cross} {
 			if cert == nil || len(cert.AuthorityKeyId) == 0 {
 				continue
 			}
@@ -86,6 +78,30 @@ func (c *CARecords) set(set *store.AnchorSet) {
 		}
 	}
 	c.certs.Store(&m)
+}
+
+// liveAnchor is a non-retired anchor of a set and its certificates.
+type liveAnchor struct {
+	an *store.Anchor
+	p  *parsed
+}
+
+// liveAnchors are the non-retired anchors of set whose certificates parse,
+// in the set's order.
+func liveAnchors(set *store.AnchorSet) []liveAnchor {
+	var live []liveAnchor
+	for i := range set.Anchors {
+		an := &set.Anchors[i]
+		if an.State == store.AnchorRetired {
+			continue
+		}
+		p, err := parseAnchor(an)
+		if err != nil {
+			continue
+		}
+		live = append(live, liveAnchor{an: an, p: p})
+	}
+	return live
 }
 
 // runningRoot is the OCSP responder and CRL of one root.
@@ -128,17 +144,9 @@ func (k *rootKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]by
 func (a *Runtime) applyRoots(set *store.AnchorSet) {
 	a.caRecords.set(set)
 	want := map[string]*store.Anchor{}
-	for i := range set.Anchors {
-		an := &set.Anchors[i]
-		if an.State == store.AnchorRetired {
-			continue
-		}
-		p, err := parseAnchor(an)
-		if err != nil {
-			continue
-		}
-		if ski := skiHex(p.root); want[ski] == nil {
-			want[ski] = an
+	for _, l := range liveAnchors(set) {
+		if ski := skiHex(l.p.root); want[ski] == nil {
+			want[ski] = l.an
 		}
 	}
 	a.rootsFailed = false
@@ -214,19 +222,29 @@ func (a *Runtime) startRoot(ski string, an *store.Anchor) error {
 	a.presign(ctx, ski)
 	runCtx, stop := context.WithCancel(a.ctx)
 	run := &runningRoot{root: p.root, publisher: pub, cancel: stop, done: make(chan struct{})}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer close(run.done)
-		var wg sync.WaitGroup
-		wg.Go(func() { pub.Run(runCtx) })
-		wg.Go(func() { RenewLoop(runCtx, "root OCSP responder certificate", rr.notAfter, rr.renew, rr.log) })
-		wg.Go(func() { a.presignLoop(runCtx, ski) })
-		wg.Wait()
-	}()
+	a.runLoops(run.done,
+		func() { pub.Run(runCtx) },
+		func() { RenewLoop(runCtx, "root OCSP responder certificate", rr.notAfter, rr.renew, rr.log) },
+		func() { a.presignLoop(runCtx, ski) })
 	a.roots[ski] = run
 	a.log.Info("root OCSP responder and CRL running", "root", ski, "root_sha256", fingerprint(p.root))
 	return nil
+}
+
+// runLoops runs each of loops in a goroutine of its own (a CRL publisher
+// and its responder certificate's renewal, for one issuing CA or root),
+// counted in a.wg, and closes done when all have returned.
+func (a *Runtime) runLoops(done chan struct{}, loops ...func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer close(done)
+		var wg sync.WaitGroup
+		for _, loop := range loops {
+			wg.Go(loop)
+		}
+		wg.Wait()
+	}()
 }
 
 // presign signs the responses about the issuing CAs of root ski, so the

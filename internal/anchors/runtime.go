@@ -414,15 +414,9 @@ func (a *Runtime) startIssuer(_ context.Context, an *store.Anchor, p *parsed) (*
 	}
 	runCtx, cancel := context.WithCancel(a.ctx)
 	ri := &runningIssuer{issuer: iss, publisher: pub, cancel: cancel, done: make(chan struct{})}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer close(ri.done)
-		var wg sync.WaitGroup
-		wg.Go(func() { pub.Run(runCtx) })
-		wg.Go(func() { RenewLoop(runCtx, "OCSP responder certificate", rc.notAfter, rc.renew, rc.log) })
-		wg.Wait()
-	}()
+	a.runLoops(ri.done,
+		func() { pub.Run(runCtx) },
+		func() { RenewLoop(runCtx, "OCSP responder certificate", rc.notAfter, rc.renew, rc.log) })
 	a.running[an.ID] = ri
 	a.log.Info("issuing CA running", "anchor", an.ID, "state", an.State, "issuer", iss.SKI, "root_sha256", fingerprint(p.root))
 	return ri, nil

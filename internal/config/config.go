@@ -418,6 +418,24 @@ func (c *Config) Validate() error {
 	if err := identity.ValidateTrustDomain(c.TrustDomain); err != nil {
 		bad("trust_domain", "%v", err)
 	}
+	c.validateListen(bad)
+	c.validateStorage(bad)
+	c.validateLeaf(bad)
+	c.validateRevocation(bad)
+	c.validateAdmins(bad)
+	c.validateProvisioners(bad)
+	c.validateLogging(bad)
+	c.validateKeys(bad)
+	c.validateTokens(bad)
+	c.validateExchange(bad)
+	c.Limits.validate(bad)
+	c.validateJWTSVID(bad)
+	c.validateFederation(bad)
+	return errors.Join(errs...)
+}
+
+// validateListen checks the listen addresses and the public URLs.
+func (c *Config) validateListen(bad func(field, format string, args ...any)) {
 	for name, addr := range map[string]string{"listen.https": c.Listen.HTTPS, "listen.http": c.Listen.HTTP} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(name, "want host:port, got %q", addr)
@@ -429,6 +447,10 @@ func (c *Config) Validate() error {
 			bad(name, "want an absolute http(s) URL, got %q", u)
 		}
 	}
+}
+
+// validateStorage checks the storage type, its settings and the retention.
+func (c *Config) validateStorage(bad func(field, format string, args ...any)) {
 	switch c.Storage.Type {
 	case "bbolt":
 		if len(c.Storage.Endpoints) > 0 || c.Storage.Prefix != "" || c.Storage.CAFile != "" || c.Storage.CertFile != "" ||
@@ -443,6 +465,10 @@ func (c *Config) Validate() error {
 	if r := c.Storage.Retention.Std(); r != 0 && r < time.Minute {
 		bad("storage.retention", "must be at least 1m")
 	}
+}
+
+// validateLeaf checks the leaf lifetimes against each other and the ceiling.
+func (c *Config) validateLeaf(bad func(field, format string, args ...any)) {
 	l := c.Leaf
 	if l.MinTTL.Std() < time.Second {
 		bad("leaf.min_ttl", "must be at least 1s")
@@ -456,7 +482,10 @@ func (c *Config) Validate() error {
 	if l.DefaultTTL < l.MinTTL || l.DefaultTTL > l.MaxTTL {
 		bad("leaf.default_ttl", "%s is outside [min_ttl %s, max_ttl %s]", l.DefaultTTL.Std(), l.MinTTL.Std(), l.MaxTTL.Std())
 	}
-	// Zero means the default.
+}
+
+// validateRevocation checks the OCSP and CRL validities (zero means the default).
+func (c *Config) validateRevocation(bad func(field, format string, args ...any)) {
 	if v := c.OCSP.Validity.Std(); v != 0 && (v < time.Second || v > 7*24*time.Hour) {
 		bad("ocsp.validity", "%s is outside [1s, 168h]", v)
 	}
@@ -466,11 +495,21 @@ func (c *Config) Validate() error {
 	if v := c.CRL.Validity.Std(); v != 0 && (v < time.Second || v > 7*24*time.Hour) {
 		bad("crl.validity", "%s is outside [1s, 168h]", v)
 	}
+}
+
+// validateAdmins checks that every admin is a SPIFFE ID in the trust domain.
+func (c *Config) validateAdmins(bad func(field, format string, args ...any)) {
 	for i, a := range c.Admins {
 		if err := identity.ValidateSPIFFEID(a, c.TrustDomain); err != nil {
 			bad(fmt.Sprintf("admins[%d]", i), "%v", err)
 		}
 	}
+}
+
+// validateProvisioners checks each provisioner: a unique name outside the CA's
+// own, its type and type-specific fields, its lifetimes within the leaf's.
+func (c *Config) validateProvisioners(bad func(field, format string, args ...any)) {
+	l := c.Leaf
 	if len(c.Provisioners) == 0 {
 		bad("provisioners", "at least one provisioner is required")
 	}
@@ -519,6 +558,10 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+}
+
+// validateLogging checks the log format and level.
+func (c *Config) validateLogging(bad func(field, format string, args ...any)) {
 	switch c.Logging.Format {
 	case "", "text", "json":
 	default:
@@ -529,6 +572,10 @@ func (c *Config) Validate() error {
 	default:
 		bad("logging.level", "want debug, info, warn or error, got %q", c.Logging.Level)
 	}
+}
+
+// validateKeys checks the KMS URI and that KMS key references have one.
+func (c *Config) validateKeys(bad func(field, format string, args ...any)) {
 	if c.Keys.KMS != "" && !isKMSURI(c.Keys.KMS) {
 		bad("keys.kms", "want a pkcs11: URI, got %q", c.Keys.KMS)
 	}
@@ -538,12 +585,6 @@ func (c *Config) Validate() error {
 			bad(k.field, "%q is a KMS key but keys.kms is not set", k.ref)
 		}
 	}
-	c.validateTokens(bad)
-	c.validateExchange(bad)
-	c.Limits.validate(bad)
-	c.validateJWTSVID(bad)
-	c.validateFederation(bad)
-	return errors.Join(errs...)
 }
 
 func optionNames(raw json.RawMessage) string {

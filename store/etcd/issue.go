@@ -25,8 +25,8 @@ func (s *Store) Issue(ctx context.Context, iss *store.Issuance) error {
 	rec.Serial = serial
 	rec.LogIndex, rec.LogTimestamp = 0, 0 // the store assigns them
 	leaf := iss.LogLeaf
-	if leaf != nil && (leaf.Timestamp() == 0 || !bytes.Equal(leaf.Certificate(), rec.DER)) {
-		return errors.New("store: the log leaf is not the certificate's (or has no timestamp)")
+	if err := store.CheckLogLeaf(&rec, leaf); err != nil {
+		return err
 	}
 	certJSON, err := json.Marshal(&rec)
 	if err != nil {
