@@ -360,26 +360,11 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudi
 		w.Header().Set("Allow", http.MethodPost)
 		return oauthErr(http.StatusMethodNotAllowed, OAuthInvalidRequest, "use POST")
 	}
-	leaf, rec, ce := s.clientCertificate(r)
-	if rec != nil {
-		a.prov, a.spiffeID, a.serial = rec.Provisioner, rec.SPIFFEID, rec.Serial
-	}
-	if ce != nil {
-		if ce.Status >= 500 {
-			a.detail = ce.Message
-			return oauthErr(http.StatusServiceUnavailable, OAuthUnavailable, "the CA cannot authenticate clients right now; retry")
-		}
-		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "%s", ce.Message)
-	}
-	// As at renewal: an identity the CA would no longer issue (over
-	// 2,048 bytes, or under its reserved path) gets no token.
-	if err := identity.ValidateWorkloadSPIFFEID(rec.SPIFFEID, s.ca.TrustDomain()); err != nil {
-		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "the client certificate's SPIFFE ID is no longer allowed (%d bytes); enroll again", len(rec.SPIFFEID))
-	}
-	// As at renewal: a certificate vouched for by a provisioner that is
-	// no longer configured authenticates nothing.
-	if (*s.provs.Load())[rec.Provisioner] == nil {
-		return oauthErr(http.StatusUnauthorized, OAuthInvalidClient, "provisioner %q that vouched for the client certificate is no longer configured; enroll again", truncate(rec.Provisioner, 64))
+	// As at renewal: the certificate recorded and unrevoked, an identity
+	// the CA would still issue, its provisioner still configured.
+	leaf, rec, oe := s.tokenClient(r, a)
+	if oe != nil {
+		return oe
 	}
 	req, oe := ParseTokenRequest(w, r, s.tokens.opts.MaxTTL)
 	if oe != nil {
