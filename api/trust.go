@@ -5,10 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
-	"github.com/agentca/agentca/ca"
 	"sync/atomic"
 	"time"
 
+	"github.com/agentca/agentca/ca"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
