@@ -49,8 +49,15 @@ type target struct {
 	parse func(b []byte, key crypto.Signer, verify bool) (*tls.Certificate, error)
 	// holders are the enrolled certificates the renewal phases renew,
 	// one per worker.
-	holders []*atomic.Pointer[tls.Certificate]
+	holders []*holder
 	stop    func()
+}
+
+// holder is one enrolled certificate the renewal phases renew, and the
+// index in the key pool of its key.
+type holder struct {
+	cert atomic.Pointer[tls.Certificate]
+	key  int
 }
 
 // comparePaths are the measured paths, in table order.
@@ -233,7 +240,7 @@ func (t *target) enroll(ctx context.Context, n int, keys []stepKey) error {
 	}
 	hc := &http.Client{Transport: t.tls(nil), Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
-	t.holders = make([]*atomic.Pointer[tls.Certificate], n)
+	t.holders = make([]*holder, n)
 	for i := range n {
 		key := keys[i%len(keys)].key
 		var tc *tls.Certificate
@@ -244,8 +251,8 @@ func (t *target) enroll(ctx context.Context, n int, keys []stepKey) error {
 		}); err != nil {
 			return err
 		}
-		t.holders[i] = new(atomic.Pointer[tls.Certificate])
-		t.holders[i].Store(tc)
+		t.holders[i] = &holder{key: i % len(keys)}
+		t.holders[i].cert.Store(tc)
 	}
 	return nil
 }
@@ -313,7 +320,7 @@ func (t *target) renewPhase(ctx context.Context, fresh bool, dur time.Duration, 
 	c := len(t.holders)
 	clients := make([]*http.Client, c)
 	for i, h := range t.holders {
-		clients[i] = &http.Client{Transport: t.tls(h.Load), Timeout: 30 * time.Second}
+		clients[i] = &http.Client{Transport: t.tls(h.cert.Load), Timeout: 30 * time.Second}
 	}
 	runtime.GC()
 	deadline := time.Now().Add(dur)
@@ -321,16 +328,19 @@ func (t *target) renewPhase(ctx context.Context, fresh bool, dur time.Duration, 
 		hc, h := clients[w], t.holders[w]
 		defer hc.CloseIdleConnections()
 		for n := 0; ctx.Err() == nil && time.Now().Before(deadline); n++ {
-			key := h.Load().PrivateKey.(crypto.Signer)
-			url, body := t.base+t.renew, t.renewBody
+			key := h.cert.Load().PrivateKey.(crypto.Signer)
+			url, body, next := t.base+t.renew, t.renewBody, h.key
 			if fresh {
-				k := keys[(w+(n+1)*c)%len(keys)]
+				// The next key of the pool: never the current one.
+				next = (h.key + 1) % len(keys)
+				k := keys[next]
 				key, url, body = k.key, t.base+t.rekey, t.rekeyBody(t.csr(k))
 			}
 			lat, err := post(ctx, hc, url, body, func(b []byte) error {
 				tc, err := t.parse(b, key, n == 0)
 				if err == nil {
-					h.Store(tc)
+					h.cert.Store(tc)
+					h.key = next
 				}
 				return err
 			})
