@@ -3,8 +3,10 @@ package api
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/agentca/agentca/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultClientCertsSize bounds the records a ClientCerts holds.
@@ -36,6 +38,11 @@ const DefaultClientCertsSize = 64 << 10
 type ClientCerts struct {
 	fresh func() bool
 	half  int
+
+	// hits, misses and stale count the lookups: answered from the
+	// cache, read from the store (and kept unless revoked meanwhile),
+	// read from the store because fresh said no.
+	hits, misses, stale atomic.Uint64
 
 	mu        sync.Mutex
 	gen       uint64
@@ -86,21 +93,40 @@ func (c *ClientCerts) Len() int {
 // shared and read only), or nil and the generation to pass to add after
 // reading the store. usable is false while the cache may not be used.
 func (c *ClientCerts) lookup(sn string) (rec *store.Certificate, gen uint64, usable bool) {
-	if c == nil || (c.fresh != nil && !c.fresh()) {
+	if c == nil {
+		return nil, 0, false
+	}
+	if c.fresh != nil && !c.fresh() {
+		c.stale.Add(1)
 		return nil, 0, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if r := c.cur[sn]; r != nil {
-		cp := *r
-		return &cp, 0, true
+	r := c.cur[sn]
+	if r == nil {
+		if r = c.prev[sn]; r != nil {
+			c.put(sn, r)
+		}
 	}
-	if r := c.prev[sn]; r != nil {
-		c.put(sn, r)
-		cp := *r
-		return &cp, 0, true
+	if r == nil {
+		c.misses.Add(1)
+		return nil, c.gen, true
 	}
-	return nil, c.gen, true
+	c.hits.Add(1)
+	cp := *r
+	return &cp, 0, true
+}
+
+// register exports the lookups and the records held to reg.
+func (c *ClientCerts) register(reg prometheus.Registerer) {
+	lookups := func(result string, n *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "agentca_client_cert_cache_lookups_total",
+			Help:        "Client certificate checks by where the record came from: hit (the cache), miss (the store), stale (the store: the watch not proven fresh).",
+			ConstLabels: prometheus.Labels{"result": result}}, func() float64 { return float64(n.Load()) })
+	}
+	reg.MustRegister(lookups("hit", &c.hits), lookups("miss", &c.misses), lookups("stale", &c.stale),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "agentca_client_cert_cache_records",
+			Help: "Certificate records the client certificate cache holds."}, func() float64 { return float64(c.Len()) }))
 }
 
 // add keeps rec, read from the store after lookup returned gen, unless

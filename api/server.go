@@ -185,6 +185,9 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = NewMetrics(s.reg)
 	s.ops = newOpMetrics(s.reg, s)
+	if s.clientCerts != nil {
+		s.clientCerts.register(s.reg)
+	}
 	if s.rev == nil {
 		rev, err := s.defaultRevocation(opts)
 		if err != nil {
