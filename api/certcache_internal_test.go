@@ -207,3 +207,42 @@ func TestClientCertsStale(t *testing.T) {
 		t.Fatalf("stale read served %+v %v; want the store's revoked record", rec, err)
 	}
 }
+
+// BenchmarkClientCertRecord is the record lookup of one client
+// certificate check: read from the bbolt file and decoded (store), or
+// from the cache (cache).
+func BenchmarkClientCertRecord(b *testing.B) {
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "agentca.db"), bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	der := make([]byte, 640) // an ECDSA P-256 leaf with a SPIFFE ID is about this size
+	for i := range der {
+		der[i] = byte(i)
+	}
+	rec := store.Certificate{Serial: "3f2a9c0e1d4b5a69788796a5b4c3d2e1f0a1b2c3", IssuerSKI: strings.Repeat("ab", 20),
+		SPIFFEID: "spiffe://example.org/ns/prod/sa/agent", Provisioner: "k8s", NotBefore: now, NotAfter: now.Add(time.Hour),
+		DER: der, PublicKeySHA256: strings.Repeat("cd", 32), Claims: map[string]string{"namespace": "prod", "service_account": "agent", "pod": "agent-7c9f"}}
+	if err := st.Issue(context.Background(), &store.Issuance{Certificate: rec, Now: now}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		c    *ClientCerts
+	}{{"store", nil}, {"cache", NewClientCerts(0, nil)}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := bc.c.record(ctx, rec.Serial, st.Certificate); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
