@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,24 +50,35 @@ func TestClientCertCacheRevoked(t *testing.T) {
 // through B's store watch: once A has answered and the staleness bound
 // (ocsp.max_staleness, 1s by default) has passed, B refuses every request
 // with 403 certificate_revoked, on the keep-alive connection the client
-// used before, and never answers from its cache again.
+// used before, and never answers from its cache again. Then B is frozen
+// (SIGSTOP) past the bound while another certificate it cached is revoked
+// through A: after SIGCONT its first answer is already 403 (its watch not
+// proven fresh, B reads the store), never an answer from its cache.
 func TestEtcdClientCertCacheRevoked(t *testing.T) {
 	reps := newEtcdReplicas(t, 2)
 	a, b := reps.cas[0], reps.cas[1]
-	dir := filepath.Join(t.TempDir(), "a")
-	if r := a.enroll(a.token("spiffe://example.org/agent/cached"), dir); r.code != 0 {
-		t.Fatalf("enroll:\n%s", r)
-	}
-	cr := readCreds(t, dir)
-	hcB := b.client(cr.tlsCert())
-	// Until B answers from its cache (its watch proven fresh).
-	eventually(t, 20*time.Second, 20*time.Millisecond, "B to check the certificate from its cache", func() bool {
-		if r, err := workloadDefs(hcB, b); err != nil || r.status != http.StatusOK {
-			t.Fatalf("B before the revocation: %+v %v", r, err)
+	var crs []*creds
+	for _, name := range []string{"a", "b"} {
+		dir := filepath.Join(t.TempDir(), name)
+		if r := a.enroll(a.token("spiffe://example.org/agent/cached-"+name), dir); r.code != 0 {
+			t.Fatalf("enroll:\n%s", r)
 		}
-		hits, _ := scrape(t, b).sum("agentca_client_cert_cache_lookups_total", `result="hit"`)
-		return hits > 0
-	})
+		crs = append(crs, readCreds(t, dir))
+	}
+	cr, paused := crs[0], crs[1]
+	hcB, hcPaused := b.client(cr.tlsCert()), b.client(paused.tlsCert())
+	// Until B answers both from its cache (its watch proven fresh).
+	var hits float64
+	for _, hc := range []*http.Client{hcB, hcPaused} {
+		eventually(t, 20*time.Second, 20*time.Millisecond, "B to check the certificate from its cache", func() bool {
+			if r, err := workloadDefs(hc, b); err != nil || r.status != http.StatusOK {
+				t.Fatalf("B before the revocation: %+v %v", r, err)
+			}
+			h, _ := scrape(t, b).sum("agentca_client_cert_cache_lookups_total", `result="hit"`)
+			defer func() { hits = h }()
+			return h > hits
+		})
+	}
 	mustRun(t, "revoke", "--dir", a.Dir, "--serial", cr.leaf.SerialNumber.Text(16))
 	revoked := time.Now()
 	const bound = time.Second // ocsp.max_staleness
@@ -93,5 +105,27 @@ func TestEtcdClientCertCacheRevoked(t *testing.T) {
 			t.Fatalf("B, request %d after refusing: %d %s %v; want 403 certificate_revoked", i, r.status, r.body, err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+
+	b.mu.Lock()
+	bp := b.proc
+	b.mu.Unlock()
+	bp.signal(t, syscall.SIGSTOP)
+	stopped := time.Now()
+	resumed := false
+	defer func() {
+		if !resumed {
+			bp.signal(t, syscall.SIGCONT)
+		}
+	}()
+	mustRun(t, "revoke", "--dir", a.Dir, "--serial", paused.leaf.SerialNumber.Text(16))
+	time.Sleep(time.Until(stopped.Add(bound + 500*time.Millisecond)))
+	bp.signal(t, syscall.SIGCONT)
+	resumed = true
+	for i := range 10 {
+		r, err := workloadDefs(hcPaused, b)
+		if err != nil || r.status != http.StatusForbidden || !strings.Contains(string(r.body), "certificate_revoked") {
+			t.Fatalf("B, request %d after SIGCONT: %d %s %v; want 403 certificate_revoked", i, r.status, r.body, err)
+		}
 	}
 }
