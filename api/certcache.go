@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/agentca/agentca/revocation"
 	"github.com/agentca/agentca/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -175,3 +176,5 @@ func (c *ClientCerts) record(ctx context.Context, sn string, read func(context.C
 	c.add(sn, rec, gen)
 	return rec, nil
 }
+
+var _ revocation.Cache = (*ClientCerts)(nil)
