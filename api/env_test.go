@@ -83,6 +83,9 @@ type envOptions struct {
 	extra     []string      // names of further join-token provisioners
 	start     time.Time     // the clock's start; zero: now
 	admins    []string      // SPIFFE IDs allowed the admin API over HTTPS
+	// clientCerts, when set, is the client certificate cache the server
+	// and its revocation service use; nil: the one api builds.
+	clientCerts *api.ClientCerts
 }
 
 // env is a running CA: a bolt store, an authority, a join-token
@@ -154,7 +157,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.srv, err = api.New(api.Options{Authority: e.authority, Store: st, Trust: trust, Provisioners: e.provs,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now, Workloads: st, Admins: o.admins})
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Registry: prometheus.NewRegistry(), Now: e.clock.Now, Workloads: st, Admins: o.admins,
+		ClientCerts: o.clientCerts})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,8 @@ func BenchmarkTokenExchange(b *testing.B) {
 	tokens.Exchange = &api.ExchangeOptions{Validator: v}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust,
 		Provisioners: map[string]*api.Provisioner{"k8s": {Name: "k8s", Provisioner: &claimsProvisioner{}}},
-		Tokens:       tokens})
+		Tokens:       tokens,
+		ClientCerts:  api.NewClientCerts(0, nil)}) // as the daemon does
 	if err != nil {
 		b.Fatal(err)
 	}

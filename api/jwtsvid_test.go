@@ -69,7 +69,8 @@ func newJWTEnv(tb testing.TB, leafTTL time.Duration, withKey bool) *jwtEnv {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust,
 		Provisioners: map[string]*api.Provisioner{"k8s": {Name: "k8s", Provisioner: &claimsProvisioner{}}},
-		JWTSVID:      &api.JWTSVIDOptions{Issuer: "https://ca.example.org/"}})
+		JWTSVID:      &api.JWTSVIDOptions{Issuer: "https://ca.example.org/"},
+		ClientCerts:  api.NewClientCerts(0, nil)}) // as the daemon does
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"slices"
@@ -23,7 +24,9 @@ import (
 // Nothing is verified before the store has recognised the leaf: a serial
 // out of range (zero, negative, over 160 bits) or unknown, or a leaf that
 // differs from the record, is 401 unknown_certificate at the cost of one
-// read, whatever chain came with it. A leaf recorded byte for byte and
+// read, whatever chain came with it. The read is skipped for a record the
+// ClientCerts cache holds (certcache.go: an unrevoked record, dropped by
+// the revocation notifier); every check below is made on every request. A leaf recorded byte for byte and
 // issued by the active issuing CA needs no signature check: the CA made
 // exactly these bytes, and its issuer chains to the anchors by
 // construction. One of another issuing CA still answering for its
@@ -38,7 +41,7 @@ func (s *Server) clientCertificate(r *http.Request) (*x509.Certificate, *store.C
 	if n := leaf.SerialNumber; n == nil || n.Sign() <= 0 || n.BitLen() > 160 {
 		return nil, nil, unknown
 	}
-	rec, err := s.store.Certificate(r.Context(), leaf.SerialNumber.Text(16))
+	rec, err := s.certRecord(r.Context(), hex.EncodeToString(leaf.SerialNumber.Bytes()))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, unknown
 	}

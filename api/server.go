@@ -92,8 +92,13 @@ type Options struct {
 	// Revocation makes every revocation (revoke, task end, a reused
 	// renewal, a node's workload SVIDs): it writes the store, tells the
 	// OCSP and CRL caches and writes the audit lines. Nil means one over
-	// Store and Workloads that tells no cache.
+	// Store and Workloads that tells only ClientCerts.
 	Revocation *revocation.Service
+	// ClientCerts caches the records of client certificates
+	// (certcache.go); Revocation's notifier (or, when Revocation is nil,
+	// the one api builds) must tell it of every revocation, and no
+	// other writer of Store may revoke. Nil: every check reads Store.
+	ClientCerts *ClientCerts
 	// Admins are SPIFFE IDs allowed to revoke any certificate over mTLS.
 	Admins []string
 	// Log is the issuance log: with it, every SignResponse carries the
@@ -146,6 +151,8 @@ type Server struct {
 	exch    *exchanger
 	ready   func() error
 
+	clientCerts *ClientCerts // nil: every check reads the store
+
 	workloads WorkloadStore
 	tlogStore LogReader // the stored log the CT endpoints read
 	federated spiffebundle.Source
@@ -165,7 +172,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{ca: opts.Authority, store: roles, log: opts.Logger, reg: opts.Registry, now: opts.Now,
 		ocsp: opts.OCSP, crls: opts.CRLs, rev: opts.Revocation, tlog: opts.Log, tlogStore: opts.LogReader,
-		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads, federated: opts.Federation}
+		anchors: opts.Anchors, ready: opts.Ready, workloads: opts.Workloads, federated: opts.Federation,
+		clientCerts: opts.ClientCerts}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -177,6 +185,9 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = NewMetrics(s.reg)
 	s.ops = newOpMetrics(s.reg, s)
+	if s.clientCerts != nil {
+		s.clientCerts.register(s.reg)
+	}
 	if s.rev == nil {
 		rev, err := s.defaultRevocation(opts)
 		if err != nil {

@@ -47,7 +47,8 @@ func BenchmarkToken(b *testing.B) {
 	}
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust,
 		Provisioners: map[string]*api.Provisioner{"k8s": {Name: "k8s", Provisioner: &claimsProvisioner{}}},
-		Tokens:       &api.TokenOptions{Signer: mustKey(b, ca.ECP256), Issuer: "https://ca.example.org", Scopes: []string{testScope}}})
+		Tokens:       &api.TokenOptions{Signer: mustKey(b, ca.ECP256), Issuer: "https://ca.example.org", Scopes: []string{testScope}},
+		ClientCerts:  api.NewClientCerts(0, nil)}) // as the daemon does
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -263,11 +263,16 @@ func (s *Server) doWorkloadSign(w http.ResponseWriter, r *http.Request, a *audit
 }
 
 // defaultRevocation is the revocation service of a Server given none:
-// over its store and workload definitions, telling no cache.
+// over its store and workload definitions, telling only the client
+// certificate cache (Options.ClientCerts), if any.
 func (s *Server) defaultRevocation(opts Options) (*revocation.Service, error) {
 	var wl revocation.Workloads
 	if opts.Workloads != nil {
 		wl = opts.Workloads
 	}
-	return revocation.New(revocation.Options{Store: s.store, Workloads: wl, Ceiling: identity.Ceiling, Logger: s.log})
+	var n revocation.Notifier
+	if s.clientCerts != nil {
+		n = revocation.Direct(s.clientCerts)
+	}
+	return revocation.New(revocation.Options{Store: s.store, Workloads: wl, Notifier: n, Ceiling: identity.Ceiling, Logger: s.log})
 }

@@ -8,8 +8,9 @@ import (
 	"github.com/agentca/agentca/store"
 )
 
-// Cache follows revocations: the OCSP responder drops and re-signs the
-// certificate's response, its issuer's CRL is rebuilt.
+// Cache follows revocations: the API's client certificate cache drops
+// the record, the OCSP responder drops and re-signs the certificate's
+// response, its issuer's CRL is rebuilt.
 type Cache interface {
 	Revoked(ctx context.Context, rec *store.Certificate)
 }

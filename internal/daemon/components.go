@@ -66,7 +66,10 @@ type daemon struct {
 	// feed is the revocation notifier the store's watch fills (etcd);
 	// nil on a store that reports no changes.
 	feed *revocation.Feed
-	srv  *api.Server
+	// clientCerts caches the API's client certificate records; the
+	// notifier tells it of every revocation.
+	clientCerts *api.ClientCerts
+	srv         *api.Server
 
 	servers []*http.Server
 	lns     []net.Listener
@@ -270,7 +273,7 @@ func (d *daemon) buildAPI(ctx context.Context) error {
 	d.onClose(stopFed)
 	srv, err := api.New(api.Options{Authority: d.authority, Store: st, Trust: d.anchors, Provisioners: d.provs, Logger: d.log, Registry: d.reg,
 		OCSP: d.responder, CRLs: d.anchors, Admins: cfg.Admins, Log: d.tlog, LogReader: st, Anchors: d.anchors,
-		Tokens: d.tokens, JWTSVID: jwtSVIDOptions(cfg), Revocation: rev, Workloads: st,
+		Tokens: d.tokens, JWTSVID: jwtSVIDOptions(cfg), Revocation: rev, ClientCerts: d.clientCerts, Workloads: st,
 		Ready: readyWithin(st, max(cfg.OCSP.MaxStaleness.Std(), 3*time.Second)), Federation: fed})
 	if err != nil {
 		return err
@@ -282,10 +285,15 @@ func (d *daemon) buildAPI(ctx context.Context) error {
 
 // revocation is the one service that makes revocations. A revocation,
 // made here or by another replica, shows at once in OCSP and (debounced)
-// in its issuer's CRL: on a store that reports its changes (etcd) through
-// the store's watch alone, else told by the service.
+// in its issuer's CRL and the API's client certificate cache: on a store
+// that reports its changes (etcd) through the store's watch alone, else
+// told by the service. The client certificate cache, like the OCSP
+// responder's "good" answers, is used on etcd only while the watch is
+// proven fresh within ocsp.max_staleness.
 func (d *daemon) revocation() (*revocation.Service, error) {
+	d.clientCerts = api.NewClientCerts(0, freshWithin(d.st, d.cfg.OCSP.MaxStaleness.Std()))
 	caches := revocation.CacheFunc(func(ctx context.Context, rec *store.Certificate) {
+		d.clientCerts.Revoked(ctx, rec)
 		d.responder.Revoked(ctx, rec)
 		d.anchors.Revoked(ctx, rec)
 		d.sthFile.noteRevoked(rec)
@@ -309,8 +317,10 @@ func (d *daemon) followStore(ctx context.Context) error {
 			}
 		},
 		Resync: func(context.Context) {
-			// Revocations may have been missed: sign every OCSP
-			// response afresh and rebuild every CRL.
+			// Revocations may have been missed: forget every cached
+			// client certificate, sign every OCSP response afresh
+			// and rebuild every CRL.
+			d.clientCerts.Forget()
 			d.responder.Forget(time.Now().Add(100 * 365 * 24 * time.Hour))
 			d.anchors.RebuildCRLs()
 			if d.feed != nil {
