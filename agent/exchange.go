@@ -4,10 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -73,38 +70,6 @@ func (c *Client) Exchange(ctx context.Context, cur *tls.Certificate, req Exchang
 		form.Set("ttl", req.TTL.String())
 	}
 	return c.postToken(ctx, cur, form)
-}
-
-// postToken posts form to the token endpoint with cur as the client
-// certificate and decodes the answer.
-func (c *Client) postToken(ctx context.Context, cur *tls.Certificate, form url.Values) (*Token, error) {
-	roots, _ := c.state()
-	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
-	defer hc.CloseIdleConnections()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+"/v1/token", strings.NewReader(form.Encode()))
-	if err != nil {
-		return nil, err
-	}
-	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	start := time.Now()
-	status, body, err := exchange(hc, hreq)
-	if err != nil {
-		return nil, err
-	}
-	if status != http.StatusOK {
-		e := &TokenError{Status: status}
-		if json.Unmarshal(body, e) != nil || e.Code == "" {
-			e.Code, e.Description = "http_error", strings.TrimSpace(string(body))
-		}
-		return nil, e
-	}
-	var t Token
-	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" || !strings.EqualFold(t.TokenType, "Bearer") || t.ExpiresIn <= 0 {
-		return nil, fmt.Errorf("agent: the token endpoint's answer is not a bearer token (%v)", err)
-	}
-	t.lifetime = time.Duration(t.ExpiresIn) * time.Second
-	t.Expiry = start.Add(t.lifetime)
-	return &t, nil
 }
 
 // subjectKey is the cache key of an exchanged token: the audience and

@@ -72,9 +72,6 @@ func (e *TokenError) Error() string {
 // Token obtains an access token bound to cur, presented as the TLS client
 // certificate (OAuth 2.0 client credentials with tls_client_auth).
 func (c *Client) Token(ctx context.Context, cur *tls.Certificate, req TokenRequest) (*Token, error) {
-	roots, _ := c.state()
-	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
-	defer hc.CloseIdleConnections()
 	form := url.Values{"grant_type": {"client_credentials"}, "scope": {strings.Join(req.Scope, " ")}}
 	for _, r := range req.Resource {
 		form.Add("resource", r)
@@ -88,6 +85,15 @@ func (c *Client) Token(ctx context.Context, cur *tls.Certificate, req TokenReque
 	if req.TTL > 0 {
 		form.Set("ttl", req.TTL.String())
 	}
+	return c.postToken(ctx, cur, form)
+}
+
+// postToken posts form to the token endpoint with cur as the client
+// certificate and decodes the answer.
+func (c *Client) postToken(ctx context.Context, cur *tls.Certificate, form url.Values) (*Token, error) {
+	roots, _ := c.state()
+	hc := newHTTPClient(roots, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil })
+	defer hc.CloseIdleConnections()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+"/v1/token", strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err

@@ -177,46 +177,13 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 // auditExchange writes the exchange's one audit line, with the whole
 // chain: the subject and its issuer, and the actors, newest first.
 func (s *Server) auditExchange(r *http.Request, a *exchangeAudit, e *OAuthError) {
-	attrs := []any{"op", "token-exchange", "provisioner", a.prov, "remote", r.RemoteAddr}
-	if a.spiffeID != "" {
-		attrs = append(attrs, "spiffe_id", a.spiffeID, "client_serial", a.serial)
-	}
+	var chain []any
 	if a.subject != "" {
-		attrs = append(attrs, "subject", truncate(a.subject, 256), "subject_issuer", truncate(a.subjectIssuer, 256),
+		chain = []any{"subject", truncate(a.subject, 256), "subject_issuer", truncate(a.subjectIssuer, 256),
 			"subject_type", a.subjectType, "subject_token", a.subjectKind,
-			"actors", exchange.Chain(a.actors), "chain_depth", len(a.actors))
+			"actors", exchange.Chain(a.actors), "chain_depth", len(a.actors)}
 	}
-	if a.task != "" {
-		attrs = append(attrs, "task", a.task)
-	}
-	quote := func(v []string) string { return strings.Join(v, " ") }
-	if e != nil {
-		quote = func(v []string) string {
-			q := make([]string, len(v))
-			for i, x := range v {
-				q[i] = echo(x)
-			}
-			return strings.Join(q, " ")
-		}
-	}
-	if len(a.scope) > 0 {
-		attrs = append(attrs, "scope", quote(a.scope))
-	}
-	if len(a.aud) > 0 {
-		attrs = append(attrs, "aud", quote(a.aud))
-	}
-	if a.rule != "" {
-		attrs = append(attrs, "rule", a.rule, "effect", a.effect)
-	}
-	if e == nil {
-		s.log.Info("audit", append(attrs, "outcome", "issued", "jti", a.jti, "exp", a.exp.Format(time.RFC3339))...)
-		return
-	}
-	reason := e.Description
-	if a.detail != "" {
-		reason = truncate(a.detail, maxReason)
-	}
-	s.log.Warn("audit", append(attrs, "outcome", "refused", "error", e.Code, "reason", reason)...)
+	s.writeTokenAudit(r, "token-exchange", &a.tokenAudit, chain, e)
 }
 
 // issueExchange checks the client, the request and the subject token,

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/agentca/agentca/exchange"
@@ -80,48 +78,11 @@ func ParseExchangeRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Du
 	default:
 		return nil, bad("requested_token_type %s is not issued; this CA issues access tokens (JWT)", echo(rt))
 	}
-	for sc := range strings.FieldsSeq(form.Get("scope")) {
-		if !validScopeToken(sc) {
-			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "scope %s has characters RFC 6749 does not allow", echo(sc))
-		}
-		if !slices.Contains(req.Scope, sc) {
-			req.Scope = append(req.Scope, sc)
-		}
+	if req.Scope, oe = parseScopes(form); oe != nil {
+		return nil, oe
 	}
-	if len(req.Scope) > maxTokenScopes {
-		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "at most %d scopes", maxTokenScopes)
-	}
-	for _, res := range form["resource"] {
-		if !absoluteNoFragment(res) {
-			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource %s is not an absolute URI without a fragment", echo(res))
-		}
-		if !slices.Contains(req.Audience, res) {
-			req.Audience = append(req.Audience, res)
-		}
-	}
-	for _, au := range form["audience"] {
-		if au == "" || len(au) > maxAudienceLength || strings.ContainsAny(au, " \t\r\n") {
-			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "audience %s is empty, too long or has white space", echo(au))
-		}
-		if !slices.Contains(req.Audience, au) {
-			req.Audience = append(req.Audience, au)
-		}
-	}
-	if len(req.Audience) == 0 {
-		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "name the resource (RFC 8707) or audience the token is for")
-	}
-	if len(req.Audience) > maxTokenAudiences {
-		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "at most %d resources and audiences", maxTokenAudiences)
-	}
-	if req.Task != "" && !ValidTask(req.Task) {
-		return nil, bad("task must be 1-128 letters, digits, '.', '_', ':', '/' or '-'")
-	}
-	if t := form.Get("ttl"); t != "" {
-		d, err := time.ParseDuration(t)
-		if err != nil || d < time.Second || d > maxTTL {
-			return nil, bad("ttl %s is not a Go duration between 1s and %s", echo(t), maxTTL)
-		}
-		req.TTL = d
+	if req.Audience, req.TTL, oe = parseTargetsTaskTTL(form, req.Task, maxTTL); oe != nil {
+		return nil, oe
 	}
 	return req, nil
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -313,10 +314,18 @@ type tokenAudit struct {
 }
 
 func (s *Server) auditToken(r *http.Request, a *tokenAudit, e *OAuthError) {
-	attrs := []any{"op", "token", "provisioner", a.prov, "remote", r.RemoteAddr}
+	s.writeTokenAudit(r, "token", a, nil, e)
+}
+
+// writeTokenAudit writes the one audit line of a token request (op
+// "token" or "token-exchange"), with extra (the exchange's chain) after
+// the client.
+func (s *Server) writeTokenAudit(r *http.Request, op string, a *tokenAudit, extra []any, e *OAuthError) {
+	attrs := []any{"op", op, "provisioner", a.prov, "remote", r.RemoteAddr}
 	if a.spiffeID != "" {
 		attrs = append(attrs, "spiffe_id", a.spiffeID, "client_serial", a.serial)
 	}
+	attrs = append(attrs, extra...)
 	if a.task != "" {
 		attrs = append(attrs, "task", a.task)
 	}
@@ -501,6 +510,23 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 		return nil, oauthErr(http.StatusBadRequest, OAuthUnsupportedGrantType, "grant_type %s is not supported; use client_credentials", echo(gt))
 	}
 	req := &AccessTokenRequest{ClientID: form.Get("client_id"), Task: form.Get("task")}
+	var oe *OAuthError
+	if req.Scope, oe = parseScopes(form); oe != nil {
+		return nil, oe
+	}
+	if len(req.Scope) == 0 {
+		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "name at least one scope")
+	}
+	if req.Audience, req.TTL, oe = parseTargetsTaskTTL(form, req.Task, maxTTL); oe != nil {
+		return nil, oe
+	}
+	return req, nil
+}
+
+// parseScopes reads scope: RFC 6749 scope tokens, each kept once, at most
+// maxTokenScopes.
+func parseScopes(form url.Values) ([]string, *OAuthError) {
+	var req struct{ Scope []string }
 	for sc := range strings.FieldsSeq(form.Get("scope")) {
 		if !validScopeToken(sc) {
 			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "scope %s has characters RFC 6749 does not allow", echo(sc))
@@ -509,15 +535,27 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 			req.Scope = append(req.Scope, sc)
 		}
 	}
-	if len(req.Scope) == 0 {
-		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "name at least one scope")
-	}
 	if len(req.Scope) > maxTokenScopes {
 		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidScope, "at most %d scopes", maxTokenScopes)
 	}
+	return req.Scope, nil
+}
+
+// parseTargetsTaskTTL reads resource (RFC 8707) and audience (each kept
+// once, at least one, at most maxTokenAudiences), checks task, and reads
+// ttl (1s to maxTTL).
+func parseTargetsTaskTTL(form url.Values, task string, maxTTL time.Duration) ([]string, time.Duration, *OAuthError) {
+	bad := func(format string, args ...any) *OAuthError {
+		return oauthErr(http.StatusBadRequest, OAuthInvalidRequest, format, args...)
+	}
+	req := struct {
+		Audience []string
+		Task     string
+		TTL      time.Duration
+	}{Task: task}
 	for _, res := range form["resource"] {
 		if !absoluteNoFragment(res) {
-			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource %s is not an absolute URI without a fragment", echo(res))
+			return nil, 0, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "resource %s is not an absolute URI without a fragment", echo(res))
 		}
 		if !slices.Contains(req.Audience, res) {
 			req.Audience = append(req.Audience, res)
@@ -525,29 +563,29 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 	}
 	for _, au := range form["audience"] {
 		if au == "" || len(au) > maxAudienceLength || strings.ContainsAny(au, " \t\r\n") {
-			return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "audience %s is empty, too long or has white space", echo(au))
+			return nil, 0, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "audience %s is empty, too long or has white space", echo(au))
 		}
 		if !slices.Contains(req.Audience, au) {
 			req.Audience = append(req.Audience, au)
 		}
 	}
 	if len(req.Audience) == 0 {
-		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "name the resource (RFC 8707) or audience the token is for")
+		return nil, 0, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "name the resource (RFC 8707) or audience the token is for")
 	}
 	if len(req.Audience) > maxTokenAudiences {
-		return nil, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "at most %d resources and audiences", maxTokenAudiences)
+		return nil, 0, oauthErr(http.StatusBadRequest, OAuthInvalidTarget, "at most %d resources and audiences", maxTokenAudiences)
 	}
 	if req.Task != "" && !ValidTask(req.Task) {
-		return nil, bad("task must be 1-128 letters, digits, '.', '_', ':', '/' or '-'")
+		return nil, 0, bad("task must be 1-128 letters, digits, '.', '_', ':', '/' or '-'")
 	}
 	if t := form.Get("ttl"); t != "" {
 		d, err := time.ParseDuration(t)
 		if err != nil || d < time.Second || d > maxTTL {
-			return nil, bad("ttl %s is not a Go duration between 1s and %s", echo(t), maxTTL)
+			return nil, 0, bad("ttl %s is not a Go duration between 1s and %s", echo(t), maxTTL)
 		}
 		req.TTL = d
 	}
-	return req, nil
+	return req.Audience, req.TTL, nil
 }
 
 func isFormType(ct string) bool {
