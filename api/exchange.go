@@ -157,21 +157,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	a := exchangeAudit{}
 	e := s.issueExchange(w, r, &a)
-	outcome := "issued"
-	if e != nil {
-		outcome = e.Code
-		countRefusal(w, e.Code)
-		writeOAuth(w, e.Status, e)
-		s.ops.accessTokens.WithLabelValues("refused").Inc()
-	} else {
-		s.ops.accessTokens.WithLabelValues("issued").Inc()
-	}
-	s.auditExchange(r, &a, e)
-	prov := a.prov
-	if prov == "" {
-		prov = "unknown"
-	}
-	s.metrics.observe(prov, "token-exchange", outcome, time.Since(start).Seconds())
+	s.settleToken(w, "token-exchange", start, &a.tokenAudit, e, func() { s.auditExchange(r, &a, e) })
 }
 
 // auditExchange writes the exchange's one audit line, with the whole

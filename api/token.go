@@ -286,6 +286,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	a := tokenAudit{}
 	e := s.issueToken(w, r, &a)
+	s.settleToken(w, "token", start, &a, e, func() { s.auditToken(r, &a, e) })
+}
+
+// settleToken finishes a token request: the refusal's answer (a token
+// was written already), the counters, the audit line (audit) and the
+// latency metric.
+func (s *Server) settleToken(w http.ResponseWriter, endpoint string, start time.Time, a *tokenAudit, e *OAuthError, audit func()) {
 	outcome := "issued"
 	if e != nil {
 		outcome = e.Code
@@ -295,12 +302,12 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.ops.accessTokens.WithLabelValues("issued").Inc()
 	}
-	s.auditToken(r, &a, e)
+	audit()
 	prov := a.prov
 	if prov == "" {
 		prov = "unknown"
 	}
-	s.metrics.observe(prov, "token", outcome, time.Since(start).Seconds())
+	s.metrics.observe(prov, endpoint, outcome, time.Since(start).Seconds())
 }
 
 // tokenAudit is what the token audit line reports.
@@ -476,31 +483,9 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 	bad := func(format string, args ...any) *OAuthError {
 		return oauthErr(http.StatusBadRequest, OAuthInvalidRequest, format, args...)
 	}
-	if ct := r.Header.Get("Content-Type"); !isFormType(ct) {
-		return nil, bad("the body must be application/x-www-form-urlencoded, not %s", echo(ct))
-	}
-	if r.Header.Get("Authorization") != "" {
-		return nil, bad("authenticate with the TLS client certificate only (tls_client_auth), not an Authorization header")
-	}
-	if r.ContentLength > maxTokenForm {
-		return nil, oauthErr(http.StatusRequestEntityTooLarge, OAuthInvalidRequest, "the body is larger than %d bytes", maxTokenForm)
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)
-	if err := r.ParseForm(); err != nil {
-		if errors.As(err, new(*http.MaxBytesError)) {
-			return nil, oauthErr(http.StatusRequestEntityTooLarge, OAuthInvalidRequest, "the body is larger than %d bytes", maxTokenForm)
-		}
-		return nil, bad("the body is not a form: %s", jsonProblem(err))
-	}
-	// ParseForm merged the URL query in; only the body counts.
-	form := r.PostForm
-	for k, v := range form {
-		if len(v) > 1 && k != "resource" && k != "audience" {
-			return nil, bad("parameter %s appears more than once", echo(k))
-		}
-	}
-	if _, ok := form["client_secret"]; ok {
-		return nil, bad("authenticate with the TLS client certificate only (tls_client_auth), not a client_secret")
+	form, oe := readTokenForm(w, r)
+	if oe != nil {
+		return nil, oe
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":
@@ -510,7 +495,6 @@ func ParseTokenRequest(w http.ResponseWriter, r *http.Request, maxTTL time.Durat
 		return nil, oauthErr(http.StatusBadRequest, OAuthUnsupportedGrantType, "grant_type %s is not supported; use client_credentials", echo(gt))
 	}
 	req := &AccessTokenRequest{ClientID: form.Get("client_id"), Task: form.Get("task")}
-	var oe *OAuthError
 	if req.Scope, oe = parseScopes(form); oe != nil {
 		return nil, oe
 	}
