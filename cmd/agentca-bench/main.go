@@ -67,6 +67,8 @@ type options struct {
 	revokeConc    int
 	revokeRateDur time.Duration
 	bigStore      int // certificates in the big-store phase
+	stormAgents   int // agents renewing at once in the storm phase
+	stormConc     int
 
 	// compare mode (compare.go): step-ca's binaries and the rounds.
 	compare   bool
@@ -76,7 +78,7 @@ type options struct {
 }
 
 // skippable are the phases --skip names.
-var skippable = []string{"renew", "renew-csr", "k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token", "jwt-svid", "workload", "token-exchange"}
+var skippable = []string{"renew", "renew-csr", "storm", "k8s-sign", "ocsp-post", "ocsp-get", "revoke-latency", "revoke-rate", "big-store", "token", "jwt-svid", "workload", "token-exchange"}
 
 func (o *options) runs(phase string) bool { return !o.skip[phase] }
 
@@ -165,6 +167,8 @@ func parseFlags() options {
 	flag.IntVar(&opts.revocations, "revocations", 50, "certificates revoked one at a time in the revoke-latency phase")
 	flag.IntVar(&opts.revokeConc, "revoke-concurrency", 16, "concurrent admin-socket clients in the revoke-rate phase")
 	flag.DurationVar(&opts.revokeRateDur, "revoke-rate-duration", 3*time.Second, "length of the revoke-rate phase")
+	flag.IntVar(&opts.stormAgents, "storm-agents", 20_000, "agents enrolled for the storm phase, then each renewed once with a fresh key on a new connection, all at once (storm.go)")
+	flag.IntVar(&opts.stormConc, "storm-concurrency", 512, "concurrent renewals in the storm phase")
 	flag.IntVar(&opts.bigStore, "big-store-certs", 1_000_000, "certificates written into the store of the big-store phase (daemon start-up, RSS and inclusion proofs at that size)")
 	flag.StringVar(&opts.pprofDir, "pprof", "", "profile the daemon: run a pprof-enabled build of `agentca serve` (./cmd/agentca-bench/profserve, built with `go build`) and save one CPU profile per phase in this directory")
 	flag.BoolVar(&opts.compare, "compare", false, "compare mode (make bench-compare): run the sign and renew paths against agentca and step-ca (badger, bbolt), interleaved, for --rounds rounds of --duration each")
@@ -212,6 +216,10 @@ func validate(opts *options) {
 		fmt.Fprintln(os.Stderr, "agentca-bench: --big-store-certs must be between 1000 and 10000000")
 		os.Exit(2)
 	}
+	if opts.stormAgents < 0 || opts.stormAgents > 200_000 || opts.stormConc < 1 || opts.stormConc > 4096 {
+		fmt.Fprintln(os.Stderr, "agentca-bench: --storm-agents must be 0..200000 and --storm-concurrency 1..4096")
+		os.Exit(2)
+	}
 	for _, d := range []time.Duration{opts.k8sDuration, opts.ocspDuration, opts.revokeRateDur} {
 		if d < time.Second || d > 10*time.Minute {
 			fmt.Fprintln(os.Stderr, "agentca-bench: --k8s-duration, --ocsp-duration and --revoke-rate-duration must be between 1s and 10m")
@@ -249,6 +257,9 @@ func runLimit(opts options) time.Duration {
 		opts.k8sDuration + 2*opts.ocspDuration + opts.revokeRateDur + revokeLatencyMax + 4*time.Minute
 	if opts.runs("big-store") {
 		limit += time.Duration(opts.bigStore/1000)*time.Second + 3*time.Minute
+	}
+	if opts.runs("storm") {
+		limit += time.Duration(opts.stormAgents/100)*time.Second + time.Minute
 	}
 	if opts.compare {
 		if opts.rounds < 1 || opts.rounds > 20 || opts.stepCABin == "" || opts.stepBin == "" {
@@ -317,6 +328,10 @@ func run(ctx context.Context, opts options) (*report, error) {
 		return rep, err
 	}
 	if err := r.renewPhases(ctx); err != nil {
+		keep = true
+		return rep, err
+	}
+	if err := r.stormPhase(ctx); err != nil { // storm.go
 		keep = true
 		return rep, err
 	}
