@@ -327,3 +327,34 @@ func parsePEMCert(t testing.TB, s string) *x509.Certificate {
 	}
 	return c
 }
+
+// boltCA is the test hierarchy as a running CA over a fresh bbolt file:
+// the store (closed when the test ends), the issuing CA, the Authority
+// and the published trust.
+type boltCA struct {
+	h         *ca.Hierarchy
+	st        *bolt.Store
+	iss       *ca.Issuer
+	authority *ca.Authority
+	trust     *api.Trust
+}
+
+func newBoltCA(tb testing.TB) *boltCA {
+	tb.Helper()
+	c := &boltCA{h: testHierarchy(tb)}
+	var err error
+	if c.st, err = bolt.Open(filepath.Join(tb.TempDir(), "agentca.db"), bolt.Options{}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.st.Close() })
+	if c.iss, err = ca.NewIssuer(c.h.Issuing, c.h.IssuingKey, c.h.Root); err != nil {
+		tb.Fatal(err)
+	}
+	if c.authority, err = ca.New(ca.Options{TrustDomain: testTD, Issuer: c.iss, Recorder: c.st}); err != nil {
+		tb.Fatal(err)
+	}
+	if c.trust, err = api.NewTrust(testTD, []*x509.Certificate{c.h.Root}, 1, time.Minute, c.iss); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}

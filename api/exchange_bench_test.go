@@ -8,16 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/exchange"
 	"github.com/agentca/agentca/policy"
-	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/wire"
 )
 
@@ -26,24 +23,8 @@ import (
 // form, the subject token's ES256 verification, a policy decision over
 // the chain, the ES256 signature and the audit line.
 func BenchmarkTokenExchange(b *testing.B) {
-	h := testHierarchy(b)
-	st, err := bolt.Open(filepath.Join(b.TempDir(), "agentca.db"), bolt.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		b.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: testTD, Issuer: iss, Recorder: st})
-	if err != nil {
-		b.Fatal(err)
-	}
-	trust, err := api.NewTrust(testTD, []*x509.Certificate{h.Root}, 1, time.Minute, iss)
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := newBoltCA(b)
+	st, authority, trust := c.st, c.authority, c.trust
 	pol, err := policy.Compile(policy.File{Rules: []policy.Rule{
 		{Name: "no-repeat-beyond-self", When: "chain_depth > 3", Effect: policy.Deny, Endpoints: []string{"token-exchange"}},
 	}}, policy.Allow)

@@ -5,13 +5,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/agentca/agentca/api"
-	"github.com/agentca/agentca/ca"
-	"github.com/agentca/agentca/store/bolt"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -19,24 +16,8 @@ import (
 // fedHandler is an HTTPS handler whose CA is federated with b.example.
 func fedHandler(tb testing.TB) (http.Handler, *spiffebundle.Bundle) {
 	tb.Helper()
-	h := testHierarchy(tb)
-	st, err := bolt.Open(filepath.Join(tb.TempDir(), "agentca.db"), bolt.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: testTD, Issuer: iss, Recorder: st})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	trust, err := api.NewTrust(testTD, []*x509.Certificate{h.Root}, 1, time.Minute, iss)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	c := newBoltCA(tb)
+	st, authority, trust := c.st, c.authority, c.trust
 	other := testHierarchy(tb)
 	b := spiffebundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("b.example"), []*x509.Certificate{other.Root})
 	b.SetRefreshHint(42 * time.Second)

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/policy"
-	"github.com/agentca/agentca/store/bolt"
 	"github.com/agentca/agentca/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -36,24 +34,8 @@ type jwtEnv struct {
 
 func newJWTEnv(tb testing.TB, leafTTL time.Duration, withKey bool) *jwtEnv {
 	tb.Helper()
-	h := testHierarchy(tb)
-	st, err := bolt.Open(filepath.Join(tb.TempDir(), "agentca.db"), bolt.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: testTD, Issuer: iss, Recorder: st})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	trust, err := api.NewTrust(testTD, []*x509.Certificate{h.Root}, 1, time.Minute, iss)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	c := newBoltCA(tb)
+	st, authority, trust := c.st, c.authority, c.trust
 	if withKey {
 		key := mustKey(tb, ca.ECP256)
 		other := mustKey(tb, ca.ECP256) // a staged anchor's key: published, not signing

@@ -6,39 +6,20 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/agentca/agentca/api"
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/policy"
-	"github.com/agentca/agentca/store/bolt"
 )
 
 // BenchmarkToken is one POST /v1/token through the HTTPS handler, without
 // TLS or the network: the client certificate check (a store read), the
 // form, one policy decision, the ES256 signature and the audit line.
 func BenchmarkToken(b *testing.B) {
-	h := testHierarchy(b)
-	st, err := bolt.Open(filepath.Join(b.TempDir(), "agentca.db"), bolt.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		b.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: testTD, Issuer: iss, Recorder: st})
-	if err != nil {
-		b.Fatal(err)
-	}
-	trust, err := api.NewTrust(testTD, []*x509.Certificate{h.Root}, 1, time.Minute, iss)
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := newBoltCA(b)
+	st, authority, trust := c.st, c.authority, c.trust
 	pol, err := policy.Compile(policy.File{Rules: []policy.Rule{
 		{Name: "no-admin", When: "'tools.admin' in scope && !spiffe_id.startsWith('spiffe://example.org/ops/')", Effect: policy.Deny, Endpoints: []string{"token"}},
 	}}, policy.Allow)

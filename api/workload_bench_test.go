@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -32,24 +31,8 @@ type issuanceBench struct {
 }
 
 func newIssuanceBench(b *testing.B) *issuanceBench {
-	h := testHierarchy(b)
-	st, err := bolt.Open(filepath.Join(b.TempDir(), "agentca.db"), bolt.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	iss, err := ca.NewIssuer(h.Issuing, h.IssuingKey, h.Root)
-	if err != nil {
-		b.Fatal(err)
-	}
-	authority, err := ca.New(ca.Options{TrustDomain: testTD, Issuer: iss, Recorder: st})
-	if err != nil {
-		b.Fatal(err)
-	}
-	trust, err := api.NewTrust(testTD, []*x509.Certificate{h.Root}, 1, time.Minute, iss)
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := newBoltCA(b)
+	st, authority, trust := c.st, c.authority, c.trust
 	srv, err := api.New(api.Options{Authority: authority, Store: st, Trust: trust, Workloads: st,
 		Provisioners: map[string]*api.Provisioner{"k8s": {Name: "k8s", Provisioner: &claimsProvisioner{},
 			DefaultTTL: 5 * time.Minute, MaxTTL: time.Hour}}})
