@@ -5,8 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
-	"runtime"
 	"strings"
 	"time"
 )
@@ -35,7 +35,7 @@ func (l *load) exchangePhase(ctx context.Context, name string, agents []*agent, 
 	defer closeClients()
 	u := l.d.https + "/v1/token"
 	// Subject tokens: agent w+1's token for agent w.
-	bodies := make([][]byte, c)
+	reqs := make([][]byte, c)
 	for w := range c {
 		from := (w + 1) % c
 		var tok string
@@ -52,33 +52,20 @@ func (l *load) exchangePhase(ctx context.Context, name string, agents []*agent, 
 			logf("token-exchange: the subject token for agent %d: %v", w, err)
 			return ph
 		}
-		bodies[w] = []byte(url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		body := []byte(url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
 			"subject_token": {tok}, "subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
 			"resource": {benchResource}}.Encode())
-	}
-	runtime.GC()
-	deadline := time.Now().Add(dur)
-	l.measure(ctx, ph, c, dur, pprofURL, pprofDir, func(w int, r *result) {
-		r.lat = make([]time.Duration, 0, 8192)
-		hc, a, sub := clients[w], agents[w], agents[(w+1)%c].id
-		first := true
-		for ctx.Err() == nil && time.Now().Before(deadline) {
-			var check func([]byte) error
-			if first {
-				first = false
-				check = func(b []byte) error { return checkExchanged(b, a.cert.Certificate[0], sub, a.id) }
-			}
-			lat, err := postForm(ctx, hc, u, bodies[w], check)
-			if err != nil {
-				if ctx.Err() == nil {
-					r.fail(err.Error())
-				}
-				continue
-			}
-			r.lat = append(r.lat, lat)
+		var err error
+		if reqs[w], err = rawRequest(u, formType, body); err != nil {
+			ph.errors++
+			return ph
 		}
-	})
-	ph.stopReason = "time"
+	}
+	l.keepAliveLoad(ctx, ph, agents, reqs, http.StatusOK, func(w int) func([]byte) error {
+		return func(b []byte) error {
+			return checkExchanged(b, agents[w].cert.Certificate[0], agents[(w+1)%c].id, agents[w].id)
+		}
+	}, dur, pprofURL, pprofDir)
 	return ph
 }
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"runtime"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -29,34 +29,18 @@ func runJWTSVIDPhase(ctx context.Context, opts options, lg *load, rep *report) e
 // (a JWT for the agent's own SPIFFE ID); the others must be 200.
 func (l *load) jwtSVIDPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, pprofURL, pprofDir string) *phase {
 	ph := &phase{name: name, kind: "jwt-svid"}
-	c := len(agents)
-	clients, closeClients := l.agentClients(ctx, agents)
-	defer closeClients()
-	body := []byte(`{"audience":["` + benchJWTAudience + `"]}`)
-	u := l.d.https + "/v1/jwt-svid"
-	runtime.GC()
-	deadline := time.Now().Add(dur)
-	l.measure(ctx, ph, c, dur, pprofURL, pprofDir, func(w int, r *result) {
-		r.lat = make([]time.Duration, 0, 8192)
-		hc, a := clients[w], agents[w]
-		first := true
-		for ctx.Err() == nil && time.Now().Before(deadline) {
-			var check func([]byte) error
-			if first {
-				first = false
-				check = func(b []byte) error { return checkJWTSVID(b, a.id) }
-			}
-			lat, err := send(ctx, hc, u, "application/json", 200, body, check)
-			if err != nil {
-				if ctx.Err() == nil {
-					r.fail(err.Error())
-				}
-				continue
-			}
-			r.lat = append(r.lat, lat)
-		}
-	})
-	ph.stopReason = "time"
+	req, err := rawRequest(l.d.https+"/v1/jwt-svid", "application/json", []byte(`{"audience":["`+benchJWTAudience+`"]}`))
+	if err != nil {
+		ph.errors++
+		return ph
+	}
+	reqs := make([][]byte, len(agents))
+	for w := range reqs {
+		reqs[w] = req
+	}
+	l.keepAliveLoad(ctx, ph, agents, reqs, http.StatusOK, func(w int) func([]byte) error {
+		return func(b []byte) error { return checkJWTSVID(b, agents[w].id) }
+	}, dur, pprofURL, pprofDir)
 	return ph
 }
 

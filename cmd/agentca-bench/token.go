@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 )
@@ -92,40 +91,28 @@ func runAgentPhase(ctx context.Context, opts options, lg *load, rep *report, kin
 // certificate); the others must be 200.
 func (l *load) tokenPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, pprofURL, pprofDir string) *phase {
 	ph := &phase{name: name, kind: "token"}
-	c := len(agents)
-	clients, closeClients := l.agentClients(ctx, agents)
-	defer closeClients()
 	body := []byte(url.Values{"grant_type": {"client_credentials"}, "scope": {benchScope}, "resource": {benchResource}}.Encode())
-	u := l.d.https + "/v1/token"
-	runtime.GC()
-	deadline := time.Now().Add(dur)
-	l.measure(ctx, ph, c, dur, pprofURL, pprofDir, func(w int, r *result) {
-		r.lat = make([]time.Duration, 0, 8192)
-		hc, a := clients[w], agents[w]
-		first := true
-		for ctx.Err() == nil && time.Now().Before(deadline) {
-			var check func([]byte) error
-			if first {
-				first = false
-				check = func(b []byte) error { return checkToken(b, a.cert.Certificate[0]) }
-			}
-			lat, err := postForm(ctx, hc, u, body, check)
-			if err != nil {
-				if ctx.Err() == nil {
-					r.fail(err.Error())
-				}
-				continue
-			}
-			r.lat = append(r.lat, lat)
-		}
-	})
-	ph.stopReason = "time"
+	req, err := rawRequest(l.d.https+"/v1/token", formType, body)
+	if err != nil {
+		ph.errors++
+		return ph
+	}
+	reqs := make([][]byte, len(agents))
+	for w := range reqs {
+		reqs[w] = req
+	}
+	l.keepAliveLoad(ctx, ph, agents, reqs, http.StatusOK, func(w int) func([]byte) error {
+		return func(b []byte) error { return checkToken(b, agents[w].cert.Certificate[0]) }
+	}, dur, pprofURL, pprofDir)
 	return ph
 }
 
+// formType is the token endpoint's request body type.
+const formType = "application/x-www-form-urlencoded"
+
 // postForm sends one token request; anything but 200 is an error.
 func postForm(ctx context.Context, hc *http.Client, url string, body []byte, check func([]byte) error) (time.Duration, error) {
-	return send(ctx, hc, url, "application/x-www-form-urlencoded", http.StatusOK, body, check)
+	return send(ctx, hc, url, formType, http.StatusOK, body, check)
 }
 
 // checkToken reads a token response and the JWT's claims (the signature
