@@ -74,11 +74,19 @@ func errorf(status int, code, format string, args ...any) *Error {
 
 func writeError(w http.ResponseWriter, e *Error) {
 	countRefusal(w, e.Code)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(e)
 }
+
+// The response headers every JSON answer sets, shared: net/http only
+// reads a header's values.
+var (
+	jsonContentType = []string{"application/json"}
+	noSniff         = []string{"nosniff"}
+)
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
@@ -87,11 +95,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		return
 	}
 	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
 	// A sign response with its receipt is larger than net/http's
 	// 2 KB before it would chunk: with the length, it goes out in one
 	// piece, without the chunk framing.
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
@@ -100,7 +109,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // unknown fields and trailing data. An empty body is accepted, leaving v
 // as it was, only when allowEmpty is set.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) *Error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
 			got := echo(ct)
@@ -110,37 +119,52 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "the body must be application/json, not %s", got)
 		}
 	}
-	tooLarge := errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "the body is larger than %d bytes", MaxBody)
-	if r.ContentLength > MaxBody {
-		return tooLarge
+	b, e := readBody(w, r)
+	if e != nil {
+		return e
 	}
-	body := http.MaxBytesReader(w, r.Body, MaxBody)
-	dec := json.NewDecoder(body)
+	if allowEmpty && len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		if allowEmpty && errors.Is(err, io.EOF) {
-			return nil
-		}
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return tooLarge
-		}
 		return errorf(http.StatusBadRequest, CodeBadRequest, "the body is not the expected JSON object: %s", jsonProblem(err))
 	}
-	// Whatever follows the object must be white space, and the whole body
-	// (chunked ones included) must fit the limit.
-	rest, err := io.ReadAll(io.MultiReader(dec.Buffered(), body))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return tooLarge
-	}
-	if err != nil {
-		return errorf(http.StatusBadRequest, CodeBadRequest, "reading the body: %s", jsonProblem(err))
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
+	// Whatever follows the object must be white space.
+	if len(bytes.TrimSpace(b[dec.InputOffset():])) != 0 {
 		return errorf(http.StatusBadRequest, CodeBadRequest, "the body has data after the JSON object")
 	}
 	return nil
+}
+
+// readBody reads the whole request body, at most MaxBody bytes (chunked
+// ones included): a body with its length is read into one buffer of
+// that size.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
+	tooLarge := func() *Error {
+		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "the body is larger than %d bytes", MaxBody)
+	}
+	if r.ContentLength > MaxBody {
+		return nil, tooLarge()
+	}
+	var b []byte
+	var err error
+	if r.ContentLength >= 0 {
+		// net/http's body ends at the declared length.
+		b = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, b)
+	} else {
+		b, err = io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, tooLarge()
+	}
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, CodeBadRequest, "reading the body: %s", jsonProblem(err))
+	}
+	return b, nil
 }
 
 // jsonProblem shortens encoding/json's errors to something a caller can act

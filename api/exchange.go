@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -142,7 +143,12 @@ func (s *Server) isExchange(r *http.Request) bool {
 		return false
 	}
 	v, err := url.ParseQuery(string(b))
-	return err == nil && len(v["grant_type"]) == 1 && v.Get("grant_type") == GrantTypeTokenExchange
+	if err != nil {
+		return false
+	}
+	// Parsed once: readTokenForm's ParseForm keeps r.PostForm.
+	r.PostForm = v
+	return len(v["grant_type"]) == 1 && v.Get("grant_type") == GrantTypeTokenExchange
 }
 
 // exchangeAudit is what the exchange's audit line reports.
@@ -163,11 +169,11 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 // auditExchange writes the exchange's one audit line, with the whole
 // chain: the subject and its issuer, and the actors, newest first.
 func (s *Server) auditExchange(r *http.Request, a *exchangeAudit, e *OAuthError) {
-	var chain []any
+	var chain []slog.Attr
 	if a.subject != "" {
-		chain = []any{"subject", truncate(a.subject, 256), "subject_issuer", truncate(a.subjectIssuer, 256),
-			"subject_type", a.subjectType, "subject_token", a.subjectKind,
-			"actors", exchange.Chain(a.actors), "chain_depth", len(a.actors)}
+		chain = []slog.Attr{slog.String("subject", truncate(a.subject, 256)), slog.String("subject_issuer", truncate(a.subjectIssuer, 256)),
+			slog.String("subject_type", a.subjectType), slog.String("subject_token", a.subjectKind),
+			slog.String("actors", exchange.Chain(a.actors)), slog.Int("chain_depth", len(a.actors))}
 	}
 	s.writeTokenAudit(r, "token-exchange", &a.tokenAudit, chain, e)
 }

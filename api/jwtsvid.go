@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -199,18 +200,19 @@ func (s *Server) jwtSVID(w http.ResponseWriter, r *http.Request) {
 	a := jwtAudit{}
 	resp, e := s.issueJWTSVID(w, r, &a)
 	outcome := "issued"
-	attrs := []any{"op", "jwt-svid", "provisioner", a.prov, "remote", r.RemoteAddr}
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs, slog.String("op", "jwt-svid"), slog.String("provisioner", a.prov), slog.String("remote", r.RemoteAddr))
 	if a.spiffeID != "" {
-		attrs = append(attrs, "spiffe_id", a.spiffeID, "client_serial", a.serial)
+		attrs = append(attrs, slog.String("spiffe_id", a.spiffeID), slog.String("client_serial", a.serial))
 	}
 	if a.task != "" {
-		attrs = append(attrs, "task", a.task)
+		attrs = append(attrs, slog.String("task", a.task))
 	}
 	if len(a.aud) > 0 {
-		attrs = append(attrs, "aud", strings.Join(a.aud, " "))
+		attrs = append(attrs, slog.String("aud", strings.Join(a.aud, " ")))
 	}
 	if a.rule != "" {
-		attrs = append(attrs, "rule", a.rule, "effect", a.effect)
+		attrs = append(attrs, slog.String("rule", a.rule), slog.String("effect", a.effect))
 	}
 	if e != nil {
 		outcome = e.Code
@@ -218,10 +220,12 @@ func (s *Server) jwtSVID(w http.ResponseWriter, r *http.Request) {
 		if a.detail != "" {
 			reason = a.detail
 		}
-		s.log.Warn("audit", append(attrs, "outcome", "refused", "error", e.Code, "reason", reason)...)
+		attrs = append(attrs, slog.String("outcome", "refused"), slog.String("error", e.Code), slog.String("reason", reason))
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "audit", attrs...)
 		writeError(w, e)
 	} else {
-		s.log.Info("audit", append(attrs, "outcome", "issued", "jti", a.jti, "exp", a.exp.Format(time.RFC3339))...)
+		attrs = append(attrs, slog.String("outcome", "issued"), slog.String("jti", a.jti), slog.String("exp", a.exp.Format(time.RFC3339)))
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, http.StatusOK, resp)
 	}

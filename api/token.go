@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -327,14 +328,15 @@ func (s *Server) auditToken(r *http.Request, a *tokenAudit, e *OAuthError) {
 // writeTokenAudit writes the one audit line of a token request (op
 // "token" or "token-exchange"), with extra (the exchange's chain) after
 // the client.
-func (s *Server) writeTokenAudit(r *http.Request, op string, a *tokenAudit, extra []any, e *OAuthError) {
-	attrs := []any{"op", op, "provisioner", a.prov, "remote", r.RemoteAddr}
+func (s *Server) writeTokenAudit(r *http.Request, op string, a *tokenAudit, extra []slog.Attr, e *OAuthError) {
+	attrs := make([]slog.Attr, 0, 20+len(extra))
+	attrs = append(attrs, slog.String("op", op), slog.String("provisioner", a.prov), slog.String("remote", r.RemoteAddr))
 	if a.spiffeID != "" {
-		attrs = append(attrs, "spiffe_id", a.spiffeID, "client_serial", a.serial)
+		attrs = append(attrs, slog.String("spiffe_id", a.spiffeID), slog.String("client_serial", a.serial))
 	}
 	attrs = append(attrs, extra...)
 	if a.task != "" {
-		attrs = append(attrs, "task", a.task)
+		attrs = append(attrs, slog.String("task", a.task))
 	}
 	// Requested scopes and audiences are caller text until a token is
 	// issued for them: a refusal names the long ones by hash only.
@@ -349,23 +351,25 @@ func (s *Server) writeTokenAudit(r *http.Request, op string, a *tokenAudit, extr
 		}
 	}
 	if len(a.scope) > 0 {
-		attrs = append(attrs, "scope", quote(a.scope))
+		attrs = append(attrs, slog.String("scope", quote(a.scope)))
 	}
 	if len(a.aud) > 0 {
-		attrs = append(attrs, "aud", quote(a.aud))
+		attrs = append(attrs, slog.String("aud", quote(a.aud)))
 	}
 	if a.rule != "" {
-		attrs = append(attrs, "rule", a.rule, "effect", a.effect)
+		attrs = append(attrs, slog.String("rule", a.rule), slog.String("effect", a.effect))
 	}
 	if e == nil {
-		s.log.Info("audit", append(attrs, "outcome", "issued", "jti", a.jti, "exp", a.exp.Format(time.RFC3339))...)
+		attrs = append(attrs, slog.String("outcome", "issued"), slog.String("jti", a.jti), slog.String("exp", a.exp.Format(time.RFC3339)))
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
 		return
 	}
 	reason := e.Description
 	if a.detail != "" {
 		reason = truncate(a.detail, maxReason)
 	}
-	s.log.Warn("audit", append(attrs, "outcome", "refused", "error", e.Code, "reason", reason)...)
+	attrs = append(attrs, slog.String("outcome", "refused"), slog.String("error", e.Code), slog.String("reason", reason))
+	s.log.LogAttrs(r.Context(), slog.LevelWarn, "audit", attrs...)
 }
 
 func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudit) *OAuthError {
