@@ -221,11 +221,11 @@ func (s *Server) jwtSVID(w http.ResponseWriter, r *http.Request) {
 			reason = a.detail
 		}
 		attrs = append(attrs, slog.String("outcome", "refused"), slog.String("error", e.Code), slog.String("reason", reason))
-		s.log.LogAttrs(r.Context(), slog.LevelWarn, "audit", attrs...)
+		s.auditLine(r.Context(), slog.LevelWarn, attrs)
 		writeError(w, e)
 	} else {
 		attrs = append(attrs, slog.String("outcome", "issued"), slog.String("jti", a.jti), slog.String("exp", a.exp.Format(time.RFC3339)))
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
+		s.auditLine(r.Context(), slog.LevelInfo, attrs)
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, http.StatusOK, resp)
 	}

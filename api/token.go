@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -361,7 +362,7 @@ func (s *Server) writeTokenAudit(r *http.Request, op string, a *tokenAudit, extr
 	}
 	if e == nil {
 		attrs = append(attrs, slog.String("outcome", "issued"), slog.String("jti", a.jti), slog.String("exp", a.exp.Format(time.RFC3339)))
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
+		s.auditLine(r.Context(), slog.LevelInfo, attrs)
 		return
 	}
 	reason := e.Description
@@ -369,7 +370,20 @@ func (s *Server) writeTokenAudit(r *http.Request, op string, a *tokenAudit, extr
 		reason = truncate(a.detail, maxReason)
 	}
 	attrs = append(attrs, slog.String("outcome", "refused"), slog.String("error", e.Code), slog.String("reason", reason))
-	s.log.LogAttrs(r.Context(), slog.LevelWarn, "audit", attrs...)
+	s.auditLine(r.Context(), slog.LevelWarn, attrs)
+}
+
+// auditLine writes one "audit" line with attrs. The record is made here
+// rather than by Logger.LogAttrs, which walks the stack for a source
+// position that no handler of the daemon prints.
+func (s *Server) auditLine(ctx context.Context, level slog.Level, attrs []slog.Attr) {
+	h := s.log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	rec := slog.NewRecord(time.Now(), level, "audit", 0)
+	rec.AddAttrs(attrs...)
+	_ = h.Handle(ctx, rec)
 }
 
 func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, a *tokenAudit) *OAuthError {
