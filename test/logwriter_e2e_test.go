@@ -2,6 +2,7 @@ package test
 
 import (
 	"math/big"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -72,5 +73,37 @@ func TestServeLogFlushedAtStop(t *testing.T) {
 	}
 	if n != workers*perWorker {
 		t.Errorf("%d certificates issued, want %d", n, workers*perWorker)
+	}
+}
+
+// TestAgentStartupErrorAfterLogLines: the node agent enrolls (logging as
+// it goes) and then cannot open its socket (its parent is a file): the
+// log lines it wrote all appear, whole, before main's one error line.
+func TestAgentStartupErrorAfterLogLines(t *testing.T) {
+	t.Parallel()
+	c := newCA(t, caOptions{})
+	c.start()
+	base := t.TempDir()
+	tokFile := filepath.Join(base, "token")
+	writeFile(t, tokFile, []byte(c.token("spiffe://example.org/node/logw")+"\n"))
+	notDir := filepath.Join(base, "file")
+	writeFile(t, notDir, []byte("x"))
+	r := runCLI(t, "--log-level", "debug", "agent", "--ca", c.URL, "--root", c.rootsFile(), "--token-file", tokFile,
+		"--data-dir", filepath.Join(base, "node"), "--socket", filepath.Join(notDir, "agent.sock"))
+	if r.code != 1 {
+		t.Fatalf("want exit 1:\n%s", r)
+	}
+	t.Logf("stderr:\n%s", r.stderr)
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("want log lines before the error line:\n%s", r)
+	}
+	for _, l := range lines[:len(lines)-1] {
+		if !strings.HasPrefix(l, "time=") {
+			t.Errorf("not a whole log line before the error line: %q", l)
+		}
+	}
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "agentca: ") || !strings.Contains(last, "not a directory") {
+		t.Errorf("the last line is not main's error line: %q", last)
 	}
 }
