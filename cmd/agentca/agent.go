@@ -94,10 +94,11 @@ func enroll(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(c, config.LogConfig{})
+	log, lw, err := newLogger(c, config.LogConfig{})
 	if err != nil {
 		return err
 	}
+	defer lw.Close()
 	roots, err := trustAnchors(c.Context, caURL, c.String("root"), c.String("fingerprint"))
 	if err != nil {
 		return err

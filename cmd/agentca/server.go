@@ -10,6 +10,7 @@ import (
 	"github.com/agentca/agentca/ca"
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/internal/daemon"
+	"github.com/agentca/agentca/internal/logwriter"
 	"github.com/urfave/cli/v2"
 )
 
@@ -99,10 +100,11 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			log, err := newLogger(c, cfg.Logging)
+			log, lw, err := newLogger(c, cfg.Logging)
 			if err != nil {
 				return err
 			}
+			defer lw.Close()
 			pw, err := daemon.ReadPassword(c.String("password-file"))
 			if err != nil {
 				return err
@@ -123,8 +125,11 @@ func serveCommand() *cli.Command {
 	}
 }
 
-// newLogger builds the daemon's logger: flags win over agentca.json.
-func newLogger(c *cli.Context, lc config.LogConfig) (*slog.Logger, error) {
+// newLogger builds the daemon's logger: flags win over agentca.json. Lines
+// go to stderr through a logwriter.Writer, which the caller closes (defer,
+// right away) on every way out, so that they all appear before main's
+// error line.
+func newLogger(c *cli.Context, lc config.LogConfig) (*slog.Logger, *logwriter.Writer, error) {
 	format, level := lc.Format, lc.Level
 	if f := c.String("log-format"); f != "" {
 		format = f
@@ -143,16 +148,18 @@ func newLogger(c *cli.Context, lc config.LogConfig) (*slog.Logger, error) {
 	case "error":
 		lv = slog.LevelError
 	default:
-		return nil, usagef("--log-level: want debug, info, warn or error, got %q", level)
+		return nil, nil, usagef("--log-level: want debug, info, warn or error, got %q", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "", "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		lw := logwriter.New(os.Stderr, logwriter.Options{})
+		return slog.New(slog.NewTextHandler(lw, opts)), lw, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		lw := logwriter.New(os.Stderr, logwriter.Options{})
+		return slog.New(slog.NewJSONHandler(lw, opts)), lw, nil
 	}
-	return nil, usagef("--log-format: want text or json, got %q", format)
+	return nil, nil, usagef("--log-format: want text or json, got %q", format)
 }
 
 // initStorage reads init's --storage, --etcd-endpoints and --etcd-prefix:
