@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/agentca/agentca/internal/config"
 	"github.com/agentca/agentca/internal/daemon"
+	"github.com/agentca/agentca/internal/logwriter"
 )
 
 func main() {
@@ -45,7 +47,10 @@ func run(dir, pprofAddr string) error {
 	if err != nil {
 		return err
 	}
-	log, err := logger(cfg.Logging)
+	// As agentca serve: lines gathered into few writes, flushed on return.
+	lw := logwriter.New(os.Stderr, logwriter.Options{})
+	defer lw.Close()
+	log, err := logger(cfg.Logging, lw)
 	if err != nil {
 		return err
 	}
@@ -74,7 +79,7 @@ func run(dir, pprofAddr string) error {
 }
 
 // logger mirrors the agentca binary's serve logger.
-func logger(lc config.LogConfig) (*slog.Logger, error) {
+func logger(lc config.LogConfig, w io.Writer) (*slog.Logger, error) {
 	var lv slog.Level
 	switch lc.Level {
 	case "", "info":
@@ -90,7 +95,7 @@ func logger(lc config.LogConfig) (*slog.Logger, error) {
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	if lc.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
