@@ -156,7 +156,8 @@ func (r *report) markdown() string {
 	p("- Client: this load generator, on the same machine and cores as the daemon. Keep-alive HTTP/1.1, one TLS connection per worker, opened before the measured window. "+
 		"`/v1/sign`: a fresh single-use join token per request, CSRs from a pool of %d pre-generated P-256 keys reused across requests (so the client's own cost is small). "+
 		"`/v1/renew`: %d enrolled agents, each renewing its latest certificate over mTLS, body `{}` (renew keeping the key: no CSR to verify, the fastest renewal); a certificate renews once, so each renewal presents the previous one's certificate on a new TLS connection, as an agent does; `renew-csr`: the same with body `{\"csr\"}`, a CSR for another key of the pool each time (a fresh key, the agent's default), the next renewal presenting that key. "+
-		"Any answer other than 201 counts as an error.\n", r.opts.csrPool, r.opts.agents)
+		"Any answer other than 201 counts as an error. "+
+		"`token`, `token-exchange`, `jwt-svid`: enrolled agents, each on its own keep-alive mTLS connection, sending the bytes net/http's `Request.Write` made once and reading each answer with `http.ReadResponse` (no `http.Transport`, whose goroutines would double the load generator's CPU per request); any answer other than 200 counts as an error.\n", r.opts.csrPool, r.opts.agents)
 	if r.k8s != nil {
 		p("- `k8s-sign`: the same `/v1/sign` load with provisioner `k8s`, a `k8s-sa` provisioner added to `agentca.json` before `serve` "+
 			"(issuer `%s`, audience `%s`, `jwks_file` with a generated RSA-2048 key, namespaces `[\"%s\"]`). "+
