@@ -61,10 +61,8 @@ func (l *load) exchangePhase(ctx context.Context, name string, agents []*agent, 
 			return ph
 		}
 	}
-	l.keepAliveLoad(ctx, ph, agents, reqs, http.StatusOK, func(w int) func([]byte) error {
-		return func(b []byte) error {
-			return checkExchanged(b, agents[w].cert.Certificate[0], agents[(w+1)%c].id, agents[w].id)
-		}
+	l.keepAliveLoad(ctx, ph, agents, reqs, http.StatusOK, func(w int, b []byte) error {
+		return checkExchanged(b, agents[w].cert.Certificate[0], agents[(w+1)%c].id, agents[w].id)
 	}, dur, pprofURL, pprofDir)
 	return ph
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 )
@@ -28,20 +27,8 @@ func runJWTSVIDPhase(ctx context.Context, opts options, lg *load, rep *report) e
 // jwtSVIDPhase runs the load. The first answer of each worker is checked
 // (a JWT for the agent's own SPIFFE ID); the others must be 200.
 func (l *load) jwtSVIDPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, pprofURL, pprofDir string) *phase {
-	ph := &phase{name: name, kind: "jwt-svid"}
-	req, err := rawRequest(l.d.https+"/v1/jwt-svid", "application/json", []byte(`{"audience":["`+benchJWTAudience+`"]}`))
-	if err != nil {
-		ph.errors++
-		return ph
-	}
-	reqs := make([][]byte, len(agents))
-	for w := range reqs {
-		reqs[w] = req
-	}
-	l.keepAliveLoad(ctx, ph, agents, reqs, http.StatusOK, func(w int) func([]byte) error {
-		return func(b []byte) error { return checkJWTSVID(b, agents[w].id) }
-	}, dur, pprofURL, pprofDir)
-	return ph
+	return l.sameRequestLoad(ctx, name, "jwt-svid", "/v1/jwt-svid", "application/json", []byte(`{"audience":["`+benchJWTAudience+`"]}`), agents,
+		func(w int, b []byte) error { return checkJWTSVID(b, agents[w].id) }, dur, pprofURL, pprofDir)
 }
 
 // checkJWTSVID reads a /v1/jwt-svid answer (the signature is the unit

@@ -5,12 +5,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 )
@@ -93,7 +92,8 @@ func rawRequest(rawURL, contentType string, body []byte) ([]byte, error) {
 // do sends req and reads the answer; any status but want is an error,
 // and check (when set) reads the body of a wanted answer. It returns the
 // time from sending to reading the whole answer. An error of the
-// connection (not of the answer) closes it and sets k.broken.
+// connection (not of the answer), or an answer that closes it, closes it
+// and sets k.broken.
 func (k *keepAlive) do(req []byte, want int, check func([]byte) error) (time.Duration, error) {
 	t0 := time.Now()
 	_ = k.conn.SetDeadline(t0.Add(30 * time.Second))
@@ -106,30 +106,14 @@ func (k *keepAlive) do(req []byte, want int, check func([]byte) error) (time.Dur
 		k.close()
 		return 0, err
 	}
-	var b []byte
-	if check != nil || resp.StatusCode != want {
-		b, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	} else {
-		_, err = io.Copy(io.Discard, resp.Body)
-	}
-	resp.Body.Close()
-	lat := time.Since(t0)
-	if err == nil && resp.Close {
-		err = fmt.Errorf("%s: the daemon closed the connection", resp.Status)
-	}
-	if err != nil {
+	lat, err := readAnswer(resp, t0, want, check)
+	if resp.Close || (err != nil && !errors.As(err, new(answerError))) {
 		k.close()
-		return 0, err
-	}
-	if resp.StatusCode != want {
-		return 0, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b[:min(len(b), 300)])))
-	}
-	if check != nil {
-		if err := check(b); err != nil {
-			return 0, fmt.Errorf("%d but bad response: %w", want, err)
+		if err == nil {
+			err = fmt.Errorf("%s: the daemon closed the connection", resp.Status)
 		}
 	}
-	return lat, nil
+	return lat, err
 }
 
 func (k *keepAlive) close() {
@@ -137,11 +121,31 @@ func (k *keepAlive) close() {
 	_ = k.conn.Close()
 }
 
+// sameRequestLoad runs phase name: every agent POSTs body as contentType
+// to path on its own connection until dur has passed; first(w, b) checks
+// worker w's first answer, and every answer must be 200.
+func (l *load) sameRequestLoad(ctx context.Context, name, kind, path, contentType string, body []byte, agents []*agent,
+	first func(w int, b []byte) error, dur time.Duration, pprofURL, pprofDir string) *phase {
+	ph := &phase{name: name, kind: kind}
+	req, err := rawRequest(l.d.https+path, contentType, body)
+	if err != nil {
+		ph.errors++
+		logf("%s: %v", name, err)
+		return ph
+	}
+	reqs := make([][]byte, len(agents))
+	for w := range reqs {
+		reqs[w] = req
+	}
+	l.keepAliveLoad(ctx, ph, agents, reqs, http.StatusOK, first, dur, pprofURL, pprofDir)
+	return ph
+}
+
 // keepAliveLoad has each agent send its request reqs[w] on its own
 // connection until dur has passed, and measures it. Every answer must
-// have status want; first(w), when it returns non-nil, checks worker w's
-// first answer. A broken connection is dialled again.
-func (l *load) keepAliveLoad(ctx context.Context, ph *phase, agents []*agent, reqs [][]byte, want int, first func(w int) func([]byte) error,
+// have status want; first(w, b) checks worker w's first answer b. A broken
+// connection is dialled again.
+func (l *load) keepAliveLoad(ctx context.Context, ph *phase, agents []*agent, reqs [][]byte, want int, first func(w int, b []byte) error,
 	dur time.Duration, pprofURL, pprofDir string) {
 	conns, closeConns, err := l.keepAlives(ctx, agents)
 	if err != nil {
@@ -154,7 +158,7 @@ func (l *load) keepAliveLoad(ctx context.Context, ph *phase, agents []*agent, re
 	deadline := time.Now().Add(dur)
 	l.measure(ctx, ph, len(agents), dur, pprofURL, pprofDir, func(w int, r *result) {
 		r.lat = make([]time.Duration, 0, 8192)
-		k, check := conns[w], first(w)
+		k, check := conns[w], func(b []byte) error { return first(w, b) }
 		for ctx.Err() == nil && time.Now().Before(deadline) {
 			if k.broken {
 				nk, err := l.dialAgent(ctx, agents[w])

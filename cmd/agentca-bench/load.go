@@ -187,8 +187,24 @@ func send(ctx context.Context, hc *http.Client, url, contentType string, want in
 	if err != nil {
 		return 0, err
 	}
+	return readAnswer(resp, t0, want, verify)
+}
+
+// answerError is an error of an answer (its status or its content), not
+// of the connection it came on.
+type answerError struct{ err error }
+
+func (e answerError) Error() string { return e.err.Error() }
+func (e answerError) Unwrap() error { return e.err }
+
+// readAnswer reads resp's body (whole when check is set or the status is
+// not want; else discarded) and closes it. It returns the time since t0,
+// an error reading the body, or an answerError for a status other than
+// want or a body check (when set) that fails.
+func readAnswer(resp *http.Response, t0 time.Time, want int, check func([]byte) error) (time.Duration, error) {
 	var b []byte
-	if verify != nil || resp.StatusCode != want {
+	var err error
+	if check != nil || resp.StatusCode != want {
 		b, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	} else {
 		_, err = io.Copy(io.Discard, resp.Body)
@@ -199,11 +215,11 @@ func send(ctx context.Context, hc *http.Client, url, contentType string, want in
 		return 0, err
 	}
 	if resp.StatusCode != want {
-		return 0, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b[:min(len(b), 300)])))
+		return 0, answerError{fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b[:min(len(b), 300)])))}
 	}
-	if verify != nil {
-		if err := verify(b); err != nil {
-			return 0, fmt.Errorf("%d but bad response: %w", want, err)
+	if check != nil {
+		if err := check(b); err != nil {
+			return 0, answerError{fmt.Errorf("%d but bad response: %w", want, err)}
 		}
 	}
 	return lat, nil

@@ -90,21 +90,9 @@ func runAgentPhase(ctx context.Context, opts options, lg *load, rep *report, kin
 // full (a bearer JWT whose cnf.x5t#S256 is the SHA-256 of the agent's
 // certificate); the others must be 200.
 func (l *load) tokenPhase(ctx context.Context, name string, agents []*agent, dur time.Duration, pprofURL, pprofDir string) *phase {
-	ph := &phase{name: name, kind: "token"}
 	body := []byte(url.Values{"grant_type": {"client_credentials"}, "scope": {benchScope}, "resource": {benchResource}}.Encode())
-	req, err := rawRequest(l.d.https+"/v1/token", formType, body)
-	if err != nil {
-		ph.errors++
-		return ph
-	}
-	reqs := make([][]byte, len(agents))
-	for w := range reqs {
-		reqs[w] = req
-	}
-	l.keepAliveLoad(ctx, ph, agents, reqs, http.StatusOK, func(w int) func([]byte) error {
-		return func(b []byte) error { return checkToken(b, agents[w].cert.Certificate[0]) }
-	}, dur, pprofURL, pprofDir)
-	return ph
+	return l.sameRequestLoad(ctx, name, "token", "/v1/token", formType, body, agents,
+		func(w int, b []byte) error { return checkToken(b, agents[w].cert.Certificate[0]) }, dur, pprofURL, pprofDir)
 }
 
 // formType is the token endpoint's request body type.
