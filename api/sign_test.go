@@ -12,6 +12,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -369,6 +371,44 @@ func TestBodyLimit(t *testing.T) {
 		r := do(t, e.client(nil), http.MethodPost, e.ts.URL+"/v1/sign", "application/json",
 			io.MultiReader(strings.NewReader(`{"token":"`), strings.NewReader(strings.Repeat("A", 100<<10)), strings.NewReader(`"}`)))
 		apiError(t, r, http.StatusRequestEntityTooLarge, api.CodeTooLarge)
+	})
+}
+
+// TestBodyShape: what follows the JSON object must be white space, an
+// empty body is not an object, and a body shorter than its declared
+// length is refused, all with 400.
+func TestBodyShape(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	body, _ := validSign(t, e, nil)
+	for _, tt := range []struct {
+		name string
+		body []byte
+		want string
+	}{
+		{"trailing object", append(slices.Clone(body), []byte(` {}`)...), "data after the JSON object"},
+		{"trailing garbage", append(slices.Clone(body), []byte("\n x")...), "data after the JSON object"},
+		{"empty", nil, "not the expected JSON object"},
+		{"two objects", []byte(`{}{}`), "data after the JSON object"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := do(t, e.client(nil), http.MethodPost, e.ts.URL+"/v1/sign", "application/json", bytes.NewReader(tt.body))
+			if got := apiError(t, r, http.StatusBadRequest, api.CodeBadRequest); !strings.Contains(got.Message, tt.want) {
+				t.Fatalf("message %q, want it to say %q", got.Message, tt.want)
+			}
+		})
+	}
+	// A client that declares more than it sends (the connection cut
+	// short): the handler reads to the declared length and refuses.
+	t.Run("shorter than Content-Length", func(t *testing.T) {
+		req := httptest.NewRequest(http.MethodPost, "/v1/sign", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.ContentLength = int64(len(body) + 10)
+		w := httptest.NewRecorder()
+		e.srv.HTTPSHandler().ServeHTTP(w, req)
+		r := &response{status: w.Code, header: w.Header(), body: w.Body.Bytes()}
+		if got := apiError(t, r, http.StatusBadRequest, api.CodeBadRequest); !strings.Contains(got.Message, "reading the body") {
+			t.Fatalf("message %q, want it to say reading the body failed", got.Message)
+		}
 	})
 }
 
