@@ -98,7 +98,7 @@ govulncheck: $(GOVULNCHECK)
 # real daemon (see docs/benchmarks.md). About 4 minutes on 2 cores
 # (-short skips the 1M-entry proof micro-benchmark: the big-store phase
 # measures proofs at that size through the daemon).
-BENCH_PKGS := ./ca/ ./store/... ./api/ ./ocsp/ ./crl/ ./translog/ ./provisioners/k8ssa/ ./policy/ ./nodeagent/
+BENCH_PKGS := ./ca/ ./store/... ./api/ ./ocsp/ ./crl/ ./translog/ ./provisioners/k8ssa/ ./policy/ ./nodeagent/ ./internal/logwriter/
 bench: build
 	$(GO) test -short -run '^$$' -bench . -benchmem -count 1 $(BENCH_PKGS)
 	$(GO) run ./cmd/agentca-bench --binary $(BIN)
