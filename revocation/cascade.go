@@ -91,8 +91,10 @@ func (s *Service) revokeWorkloads(ctx context.Context, nodes []store.Certificate
 		return nil, nil
 	}
 	serial := nodes[0].Serial
-	// The listing reads every record; a CA that never had a workload
-	// definition has no workload SVID to look for.
+	// The listing reads every record (there is no index by parent yet;
+	// the records without a parent are skipped by a byte search, not
+	// decoded); a CA that never had a workload definition has no
+	// workload SVID to look for.
 	if set, err := s.wl.Workloads(ctx); err != nil {
 		return nil, err
 	} else if set.Sequence == 0 {
@@ -105,7 +107,7 @@ func (s *Service) revokeWorkloads(ctx context.Context, nodes []store.Certificate
 	var out []store.Certificate
 	after := ""
 	for {
-		recs, err := s.st.ListCertificates(ctx, store.ListOptions{After: after, Limit: page})
+		recs, err := s.st.ListCertificates(ctx, store.ListOptions{After: after, Limit: page, Workloads: true})
 		if err != nil {
 			return out, err
 		}

@@ -541,12 +541,14 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			if opts.SkipRaw(v) {
+				continue
+			}
 			var rec store.Certificate
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("decode certificate %x: %w", k, err)
 			}
-			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID || opts.Task != "" && rec.Task != opts.Task ||
-				opts.Parent != "" && rec.Parent != opts.Parent {
+			if !opts.Keep(&rec) {
 				continue
 			}
 			out = append(out, rec)

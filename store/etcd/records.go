@@ -66,12 +66,14 @@ func (s *Store) ListCertificates(ctx context.Context, opts store.ListOptions) ([
 			return nil, s.wrap(err)
 		}
 		for _, kv := range resp.Kvs {
+			if opts.SkipRaw(kv.Value) {
+				continue
+			}
 			var rec store.Certificate
 			if err := json.Unmarshal(kv.Value, &rec); err != nil {
 				return nil, fmt.Errorf("store: decode certificate %s: %w", kv.Key, err)
 			}
-			if opts.SPIFFEID != "" && rec.SPIFFEID != opts.SPIFFEID || opts.Task != "" && rec.Task != opts.Task ||
-				opts.Parent != "" && rec.Parent != opts.Parent {
+			if !opts.Keep(&rec) {
 				continue
 			}
 			if out = append(out, rec); len(out) == limit {

@@ -128,4 +128,31 @@ func testListByParent(t *testing.T, s store.Store) {
 			t.Fatalf("unexpected certificate %s (parent %q)", c.Serial, c.Parent)
 		}
 	}
+	// Workloads: every workload SVID and nothing else, also across pages
+	// (the records without a parent are skipped undecoded).
+	seen := map[string]bool{}
+	for after := ""; ; {
+		page, err := s.ListCertificates(ctx, store.ListOptions{Workloads: true, After: after, Limit: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range page {
+			if c.Parent == "" || seen[c.Serial] {
+				t.Fatalf("Workloads listed %s (parent %q, seen before %v)", c.Serial, c.Parent, seen[c.Serial])
+			}
+			seen[c.Serial] = true
+		}
+		if len(page) < 2 {
+			break
+		}
+		after = page[len(page)-1].Serial
+	}
+	for serial := range want {
+		if !seen[serial] {
+			t.Fatalf("Workloads left out the workload SVID %s", serial)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("Workloads listed %d certificates, want %d", len(seen), len(want))
+	}
 }
