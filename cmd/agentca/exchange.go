@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -86,9 +85,5 @@ func tokenExchange(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("json") {
-		return json.NewEncoder(c.App.Writer).Encode(tok)
-	}
-	_, err = fmt.Fprintln(c.App.Writer, tok.AccessToken)
-	return err
+	return printToken(c, tok)
 }

@@ -43,11 +43,17 @@ func tokenGetCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
-				return json.NewEncoder(c.App.Writer).Encode(tok)
-			}
-			_, err = fmt.Fprintln(c.App.Writer, tok.AccessToken)
-			return err
+			return printToken(c, tok)
 		},
 	}
+}
+
+// printToken writes an issued or exchanged token: the whole response with
+// --json, else the access token alone on one line.
+func printToken(c *cli.Context, tok *agent.Token) error {
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(tok)
+	}
+	_, err := fmt.Fprintln(c.App.Writer, tok.AccessToken)
+	return err
 }
